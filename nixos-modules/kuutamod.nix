@@ -1,0 +1,431 @@
+# services.kuutamod: run kuutamod, the Consul-locked failover supervisor for a NEAR validator.
+#
+# kuutamod starts and stops neard itself; this module prepares neard's home (config.json and
+# genesis.json in the StateDirectory), hands the key files to the unit with LoadCredential (so
+# they never enter the Nix store), and sets the KUUTAMO_* variables. It never enables Consul and
+# never allows unfree packages: Consul is the operator's choice (see docs/nix.md).
+{
+  config,
+  lib,
+  pkgs,
+  ...
+}:
+let
+  cfg = config.services.kuutamod;
+  helpers = import ../nix/lib.nix;
+  settingsFormat = pkgs.formats.json { };
+
+  inherit (lib) mkOption types;
+
+  # neard's home: kuutamod runs neard there and keeps its database in `data/`.
+  stateDir = "/var/lib/kuutamod";
+
+  durationType = types.strMatching helpers.durationRegex;
+
+  # Slack on top of neard's stop grace before systemd kills everything: kuutamod still has to
+  # destroy its Consul session (an HTTP call with its own short timeout) and exit.
+  stopMarginSec = 15;
+
+  neardConfigSource =
+    if cfg.neardConfigFile != null then
+      cfg.neardConfigFile
+    else
+      settingsFormat.generate "neard-config.json" cfg.neardSettings;
+
+  # Copies config.json and genesis.json into neard's home when missing or when their source
+  # changed. A stamp file per target records the source's path, size and mtime: a store path
+  # changes with its content; a file outside the store (a big genesis kept in /var/lib, say)
+  # changes size or mtime when edited. kuutamod then rewrites network.addr and the key files in
+  # the copy, so the copy is writable (0600) and a changed source replaces it as a whole.
+  prepareHome = pkgs.writeShellScript "kuutamod-prepare-home" ''
+    set -eu
+    PATH=${lib.makeBinPath [ pkgs.coreutils ]}
+    install_if_changed() {
+      src=$1 dst=$2 stamp="$2.source"
+      want=$(stat --dereference --format '%n %s %Y' "$src")
+      if [ ! -e "$dst" ] || [ ! -e "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+        echo "kuutamod: installing $dst from $src"
+        install -m 0600 "$src" "$dst.tmp"
+        mv -f "$dst.tmp" "$dst"
+        printf '%s' "$want" > "$stamp"
+      fi
+    }
+    install_if_changed ${lib.escapeShellArg "${neardConfigSource}"} ${stateDir}/config.json
+    install_if_changed ${lib.escapeShellArg "${cfg.genesisFile}"} ${stateDir}/genesis.json
+  '';
+
+  environment = {
+    KUUTAMO_NODE_ID = cfg.nodeId;
+    KUUTAMO_ACCOUNT_ID = cfg.accountId;
+    KUUTAMO_CONSUL_URL = cfg.consulUrl;
+    KUUTAMO_EXPORTER_ADDRESS = cfg.exporterAddress;
+    KUUTAMO_NEARD_HOME = stateDir;
+    # Guarded so that a missing neardPackage shows its assertion rather than an eval error.
+    KUUTAMO_NEARD_BIN = if cfg.neardPackage != null then lib.getExe' cfg.neardPackage "neard" else "neard";
+    KUUTAMO_VALIDATOR_NETWORK_ADDR = cfg.validatorNetworkAddress;
+    KUUTAMO_VOTER_NETWORK_ADDR = cfg.voterNetworkAddress;
+    KUUTAMO_SESSION_TTL = cfg.sessionTtl;
+    KUUTAMO_NEARD_STOP_GRACE = cfg.neardStopGrace;
+    KUUTAMO_SYNCING_GRACE = cfg.syncingGrace;
+    RUST_LOG = cfg.logLevel;
+  }
+  // lib.optionalAttrs (cfg.consulTokenFile != null) {
+    # %d is systemd's credentials directory of this unit.
+    KUUTAMO_CONSUL_TOKEN_FILE = "%d/consul_token";
+  }
+  // lib.optionalAttrs (cfg.bootNodes != [ ]) {
+    KUUTAMO_NEARD_BOOTNODES = lib.concatStringsSep "," cfg.bootNodes;
+  }
+  // lib.optionalAttrs (cfg.failoverMode != null) { KUUTAMO_FAILOVER_MODE = cfg.failoverMode; }
+  // lib.optionalAttrs (cfg.voterShardTracking != null) {
+    KUUTAMO_VOTER_SHARD_TRACKING = cfg.voterShardTracking;
+  }
+  // cfg.extraEnvironment;
+
+  # kuutamod reads the three keys from $CREDENTIALS_DIRECTORY under these names when
+  # KUUTAMO_VALIDATOR_KEY & co are unset.
+  credentials =
+    [
+      "validator_key.json:${toString cfg.validatorKeyFile}"
+      "validator_node_key.json:${toString cfg.validatorNodeKeyFile}"
+      "voter_node_key.json:${toString cfg.voterNodeKeyFile}"
+    ]
+    ++ lib.optional (cfg.consulTokenFile != null) "consul_token:${cfg.consulTokenFile}";
+
+  # kuutamoctl with this node's account and Consul preset (the caller may still override them).
+  kuutamoctl = pkgs.writeShellScriptBin "kuutamoctl" ''
+    export KUUTAMO_ACCOUNT_ID="''${KUUTAMO_ACCOUNT_ID:-${cfg.accountId}}"
+    export KUUTAMO_CONSUL_URL="''${KUUTAMO_CONSUL_URL:-${cfg.consulUrl}}"
+    exec ${lib.getExe' cfg.package "kuutamoctl"} "$@"
+  '';
+
+  keyOptions = {
+    validatorKeyFile = "the validator key (validator_key.json of the staking pool account)";
+    validatorNodeKeyFile = "the node key neard uses while validating (shared by all kuutamod nodes of the account)";
+    voterNodeKeyFile = "this node's own node key, used while it is a passive voter";
+  };
+
+  secretPathOption =
+    what:
+    mkOption {
+      type = types.nullOr types.str;
+      default = null;
+      example = "/run/secrets/kuutamod/validator_key.json";
+      description = ''
+        Absolute path of ${what}. A string on purpose: the file is read by systemd
+        (`LoadCredential`) when the unit starts and never copied into the Nix store.
+      '';
+    };
+
+  isStorePath = p: lib.hasPrefix builtins.storeDir (toString p);
+in
+{
+  options.services.kuutamod = {
+    enable = lib.mkEnableOption "kuutamod, active-passive failover for a NEAR validator";
+
+    package = lib.mkPackageOption pkgs "kuutamod" { };
+
+    neardPackage = mkOption {
+      type = types.nullOr types.package;
+      default = null;
+      example = lib.literalExpression "inputs.kuutamod.packages.x86_64-linux.neard";
+      description = ''
+        Package providing NEAR's `bin/neard`. There is no default: nixpkgs' `pkgs.neard` is an
+        unrelated NFC daemon. The kuutamod flake offers `packages.x86_64-linux.neard` (the
+        prebuilt near-sandbox build, meant for tests and trials).
+      '';
+    };
+
+    nodeId = mkOption {
+      type = types.str;
+      default = config.networking.hostName;
+      defaultText = lib.literalExpression "config.networking.hostName";
+      description = "Name of this node in the Consul leader lock and in kuutamoctl's answers.";
+    };
+
+    accountId = mkOption {
+      type = types.str;
+      default = "";
+      example = "kuutamo.poolv1.near";
+      description = "The validator (staking pool) account all kuutamod nodes of the set share.";
+    };
+
+    consulUrl = mkOption {
+      type = types.str;
+      default = "http://localhost:8500";
+      description = "HTTP API of a Consul agent. This module does not enable Consul itself.";
+    };
+
+    consulTokenFile = mkOption {
+      type = types.nullOr types.str;
+      default = null;
+      example = "/run/secrets/kuutamod/consul-token";
+      description = ''
+        File holding a Consul ACL token, delivered with `LoadCredential` (a string: never copied
+        into the Nix store).
+      '';
+    };
+
+    exporterAddress = mkOption {
+      type = types.str;
+      default = "127.0.0.1:2233";
+      description = "Listen address of `/metrics`, `/health` and `/neard-pid`.";
+    };
+
+    validatorKeyFile = secretPathOption keyOptions.validatorKeyFile;
+    validatorNodeKeyFile = secretPathOption keyOptions.validatorNodeKeyFile;
+    voterNodeKeyFile = secretPathOption keyOptions.voterNodeKeyFile;
+
+    neardConfigFile = mkOption {
+      type = types.nullOr types.path;
+      default = null;
+      description = ''
+        neard's `config.json`. Copied (mode 0600) into neard's home when missing or when this
+        file changes; kuutamod then sets `network.addr` and the keys itself. Give either this or
+        `neardSettings`.
+      '';
+    };
+
+    neardSettings = mkOption {
+      type = types.nullOr settingsFormat.type;
+      default = null;
+      example = {
+        network.boot_nodes = "";
+        rpc.addr = "127.0.0.1:3030";
+      };
+      description = "neard's `config.json` as Nix attributes (rendered to JSON); or use `neardConfigFile`.";
+    };
+
+    genesisFile = mkOption {
+      type = types.nullOr types.path;
+      default = null;
+      example = "/var/lib/near-genesis/genesis.json";
+      description = ''
+        The chain's `genesis.json`, copied into neard's home when missing or changed. Give a
+        string (not a Nix path) for a large genesis kept outside the store; it must be readable
+        by the service's dynamic user.
+      '';
+    };
+
+    bootNodes = mkOption {
+      type = types.listOf types.str;
+      default = [ ];
+      example = [ "ed25519:7PGseFbWxvYVgZ89K1uTJKYoKetWs7BJtbyXDzfbAcqX@192.168.1.3:24567" ];
+      description = "neard boot nodes (`ed25519:<peer key>@<ip>:<port>`), passed as KUUTAMO_NEARD_BOOTNODES.";
+    };
+
+    validatorNetworkAddress = mkOption {
+      type = types.str;
+      default = "0.0.0.0:24567";
+      description = "neard's listen address while it validates (with the validator node key).";
+    };
+
+    voterNetworkAddress = mkOption {
+      type = types.str;
+      default = "0.0.0.0:24568";
+      description = "neard's listen address while it is a passive voter (with this node's own node key).";
+    };
+
+    sessionTtl = mkOption {
+      type = durationType;
+      default = "30s";
+      description = "TTL of kuutamod's Consul session (Consul's minimum is 10s unless its session_ttl_min is lowered).";
+    };
+
+    neardStopGrace = mkOption {
+      type = durationType;
+      default = "5s";
+      description = "How long kuutamod waits after SIGTERM before it SIGKILLs neard. The unit's TimeoutStopSec is this plus ${toString stopMarginSec}s.";
+    };
+
+    syncingGrace = mkOption {
+      type = durationType;
+      default = "30s";
+      description = "How long neard may report syncing before kuutamod considers it unhealthy.";
+    };
+
+    failoverMode = mkOption {
+      type = types.nullOr (
+        types.enum [
+          "restart"
+          "hot-swap"
+        ]
+      );
+      default = null;
+      description = "`restart` neard with the validator key, or `hot-swap` it in (SIGHUP); null keeps kuutamod's default.";
+    };
+
+    voterShardTracking = mkOption {
+      type = types.nullOr (
+        types.enum [
+          "none"
+          "shadow-validator"
+          "tracked-shadow-validator"
+        ]
+      );
+      default = null;
+      description = "How a voter's config.json tracks shards for a hot swap; null keeps kuutamod's default.";
+    };
+
+    logLevel = mkOption {
+      type = types.str;
+      default = "info";
+      example = "kuutamod=debug,info";
+      description = "RUST_LOG of kuutamod.";
+    };
+
+    extraEnvironment = mkOption {
+      type = types.attrsOf types.str;
+      default = { };
+      example = {
+        KUUTAMO_SESSION_TTL = "15s";
+      };
+      description = "Further environment variables for kuutamod; they override the ones this module sets.";
+    };
+
+    openFirewall = mkOption {
+      type = types.bool;
+      default = false;
+      description = "Open the TCP ports of `validatorNetworkAddress` and `voterNetworkAddress`.";
+    };
+  };
+
+  config = lib.mkIf cfg.enable {
+    assertions =
+      [
+        {
+          assertion = cfg.neardPackage != null;
+          message = "services.kuutamod.neardPackage must be set to a NEAR neard package (nixpkgs' pkgs.neard is an unrelated NFC daemon; the kuutamod flake provides packages.x86_64-linux.neard).";
+        }
+        {
+          assertion = (cfg.neardConfigFile != null) != (cfg.neardSettings != null);
+          message = "services.kuutamod: set exactly one of neardConfigFile or neardSettings (neard's config.json).";
+        }
+        {
+          assertion = cfg.genesisFile != null;
+          message = "services.kuutamod.genesisFile must be set to the chain's genesis.json.";
+        }
+        {
+          assertion = cfg.accountId != "";
+          message = "services.kuutamod.accountId must be set to the validator (staking pool) account, e.g. \"mypool.poolv1.near\".";
+        }
+      ]
+      ++ lib.concatLists (
+        lib.mapAttrsToList (
+          name: what:
+          let
+            value = cfg.${name};
+          in
+          [
+            {
+              assertion = value != null;
+              message = "services.kuutamod.${name} must be set to the absolute path of ${what}.";
+            }
+            {
+              assertion = value == null || (lib.hasPrefix "/" value && !isStorePath value);
+              message = "services.kuutamod.${name} must be an absolute path outside the Nix store (the store is world-readable); got ${toString value}.";
+            }
+          ]
+        ) keyOptions
+      )
+      ++ [
+        {
+          assertion =
+            cfg.consulTokenFile == null
+            || (lib.hasPrefix "/" cfg.consulTokenFile && !isStorePath cfg.consulTokenFile);
+          message = "services.kuutamod.consulTokenFile must be an absolute path outside the Nix store.";
+        }
+      ];
+
+    warnings =
+      lib.optional
+        (
+          builtins.match "https?://(localhost|127\\.0\\.0\\.1|\\[::1])([:/].*)?" cfg.consulUrl != null
+          && !config.services.consul.enable
+        )
+        "services.kuutamod.consulUrl (${cfg.consulUrl}) points at this host, but services.consul is not enabled here. kuutamod needs a Consul agent; this module does not enable one (Consul is unfree in nixpkgs: allow it yourself)."
+      ++ lib.optional (
+        cfg.genesisFile != null && isStorePath cfg.genesisFile
+      ) "services.kuutamod.genesisFile is in the Nix store; for a large genesis (mainnet, testnet) give a path string outside the store instead.";
+
+    environment.systemPackages = [ kuutamoctl ];
+
+    networking.firewall.allowedTCPPorts = lib.mkIf cfg.openFirewall (
+      lib.unique [
+        (helpers.addressPort cfg.validatorNetworkAddress)
+        (helpers.addressPort cfg.voterNetworkAddress)
+      ]
+    );
+
+    systemd.services.kuutamod = {
+      description = "kuutamod: failover supervisor for NEAR's neard";
+      wantedBy = [ "multi-user.target" ];
+      wants = [ "network-online.target" ];
+      after = [ "network-online.target" ] ++ lib.optional config.services.consul.enable "consul.service";
+      inherit environment;
+      # Never give up restarting: a validator that stays down loses rewards.
+      startLimitIntervalSec = 0;
+
+      serviceConfig = {
+        ExecStartPre = prepareHome;
+        ExecStart = lib.getExe cfg.package;
+        WorkingDirectory = stateDir;
+        LoadCredential = credentials;
+
+        # kuutamod stops neard itself (SIGTERM, then SIGKILL after its grace) and then destroys
+        # its Consul session: systemd signals only the main process first, and kills what is
+        # left only after TimeoutStopSec.
+        KillMode = "mixed";
+        TimeoutStopSec = helpers.stopTimeoutSec cfg.neardStopGrace stopMarginSec;
+        Restart = "always";
+        RestartSec = "1s";
+
+        DynamicUser = true;
+        StateDirectory = "kuutamod";
+        StateDirectoryMode = "0700";
+        UMask = "0077";
+
+        # RocksDB (neard's database) keeps many files open; neard warns below 65535.
+        LimitNOFILE = 65535;
+
+        # Hardening.
+        CapabilityBoundingSet = "";
+        AmbientCapabilities = "";
+        NoNewPrivileges = true;
+        ProtectSystem = "strict";
+        ProtectHome = true;
+        PrivateTmp = true;
+        PrivateDevices = true;
+        PrivateUsers = true;
+        ProtectHostname = true;
+        ProtectClock = true;
+        ProtectKernelTunables = true;
+        ProtectKernelModules = true;
+        ProtectKernelLogs = true;
+        ProtectControlGroups = true;
+        ProtectProc = "invisible";
+        RestrictAddressFamilies = [
+          "AF_INET"
+          "AF_INET6"
+          "AF_UNIX"
+        ];
+        RestrictNamespaces = true;
+        RestrictRealtime = true;
+        RestrictSUIDSGID = true;
+        LockPersonality = true;
+        RemoveIPC = true;
+        SystemCallArchitectures = "native";
+        # @resources stays allowed (it is part of @system-service): RocksDB lowers the priority
+        # of its background threads with setpriority(2).
+        SystemCallFilter = [
+          "@system-service"
+          "~@privileged"
+        ];
+        SystemCallErrorNumber = "EPERM";
+        # Relaxed: neard compiles contracts' WebAssembly to machine code at run time (near-vm),
+        # which needs writable and executable memory; with `true` neard cannot run contracts.
+        MemoryDenyWriteExecute = false;
+      };
+    };
+  };
+}

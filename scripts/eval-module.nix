@@ -1,0 +1,381 @@
+# Evaluates services.kuutamod (nixos-modules/) with nixpkgs' lib.evalModules, without nixpkgs:
+# the NixOS options the module sets are declared here as stubs, and `pkgs` is a stub whose
+# derivations are plain attribute sets. Each check throws with what it saw on a mismatch; the
+# result is the list of checks that passed. Run through scripts/eval-module.sh.
+{ lib }:
+let
+  inherit (lib) types mkOption;
+
+  fakeDrv =
+    name: extra:
+    {
+      type = "derivation";
+      inherit name;
+      outPath = "/nix/store/00000000000000000000000000000000-${name}";
+      outputs = [ "out" ];
+      meta = { };
+    }
+    // extra;
+
+  jsonType =
+    let
+      value =
+        types.nullOr (
+          types.oneOf [
+            types.bool
+            types.int
+            types.float
+            types.str
+            types.path
+            (types.attrsOf value)
+            (types.listOf value)
+          ]
+        )
+        // {
+          description = "JSON value";
+        };
+    in
+    value;
+
+  jsonHash = text: builtins.substring 0 32 (builtins.hashString "sha256" text);
+
+  stubPkgs = {
+    coreutils = fakeDrv "coreutils-9.5" { };
+    formats.json = _: {
+      type = jsonType;
+      # The fake store path carries a hash of the rendered JSON, so a check can tell which
+      # settings reached the unit.
+      generate =
+        name: value:
+        fakeDrv name { json = builtins.toJSON value; }
+        // {
+          outPath = "/nix/store/${jsonHash (builtins.toJSON value)}-${name}";
+        };
+    };
+    writeShellScript = name: text: fakeDrv name { inherit text; };
+    writeShellScriptBin = name: text: fakeDrv name { inherit text; };
+    stdenv.hostPlatform.system = "x86_64-linux";
+  };
+
+  # What the flake would pass to nixos-modules/flake-module.nix.
+  flakePackages.x86_64-linux.kuutamod = fakeDrv "kuutamod-0.1.0" {
+    meta.mainProgram = "kuutamod";
+  };
+  neard = fakeDrv "neard-sandbox-2.13.4" { meta.mainProgram = "neard"; };
+
+  # Stub declarations of the NixOS options services.kuutamod sets or reads.
+  nixosStubs = {
+    options = {
+      assertions = mkOption {
+        type = types.listOf types.unspecified;
+        default = [ ];
+      };
+      warnings = mkOption {
+        type = types.listOf types.str;
+        default = [ ];
+      };
+      networking.hostName = mkOption {
+        type = types.str;
+        default = "nixos";
+      };
+      networking.firewall.allowedTCPPorts = mkOption {
+        type = types.listOf types.port;
+        default = [ ];
+      };
+      services.consul.enable = mkOption {
+        type = types.bool;
+        default = false;
+      };
+      environment.systemPackages = mkOption {
+        type = types.listOf types.package;
+        default = [ ];
+      };
+      systemd.services = mkOption {
+        default = { };
+        type = types.attrsOf (
+          types.submodule {
+            options = {
+              description = mkOption { type = types.str; };
+              wantedBy = mkOption {
+                type = types.listOf types.str;
+                default = [ ];
+              };
+              wants = mkOption {
+                type = types.listOf types.str;
+                default = [ ];
+              };
+              after = mkOption {
+                type = types.listOf types.str;
+                default = [ ];
+              };
+              environment = mkOption {
+                type = types.attrsOf (
+                  types.nullOr (
+                    types.oneOf [
+                      types.str
+                      types.path
+                      types.package
+                    ]
+                  )
+                );
+                default = { };
+              };
+              startLimitIntervalSec = mkOption { type = types.int; };
+              serviceConfig = mkOption {
+                type = types.attrsOf types.unspecified;
+                default = { };
+              };
+            };
+          }
+        );
+      };
+    };
+  };
+
+  eval =
+    config:
+    (lib.evalModules {
+      modules = [
+        nixosStubs
+        (import ../nixos-modules/flake-module.nix flakePackages)
+        { _module.args.pkgs = stubPkgs; }
+        config
+      ];
+    }).config;
+
+  failedAssertions = cfg: map (a: a.message) (builtins.filter (a: !a.assertion) cfg.assertions);
+
+  # Checks `actual == expected`; on a mismatch throws with both, shown as JSON.
+  expectEq =
+    name: actual: expected:
+    if actual == expected then
+      name
+    else
+      throw "FAIL ${name}:\n  expected ${builtins.toJSON expected}\n  actual   ${builtins.toJSON actual}";
+
+  expect =
+    name: ok: detail:
+    if ok then name else throw "FAIL ${name}: ${builtins.toJSON detail}";
+
+  hasInfix = lib.hasInfix;
+
+  # A validator as an operator would configure it.
+  sample = {
+    networking.hostName = "alpha";
+    services.kuutamod = {
+      enable = true;
+      neardPackage = neard;
+      accountId = "pool.poolv1.near";
+      consulUrl = "http://10.0.0.5:8500";
+      consulTokenFile = "/run/secrets/consul-token";
+      validatorKeyFile = "/run/secrets/validator_key.json";
+      validatorNodeKeyFile = "/run/secrets/validator_node_key.json";
+      voterNodeKeyFile = "/run/secrets/voter_node_key.json";
+      neardSettings = {
+        network.boot_nodes = "";
+        rpc.addr = "127.0.0.1:3030";
+      };
+      genesisFile = "/var/lib/near-genesis/genesis.json";
+      bootNodes = [
+        "ed25519:AAA@10.0.0.1:24567"
+        "ed25519:BBB@10.0.0.2:24567"
+      ];
+      failoverMode = "hot-swap";
+      neardStopGrace = "1m30s";
+      extraEnvironment = {
+        KUUTAMO_SYNCING_GRACE = "45s";
+      };
+      openFirewall = true;
+    };
+  };
+
+  cfg = eval sample;
+  settingsHash = jsonHash (builtins.toJSON sample.services.kuutamod.neardSettings);
+  unit = cfg.systemd.services.kuutamod;
+  sc = unit.serviceConfig;
+  env = unit.environment;
+  kuutamoctl = builtins.head cfg.environment.systemPackages;
+
+  minimal = eval {
+    services.kuutamod.enable = true;
+  };
+  minimalFailed = failedAssertions minimal;
+
+  withStoreKey = eval (
+    lib.recursiveUpdate sample {
+      services.kuutamod.validatorKeyFile = "/nix/store/00000000000000000000000000000000-validator_key.json";
+    }
+  );
+
+  withBothConfigs = eval (
+    lib.recursiveUpdate sample {
+      services.kuutamod.neardConfigFile = "/etc/neard/config.json";
+    }
+  );
+
+  configFileOnly = eval (
+    lib.recursiveUpdate sample {
+      services.kuutamod = {
+        neardSettings = null;
+        neardConfigFile = "/etc/neard/config.json";
+        consulTokenFile = null;
+        bootNodes = [ ];
+        openFirewall = false;
+        neardStopGrace = "5s";
+      };
+    }
+  );
+  unit2 = configFileOnly.systemd.services.kuutamod;
+
+  disabled = eval { services.kuutamod.neardPackage = neard; };
+
+  badDuration = builtins.tryEval (
+    builtins.deepSeq
+      (eval (lib.recursiveUpdate sample { services.kuutamod.sessionTtl = "30 seconds"; }))
+      .systemd.services.kuutamod.environment
+      true
+  );
+in
+[
+  (expectEq "no failed assertions for the sample" (failedAssertions cfg) [ ])
+  (expectEq "no warnings for the sample" cfg.warnings [ ])
+  (expectEq "ExecStart is the flake's kuutamod (meta.mainProgram)" sc.ExecStart
+    "/nix/store/00000000000000000000000000000000-kuutamod-0.1.0/bin/kuutamod"
+  )
+  (expectEq "LoadCredential: three keys and the Consul token; paths as given (not store copies)"
+    sc.LoadCredential
+    [
+      "validator_key.json:/run/secrets/validator_key.json"
+      "validator_node_key.json:/run/secrets/validator_node_key.json"
+      "voter_node_key.json:/run/secrets/voter_node_key.json"
+      "consul_token:/run/secrets/consul-token"
+    ]
+  )
+  (expectEq "Environment" env {
+    KUUTAMO_NODE_ID = "alpha";
+    KUUTAMO_ACCOUNT_ID = "pool.poolv1.near";
+    KUUTAMO_CONSUL_URL = "http://10.0.0.5:8500";
+    KUUTAMO_CONSUL_TOKEN_FILE = "%d/consul_token";
+    KUUTAMO_EXPORTER_ADDRESS = "127.0.0.1:2233";
+    KUUTAMO_NEARD_HOME = "/var/lib/kuutamod";
+    KUUTAMO_NEARD_BIN = "/nix/store/00000000000000000000000000000000-neard-sandbox-2.13.4/bin/neard";
+    KUUTAMO_NEARD_BOOTNODES = "ed25519:AAA@10.0.0.1:24567,ed25519:BBB@10.0.0.2:24567";
+    KUUTAMO_VALIDATOR_NETWORK_ADDR = "0.0.0.0:24567";
+    KUUTAMO_VOTER_NETWORK_ADDR = "0.0.0.0:24568";
+    KUUTAMO_SESSION_TTL = "30s";
+    KUUTAMO_NEARD_STOP_GRACE = "1m30s";
+    KUUTAMO_SYNCING_GRACE = "45s";
+    KUUTAMO_FAILOVER_MODE = "hot-swap";
+    RUST_LOG = "info";
+  })
+  (expect "key paths are not in the environment (kuutamod reads $CREDENTIALS_DIRECTORY)"
+    (!(env ? KUUTAMO_VALIDATOR_KEY || env ? KUUTAMO_VALIDATOR_NODE_KEY || env ? KUUTAMO_VOTER_NODE_KEY))
+    env
+  )
+  (expectEq "TimeoutStopSec = stop grace 1m30s + 15s" sc.TimeoutStopSec 105)
+  (expectEq "TimeoutStopSec = stop grace 5s + 15s" unit2.serviceConfig.TimeoutStopSec 20)
+  (expectEq "unit basics"
+    {
+      inherit (sc)
+        KillMode
+        Restart
+        DynamicUser
+        StateDirectory
+        WorkingDirectory
+        ProtectSystem
+        NoNewPrivileges
+        ;
+    }
+    {
+      KillMode = "mixed";
+      Restart = "always";
+      DynamicUser = true;
+      StateDirectory = "kuutamod";
+      WorkingDirectory = "/var/lib/kuutamod";
+      ProtectSystem = "strict";
+      NoNewPrivileges = true;
+    }
+  )
+  (expect "ExecStartPre copies the rendered neardSettings and the genesis"
+    (
+      hasInfix "-neard-config.json /var/lib/kuutamod/config.json" sc.ExecStartPre.text
+      && hasInfix "/var/lib/near-genesis/genesis.json /var/lib/kuutamod/genesis.json" sc.ExecStartPre.text
+      && hasInfix "install -m 0600" sc.ExecStartPre.text
+    )
+    sc.ExecStartPre.text
+  )
+  (expect "neardSettings rendered to JSON and that file copied"
+    (hasInfix "/nix/store/${settingsHash}-neard-config.json" sc.ExecStartPre.text)
+    sc.ExecStartPre.text
+  )
+  (expect "neardConfigFile is copied when given instead of settings"
+    (hasInfix "/etc/neard/config.json /var/lib/kuutamod/config.json" unit2.serviceConfig.ExecStartPre.text)
+    unit2.serviceConfig.ExecStartPre.text
+  )
+  (expectEq "no token credential and no boot nodes when unset"
+    [
+      (builtins.length unit2.serviceConfig.LoadCredential)
+      (unit2.environment ? KUUTAMO_CONSUL_TOKEN_FILE)
+      (unit2.environment ? KUUTAMO_NEARD_BOOTNODES)
+      (unit2.environment ? KUUTAMO_VOTER_SHARD_TRACKING)
+    ]
+    [
+      3
+      false
+      false
+      false
+    ]
+  )
+  (expect "kuutamoctl wrapper on the system PATH presets account and Consul URL"
+    (
+      kuutamoctl.name == "kuutamoctl"
+      && hasInfix ''KUUTAMO_ACCOUNT_ID="''${KUUTAMO_ACCOUNT_ID:-pool.poolv1.near}"'' kuutamoctl.text
+      && hasInfix ''KUUTAMO_CONSUL_URL="''${KUUTAMO_CONSUL_URL:-http://10.0.0.5:8500}"'' kuutamoctl.text
+      && hasInfix "-kuutamod-0.1.0/bin/kuutamoctl \"$@\"" kuutamoctl.text
+    )
+    kuutamoctl.text
+  )
+  (expectEq "openFirewall opens both neard ports" cfg.networking.firewall.allowedTCPPorts [
+    24567
+    24568
+  ])
+  (expectEq "firewall untouched by default" configFileOnly.networking.firewall.allowedTCPPorts [ ])
+  (expectEq "importing without enable changes nothing"
+    [
+      (disabled.systemd.services ? kuutamod)
+      disabled.environment.systemPackages
+      disabled.assertions
+    ]
+    [
+      false
+      [ ]
+      [ ]
+    ]
+  )
+  (expectEq "enable alone: assertions name every missing setting" (builtins.length minimalFailed) 7)
+  (expect "enable alone: messages say what to set"
+    (lib.all (s: lib.any (m: hasInfix s m) minimalFailed) [
+      "neardPackage must be set"
+      "exactly one of neardConfigFile or neardSettings"
+      "genesisFile must be set"
+      "accountId must be set"
+      "validatorKeyFile must be set"
+      "validatorNodeKeyFile must be set"
+      "voterNodeKeyFile must be set"
+    ])
+    minimalFailed
+  )
+  (expect "a key file in the Nix store is refused"
+    (lib.any (hasInfix "validatorKeyFile must be an absolute path outside the Nix store") (
+      failedAssertions withStoreKey
+    ))
+    (failedAssertions withStoreKey)
+  )
+  (expectEq "neardConfigFile and neardSettings together are refused" (failedAssertions withBothConfigs) [
+    "services.kuutamod: set exactly one of neardConfigFile or neardSettings (neard's config.json)."
+  ])
+  (expectEq "a duration kuutamod cannot parse is a type error" badDuration.success false)
+  (expect "localhost Consul without services.consul warns" (
+    builtins.length (eval (lib.recursiveUpdate sample { services.kuutamod.consulUrl = "http://localhost:8500"; })).warnings == 1
+  ) "no warning")
+]
