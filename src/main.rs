@@ -1,0 +1,72 @@
+//! The kuutamod binary: parse settings, set up logging, serve metrics, run the supervisor
+//! until SIGTERM or SIGINT.
+
+use std::io::Write;
+
+use clap::Parser;
+use kuutamod::exporter::{self, Published};
+use kuutamod::machine::State;
+use kuutamod::metrics::Metrics;
+use kuutamod::settings::{Args, Settings};
+
+// One thread on purpose: neard is spawned from this (main) thread, and Linux's parent-death
+// signal fires when the spawning *thread* exits, so it fires exactly when kuutamod dies.
+#[tokio::main(flavor = "current_thread")]
+async fn main() {
+    let args = Args::parse();
+    let node_id = args.node_id.clone();
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
+        .format(move |buf, record| {
+            writeln!(
+                buf,
+                "{} {:5} [{}] {}",
+                buf.timestamp_millis(),
+                record.level(),
+                node_id,
+                record.args()
+            )
+        })
+        .init();
+    if let Err(e) = run(args).await {
+        log::error!("{e:#}");
+        eprintln!("kuutamod: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    let settings = Settings::from_args(args).map_err(anyhow::Error::msg)?;
+    let listener = exporter::bind(settings.exporter_address)
+        .await
+        .map_err(anyhow::Error::msg)?;
+    let metrics = Metrics::new();
+    let (published, watch) = tokio::sync::watch::channel(Published {
+        state: State::Startup,
+        neard_pid: None,
+    });
+    tokio::spawn(exporter::serve(listener, metrics.clone(), watch));
+    log::info!(
+        "kuutamod {} starting: account {}, Consul {}, neard home {}, TTL {:?}, step-down after {:?}",
+        env!("CARGO_PKG_VERSION"),
+        settings.account_id,
+        settings.consul_url,
+        settings.neard_home.display(),
+        settings.timing.ttl,
+        settings.timing.step_down_after,
+    );
+    kuutamod::supervisor::run(settings, metrics, published, shutdown_signal()?).await?;
+    log::info!("stopped");
+    Ok(())
+}
+
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => log::info!("SIGTERM received"),
+            _ = int.recv() => log::info!("SIGINT received"),
+        }
+    })
+}

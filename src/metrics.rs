@@ -1,0 +1,157 @@
+//! kuutamod's Prometheus metrics, in a registry of their own (no global state).
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
+use tokio::time::Instant;
+
+use crate::machine::State;
+
+/// The metrics, handed to whoever updates them.
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    registry: Registry,
+    started: Instant,
+    /// `kuutamod_neard_restarts`: how often neard was restarted (the first start not counted).
+    pub neard_restarts: IntCounter,
+    /// `kuutamod_state{type}`: 1 for the current state, 0 for the others.
+    pub state: IntGaugeVec,
+    /// `kuutamod_uptime`: milliseconds since start (set when scraped).
+    pub uptime: IntGauge,
+    /// `kuutamod_failover_duration_seconds`: from lock acquired to the key confirmed live.
+    pub failover_duration: Histogram,
+    /// `kuutamod_hot_swap_fallbacks_total{reason}`: hot swaps that fell back to a restart.
+    pub hot_swap_fallbacks: IntCounterVec,
+    /// `kuutamod_step_downs_total{reason}`: times this node gave up validating.
+    pub step_downs: IntCounterVec,
+    /// `kuutamod_consul_requests_total{op}`: Consul requests sent.
+    pub consul_requests: IntCounterVec,
+}
+
+impl Metrics {
+    /// Creates and registers every metric; all `kuutamod_state` series exist from the start.
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let neard_restarts =
+            IntCounter::new("kuutamod_neard_restarts", "How often neard was restarted")
+                .expect("valid metric");
+        let state = IntGaugeVec::new(
+            Opts::new(
+                "kuutamod_state",
+                "1 for kuutamod's current state, 0 for the others",
+            ),
+            &["type"],
+        )
+        .expect("valid metric");
+        let uptime = IntGauge::new("kuutamod_uptime", "Milliseconds since kuutamod started")
+            .expect("valid metric");
+        let failover_duration = Histogram::with_opts(
+            HistogramOpts::new(
+                "kuutamod_failover_duration_seconds",
+                "Time from acquiring the leader lock to neard confirming the validator key is live",
+            )
+            .buckets(vec![
+                0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
+            ]),
+        )
+        .expect("valid metric");
+        let hot_swap_fallbacks = IntCounterVec::new(
+            Opts::new(
+                "kuutamod_hot_swap_fallbacks_total",
+                "Hot swaps of the validator key that fell back to restarting neard",
+            ),
+            &["reason"],
+        )
+        .expect("valid metric");
+        let step_downs = IntCounterVec::new(
+            Opts::new(
+                "kuutamod_step_downs_total",
+                "Times this node stopped validating",
+            ),
+            &["reason"],
+        )
+        .expect("valid metric");
+        let consul_requests = IntCounterVec::new(
+            Opts::new(
+                "kuutamod_consul_requests_total",
+                "Consul HTTP requests sent",
+            ),
+            &["op"],
+        )
+        .expect("valid metric");
+        for c in [
+            Box::new(neard_restarts.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(state.clone()),
+            Box::new(uptime.clone()),
+            Box::new(failover_duration.clone()),
+            Box::new(hot_swap_fallbacks.clone()),
+            Box::new(step_downs.clone()),
+            Box::new(consul_requests.clone()),
+        ] {
+            registry.register(c).expect("metric names are distinct");
+        }
+        let metrics = Metrics {
+            registry,
+            started: Instant::now(),
+            neard_restarts,
+            state,
+            uptime,
+            failover_duration,
+            hot_swap_fallbacks,
+            step_downs,
+            consul_requests,
+        };
+        metrics.set_state(State::Startup);
+        metrics
+    }
+
+    /// Sets `kuutamod_state` to `current`.
+    pub fn set_state(&self, current: State) {
+        for s in State::ALL {
+            self.state
+                .with_label_values(&[s.name()])
+                .set(i64::from(s == current));
+        }
+    }
+
+    /// The metrics in Prometheus' text format.
+    pub fn render(&self) -> String {
+        self.uptime
+            .set(i64::try_from(self.started.elapsed().as_millis()).unwrap_or(i64::MAX));
+        let mut out = Vec::new();
+        // Encoding into a Vec cannot fail for well-formed metrics.
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
+        String::from_utf8_lossy(&out).into_owned()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_state_is_present_from_the_start() {
+        let m = Metrics::new();
+        let text = m.render();
+        for s in State::ALL {
+            let want = format!(
+                "kuutamod_state{{type=\"{}\"}} {}",
+                s.name(),
+                i32::from(s == State::Startup)
+            );
+            assert!(text.contains(&want), "{want} missing in\n{text}");
+        }
+        assert!(text.contains("kuutamod_neard_restarts 0"));
+        assert!(text.contains("kuutamod_uptime "));
+        m.set_state(State::Validating);
+        assert!(m.render().contains("kuutamod_state{type=\"Validating\"} 1"));
+        assert!(m.render().contains("kuutamod_state{type=\"Startup\"} 0"));
+    }
+}

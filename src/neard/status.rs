@@ -1,0 +1,83 @@
+//! Parsing neard's `/status` answer.
+//!
+//! kuutamod reads only what it decides on: whether neard is syncing, its head height, and which
+//! validator key it has loaded (for hot-swap confirmation). Everything else in the
+//! `StatusResponse` is ignored, so the parser accepts neard 1.x and 2.x bodies alike (see the
+//! fixtures in `../shared/fixtures`), and a field neard adds later cannot break it.
+
+use serde::Deserialize;
+
+/// The part of neard's `StatusResponse` (GET `/status`, or JSON-RPC `status` `result`) that
+/// kuutamod uses.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct Status {
+    /// Chain and head information.
+    pub sync_info: SyncInfo,
+    /// Account of the validator key neard has loaded; `None` when it holds no key (or, in old
+    /// versions, when the field is absent).
+    #[serde(default)]
+    pub validator_account_id: Option<String>,
+    /// Public key (`ed25519:...`) of the loaded validator key; `None` without a key.
+    #[serde(default)]
+    pub validator_public_key: Option<String>,
+}
+
+/// `sync_info` of the status answer.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct SyncInfo {
+    /// Height of the head block.
+    pub latest_block_height: u64,
+    /// True while neard is not in sync with the network (also while it awaits peers).
+    pub syncing: bool,
+}
+
+/// Why a status body could not be used.
+#[derive(Debug, thiserror::Error)]
+#[error("neard's /status answer is not a StatusResponse ({source}); body starts with {prefix:?}")]
+pub struct StatusParseError {
+    source: serde_json::Error,
+    prefix: String,
+}
+
+/// Parses a `/status` body. Garbage gives an error that quotes the start of the body.
+pub fn parse(body: &[u8]) -> Result<Status, StatusParseError> {
+    serde_json::from_slice(body).map_err(|source| StatusParseError {
+        source,
+        prefix: String::from_utf8_lossy(&body[..body.len().min(80)]).into_owned(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TESTNET: &str = include_str!("../../tests/fixtures/neard-status-testnet.json");
+    const V1: &str = include_str!("../../tests/fixtures/neard-status-1x.json");
+
+    #[test]
+    fn parses_a_2x_rpc_node() {
+        let s = parse(TESTNET.as_bytes()).expect("testnet fixture parses");
+        assert_eq!(s.sync_info.latest_block_height, 187456272);
+        assert!(!s.sync_info.syncing);
+        assert_eq!(s.validator_account_id, None);
+        assert_eq!(s.validator_public_key, None);
+    }
+
+    #[test]
+    fn parses_a_1x_syncing_validator() {
+        let s = parse(V1.as_bytes()).expect("1.x fixture parses");
+        assert!(s.sync_info.syncing);
+        assert_eq!(s.validator_account_id.as_deref(), Some("node0"));
+        assert_eq!(s.validator_public_key, None);
+    }
+
+    #[test]
+    fn garbage_names_what_it_got() {
+        let err = parse(b"<html>502 Bad Gateway</html>")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("502 Bad Gateway"), "{err}");
+        assert!(parse(b"{\"sync_info\":{}}").is_err());
+        assert!(parse(b"").is_err());
+    }
+}

@@ -1,0 +1,393 @@
+//! kuutamod's configuration: `KUUTAMO_*` environment variables (each also a flag), checked at
+//! start so that every bad input fails at once with one line naming the variable or file.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+
+use crate::keys::KeyFile;
+use crate::neard::config::NeardConfig;
+
+/// How a voter is promoted to validator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum FailoverMode {
+    /// Stop neard and start it again with the validator key (works with any neard).
+    Restart,
+    /// Write the key into the running neard's home and send SIGHUP (neard >= 2.3).
+    HotSwap,
+}
+
+/// How the voter's `config.json` tracks shards, so that it is ready to validate (hot swap).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ShardTracking {
+    /// Leave the shard-tracking fields of config.json as the operator wrote them.
+    None,
+    /// `tracked_shards_config: {"ShadowValidator": <account>}` (neard >= 2.6).
+    ShadowValidator,
+    /// `tracked_shadow_validator: <account>` with `tracked_shards: []` (neard 2.0 - 2.5).
+    TrackedShadowValidator,
+}
+
+/// Command-line flags and environment variables.
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "kuutamod",
+    version,
+    about = "Distributed supervisor for neard: Consul-locked active-passive failover for NEAR validators"
+)]
+pub struct Args {
+    /// This node's id, in logs and in the leader key's value.
+    #[arg(long, env = "KUUTAMO_NODE_ID", default_value = "node")]
+    pub node_id: String,
+    /// NEAR account of the validator; the lock is `kuutamod-leader/<account>`.
+    #[arg(long, env = "KUUTAMO_ACCOUNT_ID", default_value = "default")]
+    pub account_id: String,
+    /// Consul HTTP API (http or https).
+    #[arg(
+        long,
+        env = "KUUTAMO_CONSUL_URL",
+        default_value = "http://localhost:8500"
+    )]
+    pub consul_url: String,
+    /// Consul ACL token (else CONSUL_HTTP_TOKEN, else the token file).
+    #[arg(long, env = "KUUTAMO_CONSUL_TOKEN", hide_env_values = true)]
+    pub consul_token: Option<String>,
+    /// File holding the Consul ACL token.
+    #[arg(long, env = "KUUTAMO_CONSUL_TOKEN_FILE")]
+    pub consul_token_file: Option<PathBuf>,
+    /// Where /metrics, /health and /neard-pid are served.
+    #[arg(
+        long,
+        env = "KUUTAMO_EXPORTER_ADDRESS",
+        default_value = "127.0.0.1:2233"
+    )]
+    pub exporter_address: String,
+    /// Validator key file [default: $CREDENTIALS_DIRECTORY/validator_key.json].
+    #[arg(long, env = "KUUTAMO_VALIDATOR_KEY")]
+    pub validator_key: Option<PathBuf>,
+    /// Validator node key file, the same on every host [default:
+    /// $CREDENTIALS_DIRECTORY/validator_node_key.json].
+    #[arg(long, env = "KUUTAMO_VALIDATOR_NODE_KEY")]
+    pub validator_node_key: Option<PathBuf>,
+    /// Voter node key file, unique to this host [default:
+    /// $CREDENTIALS_DIRECTORY/voter_node_key.json].
+    #[arg(long, env = "KUUTAMO_VOTER_NODE_KEY")]
+    pub voter_node_key: Option<PathBuf>,
+    /// neard's home, with config.json and genesis.json in place.
+    #[arg(long, env = "KUUTAMO_NEARD_HOME", default_value = ".")]
+    pub neard_home: PathBuf,
+    /// Passed to neard as --boot-nodes.
+    #[arg(long, env = "KUUTAMO_NEARD_BOOTNODES")]
+    pub neard_bootnodes: Option<String>,
+    /// network.addr of neard as validator.
+    #[arg(
+        long,
+        env = "KUUTAMO_VALIDATOR_NETWORK_ADDR",
+        default_value = "0.0.0.0:24567"
+    )]
+    pub validator_network_addr: String,
+    /// network.addr of neard as voter.
+    #[arg(
+        long,
+        env = "KUUTAMO_VOTER_NETWORK_ADDR",
+        default_value = "0.0.0.0:24568"
+    )]
+    pub voter_network_addr: String,
+    /// The neard binary.
+    #[arg(long, env = "KUUTAMO_NEARD_BIN", default_value = "neard")]
+    pub neard_bin: PathBuf,
+    /// TTL of the Consul session. The lock can move this long after the last renew at the
+    /// earliest; see docs/failover.md for how the other timings derive from it.
+    #[arg(long, env = "KUUTAMO_SESSION_TTL", default_value = "30s", value_parser = crate::duration::parse)]
+    pub session_ttl: Duration,
+    /// How long neard may take to exit after SIGTERM before it is killed.
+    #[arg(long, env = "KUUTAMO_NEARD_STOP_GRACE", default_value = "5s", value_parser = crate::duration::parse)]
+    pub neard_stop_grace: Duration,
+    /// How long the validating neard may report `syncing` before this node steps down.
+    #[arg(long, env = "KUUTAMO_SYNCING_GRACE", default_value = "30s", value_parser = crate::duration::parse)]
+    pub syncing_grace: Duration,
+    /// How a voter becomes validator.
+    #[arg(
+        long,
+        env = "KUUTAMO_FAILOVER_MODE",
+        value_enum,
+        default_value = "restart"
+    )]
+    pub failover_mode: FailoverMode,
+    /// Shard tracking written into the voter's config.json.
+    #[arg(
+        long,
+        env = "KUUTAMO_VOTER_SHARD_TRACKING",
+        value_enum,
+        default_value = "none"
+    )]
+    pub voter_shard_tracking: ShardTracking,
+}
+
+/// Timing derived from the TTL and the stop grace (docs/failover.md, "Timing").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timing {
+    /// Session TTL requested from Consul.
+    pub ttl: Duration,
+    /// Time between renewals: a quarter of the TTL, so three renewals may fail before the
+    /// step-down deadline.
+    pub renew_interval: Duration,
+    /// neard's stop grace (SIGTERM to SIGKILL).
+    pub stop_grace: Duration,
+    /// After the last successful renew was *sent*, a leader that could not renew since stops
+    /// its neard at this offset: `ttl - stop_grace - margin`, so neard is dead (SIGKILL sent and
+    /// reaped) before `ttl`, the earliest moment Consul can hand the lock to another node.
+    pub step_down_after: Duration,
+    /// Slack between neard's death and the TTL: a tenth of the TTL, for signal delivery, the
+    /// kernel tearing the process down and scheduling delays.
+    pub margin: Duration,
+}
+
+impl Timing {
+    /// Derives the timing, refusing combinations that break the safety inequality.
+    pub fn new(ttl: Duration, stop_grace: Duration) -> Result<Self, String> {
+        let renew_interval = ttl / 4;
+        let margin = ttl / 10;
+        let step_down_after = ttl
+            .checked_sub(stop_grace + margin)
+            .filter(|d| *d >= renew_interval * 2)
+            .ok_or_else(|| {
+                format!(
+                    "KUUTAMO_NEARD_STOP_GRACE ({stop_grace:?}) is too long for KUUTAMO_SESSION_TTL ({ttl:?}): \
+                     the leader must be able to miss two renewals ({:?}) and still kill neard before the TTL; \
+                     use a stop grace of at most {:?} or a longer TTL",
+                    renew_interval * 2,
+                    ttl.saturating_sub(renew_interval * 2 + margin),
+                )
+            })?;
+        Ok(Timing {
+            ttl,
+            renew_interval,
+            stop_grace,
+            step_down_after,
+            margin,
+        })
+    }
+}
+
+/// Checked settings.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Node id.
+    pub node_id: String,
+    /// Validator account.
+    pub account_id: String,
+    /// Consul base URL.
+    pub consul_url: String,
+    /// Consul ACL token.
+    pub consul_token: Option<String>,
+    /// Exporter listen address.
+    pub exporter_address: SocketAddr,
+    /// The validator key.
+    pub validator_key: KeyFile,
+    /// The validator node key.
+    pub validator_node_key: KeyFile,
+    /// This host's voter node key.
+    pub voter_node_key: KeyFile,
+    /// neard's home.
+    pub neard_home: PathBuf,
+    /// neard's config.json as found at start.
+    pub neard_config: NeardConfig,
+    /// Boot nodes for neard.
+    pub neard_bootnodes: Option<String>,
+    /// Validator network address.
+    pub validator_network_addr: SocketAddr,
+    /// Voter network address.
+    pub voter_network_addr: SocketAddr,
+    /// neard binary.
+    pub neard_bin: PathBuf,
+    /// Derived timing.
+    pub timing: Timing,
+    /// Syncing grace for the leader.
+    pub syncing_grace: Duration,
+    /// Failover mode.
+    pub failover_mode: FailoverMode,
+    /// Voter shard tracking.
+    pub voter_shard_tracking: ShardTracking,
+}
+
+/// The Consul key holding the lock for `account_id`.
+pub fn leader_key(account_id: &str) -> String {
+    format!("kuutamod-leader/{account_id}")
+}
+
+fn key_path(given: Option<&Path>, var: &str, file: &str) -> Result<PathBuf, String> {
+    if let Some(p) = given {
+        return Ok(p.to_owned());
+    }
+    match std::env::var_os("CREDENTIALS_DIRECTORY") {
+        Some(dir) => Ok(Path::new(&dir).join(file)),
+        None => Err(format!(
+            "{var} is not set and there is no $CREDENTIALS_DIRECTORY to find {file} in; \
+             set {var} to the key file's path"
+        )),
+    }
+}
+
+fn socket_addr(var: &str, value: &str) -> Result<SocketAddr, String> {
+    value
+        .parse()
+        .map_err(|_| format!("{var}={value:?} is not an ip:port address (e.g. 0.0.0.0:24567)"))
+}
+
+/// Checks a Consul URL: http(s), with a host.
+pub fn check_consul_url(url: &str) -> Result<(), String> {
+    let parsed = reqwest::Url::parse(url).map_err(|e| {
+        format!("KUUTAMO_CONSUL_URL={url:?} is not a URL ({e}); e.g. http://localhost:8500")
+    })?;
+    if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
+        return Err(format!(
+            "KUUTAMO_CONSUL_URL={url:?} must be an http:// or https:// URL with a host"
+        ));
+    }
+    Ok(())
+}
+
+/// The ACL token: the flag/`KUUTAMO_CONSUL_TOKEN`, else `CONSUL_HTTP_TOKEN`, else the token file.
+pub fn consul_token(given: Option<&str>, file: Option<&Path>) -> Result<Option<String>, String> {
+    if let Some(t) = given.filter(|t| !t.is_empty()) {
+        return Ok(Some(t.to_string()));
+    }
+    if let Ok(t) = std::env::var("CONSUL_HTTP_TOKEN") {
+        if !t.is_empty() {
+            return Ok(Some(t));
+        }
+    }
+    match file {
+        None => Ok(None),
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                format!(
+                    "cannot read KUUTAMO_CONSUL_TOKEN_FILE {}: {e}",
+                    path.display()
+                )
+            })?;
+            Ok(Some(text.trim().to_string()).filter(|t| !t.is_empty()))
+        }
+    }
+}
+
+impl Settings {
+    /// Checks `args`: parses addresses, reads and checks every key file and neard's
+    /// config.json. The error is one line naming the variable or file and the fix.
+    pub fn from_args(args: Args) -> Result<Self, String> {
+        if args.node_id.is_empty() {
+            return Err("KUUTAMO_NODE_ID is empty; give each host a distinct node id".into());
+        }
+        if args.account_id.is_empty() || args.account_id.contains('/') {
+            return Err(format!(
+                "KUUTAMO_ACCOUNT_ID={:?} is not a NEAR account id",
+                args.account_id
+            ));
+        }
+        check_consul_url(&args.consul_url)?;
+        let consul_token = consul_token(
+            args.consul_token.as_deref(),
+            args.consul_token_file.as_deref(),
+        )?;
+        let exporter_address = socket_addr("KUUTAMO_EXPORTER_ADDRESS", &args.exporter_address)?;
+        let validator_network_addr = socket_addr(
+            "KUUTAMO_VALIDATOR_NETWORK_ADDR",
+            &args.validator_network_addr,
+        )?;
+        let voter_network_addr =
+            socket_addr("KUUTAMO_VOTER_NETWORK_ADDR", &args.voter_network_addr)?;
+        let timing = Timing::new(args.session_ttl, args.neard_stop_grace)?;
+
+        let read = |what, given: &Option<PathBuf>, var, file| -> Result<KeyFile, String> {
+            let path = key_path(given.as_deref(), var, file)?;
+            KeyFile::read(what, &path).map_err(|e| e.to_string())
+        };
+        let validator_key = read(
+            "validator",
+            &args.validator_key,
+            "KUUTAMO_VALIDATOR_KEY",
+            "validator_key.json",
+        )?;
+        let validator_node_key = read(
+            "validator node",
+            &args.validator_node_key,
+            "KUUTAMO_VALIDATOR_NODE_KEY",
+            "validator_node_key.json",
+        )?;
+        let voter_node_key = read(
+            "voter node",
+            &args.voter_node_key,
+            "KUUTAMO_VOTER_NODE_KEY",
+            "voter_node_key.json",
+        )?;
+        if voter_node_key.public_key == validator_node_key.public_key {
+            return Err(
+                "KUUTAMO_VOTER_NODE_KEY is the same key as KUUTAMO_VALIDATOR_NODE_KEY; \
+                 each host needs its own voter node key (generate one with `neard init` in a scratch home)"
+                    .into(),
+            );
+        }
+        if voter_node_key.public_key == validator_key.public_key {
+            return Err(
+                "KUUTAMO_VOTER_NODE_KEY is the validator key; use a node key of this host's own"
+                    .into(),
+            );
+        }
+        if validator_key.account_id != args.account_id {
+            log::warn!(
+                "the validator key is for account {:?} but KUUTAMO_ACCOUNT_ID is {:?}; the lock is named after KUUTAMO_ACCOUNT_ID",
+                validator_key.account_id,
+                args.account_id
+            );
+        }
+        let neard_config = NeardConfig::load(&args.neard_home).map_err(|e| e.to_string())?;
+        Ok(Settings {
+            node_id: args.node_id,
+            account_id: args.account_id,
+            consul_url: args.consul_url,
+            consul_token,
+            exporter_address,
+            validator_key,
+            validator_node_key,
+            voter_node_key,
+            neard_home: args.neard_home,
+            neard_config,
+            neard_bootnodes: args.neard_bootnodes.filter(|b| !b.is_empty()),
+            validator_network_addr,
+            voter_network_addr,
+            neard_bin: args.neard_bin,
+            timing,
+            syncing_grace: args.syncing_grace,
+            failover_mode: args.failover_mode,
+            voter_shard_tracking: args.voter_shard_tracking,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_timing_keeps_the_safety_inequality() {
+        let t = Timing::new(Duration::from_secs(30), Duration::from_secs(5)).expect("defaults");
+        assert_eq!(t.renew_interval, Duration::from_millis(7500));
+        assert_eq!(t.step_down_after, Duration::from_secs(22));
+        // step-down + stop grace + margin == TTL: neard is dead before the lock can move
+        assert!(t.step_down_after + t.stop_grace + t.margin <= t.ttl);
+        assert!(t.step_down_after >= 2 * t.renew_interval);
+        let err = Timing::new(Duration::from_secs(10), Duration::from_secs(5)).unwrap_err();
+        assert!(err.contains("KUUTAMO_NEARD_STOP_GRACE"), "{err}");
+    }
+
+    #[test]
+    fn urls_are_checked() {
+        assert!(check_consul_url("http://localhost:8500").is_ok());
+        assert!(check_consul_url("https://consul.example:8501").is_ok());
+        assert!(check_consul_url("localhost:8500").is_err());
+        assert!(check_consul_url("ftp://x").is_err());
+    }
+}

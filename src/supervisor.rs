@@ -1,0 +1,612 @@
+//! The I/O around the [`machine`](crate::machine): polls neard's `/status`, keeps the Consul
+//! session alive, watches the leader key, enforces the lease deadline, and carries out the
+//! machine's actions.
+//!
+//! Everything that can block for long runs in its own task and reports through a channel (the
+//! `/status` poller, the session renewer, the leader-key watch), so the main loop always gets
+//! to the lease deadline in time. The deadline counts from the moment the last successful renew
+//! was *sent* (monotonic clock) and fires [`Event::LeaseExpired`], which demotes neard while
+//! there is still time to kill it before Consul could hand the lock to another node.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::process::ExitStatus;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use crate::consul::{Consul, ConsulError, LeaderValue};
+use crate::exporter::Published;
+use crate::machine::{Action, Event, Machine, MachineConfig, NeardStatus, State};
+use crate::metrics::Metrics;
+use crate::neard::config::NeardConfig;
+use crate::neard::process::{describe, Neard};
+use crate::neard::status::Status;
+use crate::neard::Role;
+use crate::settings::{leader_key, FailoverMode, Settings, ShardTracking};
+
+/// Time between `/status` polls: often enough to notice a wedged neard within seconds, rare
+/// enough to cost neard nothing.
+pub const STATUS_INTERVAL: Duration = Duration::from_secs(1);
+/// Timeout of one `/status` poll; neard answers from memory, so a second means trouble.
+pub const STATUS_TIMEOUT: Duration = Duration::from_secs(1);
+/// Consecutive failed polls after which neard counts as failed (the original kuutamod's rule).
+pub const STATUS_FAILURE_LIMIT: u32 = 3;
+/// `wait` of the leader-key blocking query. Long, so an idle standby costs Consul almost
+/// nothing; a change still wakes it at once.
+pub const WATCH_WAIT: Duration = Duration::from_secs(300);
+/// Pause after a failed watch query, so an unreachable Consul is not hammered.
+pub const WATCH_RETRY: Duration = Duration::from_secs(1);
+/// Pause before restarting a neard that could not be spawned at all.
+pub const SPAWN_RETRY: Duration = Duration::from_secs(1);
+
+/// What a `/status` poll produced.
+type StatusResult = Result<Status, String>;
+
+/// A renew outcome: when the request was sent, and what Consul said.
+struct Renewal {
+    sent: Instant,
+    result: Result<Option<Duration>, ConsulError>,
+}
+
+/// Runs kuutamod until `shutdown` resolves (or a fatal error). On return neard is stopped, the
+/// validator key is gone from its home, and the session is destroyed (best effort).
+pub async fn run(
+    settings: Settings,
+    metrics: Metrics,
+    published: watch::Sender<Published>,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let consul = Consul::new(&settings.consul_url, settings.consul_token.clone())
+        .map_err(anyhow::Error::msg)?;
+    let rpc_addr = settings.neard_config.rpc_addr()?;
+    let (status_tx, status_rx) = mpsc::channel(4);
+    let status_task = tokio::spawn(poll_status(format!("http://{rpc_addr}/status"), status_tx));
+    let (watch_tx, watch_rx) = mpsc::channel(4);
+    let watch_task = tokio::spawn(watch_leader(
+        consul.clone(),
+        leader_key(&settings.account_id),
+        watch_tx,
+        metrics.clone(),
+    ));
+    let (renew_tx, renew_rx) = mpsc::channel(4);
+    let machine = Machine::new(MachineConfig {
+        syncing_grace: settings.syncing_grace,
+        failure_limit: STATUS_FAILURE_LIMIT,
+    });
+    let mut sup = Supervisor {
+        settings,
+        consul,
+        machine,
+        metrics,
+        published,
+        neard: None,
+        neard_starts: 0,
+        session: None,
+        renewer: None,
+        renew_tx,
+        lease_deadline: None,
+        acquired_at: None,
+        status_rx,
+        exit: false,
+    };
+    let result = sup.main_loop(watch_rx, renew_rx, shutdown).await;
+    status_task.abort();
+    watch_task.abort();
+    if let Some(r) = sup.renewer.take() {
+        r.abort();
+    }
+    result
+}
+
+struct Supervisor {
+    settings: Settings,
+    consul: Consul,
+    machine: Machine,
+    metrics: Metrics,
+    published: watch::Sender<Published>,
+    neard: Option<Neard>,
+    neard_starts: u64,
+    session: Option<String>,
+    renewer: Option<JoinHandle<()>>,
+    renew_tx: mpsc::Sender<Renewal>,
+    /// Armed while validating: when neard must be demoted unless a renew succeeds first.
+    lease_deadline: Option<Instant>,
+    /// When the lock was acquired, until the validator key is confirmed live.
+    acquired_at: Option<Instant>,
+    status_rx: mpsc::Receiver<StatusResult>,
+    exit: bool,
+}
+
+async fn wait_neard(neard: &mut Option<Neard>) -> std::io::Result<ExitStatus> {
+    match neard {
+        Some(n) => n.wait().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn sleep_until_opt(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+impl Supervisor {
+    async fn main_loop(
+        &mut self,
+        mut watch_rx: mpsc::Receiver<bool>,
+        mut renew_rx: mpsc::Receiver<Renewal>,
+        shutdown: impl Future<Output = ()>,
+    ) -> anyhow::Result<()> {
+        tokio::pin!(shutdown);
+        let mut shutdown_seen = false;
+        self.execute(Action::StartNeard(Role::Voter)).await;
+        self.handle(Event::NeardStarted).await;
+        while !self.exit {
+            let lease = if self.machine.state() == State::Validating {
+                self.lease_deadline
+            } else {
+                None
+            };
+            let event = tokio::select! {
+                biased;
+                _ = &mut shutdown, if !shutdown_seen => {
+                    shutdown_seen = true;
+                    Event::Shutdown
+                }
+                _ = sleep_until_opt(lease) => {
+                    log::warn!(
+                        "no successful renew of the Consul session for {:?}: stepping down before the TTL ({:?}) can run out",
+                        self.settings.timing.step_down_after, self.settings.timing.ttl
+                    );
+                    self.lease_deadline = None;
+                    Event::LeaseExpired
+                }
+                status = wait_neard(&mut self.neard) => {
+                    let pid = self.neard.take().map(|n| n.pid()).unwrap_or_default();
+                    match status {
+                        Ok(s) => log::warn!("neard (pid {pid}) exited: {}", describe(&s)),
+                        Err(e) => log::warn!("neard (pid {pid}): wait failed: {e}"),
+                    }
+                    self.publish();
+                    Event::NeardExited
+                }
+                Some(renewal) = renew_rx.recv() => match self.on_renewal(renewal) {
+                    Some(e) => e,
+                    None => continue,
+                },
+                Some(result) = self.status_rx.recv() => self.on_status(result),
+                Some(free) = watch_rx.recv() => Event::LockObserved { free },
+            };
+            self.handle(event).await;
+        }
+        Ok(())
+    }
+
+    fn publish(&self) {
+        let state = self.machine.state();
+        self.metrics.set_state(state);
+        self.published.send_replace(Published {
+            state,
+            neard_pid: self.neard.as_ref().map(Neard::pid),
+        });
+    }
+
+    /// Feeds an event and everything that follows from it to the machine.
+    async fn handle(&mut self, event: Event) {
+        let mut queue = VecDeque::from([event]);
+        while let Some(event) = queue.pop_front() {
+            let step = self.machine.step(event, Instant::now());
+            if step.from != step.to {
+                log::info!(
+                    "state {} -> {}: {}",
+                    step.from.name(),
+                    step.to.name(),
+                    step.reason
+                );
+                if step.from == State::Validating {
+                    self.metrics
+                        .step_downs
+                        .with_label_values(&[step.reason])
+                        .inc();
+                }
+            }
+            self.publish();
+            for action in step.actions {
+                if let Some(follow) = self.execute(action).await {
+                    queue.push_back(follow);
+                }
+            }
+            self.publish();
+        }
+    }
+
+    fn on_status(&mut self, result: StatusResult) -> Event {
+        match result {
+            Ok(status) => {
+                if let Some(acquired) = self.acquired_at {
+                    if self.key_is_live(&status) {
+                        let took = acquired.elapsed();
+                        self.metrics.failover_duration.observe(took.as_secs_f64());
+                        log::info!(
+                            "neard validates with the key {:?} after acquiring the lock",
+                            took
+                        );
+                        self.acquired_at = None;
+                    }
+                }
+                Event::Status(if status.sync_info.syncing {
+                    NeardStatus::Syncing
+                } else {
+                    NeardStatus::Synced
+                })
+            }
+            Err(e) => {
+                log::debug!("{e}");
+                Event::Status(NeardStatus::Failed)
+            }
+        }
+    }
+
+    fn key_is_live(&self, status: &Status) -> bool {
+        status.validator_public_key.as_deref() == Some(&self.settings.validator_key.public_key)
+    }
+
+    fn on_renewal(&mut self, renewal: Renewal) -> Option<Event> {
+        match renewal.result {
+            Ok(ttl) => {
+                let mut step_down = self.settings.timing.step_down_after;
+                if let Some(ttl) = ttl.filter(|t| *t < self.settings.timing.ttl) {
+                    // Consul applies a shorter TTL than asked for: shorten the deadline to match.
+                    log::warn!(
+                        "Consul applies a TTL of {ttl:?}, shorter than the requested {:?}",
+                        self.settings.timing.ttl
+                    );
+                    step_down = step_down.saturating_sub(self.settings.timing.ttl - ttl);
+                }
+                if self.machine.state() == State::Validating {
+                    let deadline = renewal.sent + step_down;
+                    if self.lease_deadline.is_some_and(|d| d < deadline) {
+                        self.lease_deadline = Some(deadline);
+                    }
+                }
+                None
+            }
+            Err(ConsulError::SessionGone(id)) => {
+                if self.session.as_deref() != Some(id.as_str()) {
+                    return None; // an old session's renewer
+                }
+                log::warn!("Consul session {id} is gone");
+                self.stop_renewer();
+                self.session = None;
+                Some(Event::SessionGone)
+            }
+            Err(e) => {
+                log::warn!("renewing the Consul session failed: {e}");
+                None
+            }
+        }
+    }
+
+    fn stop_renewer(&mut self) {
+        if let Some(r) = self.renewer.take() {
+            r.abort();
+        }
+    }
+
+    fn start_renewer(&mut self, id: String) {
+        self.stop_renewer();
+        let consul = self.consul.clone();
+        let tx = self.renew_tx.clone();
+        let interval = self.settings.timing.renew_interval;
+        let metrics = self.metrics.clone();
+        self.renewer = Some(tokio::spawn(async move {
+            let mut wait = interval;
+            loop {
+                tokio::time::sleep(wait).await;
+                let sent = Instant::now();
+                metrics.consul_requests.with_label_values(&["renew"]).inc();
+                let result = consul.renew(&id).await;
+                // After a failure retry sooner: the lease deadline leaves room for a few tries.
+                wait = if result.is_ok() {
+                    interval
+                } else {
+                    interval / 4
+                };
+                let gone = matches!(result, Err(ConsulError::SessionGone(_)));
+                if tx.send(Renewal { sent, result }).await.is_err() || gone {
+                    return;
+                }
+            }
+        }));
+    }
+
+    /// Writes neard's home for `role`: keys, network address, shard tracking.
+    fn prepare_home(&self, role: Role) -> anyhow::Result<()> {
+        let s = &self.settings;
+        let mut config = match NeardConfig::load(&s.neard_home) {
+            Ok(c) => c,
+            Err(e) => {
+                log::error!("{e}; using the config.json read at start");
+                s.neard_config.clone()
+            }
+        };
+        let validator_key = config.validator_key_path();
+        let node_key = config.node_key_path();
+        let (addr, node) = match role {
+            Role::Voter => (s.voter_network_addr, &s.voter_node_key),
+            Role::Validator => match s.failover_mode {
+                FailoverMode::Restart => (s.validator_network_addr, &s.validator_node_key),
+                // A hot swap cannot change the node key or address of a running neard.
+                FailoverMode::HotSwap => (s.voter_network_addr, &s.voter_node_key),
+            },
+        };
+        if role == Role::Voter {
+            crate::keys::remove_durably(&validator_key)
+                .map_err(|e| anyhow::anyhow!("cannot remove {}: {e}", validator_key.display()))?;
+        }
+        node.install(&node_key)?;
+        config.set_network_addr(addr);
+        match s.voter_shard_tracking {
+            ShardTracking::None => {}
+            ShardTracking::ShadowValidator => {
+                config.set_field(
+                    "tracked_shards_config",
+                    serde_json::json!({ "ShadowValidator": s.validator_key.account_id }),
+                );
+            }
+            ShardTracking::TrackedShadowValidator => {
+                config.set_field(
+                    "tracked_shadow_validator",
+                    serde_json::json!(s.validator_key.account_id),
+                );
+                config.set_field("tracked_shards", serde_json::json!([]));
+            }
+        }
+        config.save()?;
+        if role == Role::Validator {
+            s.validator_key.install(&validator_key)?;
+        }
+        Ok(())
+    }
+
+    async fn start_neard(&mut self, role: Role) -> Option<Event> {
+        if let Err(e) = self.prepare_home(role) {
+            log::error!("cannot prepare neard's home for the {role:?} role: {e:#}");
+            tokio::time::sleep(SPAWN_RETRY).await;
+            return Some(Event::NeardExited);
+        }
+        let s = &self.settings;
+        match Neard::spawn(&s.neard_bin, &s.neard_home, s.neard_bootnodes.as_deref()) {
+            Ok(neard) => {
+                if self.neard_starts > 0 {
+                    self.metrics.neard_restarts.inc();
+                }
+                self.neard_starts += 1;
+                log::info!("started neard as {role:?} (pid {})", neard.pid());
+                self.neard = Some(neard);
+                while self.status_rx.try_recv().is_ok() {} // answers of the previous neard
+                Some(Event::NeardStarted)
+            }
+            Err(e) => {
+                log::error!("cannot start neard {}: {e}", s.neard_bin.display());
+                tokio::time::sleep(SPAWN_RETRY).await;
+                Some(Event::NeardExited)
+            }
+        }
+    }
+
+    /// Stops neard and removes the validator key; on return neard is dead.
+    async fn stop_neard(&mut self) {
+        if let Some(neard) = self.neard.take() {
+            let pid = neard.pid();
+            match neard.stop(self.settings.timing.stop_grace).await {
+                Ok(status) => log::info!("neard (pid {pid}) stopped: {}", describe(&status)),
+                Err(e) => log::error!("stopping neard (pid {pid}) failed: {e}"),
+            }
+        }
+        self.acquired_at = None;
+        let path = match NeardConfig::load(&self.settings.neard_home) {
+            Ok(c) => c.validator_key_path(),
+            Err(_) => self.settings.neard_config.validator_key_path(),
+        };
+        if let Err(e) = crate::keys::remove_durably(&path) {
+            log::error!("cannot remove the validator key {}: {e}", path.display());
+        }
+        self.publish();
+    }
+
+    async fn execute(&mut self, action: Action) -> Option<Event> {
+        match action {
+            Action::StartNeard(role) => self.start_neard(role).await,
+            Action::StopNeard => {
+                self.stop_neard().await;
+                None
+            }
+            Action::Promote => {
+                self.acquired_at = Some(Instant::now());
+                self.stop_neard().await;
+                self.acquired_at = Some(Instant::now());
+                self.start_neard(Role::Validator).await
+            }
+            Action::Demote => {
+                self.lease_deadline = None;
+                self.stop_neard().await;
+                self.start_neard(Role::Voter).await
+            }
+            Action::CreateSession => {
+                let sent = Instant::now();
+                self.metrics
+                    .consul_requests
+                    .with_label_values(&["create"])
+                    .inc();
+                match self
+                    .consul
+                    .create_session(&self.settings.node_id, self.settings.timing.ttl)
+                    .await
+                {
+                    Ok(id) => {
+                        log::info!("created Consul session {id}");
+                        let _ = sent;
+                        self.session = Some(id.clone());
+                        self.start_renewer(id);
+                        Some(Event::SessionCreated)
+                    }
+                    Err(e) => {
+                        log::warn!("cannot create a Consul session: {e}");
+                        Some(Event::SessionFailed)
+                    }
+                }
+            }
+            Action::DestroySession => {
+                self.stop_renewer();
+                self.lease_deadline = None;
+                if let Some(id) = self.session.take() {
+                    self.metrics
+                        .consul_requests
+                        .with_label_values(&["destroy"])
+                        .inc();
+                    match self.consul.destroy_session(&id).await {
+                        Ok(()) => log::info!("destroyed Consul session {id}"),
+                        Err(e) => log::warn!(
+                            "cannot destroy Consul session {id} ({e}); it expires after its TTL"
+                        ),
+                    }
+                }
+                None
+            }
+            Action::TryAcquire => Some(self.try_acquire().await),
+            Action::Exit => {
+                self.exit = true;
+                None
+            }
+        }
+    }
+
+    /// Renews the session (so the lease counts from now), then tries to take the lock.
+    async fn try_acquire(&mut self) -> Event {
+        let Some(id) = self.session.clone() else {
+            return Event::AcquireFailed;
+        };
+        let sent = Instant::now();
+        self.metrics
+            .consul_requests
+            .with_label_values(&["renew"])
+            .inc();
+        match self.consul.renew(&id).await {
+            Ok(_) => {}
+            Err(ConsulError::SessionGone(_)) => {
+                self.stop_renewer();
+                self.session = None;
+                return Event::SessionGone;
+            }
+            Err(e) => {
+                log::warn!("renew before acquiring failed: {e}");
+                return Event::AcquireFailed;
+            }
+        }
+        let value = LeaderValue {
+            hostname: hostname(),
+            node_id: self.settings.node_id.clone(),
+        };
+        self.metrics
+            .consul_requests
+            .with_label_values(&["acquire"])
+            .inc();
+        let key = leader_key(&self.settings.account_id);
+        match self.consul.acquire(&key, &id, &value).await {
+            Ok(true) => {
+                self.lease_deadline = Some(sent + self.settings.timing.step_down_after);
+                Event::Acquired(true)
+            }
+            Ok(false) => Event::Acquired(false),
+            Err(ConsulError::SessionGone(_)) => {
+                self.stop_renewer();
+                self.session = None;
+                Event::SessionGone
+            }
+            Err(e) => {
+                log::warn!("acquiring {key} failed: {e}");
+                Event::AcquireFailed
+            }
+        }
+    }
+}
+
+/// The host name, for the leader key's value.
+pub fn hostname() -> String {
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// Polls neard's `/status` forever, one request at a time.
+async fn poll_status(url: String, tx: mpsc::Sender<StatusResult>) {
+    let http = match reqwest::Client::builder().timeout(STATUS_TIMEOUT).build() {
+        Ok(c) => c,
+        Err(e) => {
+            log::error!("cannot build the HTTP client for {url}: {e}");
+            return;
+        }
+    };
+    let mut tick = tokio::time::interval(STATUS_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let result = async {
+            let resp = http
+                .get(&url)
+                .send()
+                .await
+                .map_err(|e| format!("neard /status at {url} failed: {e}"))?;
+            if !resp.status().is_success() {
+                return Err(format!("neard /status at {url} answered {}", resp.status()));
+            }
+            let body = resp
+                .bytes()
+                .await
+                .map_err(|e| format!("neard /status at {url} failed: {e}"))?;
+            crate::neard::status::parse(&body).map_err(|e| format!("{url}: {e}"))
+        }
+        .await;
+        if tx.send(result).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Watches the leader key with blocking queries and reports whether it is free, on every
+/// change (and once at the start).
+async fn watch_leader(consul: Consul, key: String, tx: mpsc::Sender<bool>, metrics: Metrics) {
+    let mut index = 0u64;
+    let mut last: Option<bool> = None;
+    loop {
+        let blocking = (index > 0).then_some((index, WATCH_WAIT));
+        metrics.consul_requests.with_label_values(&["watch"]).inc();
+        match consul.get_key(&key, blocking).await {
+            Ok((entry, new_index)) => {
+                let free = entry.as_ref().is_none_or(|e| e.session.is_none());
+                // Consul's index can go backwards (e.g. after a snapshot restore): start over.
+                index = if new_index < index { 0 } else { new_index };
+                if last != Some(free) || free {
+                    if tx.send(free).await.is_err() {
+                        return;
+                    }
+                    last = Some(free);
+                }
+                if free && index == 0 {
+                    tokio::time::sleep(WATCH_RETRY).await;
+                }
+            }
+            Err(e) => {
+                log::warn!("watching {key}: {e}");
+                index = 0;
+                tokio::time::sleep(WATCH_RETRY).await;
+            }
+        }
+    }
+}
