@@ -1,0 +1,29 @@
+//! A stand-in for `neard` 2.x, for kuutamod's tests and local trials, with a double-signing oracle.
+//!
+//! Real neard cannot be built or fetched where kuutamod is developed, so its tests run this
+//! simulator instead. It follows `neard-interface.md` (the checklist of its section 9) on every
+//! surface kuutamod touches: the CLI (`init`, `localnet`, `run`), the home's files, HTTP
+//! `/status`, `/health`, `/metrics` and JSON-RPC, SIGHUP key hot swap and SIGTERM. The daemon
+//! never imports this crate; only tests and trials do.
+//!
+//! # Layout
+//!
+//! - [`chain`]: the shared-clock chain model (heights, hashes, block times).
+//! - [`keys`]: key files (`node_key.json`, `validator_key.json`): generating, writing, reading.
+//! - [`config`]: `config.json` and `genesis.json`: reading, and writing them for `init` and
+//!   `localnet`.
+//! - [`control`]: the fault knobs a test turns at run time through a control file.
+//! - [`ledger`]: the signing ledger the simulator appends to, and the oracle that reads it
+//!   (double-signed heights, gaps, signing intervals).
+//! - [`status`]: the `StatusResponse` JSON and the health verdict, as pure functions.
+//! - [`settings`]: run-time tuning from `NEARD_SIM_*` environment variables.
+//! - [`node`]: the running simulator (`run`): HTTP, network listener, signing, signals.
+
+pub mod chain;
+pub mod config;
+pub mod control;
+pub mod keys;
+pub mod ledger;
+pub mod node;
+pub mod settings;
+pub mod status;
