@@ -67,6 +67,8 @@ let
     KUUTAMO_SESSION_TTL = cfg.sessionTtl;
     KUUTAMO_NEARD_STOP_GRACE = cfg.neardStopGrace;
     KUUTAMO_SYNCING_GRACE = cfg.syncingGrace;
+    KUUTAMO_FAILOVER_MODE = cfg.failoverMode;
+    KUUTAMO_VOTER_SHARD_TRACKING = cfg.voterShardTracking;
     RUST_LOG = cfg.logLevel;
   }
   // lib.optionalAttrs (cfg.consulTokenFile != null) {
@@ -75,10 +77,6 @@ let
   }
   // lib.optionalAttrs (cfg.bootNodes != [ ]) {
     KUUTAMO_NEARD_BOOTNODES = lib.concatStringsSep "," cfg.bootNodes;
-  }
-  // lib.optionalAttrs (cfg.failoverMode != null) { KUUTAMO_FAILOVER_MODE = cfg.failoverMode; }
-  // lib.optionalAttrs (cfg.voterShardTracking != null) {
-    KUUTAMO_VOTER_SHARD_TRACKING = cfg.voterShardTracking;
   }
   // cfg.extraEnvironment;
 
@@ -92,11 +90,15 @@ let
     ]
     ++ lib.optional (cfg.consulTokenFile != null) "consul_token:${cfg.consulTokenFile}";
 
-  # kuutamoctl with this node's account and Consul preset (the caller may still override them).
+  # kuutamoctl with this node's account, Consul URL and token file preset (the caller may still
+  # override them).
   kuutamoctl = pkgs.writeShellScriptBin "kuutamoctl" ''
     export KUUTAMO_ACCOUNT_ID="''${KUUTAMO_ACCOUNT_ID:-${cfg.accountId}}"
     export KUUTAMO_CONSUL_URL="''${KUUTAMO_CONSUL_URL:-${cfg.consulUrl}}"
-    exec ${lib.getExe' cfg.package "kuutamoctl"} "$@"
+    ${lib.optionalString (cfg.consulTokenFile != null) ''
+      # The service reads the token through LoadCredential; an operator (root) reads the file.
+      export KUUTAMO_CONSUL_TOKEN_FILE="''${KUUTAMO_CONSUL_TOKEN_FILE:-${cfg.consulTokenFile}}"
+    ''}    exec ${lib.getExe' cfg.package "kuutamoctl"} "$@"
   '';
 
   keyOptions = {
@@ -235,7 +237,11 @@ in
     neardStopGrace = mkOption {
       type = durationType;
       default = "5s";
-      description = "How long kuutamod waits after SIGTERM before it SIGKILLs neard. The unit's TimeoutStopSec is this plus ${toString stopMarginSec}s.";
+      description = ''
+        How long kuutamod waits after SIGTERM before it SIGKILLs neard; at most 0.4 x
+        `sessionTtl` (kuutamod's safety rule, checked by an assertion). The unit's
+        TimeoutStopSec is this plus ${toString stopMarginSec}s.
+      '';
     };
 
     syncingGrace = mkOption {
@@ -245,26 +251,22 @@ in
     };
 
     failoverMode = mkOption {
-      type = types.nullOr (
-        types.enum [
-          "restart"
-          "hot-swap"
-        ]
-      );
-      default = null;
-      description = "`restart` neard with the validator key, or `hot-swap` it in (SIGHUP); null keeps kuutamod's default.";
+      type = types.enum [
+        "restart"
+        "hot-swap"
+      ];
+      default = "restart";
+      description = "`restart` neard with the validator key on takeover, or `hot-swap` the key into the running voter (SIGHUP).";
     };
 
     voterShardTracking = mkOption {
-      type = types.nullOr (
-        types.enum [
-          "none"
-          "shadow-validator"
-          "tracked-shadow-validator"
-        ]
-      );
-      default = null;
-      description = "How a voter's config.json tracks shards for a hot swap; null keeps kuutamod's default.";
+      type = types.enum [
+        "none"
+        "shadow-validator"
+        "tracked-shadow-validator"
+      ];
+      default = "none";
+      description = "How kuutamod sets a voter's shard tracking in config.json, so that a hot swap finds the validator's shards ready.";
     };
 
     logLevel = mkOption {
@@ -304,6 +306,12 @@ in
         {
           assertion = cfg.genesisFile != null;
           message = "services.kuutamod.genesisFile must be set to the chain's genesis.json.";
+        }
+        {
+          # kuutamod's rule (src/settings.rs, Timing::new): a leader that cannot renew stops
+          # neard at ttl - grace - ttl/10, and that must leave room for two renewals (ttl/2).
+          assertion = helpers.durationToMs cfg.neardStopGrace * 10 <= helpers.durationToMs cfg.sessionTtl * 4;
+          message = "services.kuutamod.neardStopGrace (${cfg.neardStopGrace}) must be at most 0.4 x sessionTtl (${cfg.sessionTtl}): kuutamod must be able to kill neard before its Consul session can expire. Shorten the grace or lengthen the TTL.";
         }
         {
           assertion = cfg.accountId != "";

@@ -181,6 +181,7 @@ let
         "ed25519:BBB@10.0.0.2:24567"
       ];
       failoverMode = "hot-swap";
+      sessionTtl = "5m";
       neardStopGrace = "1m30s";
       extraEnvironment = {
         KUUTAMO_SYNCING_GRACE = "45s";
@@ -221,6 +222,7 @@ let
         consulTokenFile = null;
         bootNodes = [ ];
         openFirewall = false;
+        sessionTtl = "30s";
         neardStopGrace = "5s";
       };
     }
@@ -262,10 +264,11 @@ in
     KUUTAMO_NEARD_BOOTNODES = "ed25519:AAA@10.0.0.1:24567,ed25519:BBB@10.0.0.2:24567";
     KUUTAMO_VALIDATOR_NETWORK_ADDR = "0.0.0.0:24567";
     KUUTAMO_VOTER_NETWORK_ADDR = "0.0.0.0:24568";
-    KUUTAMO_SESSION_TTL = "30s";
+    KUUTAMO_SESSION_TTL = "5m";
     KUUTAMO_NEARD_STOP_GRACE = "1m30s";
     KUUTAMO_SYNCING_GRACE = "45s";
     KUUTAMO_FAILOVER_MODE = "hot-swap";
+    KUUTAMO_VOTER_SHARD_TRACKING = "none";
     RUST_LOG = "info";
   })
   (expect "key paths are not in the environment (kuutamod reads $CREDENTIALS_DIRECTORY)"
@@ -317,13 +320,13 @@ in
       (builtins.length unit2.serviceConfig.LoadCredential)
       (unit2.environment ? KUUTAMO_CONSUL_TOKEN_FILE)
       (unit2.environment ? KUUTAMO_NEARD_BOOTNODES)
-      (unit2.environment ? KUUTAMO_VOTER_SHARD_TRACKING)
+      unit2.environment.KUUTAMO_VOTER_SHARD_TRACKING
     ]
     [
       3
       false
       false
-      false
+      "none"
     ]
   )
   (expect "kuutamoctl wrapper on the system PATH presets account and Consul URL"
@@ -331,6 +334,7 @@ in
       kuutamoctl.name == "kuutamoctl"
       && hasInfix ''KUUTAMO_ACCOUNT_ID="''${KUUTAMO_ACCOUNT_ID:-pool.poolv1.near}"'' kuutamoctl.text
       && hasInfix ''KUUTAMO_CONSUL_URL="''${KUUTAMO_CONSUL_URL:-http://10.0.0.5:8500}"'' kuutamoctl.text
+      && hasInfix ''KUUTAMO_CONSUL_TOKEN_FILE="''${KUUTAMO_CONSUL_TOKEN_FILE:-/run/secrets/consul-token}"'' kuutamoctl.text
       && hasInfix "-kuutamod-0.1.0/bin/kuutamoctl \"$@\"" kuutamoctl.text
     )
     kuutamoctl.text
@@ -375,6 +379,34 @@ in
     "services.kuutamod: set exactly one of neardConfigFile or neardSettings (neard's config.json)."
   ])
   (expectEq "a duration kuutamod cannot parse is a type error" badDuration.success false)
+  (expectEq "a stop grace above 0.4 x TTL is refused (kuutamod's safety rule)"
+    (failedAssertions (
+      eval (
+        lib.recursiveUpdate sample {
+          services.kuutamod = {
+            sessionTtl = "10s";
+            neardStopGrace = "5s";
+          };
+        }
+      )
+    ))
+    [
+      "services.kuutamod.neardStopGrace (5s) must be at most 0.4 x sessionTtl (10s): kuutamod must be able to kill neard before its Consul session can expire. Shorten the grace or lengthen the TTL."
+    ]
+  )
+  (expectEq "a stop grace of exactly 0.4 x TTL is accepted"
+    (failedAssertions (
+      eval (
+        lib.recursiveUpdate sample {
+          services.kuutamod = {
+            sessionTtl = "10s";
+            neardStopGrace = "4s";
+          };
+        }
+      )
+    ))
+    [ ]
+  )
   (expect "localhost Consul without services.consul warns" (
     builtins.length (eval (lib.recursiveUpdate sample { services.kuutamod.consulUrl = "http://localhost:8500"; })).warnings == 1
   ) "no warning")

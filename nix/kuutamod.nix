@@ -1,0 +1,50 @@
+# kuutamod and kuutamoctl, built from the Cargo workspace at the repository root.
+#
+# The check phase runs only the unit tests (`--lib --bins`): the integration tests need a
+# Consul binary and the neard simulator and run in ./integration-tests.nix instead.
+{
+  lib,
+  rustPlatform,
+}:
+let
+  helpers = import ./lib.nix;
+  root = ../.;
+  cargoToml = builtins.fromTOML (builtins.readFile (root + "/Cargo.toml"));
+in
+rustPlatform.buildRustPackage {
+  pname = "kuutamod";
+  inherit (cargoToml.package) version;
+
+  # Only what cargo reads: docs, Nix files and CI changes do not rebuild the package.
+  src = lib.cleanSourceWith {
+    name = "kuutamod-source";
+    src = lib.cleanSource root;
+    filter = helpers.cargoSourceFilter root helpers.cargoSources;
+  };
+
+  # Every dependency comes from crates.io, so the lock file is enough (no vendor hash).
+  cargoLock.lockFile = root + "/Cargo.lock";
+
+  cargoBuildFlags = [
+    "-p"
+    "kuutamod"
+  ];
+  cargoTestFlags = [
+    "-p"
+    "kuutamod"
+    "--lib"
+    "--bins"
+  ];
+
+  passthru = {
+    inherit cargoToml;
+  };
+
+  meta = {
+    description = cargoToml.package.description;
+    homepage = "https://github.com/kuutamolabs/kuutamod";
+    license = lib.licenses.mit;
+    mainProgram = "kuutamod";
+    platforms = lib.platforms.linux;
+  };
+}
