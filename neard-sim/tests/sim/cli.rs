@@ -1,0 +1,170 @@
+//! The command line: `init`, `localnet`, and the ways `run` refuses to start.
+
+use std::path::Path;
+
+use crate::helper::{free_ports, run_to_end, Home, Sim};
+
+fn home_arg(p: &Path) -> &str {
+    p.to_str().expect("utf-8 path")
+}
+
+#[test]
+fn init_writes_a_home_and_never_overwrites_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let home = dir.path().join("h");
+    let (st, err) = run_to_end(
+        &["--home", home_arg(&home), "init", "--chain-id", "localnet"],
+        &[],
+    );
+    assert!(st.success(), "{err}");
+    for f in [
+        "config.json",
+        "node_key.json",
+        "validator_key.json",
+        "genesis.json",
+    ] {
+        assert!(home.join(f).exists(), "{f} missing");
+    }
+    let key: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(home.join("validator_key.json")).expect("key"))
+            .expect("json");
+    assert_eq!(key["account_id"], "test.near");
+    let node: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(home.join("node_key.json")).expect("key"))
+            .expect("json");
+    assert_eq!(node["account_id"], "node");
+    let secret = bs58::decode(
+        key["secret_key"]
+            .as_str()
+            .expect("str")
+            .trim_start_matches("ed25519:"),
+    )
+    .into_vec()
+    .expect("base58");
+    let public = bs58::decode(
+        key["public_key"]
+            .as_str()
+            .expect("str")
+            .trim_start_matches("ed25519:"),
+    )
+    .into_vec()
+    .expect("base58");
+    assert_eq!((secret.len(), &secret[32..]), (64, &public[..]));
+    let config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(home.join("config.json")).expect("config"))
+            .expect("json");
+    assert_eq!(config["rpc"]["addr"], "0.0.0.0:3030");
+    assert_eq!(config["network"]["addr"], "0.0.0.0:24567");
+    assert_eq!(config["consensus"]["max_block_production_delay"]["secs"], 2);
+
+    let before = std::fs::read(home.join("validator_key.json")).expect("key");
+    let (st, err) = run_to_end(&["--home", home_arg(&home), "init"], &[]);
+    assert!(st.success(), "{err}");
+    assert_eq!(
+        before,
+        std::fs::read(home.join("validator_key.json")).expect("key")
+    );
+}
+
+#[test]
+fn localnet_makes_n_homes_with_concrete_ports() {
+    for flag in ["-v", "--v", "--validators"] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (st, err) = run_to_end(
+            &[
+                "--home",
+                home_arg(dir.path()),
+                "localnet",
+                flag,
+                "2",
+                "--prefix",
+                "n",
+            ],
+            &[],
+        );
+        assert!(st.success(), "{flag}: {err}");
+        let c0 = neard_sim::config::Config::load(&dir.path().join("n0")).expect("n0");
+        let c1 = neard_sim::config::Config::load(&dir.path().join("n1")).expect("n1");
+        assert!(!dir.path().join("n2").exists());
+        assert_ne!(c0.rpc_addr.map(|a| a.port()), Some(0));
+        assert_ne!(c0.network_addr.port(), 0);
+        assert!(
+            c1.boot_nodes.ends_with(&format!("@{}", c0.network_addr)),
+            "{}",
+            c1.boot_nodes
+        );
+    }
+}
+
+#[test]
+fn port_zero_is_refused() {
+    let home = Home::new();
+    let (st, err) = run_to_end(
+        &[
+            "--home",
+            home_arg(&home.path()),
+            "run",
+            "--rpc-addr",
+            "127.0.0.1:0",
+        ],
+        &[("NEARD_SIM_BOOT_DELAY_MS", "0")],
+    );
+    assert!(!st.success());
+    assert!(err.contains("using an any port (i.e. 0)"), "{err}");
+    home.edit_config(|c| c["network"]["addr"] = "127.0.0.1:0".into());
+    let (st, err) = run_to_end(&["--home", home_arg(&home.path()), "run"], &[]);
+    assert!(!st.success());
+    assert!(err.contains("network.addr"), "{err}");
+}
+
+#[test]
+fn unparsable_config_is_refused_naming_the_file() {
+    let home = Home::new();
+    std::fs::write(home.path().join("config.json"), "{ \"rpc\": ").expect("write");
+    let (st, err) = run_to_end(&["--home", home_arg(&home.path()), "run"], &[]);
+    assert!(!st.success());
+    assert!(err.contains("Error loading config"), "{err}");
+    assert!(
+        err.contains(&home.path().join("config.json").display().to_string()),
+        "{err}"
+    );
+}
+
+#[test]
+fn missing_node_key_is_refused_naming_the_file() {
+    let home = Home::new();
+    std::fs::remove_file(home.path().join("node_key.json")).expect("rm");
+    let (st, err) = run_to_end(&["--home", home_arg(&home.path()), "run"], &[]);
+    assert!(!st.success());
+    assert!(err.contains("node_key.json"), "{err}");
+}
+
+#[test]
+fn a_taken_port_is_reported() {
+    let mut home = Home::new();
+    let _first = Sim::start(&mut home, &[]);
+    let (other_net, _) = free_ports();
+    let (st, err) = run_to_end(
+        &[
+            "--home",
+            home_arg(&home.path()),
+            "run",
+            "--network-addr",
+            &format!("127.0.0.1:{other_net}"),
+        ],
+        &[("NEARD_SIM_BOOT_DELAY_MS", "0")],
+    );
+    assert!(!st.success());
+    assert!(
+        err.contains(&format!("127.0.0.1:{}", home.rpc_port)),
+        "{err}"
+    );
+}
+
+#[test]
+fn unknown_config_fields_only_warn() {
+    let mut home = Home::new();
+    home.edit_config(|c| c["some_future_field"] = true.into());
+    let sim = Sim::start(&mut home, &[]);
+    assert!(sim.stderr_text().contains("some_future_field"));
+}
