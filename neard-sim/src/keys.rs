@@ -84,7 +84,7 @@ impl KeyFile {
 
     /// The key for `account_id` with the given 32-byte seed (deterministic).
     pub fn from_seed(account_id: &str, seed: &[u8; 32]) -> KeyFile {
-        let public = crate::chain::hash_bytes(seed, 0x6564_3235_3531_39);
+        let public = crate::chain::hash_bytes(seed, 0x0065_6432_3535_3139);
         let mut secret = Vec::with_capacity(64);
         secret.extend_from_slice(seed);
         secret.extend_from_slice(&public);

@@ -119,7 +119,7 @@ pub fn read_all<P: AsRef<Path>>(paths: &[P]) -> Result<Vec<Entry>, LedgerError> 
     for p in paths {
         all.extend(read(p.as_ref())?);
     }
-    all.sort_by(|a, b| (a.time_ms, a.height).cmp(&(b.time_ms, b.height)));
+    all.sort_by_key(|e| (e.time_ms, e.height));
     Ok(all)
 }
 
@@ -167,7 +167,7 @@ pub fn analyze(entries: &[Entry], account: &str) -> Report {
         .filter(|e| e.account == account)
         .cloned()
         .collect();
-    mine.sort_by(|a, b| (a.time_ms, a.height).cmp(&(b.time_ms, b.height)));
+    mine.sort_by_key(|e| (e.time_ms, e.height));
 
     let mut by_height: BTreeMap<u64, BTreeSet<String>> = BTreeMap::new();
     let mut by_node: BTreeMap<String, BTreeSet<u64>> = BTreeMap::new();

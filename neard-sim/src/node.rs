@@ -403,11 +403,15 @@ fn must<T>(r: std::io::Result<T>, what: &str) -> T {
     r.unwrap_or_else(|e| abort(&format!("cannot install {what}: {e}")))
 }
 
+/// Identity and version of a file: (device, inode, mtime s, mtime ns, size). A rename gives a
+/// new inode, so an atomic replacement is seen even within one mtime tick.
+type FileStamp = (u64, u64, i64, i64, u64);
+
 /// Watches the control file and applies changes (abort at once).
 async fn poll_control(shared: Arc<Shared>) {
     use std::os::unix::fs::MetadataExt;
     let path = shared.settings.control.clone();
-    let mut seen: Option<Option<(u64, u64, i64, i64, u64)>> = None;
+    let mut seen: Option<Option<FileStamp>> = None;
     let mut tick = tokio::time::interval(control::POLL_INTERVAL);
     loop {
         tick.tick().await;
