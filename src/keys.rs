@@ -236,7 +236,9 @@ pub(crate) mod tests {
     fn bad_files_name_the_file_and_leak_nothing() {
         let dir = tempfile::tempdir().expect("tempdir");
         let src = dir.path().join("k.json");
-        let missing = KeyFile::read("voter node", &src).unwrap_err().to_string();
+        let missing = KeyFile::read("voter node", &src)
+            .expect_err("must fail")
+            .to_string();
         assert!(
             missing.contains("voter node key file") && missing.contains("k.json"),
             "{missing}"
@@ -257,7 +259,9 @@ pub(crate) mod tests {
             (good.replace(&secret, ""), "secret_key"),
         ] {
             std::fs::write(&src, &text).expect("write");
-            let err = KeyFile::read("validator", &src).unwrap_err().to_string();
+            let err = KeyFile::read("validator", &src)
+                .expect_err("must fail")
+                .to_string();
             assert!(
                 err.contains(expect) && err.contains("k.json"),
                 "{err} for {text}"
@@ -269,7 +273,9 @@ pub(crate) mod tests {
         let other_secret: serde_json::Value = serde_json::from_str(&other).expect("json");
         let mismatched = good.replace(&secret, other_secret["secret_key"].as_str().expect("s"));
         std::fs::write(&src, mismatched).expect("write");
-        let err = KeyFile::read("validator", &src).unwrap_err().to_string();
+        let err = KeyFile::read("validator", &src)
+            .expect_err("must fail")
+            .to_string();
         assert!(err.contains("does not belong"), "{err}");
     }
 }

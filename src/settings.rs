@@ -237,6 +237,37 @@ fn socket_addr(var: &str, value: &str) -> Result<SocketAddr, String> {
         .map_err(|_| format!("{var}={value:?} is not an ip:port address (e.g. 0.0.0.0:24567)"))
 }
 
+/// Resolves the neard binary: a path must be an executable file; a bare name is looked up on
+/// PATH, as the process spawn would.
+pub fn resolve_neard_bin(bin: &Path) -> Result<PathBuf, String> {
+    use std::os::unix::fs::PermissionsExt;
+    let executable = |p: &Path| {
+        std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    };
+    if bin.components().count() > 1 {
+        return if executable(bin) {
+            Ok(bin.to_owned())
+        } else {
+            Err(format!(
+                "KUUTAMO_NEARD_BIN={} is not an executable file; point it at neard",
+                bin.display()
+            ))
+        };
+    }
+    std::env::var_os("PATH")
+        .and_then(|paths| {
+            std::env::split_paths(&paths)
+                .map(|d| d.join(bin))
+                .find(|p| executable(p))
+        })
+        .ok_or_else(|| {
+            format!(
+                "KUUTAMO_NEARD_BIN={} is not found on PATH; install neard or set KUUTAMO_NEARD_BIN to its path",
+                bin.display()
+            )
+        })
+}
+
 /// Checks a Consul URL: http(s), with a host.
 pub fn check_consul_url(url: &str) -> Result<(), String> {
     let parsed = reqwest::Url::parse(url).map_err(|e| {
@@ -344,6 +375,7 @@ impl Settings {
             );
         }
         let neard_config = NeardConfig::load(&args.neard_home).map_err(|e| e.to_string())?;
+        let neard_bin = resolve_neard_bin(&args.neard_bin)?;
         Ok(Settings {
             node_id: args.node_id,
             account_id: args.account_id,
@@ -358,7 +390,7 @@ impl Settings {
             neard_bootnodes: args.neard_bootnodes.filter(|b| !b.is_empty()),
             validator_network_addr,
             voter_network_addr,
-            neard_bin: args.neard_bin,
+            neard_bin,
             timing,
             syncing_grace: args.syncing_grace,
             failover_mode: args.failover_mode,
@@ -379,7 +411,8 @@ mod tests {
         // step-down + stop grace + margin == TTL: neard is dead before the lock can move
         assert!(t.step_down_after + t.stop_grace + t.margin <= t.ttl);
         assert!(t.step_down_after >= 2 * t.renew_interval);
-        let err = Timing::new(Duration::from_secs(10), Duration::from_secs(5)).unwrap_err();
+        let err =
+            Timing::new(Duration::from_secs(10), Duration::from_secs(5)).expect_err("must fail");
         assert!(err.contains("KUUTAMO_NEARD_STOP_GRACE"), "{err}");
     }
 

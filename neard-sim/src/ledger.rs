@@ -151,7 +151,7 @@ impl Report {
     pub fn first_signed_after(&self, node: Option<&str>, time_ms: u64) -> Option<&Entry> {
         self.entries
             .iter()
-            .find(|e| e.time_ms >= time_ms && node.map_or(true, |n| e.node == n))
+            .find(|e| e.time_ms >= time_ms && node.is_none_or(|n| e.node == n))
     }
 
     /// Number of heights in gaps.

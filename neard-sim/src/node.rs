@@ -260,7 +260,7 @@ impl Shared {
         let sync_ms = u64::try_from(self.settings.sync_delay.as_millis()).unwrap_or(u64::MAX);
         let booting = st
             .booted_ms
-            .map_or(true, |b| now_ms < b.saturating_add(sync_ms));
+            .is_none_or(|b| now_ms < b.saturating_add(sync_ms));
         booting || self.control.borrow().force_syncing
     }
 

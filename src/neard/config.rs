@@ -240,7 +240,9 @@ mod tests {
     #[test]
     fn bad_configs_name_the_file() {
         let missing = tempfile::tempdir().expect("tempdir");
-        let err = NeardConfig::load(missing.path()).unwrap_err().to_string();
+        let err = NeardConfig::load(missing.path())
+            .expect_err("must fail")
+            .to_string();
         assert!(err.contains("config.json") && err.contains("init"), "{err}");
         for (text, expect) in [
             ("{ // comment\n}", "not valid JSON"),
@@ -254,7 +256,9 @@ mod tests {
             ),
         ] {
             let dir = home_with(text);
-            let err = NeardConfig::load(dir.path()).unwrap_err().to_string();
+            let err = NeardConfig::load(dir.path())
+                .expect_err("must fail")
+                .to_string();
             assert!(
                 err.contains(expect) && err.contains("config.json"),
                 "{err} for {text}"

@@ -74,7 +74,7 @@ mod tests {
     #[test]
     fn garbage_names_what_it_got() {
         let err = parse(b"<html>502 Bad Gateway</html>")
-            .unwrap_err()
+            .expect_err("must fail")
             .to_string();
         assert!(err.contains("502 Bad Gateway"), "{err}");
         assert!(parse(b"{\"sync_info\":{}}").is_err());

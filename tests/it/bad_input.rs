@@ -1,0 +1,240 @@
+//! Every bad input of the configuration fails at start with one clear line naming the file or
+//! variable, and never a panic.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use crate::helper::cluster::{Cluster, Opts};
+use crate::helper::consul::ConsulAgent;
+use crate::helper::{free_port, kuutamod_bin, neard_sim_bin, wait};
+
+struct Setup {
+    dir: tempfile::TempDir,
+    home: PathBuf,
+    keys: PathBuf,
+}
+
+fn sim_init(home: &Path) {
+    let out = Command::new(neard_sim_bin())
+        .args([
+            "--home",
+            home.to_str().expect("utf8"),
+            "init",
+            "--chain-id",
+            "localnet",
+            "--account-id",
+            "pool.near",
+        ])
+        .output()
+        .expect("neard-sim");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn setup() -> Setup {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let keys = dir.path().join("keys");
+    sim_init(&keys);
+    let voter = dir.path().join("voter");
+    sim_init(&voter);
+    std::fs::copy(
+        voter.join("node_key.json"),
+        keys.join("voter_node_key.json"),
+    )
+    .expect("copy");
+    std::fs::copy(
+        keys.join("node_key.json"),
+        keys.join("validator_node_key.json"),
+    )
+    .expect("copy");
+    let home = dir.path().join("home");
+    sim_init(&home);
+    Setup { dir, home, keys }
+}
+
+impl Setup {
+    fn command(&self) -> Command {
+        let mut cmd = Command::new(kuutamod_bin());
+        cmd.env_clear()
+            .env("KUUTAMO_ACCOUNT_ID", "pool.near")
+            .env("KUUTAMO_CONSUL_URL", "http://127.0.0.1:1")
+            .env(
+                "KUUTAMO_EXPORTER_ADDRESS",
+                format!("127.0.0.1:{}", free_port()),
+            )
+            .env("KUUTAMO_NEARD_HOME", &self.home)
+            .env("KUUTAMO_NEARD_BIN", neard_sim_bin())
+            .env(
+                "KUUTAMO_VALIDATOR_KEY",
+                self.keys.join("validator_key.json"),
+            )
+            .env(
+                "KUUTAMO_VALIDATOR_NODE_KEY",
+                self.keys.join("validator_node_key.json"),
+            )
+            .env(
+                "KUUTAMO_VOTER_NODE_KEY",
+                self.keys.join("voter_node_key.json"),
+            );
+        cmd
+    }
+}
+
+/// Runs kuutamod and expects it to fail at once with a message containing every `needle`.
+fn fails_with(mut cmd: Command, needles: &[&str]) {
+    let out = wait::until(Duration::from_secs(1), "kuutamod to start", || {
+        cmd.output().map_err(|e| e.to_string())
+    });
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "exit status for {needles:?}: {stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "panic: {stderr}");
+    for needle in needles {
+        assert!(stderr.contains(needle), "{needle:?} not in: {stderr}");
+    }
+    let error_lines = stderr
+        .lines()
+        .filter(|l| l.starts_with("kuutamod: "))
+        .count();
+    assert_eq!(error_lines, 1, "one error line: {stderr}");
+}
+
+#[test]
+fn missing_and_malformed_key_files() {
+    let s = setup();
+    let missing = s.dir.path().join("nope.json");
+    let mut cmd = s.command();
+    cmd.env("KUUTAMO_VALIDATOR_KEY", &missing);
+    fails_with(cmd, &["validator key file", "nope.json"]);
+
+    let bad = s.dir.path().join("bad.json");
+    std::fs::write(&bad, "{\"account_id\": \"pool.near\", \"public_key\": 3").expect("write");
+    let mut cmd = s.command();
+    cmd.env("KUUTAMO_VOTER_NODE_KEY", &bad);
+    fails_with(cmd, &["voter node key file", "bad.json", "malformed"]);
+
+    let mut cmd = s.command();
+    cmd.env(
+        "KUUTAMO_VOTER_NODE_KEY",
+        s.keys.join("validator_node_key.json"),
+    );
+    fails_with(
+        cmd,
+        &[
+            "KUUTAMO_VOTER_NODE_KEY",
+            "KUUTAMO_VALIDATOR_NODE_KEY",
+            "same key",
+        ],
+    );
+}
+
+#[test]
+fn keys_fall_back_to_the_credentials_directory() {
+    let s = setup();
+    let mut cmd = s.command();
+    cmd.env_remove("KUUTAMO_VALIDATOR_KEY")
+        .env_remove("KUUTAMO_VALIDATOR_NODE_KEY")
+        .env_remove("KUUTAMO_VOTER_NODE_KEY");
+    fails_with(
+        cmd,
+        &["KUUTAMO_VALIDATOR_KEY is not set", "CREDENTIALS_DIRECTORY"],
+    );
+
+    // With the credentials directory the keys are found; the next check (config.json) fails.
+    std::fs::remove_file(s.home.join("config.json")).expect("rm");
+    let mut cmd = s.command();
+    cmd.env_remove("KUUTAMO_VALIDATOR_KEY")
+        .env_remove("KUUTAMO_VALIDATOR_NODE_KEY")
+        .env_remove("KUUTAMO_VOTER_NODE_KEY")
+        .env("CREDENTIALS_DIRECTORY", &s.keys);
+    fails_with(cmd, &["config.json", "init"]);
+}
+
+#[test]
+fn missing_or_unparsable_config_json() {
+    let s = setup();
+    std::fs::write(s.home.join("config.json"), "{ \"rpc\": ").expect("write");
+    fails_with(
+        s.command(),
+        &["neard config", "config.json", "not valid JSON"],
+    );
+    std::fs::remove_file(s.home.join("config.json")).expect("rm");
+    fails_with(s.command(), &["config.json", "cannot read"]);
+}
+
+#[test]
+fn bad_urls_addresses_and_durations() {
+    let s = setup();
+    let mut cmd = s.command();
+    cmd.env("KUUTAMO_CONSUL_URL", "localhost:8500");
+    fails_with(cmd, &["KUUTAMO_CONSUL_URL"]);
+    let mut cmd = s.command();
+    cmd.env("KUUTAMO_EXPORTER_ADDRESS", "everywhere");
+    fails_with(cmd, &["KUUTAMO_EXPORTER_ADDRESS", "everywhere"]);
+    let mut cmd = s.command();
+    cmd.env("KUUTAMO_VOTER_NETWORK_ADDR", "0.0.0.0");
+    fails_with(cmd, &["KUUTAMO_VOTER_NETWORK_ADDR"]);
+    let mut cmd = s.command();
+    cmd.env("KUUTAMO_SESSION_TTL", "10s")
+        .env("KUUTAMO_NEARD_STOP_GRACE", "9s");
+    fails_with(cmd, &["KUUTAMO_NEARD_STOP_GRACE", "KUUTAMO_SESSION_TTL"]);
+    let mut cmd = s.command();
+    cmd.env("KUUTAMO_NEARD_BIN", s.dir.path().join("no-such-neard"));
+    fails_with(cmd, &["KUUTAMO_NEARD_BIN", "no-such-neard"]);
+}
+
+#[test]
+fn exporter_address_in_use() {
+    let s = setup();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let mut cmd = s.command();
+    cmd.env(
+        "KUUTAMO_EXPORTER_ADDRESS",
+        taken.local_addr().expect("addr").to_string(),
+    );
+    fails_with(cmd, &["KUUTAMO_EXPORTER_ADDRESS", "choose a free address"]);
+}
+
+#[test]
+fn unreachable_consul_keeps_the_node_a_voter_and_says_where() {
+    let consul = ConsulAgent::start();
+    let mut cluster = Cluster::new(&consul, 1, &Opts::default());
+    drop(consul); // now nothing listens at the URL the node has
+    cluster.start_all();
+    let node = &cluster.nodes[0];
+    wait::until(
+        Duration::from_secs(30),
+        "kuutamod to report the unreachable Consul",
+        || {
+            let log = std::fs::read_to_string(&node.log).unwrap_or_default();
+            if log.contains(&cluster.consul_url) && log.contains("unreachable") {
+                Ok(())
+            } else {
+                Err(node.log_tail(5))
+            }
+        },
+    );
+    wait::until(
+        Duration::from_secs(30),
+        "the node to reach Registering",
+        || match node.state() {
+            Ok(s) if s == "Registering" => Ok(()),
+            other => Err(other),
+        },
+    );
+    wait::holds(
+        Duration::from_secs(2),
+        "no validation without Consul",
+        || match node.state() {
+            Ok(s) if s == "Registering" && !node.has_validator_key() => Ok(()),
+            other => Err(other),
+        },
+    );
+}

@@ -1,0 +1,241 @@
+//! The failover behaviour of the "Must show" list, one test each.
+
+use std::time::Duration;
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+use crate::helper::cluster::{alive, now_ms, Cluster, Opts, ACCOUNT};
+use crate::helper::consul::{ureq_get, ConsulAgent};
+use crate::helper::wait;
+
+const LIMIT: Duration = Duration::from_secs(60);
+
+fn public_key(path: &std::path::Path) -> String {
+    let v: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(path).expect("key file")).expect("json");
+    v["public_key"].as_str().expect("public_key").to_string()
+}
+
+#[test]
+fn single_node_validates_with_the_validator_keys_and_port() {
+    let consul = ConsulAgent::start();
+    let mut cluster = Cluster::new(&consul, 1, &Opts::default());
+    cluster.start_all();
+    cluster.wait_for_leader(LIMIT);
+    cluster.wait_for_signing(0, 0, LIMIT);
+    let node = &cluster.nodes[0];
+    let keys = cluster.dir.path().join("keys/shared");
+
+    let m = node.metrics().expect("metrics");
+    assert_eq!(
+        m["kuutamod_neard_restarts"], 1.0,
+        "voter start, then one restart with the key"
+    );
+    for s in ["Startup", "Syncing", "Registering", "Voting", "Shutdown"] {
+        assert_eq!(m[&format!("kuutamod_state{{type=\"{s}\"}}")], 0.0, "{s}");
+    }
+    assert_eq!(m["kuutamod_state{type=\"Validating\"}"], 1.0);
+    assert!(m["kuutamod_uptime"] > 0.0);
+
+    assert_eq!(
+        public_key(&node.home.join("validator_key.json")),
+        public_key(&keys.join("validator_key.json"))
+    );
+    assert_eq!(
+        public_key(&node.home.join("node_key.json")),
+        public_key(&keys.join("node_key.json")),
+        "validator node key installed"
+    );
+    let config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(node.home.join("config.json")).expect("config"))
+            .expect("json");
+    assert_eq!(
+        config["network"]["addr"],
+        format!("127.0.0.1:{}", node.validator_port)
+    );
+
+    let status: serde_json::Value = serde_json::from_str(
+        &ureq_get(&format!("http://127.0.0.1:{}/status", node.rpc_port)).expect("status"),
+    )
+    .expect("json");
+    assert_eq!(status["validator_account_id"], ACCOUNT);
+    let pid = node.neard_pid().expect("neard pid");
+    let cmdline = std::fs::read_to_string(format!("/proc/{pid}/cmdline")).expect("cmdline");
+    assert!(cmdline.contains("neard-sim"), "{cmdline}");
+    assert_eq!(
+        ureq_get(&format!("http://{}/health", node.exporter))
+            .expect("health")
+            .trim(),
+        "Validating"
+    );
+}
+
+#[test]
+fn two_nodes_exactly_one_validates() {
+    let consul = ConsulAgent::start();
+    let mut cluster = Cluster::new(&consul, 2, &Opts::default());
+    cluster.start_all();
+    let leader = cluster.wait_for_leader(LIMIT);
+    let standby = 1 - leader;
+    wait::until(LIMIT, "the standby to vote", || {
+        match cluster.nodes[standby].state() {
+            Ok(s) if s == "Voting" => Ok(()),
+            other => Err(other),
+        }
+    });
+    wait::holds(
+        Duration::from_secs(3),
+        "one validator, standby without key",
+        || {
+            let states: Vec<_> = cluster.nodes.iter().map(|n| n.state()).collect();
+            let validating = states
+                .iter()
+                .filter(|s| s.as_deref() == Ok("Validating"))
+                .count();
+            if validating != 1 || cluster.nodes[standby].has_validator_key() {
+                return Err(format!(
+                    "{states:?}, standby key {}",
+                    cluster.nodes[standby].has_validator_key()
+                ));
+            }
+            Ok(())
+        },
+    );
+    let config: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(cluster.nodes[standby].home.join("config.json")).expect("config"),
+    )
+    .expect("json");
+    let voter_addr = format!("127.0.0.1:{}", cluster.nodes[standby].voter_port);
+    assert_eq!(config["network"]["addr"], voter_addr.as_str());
+    let report = cluster.report();
+    assert!(
+        report.intervals.contains_key(&cluster.nodes[leader].id),
+        "leader signs"
+    );
+    assert!(
+        !report.intervals.contains_key(&cluster.nodes[standby].id),
+        "standby never signs"
+    );
+}
+
+/// Starts two nodes and waits until the leader signs and the standby votes.
+fn steady_pair(opts: &Opts) -> (ConsulAgent, Cluster, usize, usize) {
+    let consul = ConsulAgent::start();
+    let mut cluster = Cluster::new(&consul, 2, opts);
+    cluster.start_all();
+    let leader = cluster.wait_for_leader(LIMIT);
+    let standby = 1 - leader;
+    cluster.wait_for_signing(leader, 0, LIMIT);
+    wait::until(LIMIT, "the standby to vote", || {
+        match cluster.nodes[standby].state() {
+            Ok(s) if s == "Voting" => Ok(()),
+            other => Err(other),
+        }
+    });
+    (consul, cluster, leader, standby)
+}
+
+#[test]
+fn leader_neard_killed_the_standby_takes_over() {
+    let (_consul, cluster, leader, standby) = steady_pair(&Opts::default());
+    let pid = cluster.nodes[leader]
+        .neard_pid()
+        .expect("leader's neard pid");
+    let fault = now_ms();
+    kill(Pid::from_raw(pid), Signal::SIGKILL).expect("kill neard");
+    cluster.wait_for_signing(standby, fault, LIMIT);
+    wait::until(LIMIT, "the old leader to vote again", || {
+        match cluster.nodes[leader].state() {
+            Ok(s) if s == "Voting" => Ok(()),
+            other => Err(other),
+        }
+    });
+    cluster.assert_no_double_signing();
+    assert!(!cluster.nodes[leader].has_validator_key());
+}
+
+#[test]
+fn leader_kuutamod_sigterm_hands_over_cleanly() {
+    let (_consul, mut cluster, leader, standby) = steady_pair(&Opts::default());
+    let neard = cluster.nodes[leader]
+        .neard_pid()
+        .expect("leader's neard pid");
+    let fault = now_ms();
+    cluster.nodes[leader].signal(Signal::SIGTERM);
+    let status = cluster.nodes[leader].wait_exit(LIMIT);
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "{}",
+        cluster.nodes[leader].log_tail(30)
+    );
+    assert!(!alive(neard), "neard outlived kuutamod");
+    assert!(
+        !cluster.nodes[leader].has_validator_key(),
+        "key left behind"
+    );
+    let first_new = cluster.wait_for_signing(standby, fault, LIMIT);
+    let old_id = cluster.nodes[leader].id.clone();
+    let last_old = cluster
+        .entries()
+        .iter()
+        .filter(|e| e.node == old_id)
+        .map(|e| e.time_ms)
+        .max()
+        .expect("the old leader signed before");
+    assert!(
+        last_old < first_new,
+        "old leader signed at {last_old}, new at {first_new}"
+    );
+    cluster.assert_no_double_signing();
+}
+
+#[test]
+fn leader_kuutamod_sigkill_takes_its_neard_along() {
+    let (_consul, mut cluster, leader, standby) = steady_pair(&Opts::default());
+    let neard = cluster.nodes[leader]
+        .neard_pid()
+        .expect("leader's neard pid");
+    let fault = now_ms();
+    cluster.nodes[leader].signal(Signal::SIGKILL);
+    cluster.nodes[leader].wait_exit(LIMIT);
+    wait::until(Duration::from_secs(2), "neard to die with kuutamod", || {
+        if alive(neard) {
+            Err("alive")
+        } else {
+            Ok(())
+        }
+    });
+    let first_new = cluster.wait_for_signing(standby, fault, LIMIT);
+    cluster.assert_no_double_signing();
+    // The lock only moves once Consul expires the session: a TTL (3 s) after the last renew,
+    // which was at most a renew interval (0.75 s) before the kill.
+    assert!(
+        first_new >= fault + 2000,
+        "took over {} ms after the kill",
+        first_new - fault
+    );
+}
+
+#[test]
+fn syncing_leader_steps_down() {
+    let (_consul, cluster, leader, standby) = steady_pair(&Opts::default());
+    let fault = now_ms();
+    cluster.nodes[leader].control(&neard_sim::control::Control {
+        force_syncing: true,
+        ..Default::default()
+    });
+    cluster.wait_for_signing(standby, fault, LIMIT);
+    wait::until(
+        LIMIT,
+        "the old leader to leave Validating",
+        || match cluster.nodes[leader].state() {
+            Ok(s) if s != "Validating" => Ok(()),
+            other => Err(other),
+        },
+    );
+    cluster.assert_no_double_signing();
+    let log = std::fs::read_to_string(&cluster.nodes[leader].log).expect("log");
+    assert!(log.contains("syncing grace"), "{log}");
+}
