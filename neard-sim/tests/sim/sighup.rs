@@ -160,3 +160,48 @@ fn abort_knob_crashes_with_sigabrt() {
 fn libc_sigabrt() -> i32 {
     Signal::SIGABRT as i32
 }
+
+#[test]
+fn a_slow_key_drop_keeps_signing_for_the_drop_delay() {
+    let mut home = Home::new();
+    let ledger_path = home.ledger();
+    let ledger_env = ledger_path.to_str().expect("utf-8").to_owned();
+    let sim = Sim::start(
+        &mut home,
+        &[
+            ("NEARD_SIM_KEY_DROP_DELAY_MS", "2500"),
+            ("NEARD_SIM_LEDGER", &ledger_env),
+        ],
+    );
+    std::fs::remove_file(home.validator_key()).expect("rm key");
+    sim.signal(Signal::SIGHUP);
+    // The reload itself succeeds at once...
+    wait_reloads(&sim, 2.0);
+    let reloaded_at = neard_sim::chain::now_ms();
+    // ...but the key is still used until the drop delay has passed.
+    assert_eq!(sim.status()["validator_account_id"], "pool.near");
+    wait_validator(&sim, None);
+    let entries = crate::helper::ledger_entries(&ledger_path);
+    assert!(
+        entries.iter().any(|e| e.time_ms > reloaded_at),
+        "no height signed after the reload"
+    );
+}
+
+#[test]
+fn rpc_is_refused_until_the_boot_delay_has_passed() {
+    let home = Home::new();
+    let started = std::time::Instant::now();
+    let sim = Sim::spawn(&home, &[("NEARD_SIM_BOOT_DELAY_MS", "1500")], &[]);
+    let early = std::net::TcpStream::connect(("127.0.0.1", home.rpc_port));
+    assert!(
+        early.is_err() || started.elapsed() >= std::time::Duration::from_millis(1500),
+        "RPC accepted a connection before the boot delay"
+    );
+    wait_for("RPC to come up", |seen| {
+        let got = crate::helper::get(sim.rpc_port, "/status");
+        *seen = format!("{got:?}");
+        got.ok().filter(|(code, _)| *code == 200)
+    });
+    assert!(started.elapsed() >= std::time::Duration::from_millis(1500));
+}
