@@ -174,12 +174,11 @@ fn health_follows_sync_and_the_knobs() {
         stall: true,
         ..Control::default()
     });
-    let stalled = wait_for("/health to fail on a stalled head", |seen| {
+    wait_for("/health to fail on a stalled head", |seen| {
         let got = get(port, "/health").ok()?;
         *seen = format!("{got:?}");
         (got.0 == 503 && sim.status()["sync_info"]["syncing"] == false).then_some(())
     });
-    let _ = stalled;
     let h1 = sim.status()["sync_info"]["latest_block_height"].clone();
     let r = rpc(port, "health");
     assert_eq!(r["error"]["cause"]["name"], "NO_NEW_BLOCKS", "{r}");
