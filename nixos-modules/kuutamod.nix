@@ -351,10 +351,7 @@ in
           builtins.match "https?://(localhost|127\\.0\\.0\\.1|\\[::1])([:/].*)?" cfg.consulUrl != null
           && !config.services.consul.enable
         )
-        "services.kuutamod.consulUrl (${cfg.consulUrl}) points at this host, but services.consul is not enabled here. kuutamod needs a Consul agent; this module does not enable one (Consul is unfree in nixpkgs: allow it yourself)."
-      ++ lib.optional (
-        cfg.genesisFile != null && isStorePath cfg.genesisFile
-      ) "services.kuutamod.genesisFile is in the Nix store; for a large genesis (mainnet, testnet) give a path string outside the store instead.";
+        "services.kuutamod.consulUrl (${cfg.consulUrl}) points at this host, but services.consul is not enabled here. kuutamod needs a Consul agent; this module does not enable one (Consul is unfree in nixpkgs: allow it yourself).";
 
     environment.systemPackages = [ kuutamoctl ];
 

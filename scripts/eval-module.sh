@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Evaluates nixos-modules/kuutamod.nix with nixpkgs' lib.evalModules against stub NixOS options
-# (scripts/eval-module.nix) and checks the generated unit. Needs only nix-instantiate (Nix 2.8
+# (scripts/eval-module.nix) and checks the generated unit; then evaluates flake.nix's outputs
+# with stub packages (scripts/eval-flake.nix, scripts/stub-nixpkgs.nix). Needs only nix-instantiate (Nix 2.8
 # works) and a checkout of nixpkgs' lib, e.g. github:nix-community/nixpkgs.lib:
 #
 #   scripts/eval-module.sh /path/to/nixpkgs.lib        # the directory holding lib/
@@ -20,12 +21,22 @@ libdir=$(cd "$libdir" && pwd)
 here=$(cd "$(dirname "$0")" && pwd)
 
 echo "eval-module: nixpkgs lib $(nix-instantiate --eval --expr "(import $libdir).version" | tr -d '"') from $libdir"
-# --strict forces every check; a failed check throws and nix-instantiate exits non-zero.
-if ! out=$(nix-instantiate --eval --strict --json \
-  --expr "import $here/eval-module.nix { lib = import $libdir; }" 2>&1); then
-  printf '%s\n' "$out" >&2
-  echo "eval-module: FAILED" >&2
-  exit 1
-fi
-printf '%s\n' "$out" | tr -d '[]' | tr ',' '\n' | sed 's/^"/  ok: /; s/"$//'
-echo "eval-module: all $(printf '%s\n' "$out" | tr ',' '\n' | grep -c .) checks passed"
+# run FILE: --strict forces every check of FILE (a list of check names); a failed check
+# throws, and nix-instantiate exits non-zero.
+run() {
+  local out
+  echo "eval-module: $1"
+  if ! out=$(nix-instantiate -I "nixpkgs-lib=$libdir" --eval --strict --json \
+    --expr "import $here/$1 { lib = import $libdir; }" 2>&1); then
+    printf '%s\n' "$out" >&2
+    echo "eval-module: $1 FAILED" >&2
+    exit 1
+  fi
+  printf '%s\n' "$out" | tr -d '[]' | tr ',' '\n' | sed 's/^"/  ok: /; s/"$//'
+  echo "eval-module: $1: all $(printf '%s\n' "$out" | tr ',' '\n' | grep -c .) checks passed"
+}
+
+# The module alone, against stub NixOS options.
+run eval-module.nix
+# flake.nix's outputs against stub packages, and the VM test nodes through the module.
+run eval-flake.nix

@@ -1,0 +1,147 @@
+# Failover: two kuutamod hosts share one validator key of a 4-validator localnet. Exactly one
+# validates; when it crashes, the other takes over and the validator keeps producing blocks.
+#
+# VMs: `consul` (one server), `chain` (neard node0..node2: 3 of 4 equal stakes, more than the
+# 2/3 the chain needs), `alpha` and `beta` (kuutamod for node3, each with its own voter key).
+{
+  pkgs,
+  kuutamodModule,
+  neard,
+}:
+let
+  inherit (pkgs) lib;
+  common = import ./common.nix { inherit lib pkgs neard; };
+  # Alphabetical node order gives alpha .1, beta .2, chain .3, consul .4; the addresses are
+  # read from the node configs rather than assumed.
+  localnetFor = chainHost: pkgs.callPackage ../nix/localnet.nix { inherit neard chainHost; };
+  kuutamodHost =
+    voterKey:
+    { nodes, ... }:
+    {
+      imports = [
+        (common.kuutamodNode {
+          localnet = localnetFor nodes.chain.networking.primaryIPAddress;
+          consulAddress = nodes.consul.networking.primaryIPAddress;
+          inherit voterKey;
+        })
+      ];
+    };
+in
+pkgs.testers.runNixOSTest {
+  name = "kuutamod-failover";
+
+  defaults.imports = [ kuutamodModule ];
+
+  nodes = {
+    consul = common.consulServer;
+    chain =
+      { nodes, ... }:
+      {
+        imports = [ (common.chainNode (localnetFor nodes.chain.networking.primaryIPAddress)) ];
+      };
+    alpha = kuutamodHost "voter_a_node_key.json";
+    beta = kuutamodHost "voter_b_node_key.json";
+  };
+
+  testScript =
+    { nodes, ... }:
+    let
+      localnet = localnetFor nodes.chain.networking.primaryIPAddress;
+    in
+    ''
+      import re
+      import time
+      from typing import Any, Callable
+
+      kuutamods = [alpha, beta]
+      VALIDATING = re.compile(r'^kuutamod_state\{type="Validating"\} 1$', re.MULTILINE)
+      HOME = "/var/lib/kuutamod"
+
+
+      def validates(m: Machine) -> bool:
+          """Whether m's kuutamod reports the Validating state on its metrics."""
+          status, out = m.execute("curl -sf --max-time 5 http://127.0.0.1:2233/metrics")
+          return status == 0 and VALIDATING.search(out) is not None
+
+
+      def validating() -> list:
+          # A crashed machine is skipped: any command would boot it again.
+          return [m for m in kuutamods if m.booted and validates(m)]
+
+
+      def wait_for(what: str, cond: Callable[[], Any], timeout: int) -> Any:
+          deadline = time.monotonic() + timeout
+          while True:
+              result = cond()
+              if result:
+                  return result
+              if time.monotonic() > deadline:
+                  raise Exception(f"timed out after {timeout}s waiting for {what}")
+              time.sleep(2)
+
+
+      def head() -> int:
+          return int(chain.succeed("chain-head"))
+
+
+      @polling_condition(seconds_interval=2)
+      def at_most_one_validates() -> bool:
+          "at most one kuutamod validates"
+          now = validating()
+          if len(now) > 1:
+              raise Exception(f"two validators at once: {[m.name for m in now]}")
+          return True
+
+
+      start_all()
+
+      with subtest("Consul and the chain come up"):
+          consul.wait_for_unit("consul.service")
+          consul.wait_until_succeeds(
+              "curl -sf http://127.0.0.1:8500/v1/status/leader | grep -q ':8300'", timeout=120
+          )
+          for i in range(3):
+              chain.wait_for_unit(f"neard-node{i}.service")
+          # 3 of 4 equal-stake validators hold more than 2/3: blocks without node3.
+          chain.wait_until_succeeds("test $(chain-head) -gt 5", timeout=300)
+          assert alpha.succeed("cat ${localnet}/validator-account").strip() == "node3"
+
+      with subtest("exactly one kuutamod validates"):
+          for m in kuutamods:
+              m.wait_for_unit("kuutamod.service")
+          leaders = wait_for("one validating kuutamod", lambda: validating(), 600)
+          assert len(leaders) == 1, f"expected one validator, got {[m.name for m in leaders]}"
+          leader = leaders[0]
+          standby = beta if leader is alpha else alpha
+          leader.succeed(f"test -f {HOME}/validator_key.json")
+          standby.fail(f"test -e {HOME}/validator_key.json")
+          for m in kuutamods:
+              out = m.succeed("kuutamoctl active-validator")
+              assert leader.name in out, f"kuutamoctl on {m.name} names {out!r}, not {leader.name}"
+
+      with at_most_one_validates:
+          with subtest("the guarded validator produces blocks"):
+              since = head()
+              chain.wait_until_succeeds(f"test $(blocks-by node3 {since}) -gt 0", timeout=300)
+
+          with subtest("the standby takes over when the leader crashes"):
+              leader.crash()
+              since = head()
+              wait_for(f"{standby.name} to validate", lambda: validates(standby), 300)
+              standby.succeed(f"test -f {HOME}/validator_key.json")
+              out = standby.succeed("kuutamoctl active-validator")
+              assert standby.name in out, f"kuutamoctl names {out!r}, not {standby.name}"
+              # The chain goes on, with blocks from node3 produced after the crash.
+              chain.wait_until_succeeds(f"test $(blocks-by node3 {since}) -gt 0", timeout=300)
+
+          with subtest("the old leader comes back as a standby"):
+              leader.start()
+              leader.wait_for_unit("kuutamod.service")
+              leader.wait_until_succeeds("curl -sf http://127.0.0.1:2233/metrics", timeout=120)
+              since = head()
+              chain.wait_until_succeeds(f"test $(chain-head) -gt {since + 20}", timeout=300)
+              assert validates(standby), f"{standby.name} stopped validating"
+              assert not validates(leader), f"{leader.name} validates again"
+              leader.fail(f"test -e {HOME}/validator_key.json")
+    '';
+}

@@ -1,0 +1,279 @@
+# Evaluates flake.nix's outputs against scripts/stub-nixpkgs.nix (nixpkgs' real lib, stub
+# packages) and checks how they are wired: output names, the package's build settings, the
+# neard download, which outputs may use the unfree Consul, and that the VM test nodes' kuutamod
+# settings pass the module's own assertions. Run through scripts/eval-module.sh.
+{ lib }:
+let
+  stubNixpkgs = {
+    outPath = ./stub-nixpkgs.nix;
+    inherit lib;
+    legacyPackages = lib.genAttrs [ "x86_64-linux" "aarch64-linux" ] (
+      system: import ./stub-nixpkgs.nix { inherit system; }
+    );
+  };
+  flake = import ../flake.nix;
+  self = flake.outputs { inherit self; nixpkgs = stubNixpkgs; } // {
+    outPath = toString ../.;
+  };
+
+  expectEq =
+    name: actual: expected:
+    if actual == expected then
+      name
+    else
+      throw "FAIL ${name}:\n  expected ${builtins.toJSON expected}\n  actual   ${builtins.toJSON actual}";
+  expect = name: ok: detail: if ok then name else throw "FAIL ${name}: ${builtins.toJSON detail}";
+
+  x86 = "x86_64-linux";
+  pkg = self.packages.${x86}.kuutamod;
+  neard = self.packages.${x86}.neard;
+  checks = self.checks.${x86};
+  unfreeOk = (builtins.tryEval (builtins.deepSeq self.devShells.${x86}.default.packages true)).success;
+  plainConsul = builtins.tryEval (builtins.deepSeq stubNixpkgs.legacyPackages.${x86}.consul.name true);
+
+  # The failover test's kuutamod host `alpha`, evaluated with the module and NixOS stubs.
+  failover = checks.failover.test;
+  fakeNodes = {
+    chain.networking.primaryIPAddress = "192.168.1.3";
+    consul.networking.primaryIPAddress = "192.168.1.4";
+  };
+  nixosStubs = {
+    freeformType = lib.types.attrsOf lib.types.anything;
+    options = {
+      assertions = lib.mkOption {
+        type = lib.types.listOf lib.types.unspecified;
+        default = [ ];
+      };
+      warnings = lib.mkOption {
+        type = lib.types.listOf lib.types.str;
+        default = [ ];
+      };
+      networking.hostName = lib.mkOption { type = lib.types.str; };
+      networking.firewall.allowedTCPPorts = lib.mkOption {
+        type = lib.types.listOf lib.types.port;
+        default = [ ];
+      };
+      services.consul.enable = lib.mkOption {
+        type = lib.types.bool;
+        default = false;
+      };
+      environment.systemPackages = lib.mkOption {
+        type = lib.types.listOf lib.types.package;
+        default = [ ];
+      };
+      systemd.services = lib.mkOption {
+        type = lib.types.attrsOf (lib.types.submodule { freeformType = lib.types.attrsOf lib.types.anything; });
+        default = { };
+      };
+    };
+  };
+  evalNode =
+    test: name: nodeModule:
+    (lib.evalModules {
+      modules = [
+        nixosStubs
+        (test.defaults or { })
+        nodeModule
+        {
+          networking.hostName = name;
+          _module.args = {
+            pkgs = import ./stub-nixpkgs.nix { system = x86; };
+            nodes = fakeNodes;
+          };
+        }
+      ];
+    }).config;
+  alpha = evalNode failover "alpha" failover.nodes.alpha;
+  beta = evalNode failover "beta" failover.nodes.beta;
+  single = checks.single-node.test;
+  singleMachine = evalNode single "machine" single.nodes.machine;
+  failedAssertions = cfg: map (a: a.message) (builtins.filter (a: !a.assertion) cfg.assertions);
+in
+[
+  (expectEq "outputs" (builtins.attrNames (flake.outputs { inherit self; nixpkgs = stubNixpkgs; })) [
+    "apps"
+    "checks"
+    "devShells"
+    "nixosModules"
+    "packages"
+  ])
+  (expectEq "packages per system" (lib.mapAttrs (_: builtins.attrNames) self.packages) {
+    aarch64-linux = [
+      "default"
+      "kuutamod"
+    ];
+    x86_64-linux = [
+      "default"
+      "kuutamod"
+      "neard"
+    ];
+  })
+  (expectEq "checks per system" (lib.mapAttrs (_: builtins.attrNames) self.checks) {
+    aarch64-linux = [
+      "integration-tests"
+      "kuutamod"
+    ];
+    x86_64-linux = [
+      "failover"
+      "integration-tests"
+      "kuutamod"
+      "single-node"
+    ];
+  })
+  (expectEq "nixosModules" (builtins.attrNames self.nixosModules) [
+    "default"
+    "kuutamod"
+  ])
+  (expectEq "kuutamod package settings"
+    {
+      inherit (pkg)
+        pname
+        version
+        cargoBuildFlags
+        cargoTestFlags
+        ;
+      mainProgram = pkg.meta.mainProgram;
+      lockFile = toString pkg.cargoLock.lockFile;
+      default = self.packages.${x86}.default.name;
+    }
+    {
+      pname = "kuutamod";
+      version = (builtins.fromTOML (builtins.readFile ../Cargo.toml)).package.version;
+      cargoBuildFlags = [
+        "-p"
+        "kuutamod"
+      ];
+      cargoTestFlags = [
+        "-p"
+        "kuutamod"
+        "--lib"
+        "--bins"
+      ];
+      mainProgram = "kuutamod";
+      lockFile = toString ../Cargo.lock;
+      default = pkg.name;
+    }
+  )
+  (expect "the package source keeps only the Cargo workspace"
+    (
+      let
+        f = pkg.src.filter;
+        root = toString ../.;
+      in
+      f "${root}/Cargo.toml" "regular"
+      && f "${root}/src" "directory"
+      && f "${root}/neard-sim" "directory"
+      && !(f "${root}/flake.nix" "regular")
+      && !(f "${root}/nixos-tests" "directory")
+      && !(f "${root}/docs" "directory")
+    )
+    "filter"
+  )
+  (expectEq "neard: near-sandbox 2.13.4 with the pinned hash and patched for NixOS"
+    {
+      inherit (neard.src) url hash;
+      inherit (neard) sourceRoot;
+      mainProgram = neard.meta.mainProgram;
+      hooks = map (d: d.name) neard.nativeBuildInputs;
+    }
+    {
+      url = "https://s3-us-west-1.amazonaws.com/build.nearprotocol.com/nearcore/Linux-x86_64/2.13.4/near-sandbox.tar.gz";
+      hash = "sha256-VpCkY1FyJjzwJmg/dZZcrAndkWkSWE8ScJl0/tYgFj8=";
+      sourceRoot = "Linux-x86_64";
+      mainProgram = "neard";
+      hooks = [ "auto-patchelf-hook" ];
+    }
+  )
+  (expectEq "integration tests: whole workspace with Consul on PATH"
+    {
+      inherit (checks.integration-tests) cargoTestFlags cargoBuildFlags;
+      consul = map (d: d.name) checks.integration-tests.nativeCheckInputs;
+    }
+    {
+      cargoTestFlags = [ "--workspace" ];
+      cargoBuildFlags = [ "--workspace" ];
+      consul = [ "consul-1.22.0" ];
+    }
+  )
+  (expect "plain nixpkgs refuses consul; the flake's checks and dev shell allow it explicitly" (
+    !plainConsul.success && unfreeOk
+  ) "unfree")
+  (expect "apps.default runs the trial" (
+    self.apps.${x86}.default.type == "app"
+    && lib.hasSuffix "-kuutamod-trial/bin/kuutamod-trial" self.apps.${x86}.default.program
+  ) self.apps.${x86}.default)
+  (expectEq "dev shell tools" (map (d: d.name) self.devShells.${x86}.default.packages) [
+    "cargo"
+    "rustc"
+    "clippy"
+    "rustfmt"
+    "consul-1.22.0"
+    "jq"
+    "curl"
+    "neard-sandbox-2.13.4"
+  ])
+  (expectEq "failover test nodes" (builtins.attrNames failover.nodes) [
+    "alpha"
+    "beta"
+    "chain"
+    "consul"
+  ])
+  (expectEq "failover test: alpha's kuutamod settings pass the module's assertions" (failedAssertions alpha) [ ])
+  (expectEq "failover test: both hosts guard node3 with the shared keys and one voter key each"
+    (map (c: {
+      inherit (c.services.kuutamod) accountId consulUrl;
+      creds = c.systemd.services.kuutamod.serviceConfig.LoadCredential;
+    }) [ alpha beta ])
+    (
+      lib.replicate 2 {
+        accountId = "node3";
+        consulUrl = "http://192.168.1.4:8500";
+        creds = [
+          "validator_key.json:/run/kuutamod-keys/validator_key.json"
+          "validator_node_key.json:/run/kuutamod-keys/validator_node_key.json"
+          "voter_node_key.json:/run/kuutamod-keys/voter_node_key.json"
+        ];
+      }
+    )
+  )
+  (expect "failover test: the hosts copy different voter keys"
+    (
+      lib.hasInfix "voter_a_node_key.json" alpha.systemd.services.kuutamod-test-keys.script
+      && lib.hasInfix "voter_b_node_key.json" beta.systemd.services.kuutamod-test-keys.script
+    )
+    "voter keys"
+  )
+  (expectEq "failover test: the localnet is generated for the chain host's address"
+    alpha.services.kuutamod.neardConfigFile
+    "/nix/store/00000000000000000000000000000000-kuutamod-localnet/kuutamod-config.json"
+  )
+  (expect "failover test: the test script checks the invariant and crashes the leader"
+    (
+      let
+        script = failover.testScript { nodes = fakeNodes; };
+      in
+      lib.all (s: lib.hasInfix s script) [
+        "@polling_condition"
+        "with at_most_one_validates:"
+        "leader.crash()"
+        "blocks-by node3"
+      ]
+    )
+    "testScript"
+  )
+  (expectEq "single-node test: its kuutamod settings pass the module's assertions"
+    {
+      failed = failedAssertions singleMachine;
+      inherit (singleMachine.services.kuutamod) accountId consulUrl;
+      consul = singleMachine.services.consul.enable;
+      warnings = singleMachine.warnings;
+    }
+    {
+      failed = [ ];
+      accountId = "node0";
+      consulUrl = "http://127.0.0.1:8500";
+      consul = true;
+      warnings = [ ];
+    }
+  )
+]
