@@ -255,7 +255,7 @@ in
         "restart"
         "hot-swap"
       ];
-      default = "restart";
+      default = "hot-swap";
       description = "`restart` neard with the validator key on takeover, or `hot-swap` the key into the running voter (SIGHUP).";
     };
 

@@ -94,6 +94,9 @@ pub enum Event {
     AcquireFailed,
     /// SIGTERM or SIGINT.
     Shutdown,
+    /// SIGUSR1: a leader hands the lock over and stays a voter, not acquiring again for the
+    /// hand-over hold-off.
+    HandOver,
 }
 
 /// What the supervisor must do, in order.
@@ -125,6 +128,11 @@ pub struct MachineConfig {
     pub syncing_grace: Duration,
     /// Consecutive failed `/status` polls that count as neard having failed.
     pub failure_limit: u32,
+    /// Whether [`Action::Demote`] keeps neard running (hot swap); then a validating node demotes
+    /// and releases the lock *before* stopping neard on shutdown, for a faster hand-over.
+    pub demote_keeps_neard: bool,
+    /// After a hand-over, how long this node does not try to take the lock back.
+    pub handover_holdoff: Duration,
 }
 
 /// The outcome of one step.
@@ -153,6 +161,8 @@ pub struct Machine {
     session_pending: bool,
     lock_free: bool,
     acquire_pending: bool,
+    holdoff_until: Option<Instant>,
+    now: Instant,
 }
 
 impl Machine {
@@ -169,6 +179,8 @@ impl Machine {
             session_pending: false,
             lock_free: false,
             acquire_pending: false,
+            holdoff_until: None,
+            now: Instant::now(),
         }
     }
 
@@ -185,6 +197,7 @@ impl Machine {
     /// Feeds one event; returns the transition and the actions.
     pub fn step(&mut self, event: Event, now: Instant) -> Step {
         let from = self.state;
+        self.now = now;
         let mut actions = Vec::new();
         let reason = self.decide(event, now, &mut actions);
         Step {
@@ -213,6 +226,7 @@ impl Machine {
             && self.neard_synced
             && self.has_session
             && !self.acquire_pending
+            && self.holdoff_until.is_none_or(|h| self.now >= h)
         {
             self.acquire_pending = true;
             actions.push(Action::TryAcquire);
@@ -239,14 +253,28 @@ impl Machine {
         }
         match event {
             Event::Shutdown => {
-                actions.push(Action::StopNeard);
-                if self.has_session || self.session_pending {
-                    actions.push(Action::DestroySession);
+                if self.state == Validating && self.config.demote_keeps_neard {
+                    // Demote (confirmed) and release first, so the standby takes over without
+                    // waiting for neard's shutdown.
+                    actions.extend([Action::Demote, Action::DestroySession, Action::StopNeard]);
+                } else {
+                    actions.push(Action::StopNeard);
+                    if self.has_session || self.session_pending {
+                        actions.push(Action::DestroySession);
+                    }
                 }
                 actions.push(Action::Exit);
                 self.has_session = false;
                 self.state = Shutdown;
                 "asked to stop"
+            }
+            Event::HandOver => {
+                if self.state != Validating {
+                    return "";
+                }
+                self.holdoff_until = Some(now + self.config.handover_holdoff);
+                self.step_down(Registering, actions, Action::Demote);
+                "asked to hand over (SIGUSR1)"
             }
             Event::NeardStarted => {
                 self.answered_since_start = false;
@@ -425,8 +453,12 @@ mod tests {
         Machine::new(MachineConfig {
             syncing_grace: GRACE,
             failure_limit: 3,
+            demote_keeps_neard: false,
+            handover_holdoff: HOLDOFF,
         })
     }
+
+    const HOLDOFF: Duration = Duration::from_secs(30);
 
     /// Feeds events and returns all actions of the last one.
     fn feed(m: &mut Machine, events: &[Event]) -> Vec<Action> {
@@ -619,6 +651,43 @@ mod tests {
     }
 
     #[test]
+    fn hot_swap_shutdown_releases_before_stopping_neard() {
+        let mut m = to_validating();
+        m.config.demote_keeps_neard = true;
+        assert_eq!(
+            feed(&mut m, &[Shutdown]),
+            vec![Demote, DestroySession, StopNeard, Exit]
+        );
+    }
+
+    #[test]
+    fn hand_over_demotes_releases_and_holds_off() {
+        let mut m = to_validating();
+        let t0 = Instant::now();
+        let step = m.step(HandOver, t0);
+        assert_eq!(step.actions, vec![Demote, DestroySession]);
+        assert_eq!(step.to, State::Registering);
+        assert_eq!(m.step(Status(Synced), t0).actions, vec![CreateSession]);
+        assert_eq!(m.step(SessionCreated, t0).actions, vec![]);
+        assert_eq!(
+            m.step(LockObserved { free: true }, t0).actions,
+            vec![],
+            "held off"
+        );
+        assert_eq!(m.step(Status(Synced), t0 + HOLDOFF / 2).actions, vec![]);
+        assert_eq!(
+            m.step(Status(Synced), t0 + HOLDOFF).actions,
+            vec![TryAcquire]
+        );
+        let mut voter = machine();
+        assert_eq!(
+            feed(&mut voter, &[Status(Synced), HandOver]),
+            vec![],
+            "only a leader hands over"
+        );
+    }
+
+    #[test]
     fn lock_won_after_leaving_voting_is_given_back() {
         let mut m = machine();
         feed(
@@ -639,10 +708,12 @@ mod tests {
             SessionGone,
             LeaseExpired,
             Shutdown,
+            HandOver,
             Status(Syncing),
         ];
-        for e in events {
+        for (e, hot) in events.iter().flat_map(|e| [(*e, false), (*e, true)]) {
             let mut m = to_validating();
+            m.config.demote_keeps_neard = hot;
             let t = Instant::now() + GRACE * 2;
             m.step(Status(Syncing), Instant::now());
             for _ in 0..3 {

@@ -67,8 +67,8 @@ pub struct Args {
     /// Validator key file [default: $CREDENTIALS_DIRECTORY/validator_key.json].
     #[arg(long, env = "KUUTAMO_VALIDATOR_KEY")]
     pub validator_key: Option<PathBuf>,
-    /// Validator node key file, the same on every host [default:
-    /// $CREDENTIALS_DIRECTORY/validator_node_key.json].
+    /// Validator node key file, the same on every host; used in restart mode only (a hot swap
+    /// keeps the host's own node key) [default: $CREDENTIALS_DIRECTORY/validator_node_key.json].
     #[arg(long, env = "KUUTAMO_VALIDATOR_NODE_KEY")]
     pub validator_node_key: Option<PathBuf>,
     /// Voter node key file, unique to this host [default:
@@ -187,8 +187,8 @@ pub struct Settings {
     pub exporter_address: SocketAddr,
     /// The validator key.
     pub validator_key: KeyFile,
-    /// The validator node key.
-    pub validator_node_key: KeyFile,
+    /// The validator node key (required in restart mode; unused by hot swaps).
+    pub validator_node_key: Option<KeyFile>,
     /// This host's voter node key.
     pub voter_node_key: KeyFile,
     /// neard's home.
@@ -342,19 +342,30 @@ impl Settings {
             "KUUTAMO_VALIDATOR_KEY",
             "validator_key.json",
         )?;
-        let validator_node_key = read(
-            "validator node",
-            &args.validator_node_key,
-            "KUUTAMO_VALIDATOR_NODE_KEY",
-            "validator_node_key.json",
-        )?;
+        let validator_node_key_given = args.validator_node_key.is_some()
+            || std::env::var_os("CREDENTIALS_DIRECTORY")
+                .is_some_and(|d| Path::new(&d).join("validator_node_key.json").exists());
+        let validator_node_key =
+            if args.failover_mode == FailoverMode::Restart || validator_node_key_given {
+                Some(read(
+                    "validator node",
+                    &args.validator_node_key,
+                    "KUUTAMO_VALIDATOR_NODE_KEY",
+                    "validator_node_key.json",
+                )?)
+            } else {
+                None
+            };
         let voter_node_key = read(
             "voter node",
             &args.voter_node_key,
             "KUUTAMO_VOTER_NODE_KEY",
             "voter_node_key.json",
         )?;
-        if voter_node_key.public_key == validator_node_key.public_key {
+        if validator_node_key
+            .as_ref()
+            .is_some_and(|k| k.public_key == voter_node_key.public_key)
+        {
             return Err(
                 "KUUTAMO_VOTER_NODE_KEY is the same key as KUUTAMO_VALIDATOR_NODE_KEY; \
                  each host needs its own voter node key (generate one with `neard init` in a scratch home)"

@@ -23,6 +23,7 @@ use crate::machine::{Action, Event, Machine, MachineConfig, NeardStatus, State};
 use crate::metrics::Metrics;
 use crate::neard::config::NeardConfig;
 use crate::neard::process::{describe, Neard};
+use crate::neard::rpc::NeardRpc;
 use crate::neard::status::Status;
 use crate::neard::Role;
 use crate::settings::{leader_key, FailoverMode, Settings, ShardTracking};
@@ -41,6 +42,14 @@ pub const WATCH_WAIT: Duration = Duration::from_secs(300);
 pub const WATCH_RETRY: Duration = Duration::from_secs(1);
 /// Pause before restarting a neard that could not be spawned at all.
 pub const SPAWN_RETRY: Duration = Duration::from_secs(1);
+/// How long a hot-swap promotion may take to show in neard's `/status` and `/metrics` before
+/// kuutamod falls back to a restart. neard applies a reload within a second (its client actor
+/// polls the config updater); five seconds allows for load. Capped to half the step-down delay,
+/// so a promotion is decided long before the lease needs a renewal.
+pub const HOT_SWAP_CONFIRM: Duration = Duration::from_secs(5);
+/// Poll interval while waiting for neard to confirm a hot swap: fast, because every
+/// millisecond here is a millisecond without a validator.
+pub const HOT_SWAP_POLL: Duration = Duration::from_millis(10);
 
 /// What a `/status` poll produced.
 type StatusResult = Result<Status, String>;
@@ -75,7 +84,11 @@ pub async fn run(
     let machine = Machine::new(MachineConfig {
         syncing_grace: settings.syncing_grace,
         failure_limit: STATUS_FAILURE_LIMIT,
+        demote_keeps_neard: settings.failover_mode == FailoverMode::HotSwap,
+        handover_holdoff: settings.timing.ttl,
     });
+    let rpc = NeardRpc::new(rpc_addr, STATUS_TIMEOUT).map_err(anyhow::Error::msg)?;
+    let handover = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1())?;
     let mut sup = Supervisor {
         settings,
         consul,
@@ -90,9 +103,11 @@ pub async fn run(
         lease_deadline: None,
         acquired_at: None,
         status_rx,
+        rpc,
+        hot_swap_capable: None,
         exit: false,
     };
-    let result = sup.main_loop(watch_rx, renew_rx, shutdown).await;
+    let result = sup.main_loop(watch_rx, renew_rx, handover, shutdown).await;
     status_task.abort();
     watch_task.abort();
     if let Some(r) = sup.renewer.take() {
@@ -117,6 +132,9 @@ struct Supervisor {
     /// When the lock was acquired, until the validator key is confirmed live.
     acquired_at: Option<Instant>,
     status_rx: mpsc::Receiver<StatusResult>,
+    rpc: NeardRpc,
+    /// From the last `/status`: can this neard drop a key on SIGHUP (>= 2.3)?
+    hot_swap_capable: Option<bool>,
     exit: bool,
 }
 
@@ -139,6 +157,7 @@ impl Supervisor {
         &mut self,
         mut watch_rx: mpsc::Receiver<bool>,
         mut renew_rx: mpsc::Receiver<Renewal>,
+        mut handover: tokio::signal::unix::Signal,
         shutdown: impl Future<Output = ()>,
     ) -> anyhow::Result<()> {
         tokio::pin!(shutdown);
@@ -180,6 +199,10 @@ impl Supervisor {
                 },
                 Some(result) = self.status_rx.recv() => self.on_status(result),
                 Some(free) = watch_rx.recv() => Event::LockObserved { free },
+                Some(()) = handover.recv() => {
+                    log::info!("SIGUSR1 received: handing over");
+                    Event::HandOver
+                }
             };
             self.handle(event).await;
         }
@@ -227,6 +250,7 @@ impl Supervisor {
     fn on_status(&mut self, result: StatusResult) -> Event {
         match result {
             Ok(status) => {
+                self.hot_swap_capable = status.supports_key_hot_swap();
                 if let Some(acquired) = self.acquired_at {
                     if self.key_is_live(&status) {
                         let took = acquired.elapsed();
@@ -338,10 +362,12 @@ impl Supervisor {
         let node_key = config.node_key_path();
         let (addr, node) = match role {
             Role::Voter => (s.voter_network_addr, &s.voter_node_key),
-            Role::Validator => match s.failover_mode {
-                FailoverMode::Restart => (s.validator_network_addr, &s.validator_node_key),
-                // A hot swap cannot change the node key or address of a running neard.
-                FailoverMode::HotSwap => (s.voter_network_addr, &s.voter_node_key),
+            Role::Validator => match (s.failover_mode, &s.validator_node_key) {
+                (FailoverMode::Restart, Some(key)) => (s.validator_network_addr, key),
+                // A hot swap cannot change the node key or address of a running neard, so in
+                // hot-swap mode the host keeps its own identity in both roles (also when a
+                // failed hot swap falls back to a restart).
+                _ => (s.voter_network_addr, &s.voter_node_key),
             },
         };
         if role == Role::Voter {
@@ -409,14 +435,175 @@ impl Supervisor {
             }
         }
         self.acquired_at = None;
-        let path = match NeardConfig::load(&self.settings.neard_home) {
-            Ok(c) => c.validator_key_path(),
-            Err(_) => self.settings.neard_config.validator_key_path(),
-        };
+        let path = self.validator_key_path();
         if let Err(e) = crate::keys::remove_durably(&path) {
             log::error!("cannot remove the validator key {}: {e}", path.display());
         }
         self.publish();
+    }
+
+    async fn restart_as(&mut self, role: Role) -> Option<Event> {
+        let acquired = self.acquired_at;
+        self.stop_neard().await;
+        self.acquired_at = acquired;
+        self.start_neard(role).await
+    }
+
+    /// The height fence: before this node's key goes live, the chain must have passed the head
+    /// its neard saw when the lock was acquired. The old leader was fenced before the lock could
+    /// move, so every height it may have signed is at most that head (or, where its last block
+    /// had not reached us yet, the very next height, which this wait lets arrive). A neard that
+    /// was handed the key sooner could sign a height the old leader already signed.
+    async fn height_fence(&mut self) {
+        let limit = HOT_SWAP_CONFIRM.min(self.settings.timing.step_down_after / 2);
+        let deadline = Instant::now() + limit;
+        let mut start = None;
+        loop {
+            if let Ok(status) = self.rpc.status().await {
+                let head = status.sync_info.latest_block_height;
+                match start {
+                    None => start = Some(head),
+                    Some(h0) if head > h0 => {
+                        log::info!(
+                            "height fence: head moved from {h0} to {head}; activating the key"
+                        );
+                        return;
+                    }
+                    Some(_) => {}
+                }
+            }
+            if Instant::now() >= deadline {
+                log::warn!(
+                    "height fence: no new head observed within {limit:?} (head at the lock: {start:?}); activating the key"
+                );
+                return;
+            }
+            tokio::time::sleep(HOT_SWAP_POLL).await;
+        }
+    }
+
+    fn neard_exited(&mut self) -> bool {
+        self.neard.as_mut().is_none_or(Neard::has_exited)
+    }
+
+    /// Hot-swap promotion: write the key into the running neard's home, SIGHUP, and wait until
+    /// neard itself confirms the key is live (`/status` shows it, and the reload counter moved).
+    /// Anything else within [`HOT_SWAP_CONFIRM`] falls back to a restart with the key.
+    async fn hot_swap_promote(&mut self) -> Option<Event> {
+        let reason = match self.try_hot_swap_promote().await {
+            Ok(took) => {
+                self.metrics.failover_duration.observe(took.as_secs_f64());
+                log::info!(
+                    "hot swap: neard validates with the key {took:?} after acquiring the lock"
+                );
+                self.acquired_at = None;
+                return None;
+            }
+            Err(reason) => reason,
+        };
+        log::warn!("hot swap failed ({reason}); restarting neard with the validator key");
+        self.metrics
+            .hot_swap_fallbacks
+            .with_label_values(&[reason.label()])
+            .inc();
+        self.restart_as(Role::Validator).await
+    }
+
+    async fn try_hot_swap_promote(&mut self) -> Result<Duration, HotSwapFailure> {
+        let acquired = self.acquired_at.unwrap_or_else(Instant::now);
+        if self.neard_exited() {
+            return Err(HotSwapFailure::NotRunning);
+        }
+        let status = self.rpc.status().await.map_err(HotSwapFailure::Rpc)?;
+        if status.supports_key_hot_swap() == Some(false) {
+            return Err(HotSwapFailure::TooOld);
+        }
+        let before = self
+            .rpc
+            .config_reloads()
+            .await
+            .map_err(HotSwapFailure::Rpc)?;
+        self.prepare_home(Role::Validator)
+            .map_err(|e| HotSwapFailure::Home(format!("{e:#}")))?;
+        if let Some(neard) = self.neard.as_mut() {
+            neard
+                .signal(nix::sys::signal::Signal::SIGHUP)
+                .map_err(|_| HotSwapFailure::NotRunning)?;
+        }
+        let limit = HOT_SWAP_CONFIRM.min(self.settings.timing.step_down_after / 2);
+        let deadline = Instant::now() + limit;
+        loop {
+            if self.neard_exited() {
+                return Err(HotSwapFailure::NotRunning);
+            }
+            if let (Ok(status), Ok(reloads)) =
+                (self.rpc.status().await, self.rpc.config_reloads().await)
+            {
+                if self.key_is_live(&status) && reloads > before {
+                    return Ok(acquired.elapsed());
+                }
+            }
+            if Instant::now() >= deadline {
+                return Err(HotSwapFailure::Unconfirmed(limit));
+            }
+            tokio::time::sleep(HOT_SWAP_POLL).await;
+        }
+    }
+
+    /// Hot-swap demotion, a hard fence: remove the key, SIGHUP, and wait until `/status` shows
+    /// no validator key, for at most the stop grace (the time the safety inequality reserves
+    /// for stopping neard); otherwise SIGKILL neard and start it again as voter.
+    async fn hot_swap_demote(&mut self) -> Option<Event> {
+        if self.hot_swap_capable != Some(true) {
+            // A neard that cannot be shown to drop keys on SIGHUP is fenced by a restart.
+            return self.restart_as(Role::Voter).await;
+        }
+        let deadline = Instant::now() + self.settings.timing.stop_grace;
+        self.acquired_at = None;
+        let path = self.validator_key_path();
+        if let Err(e) = crate::keys::remove_durably(&path) {
+            log::error!("cannot remove the validator key {}: {e}", path.display());
+        }
+        let signalled = match self.neard.as_mut() {
+            Some(neard) => neard.signal(nix::sys::signal::Signal::SIGHUP).is_ok(),
+            None => false,
+        };
+        while signalled && !self.neard_exited() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            if let Ok(Ok(status)) = tokio::time::timeout(left, self.rpc.status()).await {
+                if status.validator_public_key.is_none() && status.validator_account_id.is_none() {
+                    log::info!("hot swap: neard confirmed it holds no validator key");
+                    return None;
+                }
+            }
+            tokio::time::sleep(HOT_SWAP_POLL.min(left)).await;
+        }
+        log::warn!(
+            "neard did not confirm dropping the validator key within {:?}; killing it",
+            self.settings.timing.stop_grace
+        );
+        self.metrics
+            .hot_swap_fallbacks
+            .with_label_values(&["demotion_unconfirmed"])
+            .inc();
+        if let Some(neard) = self.neard.take() {
+            let pid = neard.pid();
+            match neard.kill().await {
+                Ok(status) => log::info!("neard (pid {pid}) killed: {}", describe(&status)),
+                Err(e) => log::error!("killing neard (pid {pid}) failed: {e}"),
+            }
+        }
+        self.start_neard(Role::Voter).await
+    }
+
+    fn validator_key_path(&self) -> std::path::PathBuf {
+        match NeardConfig::load(&self.settings.neard_home) {
+            Ok(c) => c.validator_key_path(),
+            Err(_) => self.settings.neard_config.validator_key_path(),
+        }
     }
 
     async fn execute(&mut self, action: Action) -> Option<Event> {
@@ -428,14 +615,18 @@ impl Supervisor {
             }
             Action::Promote => {
                 self.acquired_at = Some(Instant::now());
-                self.stop_neard().await;
-                self.acquired_at = Some(Instant::now());
-                self.start_neard(Role::Validator).await
+                self.height_fence().await;
+                match self.settings.failover_mode {
+                    FailoverMode::HotSwap => self.hot_swap_promote().await,
+                    FailoverMode::Restart => self.restart_as(Role::Validator).await,
+                }
             }
             Action::Demote => {
                 self.lease_deadline = None;
-                self.stop_neard().await;
-                self.start_neard(Role::Voter).await
+                match self.settings.failover_mode {
+                    FailoverMode::HotSwap => self.hot_swap_demote().await,
+                    FailoverMode::Restart => self.restart_as(Role::Voter).await,
+                }
             }
             Action::CreateSession => {
                 let sent = Instant::now();
@@ -531,6 +722,46 @@ impl Supervisor {
             Err(e) => {
                 log::warn!("acquiring {key} failed: {e}");
                 Event::AcquireFailed
+            }
+        }
+    }
+}
+
+/// Why a hot-swap promotion fell back to a restart.
+#[derive(Debug)]
+enum HotSwapFailure {
+    NotRunning,
+    TooOld,
+    Rpc(String),
+    Home(String),
+    Unconfirmed(Duration),
+}
+
+impl HotSwapFailure {
+    /// The `reason` label of `kuutamod_hot_swap_fallbacks_total`.
+    fn label(&self) -> &'static str {
+        match self {
+            HotSwapFailure::NotRunning => "neard_not_running",
+            HotSwapFailure::TooOld => "neard_too_old",
+            HotSwapFailure::Rpc(_) => "rpc_error",
+            HotSwapFailure::Home(_) => "home_error",
+            HotSwapFailure::Unconfirmed(_) => "unconfirmed",
+        }
+    }
+}
+
+impl std::fmt::Display for HotSwapFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            HotSwapFailure::NotRunning => write!(f, "neard is not running"),
+            HotSwapFailure::TooOld => write!(
+                f,
+                "neard is older than 2.3, which cannot drop a key on SIGHUP"
+            ),
+            HotSwapFailure::Rpc(e) => write!(f, "{e}"),
+            HotSwapFailure::Home(e) => write!(f, "{e}"),
+            HotSwapFailure::Unconfirmed(limit) => {
+                write!(f, "neard did not confirm the key within {limit:?}")
             }
         }
     }

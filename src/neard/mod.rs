@@ -2,6 +2,7 @@
 
 pub mod config;
 pub mod process;
+pub mod rpc;
 pub mod status;
 
 /// The role neard is started in.

@@ -76,6 +76,20 @@ impl Neard {
         self.child.wait().await
     }
 
+    /// Whether the process has exited (it is then reaped).
+    pub fn has_exited(&mut self) -> bool {
+        !matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Kills neard at once (SIGKILL) and reaps it: the fence when there is no time for SIGTERM.
+    pub async fn kill(mut self) -> std::io::Result<ExitStatus> {
+        if let Some(status) = self.child.try_wait()? {
+            return Ok(status);
+        }
+        self.child.start_kill()?;
+        self.child.wait().await
+    }
+
     /// Sends a signal (SIGHUP for a key reload); an error if it has already exited and been
     /// reaped.
     pub fn signal(&mut self, signal: Signal) -> std::io::Result<()> {

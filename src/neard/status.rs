@@ -20,6 +20,28 @@ pub struct Status {
     /// Public key (`ed25519:...`) of the loaded validator key; `None` without a key.
     #[serde(default)]
     pub validator_public_key: Option<String>,
+    /// neard's version, when reported.
+    #[serde(default)]
+    pub version: Option<Version>,
+}
+
+/// `version` of the status answer.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct Version {
+    /// Release, e.g. `2.5.0` or `1.14.0-rc.1`.
+    pub version: String,
+}
+
+impl Status {
+    /// Whether this neard can drop its validator key on SIGHUP (nearcore PR #12011, first in
+    /// 2.3.0). `None` when the version is absent or not `major.minor...`.
+    pub fn supports_key_hot_swap(&self) -> Option<bool> {
+        let v = &self.version.as_ref()?.version;
+        let mut parts = v.split(|c: char| !c.is_ascii_digit());
+        let major: u64 = parts.next()?.parse().ok()?;
+        let minor: u64 = parts.next()?.parse().ok()?;
+        Some((major, minor) >= (2, 3))
+    }
 }
 
 /// `sync_info` of the status answer.
@@ -61,6 +83,19 @@ mod tests {
         assert!(!s.sync_info.syncing);
         assert_eq!(s.validator_account_id, None);
         assert_eq!(s.validator_public_key, None);
+        assert_eq!(s.supports_key_hot_swap(), Some(true));
+    }
+
+    #[test]
+    fn hot_swap_needs_2_3() {
+        let with = |v: &str| Status {
+            version: Some(Version { version: v.into() }),
+            ..parse(TESTNET.as_bytes()).expect("fixture")
+        };
+        assert_eq!(with("2.2.1").supports_key_hot_swap(), Some(false));
+        assert_eq!(with("2.3.0-rc.1").supports_key_hot_swap(), Some(true));
+        assert_eq!(with("10.0.0").supports_key_hot_swap(), Some(true));
+        assert_eq!(with("trunk").supports_key_hot_swap(), None);
     }
 
     #[test]
@@ -69,6 +104,7 @@ mod tests {
         assert!(s.sync_info.syncing);
         assert_eq!(s.validator_account_id.as_deref(), Some("node0"));
         assert_eq!(s.validator_public_key, None);
+        assert_eq!(s.supports_key_hot_swap(), Some(false));
     }
 
     #[test]

@@ -9,7 +9,7 @@ use crate::helper::cluster::{alive, now_ms, Cluster, Opts, ACCOUNT};
 use crate::helper::consul::{ureq_get, ConsulAgent};
 use crate::helper::wait;
 
-const LIMIT: Duration = Duration::from_secs(60);
+pub const LIMIT: Duration = Duration::from_secs(60);
 
 fn public_key(path: &std::path::Path) -> String {
     let v: serde_json::Value =
@@ -120,7 +120,7 @@ fn two_nodes_exactly_one_validates() {
 }
 
 /// Starts two nodes and waits until the leader signs and the standby votes.
-fn steady_pair(opts: &Opts) -> (ConsulAgent, Cluster, usize, usize) {
+pub fn steady_pair(opts: &Opts) -> (ConsulAgent, Cluster, usize, usize) {
     let consul = ConsulAgent::start();
     let mut cluster = Cluster::new(&consul, 2, opts);
     cluster.start_all();

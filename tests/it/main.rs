@@ -5,4 +5,5 @@ mod helper;
 
 mod bad_input;
 mod failover;
+mod hot_swap;
 mod kuutamoctl;

@@ -351,6 +351,12 @@ impl Node {
             .ok_or_else(|| "no state is 1".to_string())
     }
 
+    /// Sets an environment variable for this node's next start.
+    pub fn set_env(&mut self, key: &str, value: &str) {
+        self.env.retain(|(k, _)| k != key);
+        self.env.push((key.into(), value.into()));
+    }
+
     /// pid of the supervised neard (from `/neard-pid`).
     pub fn neard_pid(&self) -> Option<i32> {
         ureq_get(&format!("http://{}/neard-pid", self.exporter))

@@ -1,0 +1,166 @@
+//! Hot-swap failover: promotion without a restart, fallback to a restart, and demotion as a
+//! hard fence.
+
+use std::time::Duration;
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+use crate::failover::{steady_pair, LIMIT};
+use crate::helper::cluster::{alive, now_ms, Cluster, Opts, ACCOUNT};
+use crate::helper::consul::{ureq_get, ConsulAgent};
+use crate::helper::wait;
+
+fn hot() -> Opts {
+    Opts {
+        failover_mode: "hot-swap",
+        ..Opts::default()
+    }
+}
+
+fn wait_state(cluster: &Cluster, i: usize, want: &str) {
+    wait::until(
+        LIMIT,
+        &format!("{} to be {want}", cluster.nodes[i].id),
+        || match cluster.nodes[i].state() {
+            Ok(s) if s == want => Ok(()),
+            other => Err(other),
+        },
+    );
+}
+
+#[test]
+fn promotion_keeps_the_running_neard() {
+    let consul = ConsulAgent::start();
+    let mut cluster = Cluster::new(&consul, 1, &hot());
+    cluster.start_all();
+    let node = &cluster.nodes[0];
+    let voter_pid = wait::until(LIMIT, "neard to run", || node.neard_pid().ok_or("no pid"));
+    cluster.wait_for_leader(LIMIT);
+    cluster.wait_for_signing(0, 0, LIMIT);
+    assert_eq!(node.neard_pid(), Some(voter_pid), "neard was restarted");
+    let m = node.metrics().expect("metrics");
+    assert_eq!(m["kuutamod_neard_restarts"], 0.0);
+    assert_eq!(m["kuutamod_failover_duration_seconds_count"], 1.0);
+    assert!(
+        !m.keys()
+            .any(|k| k.starts_with("kuutamod_hot_swap_fallbacks_total")),
+        "{m:?}"
+    );
+    let status: serde_json::Value = serde_json::from_str(
+        &ureq_get(&format!("http://127.0.0.1:{}/status", node.rpc_port)).expect("status"),
+    )
+    .expect("json");
+    assert_eq!(status["validator_account_id"], ACCOUNT);
+}
+
+#[test]
+fn neard_ignoring_sighup_falls_back_to_a_restart() {
+    let consul = ConsulAgent::start();
+    let mut cluster = Cluster::new(&consul, 1, &hot());
+    cluster.nodes[0].control(&neard_sim::control::Control {
+        ignore_sighup: true,
+        ..Default::default()
+    });
+    cluster.start_all();
+    cluster.wait_for_leader(LIMIT);
+    cluster.wait_for_signing(0, 0, LIMIT);
+    let m = cluster.nodes[0].metrics().expect("metrics");
+    assert_eq!(m["kuutamod_neard_restarts"], 1.0);
+    assert_eq!(
+        m["kuutamod_hot_swap_fallbacks_total{reason=\"unconfirmed\"}"],
+        1.0
+    );
+    let log = std::fs::read_to_string(&cluster.nodes[0].log).expect("log");
+    assert!(
+        log.contains("restarting neard with the validator key"),
+        "{log}"
+    );
+}
+
+#[test]
+fn graceful_stop_hands_over_without_double_signing() {
+    let (_consul, mut cluster, leader, standby) = steady_pair(&hot());
+    let old_neard = cluster.nodes[leader].neard_pid().expect("pid");
+    let standby_neard = cluster.nodes[standby].neard_pid().expect("pid");
+    let fault = now_ms();
+    cluster.nodes[leader].signal(Signal::SIGTERM);
+    let first_new = cluster.wait_for_signing(standby, fault, LIMIT);
+    assert_eq!(cluster.nodes[leader].wait_exit(LIMIT).code(), Some(0));
+    assert!(!alive(old_neard), "neard outlived kuutamod");
+    assert_eq!(
+        cluster.nodes[standby].neard_pid(),
+        Some(standby_neard),
+        "standby restarted neard"
+    );
+    cluster.assert_no_double_signing();
+    eprintln!(
+        "hot-swap hand-over: new leader signed {} ms after SIGTERM",
+        first_new - fault
+    );
+}
+
+#[test]
+fn hand_over_leaves_the_old_leader_a_synced_voter() {
+    let (_consul, cluster, leader, standby) = steady_pair(&hot());
+    let old_neard = cluster.nodes[leader].neard_pid().expect("pid");
+    let fault = now_ms();
+    cluster.nodes[leader].signal(Signal::SIGUSR1);
+    cluster.wait_for_signing(standby, fault, LIMIT);
+    wait_state(&cluster, leader, "Voting");
+    assert_eq!(
+        cluster.nodes[leader].neard_pid(),
+        Some(old_neard),
+        "old leader's neard restarted"
+    );
+    assert!(!cluster.nodes[leader].has_validator_key());
+    // The hold-off (one TTL) passes; the old leader must not take the lock back.
+    wait::holds(
+        Duration::from_secs(4),
+        "the new leader keeps the lock",
+        || match cluster.nodes[standby].state() {
+            Ok(s) if s == "Validating" => Ok(()),
+            other => Err(other),
+        },
+    );
+    cluster.assert_no_double_signing();
+}
+
+#[test]
+fn a_neard_slow_to_drop_the_key_is_killed_before_the_lock_moves() {
+    let consul = ConsulAgent::start();
+    let mut cluster = Cluster::new(&consul, 2, &hot());
+    // node0 starts alone so that it leads; its neard keeps a dropped key for 10 s.
+    cluster.nodes[0].set_env("NEARD_SIM_KEY_DROP_DELAY_MS", "10000");
+    cluster.nodes[0].start();
+    cluster.wait_for_signing(0, 0, LIMIT);
+    cluster.nodes[1].start();
+    wait_state(&cluster, 1, "Voting");
+    let old_neard = cluster.nodes[0].neard_pid().expect("pid");
+    let fault = now_ms();
+    cluster.nodes[0].signal(Signal::SIGUSR1);
+    cluster.wait_for_signing(1, fault, LIMIT);
+    assert!(!alive(old_neard), "the slow neard was not killed");
+    let m = cluster.nodes[0].metrics().expect("metrics");
+    assert_eq!(
+        m["kuutamod_hot_swap_fallbacks_total{reason=\"demotion_unconfirmed\"}"],
+        1.0
+    );
+    cluster.assert_no_double_signing();
+}
+
+#[test]
+fn leader_neard_crash_hot_swaps_the_standby() {
+    let (_consul, cluster, leader, standby) = steady_pair(&hot());
+    let pid = cluster.nodes[leader].neard_pid().expect("pid");
+    let standby_neard = cluster.nodes[standby].neard_pid().expect("pid");
+    let fault = now_ms();
+    kill(Pid::from_raw(pid), Signal::SIGKILL).expect("kill");
+    let first_new = cluster.wait_for_signing(standby, fault, LIMIT);
+    assert_eq!(cluster.nodes[standby].neard_pid(), Some(standby_neard));
+    cluster.assert_no_double_signing();
+    eprintln!(
+        "hot-swap after neard crash: new leader signed {} ms after the kill",
+        first_new - fault
+    );
+}
