@@ -14,12 +14,14 @@
 //! - [`consul`]: the small Consul HTTP client (sessions, lock, blocking queries).
 //! - [`machine`]: the state machine as a pure function, `(state, event) -> (state, actions)`.
 //! - [`supervisor`]: the I/O loop that feeds events to the machine and carries out its actions.
+//! - [`guard`]: the process outside kuutamod that kills a validating neard if kuutamod is paused.
 //! - [`metrics`] and [`exporter`]: the Prometheus metrics and the HTTP endpoint serving them.
 //! - [`duration`]: parsing of durations such as `30s` and `500ms`.
 
 pub mod consul;
 pub mod duration;
 pub mod exporter;
+pub mod guard;
 pub mod keys;
 pub mod machine;
 pub mod metrics;

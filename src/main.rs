@@ -13,6 +13,9 @@ use kuutamod::settings::{Args, Settings};
 // signal fires when the spawning *thread* exits, so it fires exactly when kuutamod dies.
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
+    if std::env::var_os(kuutamod::guard::GUARD_ENV).is_some() {
+        kuutamod::guard::run_guard();
+    }
     let args = Args::parse();
     let node_id = args.node_id.clone();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))

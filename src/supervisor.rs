@@ -19,6 +19,7 @@ use tokio::time::Instant;
 
 use crate::consul::{Consul, ConsulError, LeaderValue};
 use crate::exporter::Published;
+use crate::guard::{Guard, Order};
 use crate::machine::{Action, Event, Machine, MachineConfig, NeardStatus, State};
 use crate::metrics::Metrics;
 use crate::neard::config::NeardConfig;
@@ -101,6 +102,10 @@ pub async fn run(
         renewer: None,
         renew_tx,
         lease_deadline: None,
+        guard_deadline: None,
+        guard: Some(
+            Guard::spawn().map_err(|e| anyhow::anyhow!("cannot start the guard process: {e}"))?,
+        ),
         acquired_at: None,
         status_rx,
         rpc,
@@ -129,6 +134,11 @@ struct Supervisor {
     renew_tx: mpsc::Sender<Renewal>,
     /// Armed while validating: when neard must be demoted unless a renew succeeds first.
     lease_deadline: Option<Instant>,
+    /// While this node validates: when the guard must kill neard if kuutamod has not stopped it
+    /// by then (the lease deadline plus the stop grace).
+    guard_deadline: Option<Instant>,
+    /// The guard process (see [`crate::guard`]).
+    guard: Option<Guard>,
     /// When the lock was acquired, until the validator key is confirmed live.
     acquired_at: Option<Instant>,
     status_rx: mpsc::Receiver<StatusResult>,
@@ -209,7 +219,32 @@ impl Supervisor {
         Ok(())
     }
 
-    fn publish(&self) {
+    /// Publishes the state to the exporter and the guard.
+    fn publish(&mut self) {
+        let order = match (self.guard_deadline, &self.neard) {
+            (Some(deadline), Some(neard)) => Order::Arm {
+                pid: neard.pid(),
+                deadline,
+            },
+            _ => Order::Disarm,
+        };
+        let sent = match self.guard.as_mut() {
+            Some(g) => g.order(order),
+            None => Err(std::io::Error::other("no guard")),
+        };
+        if let Err(e) = sent {
+            log::error!("the guard process is gone ({e}); starting a new one");
+            self.guard = None;
+            match Guard::spawn() {
+                Ok(mut g) => {
+                    if let Err(e) = g.order(order) {
+                        log::error!("the new guard does not listen: {e}");
+                    }
+                    self.guard = Some(g);
+                }
+                Err(e) => log::error!("cannot start a guard process: {e}"),
+            }
+        }
         let state = self.machine.state();
         self.metrics.set_state(state);
         self.published.send_replace(Published {
@@ -242,6 +277,10 @@ impl Supervisor {
                 if let Some(follow) = self.execute(action).await {
                     queue.push_back(follow);
                 }
+            }
+            if self.machine.state() != State::Validating {
+                // Leaving Validating always came with Demote or StopNeard, now done.
+                self.guard_deadline = None;
             }
             self.publish();
         }
@@ -295,6 +334,8 @@ impl Supervisor {
                     let deadline = renewal.sent + step_down;
                     if self.lease_deadline.is_some_and(|d| d < deadline) {
                         self.lease_deadline = Some(deadline);
+                        self.guard_deadline = Some(deadline + self.settings.timing.stop_grace);
+                        self.publish();
                     }
                 }
                 None
@@ -615,6 +656,10 @@ impl Supervisor {
             }
             Action::Promote => {
                 self.acquired_at = Some(Instant::now());
+                self.guard_deadline = self
+                    .lease_deadline
+                    .map(|d| d + self.settings.timing.stop_grace);
+                self.publish();
                 self.height_fence().await;
                 match self.settings.failover_mode {
                     FailoverMode::HotSwap => self.hot_swap_promote().await,

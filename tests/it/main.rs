@@ -5,5 +5,6 @@ mod helper;
 
 mod bad_input;
 mod failover;
+mod guard;
 mod hot_swap;
 mod kuutamoctl;
