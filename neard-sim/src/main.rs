@@ -64,6 +64,16 @@ enum Cmd {
         #[arg(long)]
         ledger: Option<PathBuf>,
     },
+    /// The oracle: read ledger files and report double-signed heights, gaps and each node's
+    /// signing intervals for one account. Exits 1 if any height was signed by two nodes.
+    Ledger {
+        /// Ledger files (JSON Lines, as written by `run`).
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Validator account to judge.
+        #[arg(long)]
+        account: String,
+    },
 }
 
 fn default_home() -> PathBuf {
@@ -84,6 +94,7 @@ fn main() -> ExitCode {
             "init",
             config::init(&cli.home, chain_id.as_deref(), account_id.as_deref()),
         ),
+        Cmd::Ledger { files, account } => ledger_report(&files, &account),
         Cmd::Localnet { validators, prefix } => {
             report("localnet", config::localnet(&cli.home, validators, &prefix))
         }
@@ -111,6 +122,41 @@ fn main() -> ExitCode {
             rt.block_on(node::run(prepared));
             ExitCode::SUCCESS
         }
+    }
+}
+
+fn ledger_report(files: &[PathBuf], account: &str) -> ExitCode {
+    let entries = match neard_sim::ledger::read_all(files) {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("Error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let r = neard_sim::ledger::analyze(&entries, account);
+    let (Some(first), Some(last)) = (r.first_height, r.last_height) else {
+        println!("{account}: no signed heights in {} entries", entries.len());
+        return ExitCode::SUCCESS;
+    };
+    println!(
+        "{account}: heights {first}..={last}, {} signatures, {} missed heights in {} gaps, {} double-signed heights",
+        r.entries.len(),
+        r.missed_heights(),
+        r.gaps.len(),
+        r.double_signed.len()
+    );
+    for (node, runs) in &r.intervals {
+        let shown: Vec<String> = runs.iter().map(|(a, b)| format!("{a}..={b}")).collect();
+        println!("  {node}: {}", shown.join(", "));
+    }
+    for (height, nodes) in r.double_signed.iter().take(20) {
+        let nodes: Vec<&str> = nodes.iter().map(String::as_str).collect();
+        println!("  DOUBLE SIGNED height {height}: {}", nodes.join(", "));
+    }
+    if r.is_safe() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
     }
 }
 

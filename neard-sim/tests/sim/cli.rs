@@ -1,6 +1,7 @@
 //! The command line: `init`, `localnet`, and the ways `run` refuses to start.
 
 use std::path::Path;
+use std::process::Command;
 
 use crate::helper::{free_ports, run_to_end, Home, Sim};
 
@@ -167,4 +168,39 @@ fn unknown_config_fields_only_warn() {
     home.edit_config(|c| c["some_future_field"] = true.into());
     let sim = Sim::start(&mut home, &[]);
     assert!(sim.stderr_text().contains("some_future_field"));
+}
+
+#[test]
+fn ledger_subcommand_judges_a_ledger() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("ledger.jsonl");
+    let line = |h: u64, node: &str| {
+        format!(
+            "{{\"height\":{h},\"node\":\"{node}\",\"account\":\"a.near\",\"public_key\":\"ed25519:x\",\"time_ms\":{}}}\n",
+            h * 100
+        )
+    };
+    let run = || {
+        Command::new(env!("CARGO_BIN_EXE_neard-sim"))
+            .args(["ledger", path.to_str().expect("utf8"), "--account", "a.near"])
+            .output()
+            .expect("run")
+    };
+    std::fs::write(&path, [line(1, "n0"), line(2, "n0"), line(4, "n1")].concat()).expect("write");
+    let out = run();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("1 missed heights") && text.contains("0 double-signed"), "{text}");
+    assert!(text.contains("n0: 1..=2") && text.contains("n1: 4..=4"), "{text}");
+
+    std::fs::write(&path, [line(1, "n0"), line(2, "n0"), line(2, "n1")].concat()).expect("write");
+    let out = run();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("DOUBLE SIGNED height 2: n0, n1"), "{text}");
+
+    std::fs::write(&path, "not json\n").expect("write");
+    let out = run();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("ledger.jsonl"));
 }
