@@ -1,0 +1,188 @@
+//! `kuutamod-bench`: runs the fault-injection scenarios in both failover modes, prints the
+//! table (and `N passed, M failed`), writes JSON, and exits non-zero on any double-signed
+//! height or moment with two validators. See docs/fault-injection.md.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use kuutamod_bench::report;
+use kuutamod_bench::scenario::{Scenario, Timing, World, ALL};
+use kuutamod_bench::steady;
+
+/// Command line.
+#[derive(Parser, Debug)]
+#[command(about = "Fault-injection scenarios and failover benchmark for kuutamod")]
+struct Args {
+    /// Runs per scenario and mode.
+    #[arg(long, default_value_t = 5)]
+    runs: usize,
+    /// The CI subset: each scenario once per mode, TTL 3 s, 1 s boot delay, 5 election races,
+    /// no steady-state row.
+    #[arg(long)]
+    quick: bool,
+    /// Write the results as JSON here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Only these scenarios (name or number, e.g. `5`, `7b`, `9-slow-consul`); repeatable.
+    #[arg(long)]
+    scenario: Vec<String>,
+    /// Only these failover modes; repeatable [default: restart and hot-swap].
+    #[arg(long)]
+    mode: Vec<String>,
+    /// Session TTL in ms [default: 5000; quick: 3000].
+    #[arg(long)]
+    ttl_ms: Option<u64>,
+    /// neard-sim boot delay in ms [default: 5000, a realistic localnet start; quick: 1000].
+    #[arg(long)]
+    boot_delay_ms: Option<u64>,
+    /// Election-race repetitions per run [default: 20; quick: 5].
+    #[arg(long)]
+    race_repeats: Option<usize>,
+    /// Steady-state window in seconds, per mode (0 skips) [default: 60; quick: 0].
+    #[arg(long)]
+    steady_secs: Option<u64>,
+    /// Run every node in the root namespace (skips the partition scenarios 5 and 6).
+    #[arg(long)]
+    no_netns: bool,
+    /// Where runs live (runs with a problem are kept) [default: a new temporary directory].
+    #[arg(long)]
+    dir: Option<PathBuf>,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let ttl = Duration::from_millis(args.ttl_ms.unwrap_or(if args.quick { 3000 } else { 5000 }));
+    let timing = Timing {
+        ttl,
+        // The largest stop grace the daemon accepts is 0.4 x TTL; a sixth leaves margin.
+        stop_grace: ttl / 6,
+        syncing_grace: ttl * 2 / 3,
+        boot_delay_ms: args
+            .boot_delay_ms
+            .unwrap_or(if args.quick { 1000 } else { 5000 }),
+        race_repeats: args.race_repeats.unwrap_or(if args.quick { 5 } else { 20 }),
+    };
+    let runs = if args.quick { 1 } else { args.runs };
+    let steady_secs = args.steady_secs.unwrap_or(if args.quick { 0 } else { 60 });
+    let modes = if args.mode.is_empty() {
+        vec!["restart".to_string(), "hot-swap".to_string()]
+    } else {
+        args.mode.clone()
+    };
+    let scenarios: Vec<Scenario> = if args.scenario.is_empty() {
+        ALL.to_vec()
+    } else {
+        args.scenario
+            .iter()
+            .map(|s| Scenario::parse(s).with_context(|| format!("unknown scenario {s:?}")))
+            .collect::<anyhow::Result<_>>()?
+    };
+    let scenarios: Vec<Scenario> = scenarios
+        .into_iter()
+        .filter(|s| {
+            let partition = matches!(s, Scenario::LeaderPartition | Scenario::StandbyPartition);
+            if partition && args.no_netns {
+                eprintln!("skipping {} (--no-netns)", s.name());
+            }
+            !(partition && args.no_netns)
+        })
+        .collect();
+    let tmp;
+    let dir = match &args.dir {
+        Some(d) => {
+            std::fs::create_dir_all(d)?;
+            d.clone()
+        }
+        None => {
+            tmp = tempfile::Builder::new()
+                .prefix("kuutamod-bench")
+                .tempdir()?;
+            tmp.path().to_path_buf()
+        }
+    };
+    eprintln!(
+        "kuutamod-bench: {runs} run(s) x {} scenario(s) x modes {modes:?}; TTL {ttl:?}, stop grace {:?}, syncing grace {:?}, neard boot {} ms, 100 ms heights; in {}",
+        scenarios.len(),
+        timing.stop_grace,
+        timing.syncing_grace,
+        timing.boot_delay_ms,
+        dir.display()
+    );
+    let mut world = World::new(&dir, !args.no_netns)?;
+    let mut results = Vec::new();
+    for scenario in &scenarios {
+        for mode in &modes {
+            for _ in 0..runs {
+                for r in world.run(*scenario, mode, &timing) {
+                    eprintln!(
+                        "{:<22} {:<8} takeover {:>6} ms moved {} missed {:>4} double-signed {} two-validators {} recovered {}{}{}",
+                        r.scenario,
+                        r.mode,
+                        r.takeover_ms.map_or("-".into(), |t| t.to_string()),
+                        r.moved,
+                        r.missed_heights,
+                        r.double_signed.len(),
+                        r.two_validators_seen,
+                        r.recovered,
+                        r.error.as_ref().map_or(String::new(), |e| format!(" ERROR {e}")),
+                        r.kept.as_ref().map_or(String::new(), |k| format!(" (kept {})", k.display())),
+                    );
+                    results.push(r);
+                }
+            }
+        }
+    }
+    let rows = report::rows(&results);
+    let mut steady_rows = Vec::new();
+    if steady_secs > 0 {
+        for mode in &modes {
+            match steady::measure(&mut world, Duration::from_secs(steady_secs), mode) {
+                Ok(nodes) => steady_rows.push((mode.clone(), nodes)),
+                Err(e) => eprintln!("steady state ({mode}) failed: {e:#}"),
+            }
+        }
+    }
+    println!("{}", report::table(&rows));
+    if !steady_rows.is_empty() {
+        println!("Steady state, default timing (TTL 30 s), {steady_secs} s window:\n");
+        println!("| mode | node | Consul req/min (metric) | req/min (proxy) | RSS max kB | CPU % of a core |\n|---|---|---|---|---|---|");
+        for (mode, nodes) in &steady_rows {
+            for n in nodes {
+                println!(
+                    "| {mode} | {} | {:.1} | {:.1} | {} | {:.2} |",
+                    n.role,
+                    n.consul_requests_per_min,
+                    n.proxy_requests_per_min,
+                    n.rss_max_kb,
+                    n.cpu_percent
+                );
+            }
+        }
+        println!();
+    }
+    if let Some(path) = &args.json {
+        let json = serde_json::json!({
+            "timing": {
+                "ttl_ms": timing.ttl.as_millis() as u64,
+                "stop_grace_ms": timing.stop_grace.as_millis() as u64,
+                "syncing_grace_ms": timing.syncing_grace.as_millis() as u64,
+                "boot_delay_ms": timing.boot_delay_ms,
+                "block_time_ms": kuutamod_bench::cluster::BLOCK_TIME_MS,
+                "race_repeats": timing.race_repeats,
+            },
+            "rows": rows,
+            "steady": steady_rows.iter().map(|(m, n)| serde_json::json!({"mode": m, "nodes": n})).collect::<Vec<_>>(),
+            "runs": results,
+        });
+        std::fs::write(path, serde_json::to_vec_pretty(&json)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    let failed = rows.iter().filter(|r| !r.passed()).count();
+    println!("{} passed, {failed} failed", rows.len() - failed);
+    if failed > 0 {
+        std::process::exit(1);
+    }
+    Ok(())
+}

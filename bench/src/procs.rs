@@ -1,0 +1,160 @@
+//! Processes: where the binaries are, free ports, a guard that stops a child on drop, and
+//! `/proc` readings for the steady-state row.
+
+use std::net::{IpAddr, TcpListener};
+use std::path::PathBuf;
+use std::process::Child;
+use std::time::Duration;
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+/// How long a stopped child may take to exit after SIGTERM before it is killed.
+const STOP_GRACE: Duration = Duration::from_secs(5);
+
+/// A free TCP port on `ip` (bound, then released, for programs that cannot bind port 0).
+pub fn free_port_on(ip: IpAddr) -> u16 {
+    TcpListener::bind((ip, 0))
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or_else(|e| panic!("cannot bind {ip}:0: {e}"))
+}
+
+/// A free TCP port on 127.0.0.1.
+pub fn free_port() -> u16 {
+    free_port_on(IpAddr::from([127, 0, 0, 1]))
+}
+
+/// A binary of this workspace: `$<env>` if set, else next to the running executable (the
+/// benchmark binary sits in `target/<profile>/`, a test binary in `target/<profile>/deps/`).
+pub fn workspace_bin(name: &str, env: &str) -> PathBuf {
+    if let Some(p) = std::env::var_os(env) {
+        return p.into();
+    }
+    let exe = std::env::current_exe().expect("current_exe");
+    let mut dir = exe.parent().map(PathBuf::from).expect("exe has a parent");
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{name} is not built at {}; run `cargo build --workspace` (scripts/bench does) or set {env}",
+        path.display()
+    );
+    path
+}
+
+/// The kuutamod binary (`$KUUTAMOD_BIN` or beside this executable).
+pub fn kuutamod_bin() -> PathBuf {
+    workspace_bin("kuutamod", "KUUTAMOD_BIN")
+}
+
+/// The neard simulator (`$NEARD_SIM_BIN` or beside this executable).
+pub fn neard_sim_bin() -> PathBuf {
+    workspace_bin("neard-sim", "NEARD_SIM_BIN")
+}
+
+/// Whether a process exists and is not a zombie.
+pub fn alive(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
+        Err(_) => false,
+    }
+}
+
+/// Sends `sig` to `pid`, ignoring a process that is already gone.
+pub fn signal(pid: i32, sig: Signal) {
+    let _ = kill(Pid::from_raw(pid), sig);
+}
+
+/// A child process stopped (SIGCONT, SIGTERM, then SIGKILL) when dropped.
+pub struct Guard {
+    child: Option<Child>,
+}
+
+impl Guard {
+    /// Guards `child`.
+    pub fn new(child: Child) -> Guard {
+        Guard { child: Some(child) }
+    }
+
+    /// The child's pid, if it was not reaped yet.
+    pub fn pid(&self) -> Option<i32> {
+        self.child.as_ref().map(|c| c.id() as i32)
+    }
+
+    /// Whether the child has exited (reaping it).
+    pub fn exited(&mut self) -> bool {
+        match self.child.as_mut() {
+            None => true,
+            Some(c) => !matches!(c.try_wait(), Ok(None)),
+        }
+    }
+
+    /// SIGKILLs the child and reaps it.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Resumes (in case it is stopped), SIGTERMs, and kills the child after a grace.
+    pub fn stop(&mut self) {
+        let Some(mut c) = self.child.take() else {
+            return;
+        };
+        let pid = c.id() as i32;
+        signal(pid, Signal::SIGCONT);
+        signal(pid, Signal::SIGTERM);
+        let start = std::time::Instant::now();
+        while start.elapsed() < STOP_GRACE {
+            if !matches!(c.try_wait(), Ok(None)) {
+                return;
+            }
+            std::thread::sleep(crate::wait::POLL);
+        }
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// CPU time (user + system) of `pid` in clock ticks, and its resident set in kB.
+pub fn cpu_and_rss(pid: i32) -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name: state is field 3; utime and stime are fields 14 and 15.
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let rss = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?;
+    Some((utime + stime, rss))
+}
+
+/// Clock ticks per second in `/proc/<pid>/stat` (`USER_HZ`, fixed at 100 in Linux's ABI on
+/// every architecture this runs on).
+pub const CLOCK_TICKS: u64 = 100;
+
+/// Wall-clock milliseconds since the Unix epoch (the ledger's time base).
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_millis() as u64
+}

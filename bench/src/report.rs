@@ -1,0 +1,133 @@
+//! Aggregation of runs into the benchmark table (printed) and the JSON file.
+
+use serde::Serialize;
+
+use crate::scenario::RunResult;
+
+/// One row: a scenario in one mode over all its runs.
+#[derive(Debug, Clone, Serialize)]
+pub struct Row {
+    /// Scenario name.
+    pub scenario: String,
+    /// Failover mode.
+    pub mode: String,
+    /// Runs (for the election race: repetitions).
+    pub runs: usize,
+    /// Runs in which another node took over.
+    pub moved: usize,
+    /// Takeover percentiles over the runs that moved (ms); for the election race, start to
+    /// the first signed height.
+    pub takeover_p50_ms: Option<u64>,
+    /// 95th percentile (nearest rank).
+    pub takeover_p95_ms: Option<u64>,
+    /// Maximum.
+    pub takeover_max_ms: Option<u64>,
+    /// Missed heights after the fault, summed over runs.
+    pub missed_heights: u64,
+    /// Double-signed heights, summed over runs.
+    pub double_signed: usize,
+    /// Sampled moments with two validators, summed over runs.
+    pub two_validators_seen: usize,
+    /// Runs in which no node signed again within the limit.
+    pub stuck: usize,
+    /// Runs that failed in the harness.
+    pub errors: usize,
+}
+
+impl Row {
+    /// The CI bar for this row.
+    pub fn passed(&self) -> bool {
+        self.double_signed == 0 && self.two_validators_seen == 0 && self.errors == 0
+    }
+}
+
+/// Nearest-rank percentile of sorted `v`.
+pub fn percentile(v: &[u64], p: f64) -> Option<u64> {
+    if v.is_empty() {
+        return None;
+    }
+    let rank = ((p / 100.0) * v.len() as f64).ceil().max(1.0) as usize;
+    v.get(rank.min(v.len()) - 1).copied()
+}
+
+/// Groups runs by (scenario, mode), in first-seen order.
+pub fn rows(runs: &[RunResult]) -> Vec<Row> {
+    let mut keys: Vec<(String, String)> = Vec::new();
+    for r in runs {
+        let k = (r.scenario.clone(), r.mode.clone());
+        if !keys.contains(&k) {
+            keys.push(k);
+        }
+    }
+    keys.into_iter()
+        .map(|(scenario, mode)| {
+            let rs: Vec<&RunResult> = runs
+                .iter()
+                .filter(|r| r.scenario == scenario && r.mode == mode)
+                .collect();
+            let mut t: Vec<u64> = rs.iter().filter_map(|r| r.takeover_ms).collect();
+            t.sort_unstable();
+            Row {
+                runs: rs.len(),
+                moved: rs.iter().filter(|r| r.moved).count(),
+                takeover_p50_ms: percentile(&t, 50.0),
+                takeover_p95_ms: percentile(&t, 95.0),
+                takeover_max_ms: t.last().copied(),
+                missed_heights: rs.iter().map(|r| r.missed_heights).sum(),
+                double_signed: rs.iter().map(|r| r.double_signed.len()).sum(),
+                two_validators_seen: rs.iter().map(|r| r.two_validators_seen).sum(),
+                stuck: rs
+                    .iter()
+                    .filter(|r| !r.recovered && r.error.is_none())
+                    .count(),
+                errors: rs.iter().filter(|r| r.error.is_some()).count(),
+                scenario,
+                mode,
+            }
+        })
+        .collect()
+}
+
+fn ms(v: Option<u64>) -> String {
+    v.map_or("-".into(), |v| v.to_string())
+}
+
+/// The table as printed (Markdown, so it pastes into the docs).
+pub fn table(rows: &[Row]) -> String {
+    let mut out = String::from(
+        "| scenario | mode | runs | moved | takeover p50 ms | p95 ms | max ms | missed heights | double-signed | two validators seen | stuck | errors |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|---|\n",
+    );
+    for r in rows {
+        out.push_str(&format!(
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            r.scenario,
+            r.mode,
+            r.runs,
+            r.moved,
+            ms(r.takeover_p50_ms),
+            ms(r.takeover_p95_ms),
+            ms(r.takeover_max_ms),
+            r.missed_heights,
+            r.double_signed,
+            r.two_validators_seen,
+            r.stuck,
+            r.errors
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nearest_rank() {
+        let v: Vec<u64> = (1..=20).collect();
+        assert_eq!(percentile(&v, 50.0), Some(10));
+        assert_eq!(percentile(&v, 95.0), Some(19));
+        assert_eq!(percentile(&[7], 95.0), Some(7));
+        assert_eq!(percentile(&[], 50.0), None);
+    }
+}
