@@ -113,7 +113,7 @@ pub struct Args {
         long,
         env = "KUUTAMO_FAILOVER_MODE",
         value_enum,
-        default_value = "restart"
+        default_value = "hot-swap"
     )]
     pub failover_mode: FailoverMode,
     /// Shard tracking written into the voter's config.json.

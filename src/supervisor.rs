@@ -41,6 +41,9 @@ pub const STATUS_FAILURE_LIMIT: u32 = 3;
 pub const WATCH_WAIT: Duration = Duration::from_secs(300);
 /// Pause after a failed watch query, so an unreachable Consul is not hammered.
 pub const WATCH_RETRY: Duration = Duration::from_secs(1);
+/// Pause after a blocking query that returned without a change of index (its wait ran out, or
+/// Consul woke it spuriously), so a misbehaving Consul cannot turn the watch into a busy loop.
+pub const WATCH_IDLE: Duration = Duration::from_millis(100);
 /// Pause before restarting a neard that could not be spawned at all.
 pub const SPAWN_RETRY: Duration = Duration::from_secs(1);
 /// How long a hot-swap promotion may take to show in neard's `/status` and `/metrics` before
@@ -622,14 +625,16 @@ impl Supervisor {
             }
             tokio::time::sleep(HOT_SWAP_POLL.min(left)).await;
         }
-        log::warn!(
-            "neard did not confirm dropping the validator key within {:?}; killing it",
-            self.settings.timing.stop_grace
-        );
-        self.metrics
-            .hot_swap_fallbacks
-            .with_label_values(&["demotion_unconfirmed"])
-            .inc();
+        if !self.neard_exited() {
+            log::warn!(
+                "neard did not confirm dropping the validator key within {:?}; killing it",
+                self.settings.timing.stop_grace
+            );
+            self.metrics
+                .hot_swap_fallbacks
+                .with_label_values(&["demotion_unconfirmed"])
+                .inc();
+        }
         if let Some(neard) = self.neard.take() {
             let pid = neard.pid();
             match neard.kill().await {
@@ -866,6 +871,7 @@ async fn watch_leader(consul: Consul, key: String, tx: mpsc::Sender<bool>, metri
         match consul.get_key(&key, blocking).await {
             Ok((entry, new_index)) => {
                 let free = entry.as_ref().is_none_or(|e| e.session.is_none());
+                let unchanged = index > 0 && new_index == index;
                 // Consul's index can go backwards (e.g. after a snapshot restore): start over.
                 index = if new_index < index { 0 } else { new_index };
                 if last != Some(free) || free {
@@ -876,6 +882,8 @@ async fn watch_leader(consul: Consul, key: String, tx: mpsc::Sender<bool>, metri
                 }
                 if free && index == 0 {
                     tokio::time::sleep(WATCH_RETRY).await;
+                } else if unchanged {
+                    tokio::time::sleep(WATCH_IDLE).await;
                 }
             }
             Err(e) => {

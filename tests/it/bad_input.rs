@@ -238,3 +238,20 @@ fn unreachable_consul_keeps_the_node_a_voter_and_says_where() {
         },
     );
 }
+
+#[test]
+fn validator_node_key_is_needed_in_restart_mode_only() {
+    let s = setup();
+    let mut cmd = s.command();
+    cmd.env_remove("KUUTAMO_VALIDATOR_NODE_KEY")
+        .env("KUUTAMO_FAILOVER_MODE", "restart");
+    fails_with(cmd, &["KUUTAMO_VALIDATOR_NODE_KEY is not set"]);
+
+    // In hot-swap mode the host keeps its own node key: kuutamod gets past the keys and stops
+    // only at the next check (config.json, removed here).
+    std::fs::remove_file(s.home.join("config.json")).expect("rm");
+    let mut cmd = s.command();
+    cmd.env_remove("KUUTAMO_VALIDATOR_NODE_KEY")
+        .env("KUUTAMO_FAILOVER_MODE", "hot-swap");
+    fails_with(cmd, &["config.json"]);
+}
