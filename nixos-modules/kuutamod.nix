@@ -85,9 +85,12 @@ let
   credentials =
     [
       "validator_key.json:${toString cfg.validatorKeyFile}"
-      "validator_node_key.json:${toString cfg.validatorNodeKeyFile}"
-      "voter_node_key.json:${toString cfg.voterNodeKeyFile}"
     ]
+    # Hot swap keeps the host's own node key, so the shared validator node key is optional there.
+    ++ lib.optional (
+      cfg.validatorNodeKeyFile != null
+    ) "validator_node_key.json:${cfg.validatorNodeKeyFile}"
+    ++ [ "voter_node_key.json:${toString cfg.voterNodeKeyFile}" ]
     ++ lib.optional (cfg.consulTokenFile != null) "consul_token:${cfg.consulTokenFile}";
 
   # kuutamoctl with this node's account, Consul URL and token file preset (the caller may still
@@ -103,7 +106,7 @@ let
 
   keyOptions = {
     validatorKeyFile = "the validator key (validator_key.json of the staking pool account)";
-    validatorNodeKeyFile = "the node key neard uses while validating (shared by all kuutamod nodes of the account)";
+    validatorNodeKeyFile = "the node key neard uses while validating in restart mode (shared by all kuutamod nodes of the account; unused with hot swap)";
     voterNodeKeyFile = "this node's own node key, used while it is a passive voter";
   };
 
@@ -326,8 +329,11 @@ in
           in
           [
             {
-              assertion = value != null;
-              message = "services.kuutamod.${name} must be set to the absolute path of ${what}.";
+              assertion =
+                value != null || (name == "validatorNodeKeyFile" && cfg.failoverMode == "hot-swap");
+              message = "services.kuutamod.${name} must be set to the absolute path of ${what}${
+                lib.optionalString (name == "validatorNodeKeyFile") " (needed with failoverMode = \"restart\")"
+              }.";
             }
             {
               assertion = value == null || (lib.hasPrefix "/" value && !isStorePath value);

@@ -201,6 +201,10 @@ let
     services.kuutamod.enable = true;
   };
   minimalFailed = failedAssertions minimal;
+  minimalRestartFailed = failedAssertions (eval {
+    services.kuutamod.enable = true;
+    services.kuutamod.failoverMode = "restart";
+  });
 
   withStoreKey = eval (
     lib.recursiveUpdate sample {
@@ -356,7 +360,7 @@ in
       [ ]
     ]
   )
-  (expectEq "enable alone: assertions name every missing setting" (builtins.length minimalFailed) 7)
+  (expectEq "enable alone (hot swap): assertions name every missing setting" (builtins.length minimalFailed) 6)
   (expect "enable alone: messages say what to set"
     (lib.all (s: lib.any (m: hasInfix s m) minimalFailed) [
       "neardPackage must be set"
@@ -364,10 +368,14 @@ in
       "genesisFile must be set"
       "accountId must be set"
       "validatorKeyFile must be set"
-      "validatorNodeKeyFile must be set"
       "voterNodeKeyFile must be set"
     ])
     minimalFailed
+  )
+  (expect "restart mode also needs the validator node key"
+    (lib.any (hasInfix "validatorNodeKeyFile must be set") minimalRestartFailed
+      && builtins.length minimalRestartFailed == 7)
+    minimalRestartFailed
   )
   (expect "a key file in the Nix store is refused"
     (lib.any (hasInfix "validatorKeyFile must be an absolute path outside the Nix store") (
