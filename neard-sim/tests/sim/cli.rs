@@ -182,18 +182,37 @@ fn ledger_subcommand_judges_a_ledger() {
     };
     let run = || {
         Command::new(env!("CARGO_BIN_EXE_neard-sim"))
-            .args(["ledger", path.to_str().expect("utf8"), "--account", "a.near"])
+            .args([
+                "ledger",
+                path.to_str().expect("utf8"),
+                "--account",
+                "a.near",
+            ])
             .output()
             .expect("run")
     };
-    std::fs::write(&path, [line(1, "n0"), line(2, "n0"), line(4, "n1")].concat()).expect("write");
+    std::fs::write(
+        &path,
+        [line(1, "n0"), line(2, "n0"), line(4, "n1")].concat(),
+    )
+    .expect("write");
     let out = run();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}");
-    assert!(text.contains("1 missed heights") && text.contains("0 double-signed"), "{text}");
-    assert!(text.contains("n0: 1..=2") && text.contains("n1: 4..=4"), "{text}");
+    assert!(
+        text.contains("1 missed heights") && text.contains("0 double-signed"),
+        "{text}"
+    );
+    assert!(
+        text.contains("n0: 1..=2") && text.contains("n1: 4..=4"),
+        "{text}"
+    );
 
-    std::fs::write(&path, [line(1, "n0"), line(2, "n0"), line(2, "n1")].concat()).expect("write");
+    std::fs::write(
+        &path,
+        [line(1, "n0"), line(2, "n0"), line(2, "n1")].concat(),
+    )
+    .expect("write");
     let out = run();
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{text}");
