@@ -31,7 +31,7 @@ struct Args {
     /// Only these failover modes; repeatable [default: restart and hot-swap].
     #[arg(long)]
     mode: Vec<String>,
-    /// Session TTL in ms [default: 5000; quick: 3000].
+    /// Session TTL in ms [default: 3000].
     #[arg(long)]
     ttl_ms: Option<u64>,
     /// neard-sim boot delay in ms [default: 5000, a realistic localnet start; quick: 1000].
@@ -53,7 +53,7 @@ struct Args {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let ttl = Duration::from_millis(args.ttl_ms.unwrap_or(if args.quick { 3000 } else { 5000 }));
+    let ttl = Duration::from_millis(args.ttl_ms.unwrap_or(3000));
     let timing = Timing {
         ttl,
         // The largest stop grace the daemon accepts is 0.4 x TTL; a sixth leaves margin.

@@ -489,6 +489,7 @@ impl World {
         })
         .is_ok();
         std::thread::sleep(OBSERVE_AFTER);
+        let end_height = height_at(now_ms());
         let timelines = sampler.finish();
         cluster.stop_all();
         drop(proxies);
@@ -506,7 +507,9 @@ impl World {
             .iter()
             .filter(|(_, end)| *end >= fault_height)
             .map(|(start, end)| end - start.max(&fault_height) + 1)
-            .sum();
+            .sum::<u64>()
+            // Heights after the last signature, up to the end of the observation.
+            + end_height.saturating_sub(report.last_height.unwrap_or(end_height).max(fault_height));
         Ok(RunResult {
             scenario: scenario.name().into(),
             mode: mode.into(),
