@@ -399,9 +399,13 @@ impl Machine {
                     return "";
                 }
                 // The session may still exist: keep it, renewing decides. Never destroy it here:
-                // Consul is probably unreachable, and the demotion alone is the fence.
+                // Consul is probably unreachable, and the demotion alone is the fence. The lock
+                // may still be held by this session, which no other node can take over: so
+                // count it as free for this node, and acquire it again (after a fresh renew)
+                // once neard is in sync, or learn from Consul that the session is gone.
                 actions.push(Action::Demote);
                 self.acquire_pending = false;
+                self.lock_free = true;
                 self.state = Voting;
                 "the session could not be renewed before the step-down deadline"
             }
@@ -620,6 +624,20 @@ mod tests {
         assert_eq!(feed(&mut m, &[LeaseExpired]), vec![Demote]);
         assert_eq!(m.state(), State::Voting);
         assert!(m.has_session());
+    }
+
+    #[test]
+    fn after_a_lease_expiry_the_node_takes_its_own_lock_back() {
+        let mut m = to_validating();
+        feed(&mut m, &[LeaseExpired, NeardStarted]);
+        assert_eq!(m.state(), State::Voting);
+        assert_eq!(feed(&mut m, &[Status(Synced)]), vec![TryAcquire]);
+        assert_eq!(
+            feed(&mut m, &[AcquireFailed, Status(Synced)]),
+            vec![TryAcquire],
+            "retried"
+        );
+        assert_eq!(feed(&mut m, &[Acquired(true)]), vec![Promote]);
     }
 
     #[test]

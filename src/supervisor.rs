@@ -168,7 +168,7 @@ async fn sleep_until_opt(deadline: Option<Instant>) {
 impl Supervisor {
     async fn main_loop(
         &mut self,
-        mut watch_rx: mpsc::Receiver<bool>,
+        mut watch_rx: mpsc::Receiver<Option<String>>,
         mut renew_rx: mpsc::Receiver<Renewal>,
         mut handover: tokio::signal::unix::Signal,
         shutdown: impl Future<Output = ()>,
@@ -211,7 +211,11 @@ impl Supervisor {
                     None => continue,
                 },
                 Some(result) = self.status_rx.recv() => self.on_status(result),
-                Some(free) = watch_rx.recv() => Event::LockObserved { free },
+                // Held by our own session counts as free *for us*: after a step-down on the
+                // lease deadline the session may live on, and only this node can use it.
+                Some(holder) = watch_rx.recv() => Event::LockObserved {
+                    free: holder.is_none() || holder == self.session,
+                },
                 Some(()) = handover.recv() => {
                     log::info!("SIGUSR1 received: handing over");
                     Event::HandOver
@@ -860,25 +864,31 @@ async fn poll_status(url: String, tx: mpsc::Sender<StatusResult>) {
     }
 }
 
-/// Watches the leader key with blocking queries and reports whether it is free, on every
-/// change (and once at the start).
-async fn watch_leader(consul: Consul, key: String, tx: mpsc::Sender<bool>, metrics: Metrics) {
+/// Watches the leader key with blocking queries and reports the session holding it (`None`:
+/// free), on every change (and once at the start, and again on every return while free).
+async fn watch_leader(
+    consul: Consul,
+    key: String,
+    tx: mpsc::Sender<Option<String>>,
+    metrics: Metrics,
+) {
     let mut index = 0u64;
-    let mut last: Option<bool> = None;
+    let mut last: Option<Option<String>> = None;
     loop {
         let blocking = (index > 0).then_some((index, WATCH_WAIT));
         metrics.consul_requests.with_label_values(&["watch"]).inc();
         match consul.get_key(&key, blocking).await {
             Ok((entry, new_index)) => {
-                let free = entry.as_ref().is_none_or(|e| e.session.is_none());
+                let holder = entry.and_then(|e| e.session);
+                let free = holder.is_none();
                 let unchanged = index > 0 && new_index == index;
                 // Consul's index can go backwards (e.g. after a snapshot restore): start over.
                 index = if new_index < index { 0 } else { new_index };
-                if last != Some(free) || free {
-                    if tx.send(free).await.is_err() {
+                if last.as_ref() != Some(&holder) || free {
+                    if tx.send(holder.clone()).await.is_err() {
                         return;
                     }
-                    last = Some(free);
+                    last = Some(holder);
                 }
                 if free && index == 0 {
                     tokio::time::sleep(WATCH_RETRY).await;
