@@ -113,6 +113,7 @@ pub async fn run(
         status_rx,
         rpc,
         hot_swap_capable: None,
+        shown: State::Startup,
         exit: false,
     };
     let result = sup.main_loop(watch_rx, renew_rx, handover, shutdown).await;
@@ -146,6 +147,9 @@ struct Supervisor {
     acquired_at: Option<Instant>,
     status_rx: mpsc::Receiver<StatusResult>,
     rpc: NeardRpc,
+    /// The state shown in metrics and `/health`: the machine's, except that a node leaving
+    /// Validating shows Validating until its fencing actions are done.
+    shown: State,
     /// From the last `/status`: can this neard drop a key on SIGHUP (>= 2.3)?
     hot_swap_capable: Option<bool>,
     exit: bool,
@@ -252,7 +256,7 @@ impl Supervisor {
                 Err(e) => log::error!("cannot start a guard process: {e}"),
             }
         }
-        let state = self.machine.state();
+        let state = self.shown;
         self.metrics.set_state(state);
         self.published.send_replace(Published {
             state,
@@ -279,6 +283,13 @@ impl Supervisor {
                         .inc();
                 }
             }
+            // A node leaving Validating still shows Validating until its fencing actions are
+            // done: the state never claims neard is keyless before it is.
+            self.shown = if step.from == State::Validating {
+                State::Validating
+            } else {
+                step.to
+            };
             self.publish();
             for action in step.actions {
                 if let Some(follow) = self.execute(action).await {
@@ -289,6 +300,7 @@ impl Supervisor {
                 // Leaving Validating always came with Demote or StopNeard, now done.
                 self.guard_deadline = None;
             }
+            self.shown = self.machine.state();
             self.publish();
         }
     }
