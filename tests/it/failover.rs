@@ -78,12 +78,7 @@ fn two_nodes_exactly_one_validates() {
     cluster.start_all();
     let leader = cluster.wait_for_leader(LIMIT);
     let standby = 1 - leader;
-    wait::until(LIMIT, "the standby to vote", || {
-        match cluster.nodes[standby].state() {
-            Ok(s) if s == "Voting" => Ok(()),
-            other => Err(other),
-        }
-    });
+    cluster.wait_state(standby, "Voting", LIMIT);
     wait::holds(
         Duration::from_secs(3),
         "one validator, standby without key",
@@ -127,12 +122,7 @@ pub fn steady_pair(opts: &Opts) -> (ConsulAgent, Cluster, usize, usize) {
     let leader = cluster.wait_for_leader(LIMIT);
     let standby = 1 - leader;
     cluster.wait_for_signing(leader, 0, LIMIT);
-    wait::until(LIMIT, "the standby to vote", || {
-        match cluster.nodes[standby].state() {
-            Ok(s) if s == "Voting" => Ok(()),
-            other => Err(other),
-        }
-    });
+    cluster.wait_state(standby, "Voting", LIMIT);
     (consul, cluster, leader, standby)
 }
 
@@ -145,12 +135,7 @@ fn leader_neard_killed_the_standby_takes_over() {
     let fault = now_ms();
     kill(Pid::from_raw(pid), Signal::SIGKILL).expect("kill neard");
     cluster.wait_for_signing(standby, fault, LIMIT);
-    wait::until(LIMIT, "the old leader to vote again", || {
-        match cluster.nodes[leader].state() {
-            Ok(s) if s == "Voting" => Ok(()),
-            other => Err(other),
-        }
-    });
+    cluster.wait_state(leader, "Voting", LIMIT);
     cluster.assert_no_double_signing();
     assert!(!cluster.nodes[leader].has_validator_key());
 }
@@ -176,18 +161,7 @@ fn leader_kuutamod_sigterm_hands_over_cleanly() {
         "key left behind"
     );
     let first_new = cluster.wait_for_signing(standby, fault, LIMIT);
-    let old_id = cluster.nodes[leader].id.clone();
-    let last_old = cluster
-        .entries()
-        .iter()
-        .filter(|e| e.node == old_id)
-        .map(|e| e.time_ms)
-        .max()
-        .expect("the old leader signed before");
-    assert!(
-        last_old < first_new,
-        "old leader signed at {last_old}, new at {first_new}"
-    );
+    cluster.assert_stopped_before(leader, first_new);
     cluster.assert_no_double_signing();
 }
 

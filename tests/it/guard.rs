@@ -6,7 +6,6 @@ use nix::sys::signal::Signal;
 
 use crate::failover::{steady_pair, LIMIT};
 use crate::helper::cluster::{alive, now_ms, Opts};
-use crate::helper::wait;
 
 fn paused_leader(mode: &'static str) {
     let opts = Opts {
@@ -19,18 +18,7 @@ fn paused_leader(mode: &'static str) {
     cluster.nodes[leader].signal(Signal::SIGSTOP);
     let first_new = cluster.wait_for_signing(standby, fault, LIMIT);
     assert!(!alive(neard), "the paused leader's neard still runs");
-    let old_id = cluster.nodes[leader].id.clone();
-    let last_old = cluster
-        .entries()
-        .iter()
-        .filter(|e| e.node == old_id)
-        .map(|e| e.time_ms)
-        .max()
-        .expect("the old leader signed before");
-    assert!(
-        last_old < first_new,
-        "old leader signed at {last_old}, new at {first_new}"
-    );
+    cluster.assert_stopped_before(leader, first_new);
     let log = std::fs::read_to_string(&cluster.nodes[leader].log).expect("log");
     assert!(
         log.contains("kuutamod guard:") && log.contains("killed neard"),
@@ -42,12 +30,7 @@ fn paused_leader(mode: &'static str) {
         Duration::from_secs(7).saturating_sub(Duration::from_millis(now_ms() - fault)),
     );
     cluster.nodes[leader].signal(Signal::SIGCONT);
-    wait::until(LIMIT, "the resumed node to vote", || {
-        match cluster.nodes[leader].state() {
-            Ok(s) if s == "Voting" => Ok(()),
-            other => Err(other),
-        }
-    });
+    cluster.wait_state(leader, "Voting", LIMIT);
     assert_eq!(cluster.nodes[standby].state().as_deref(), Ok("Validating"));
     cluster.assert_no_double_signing();
 }

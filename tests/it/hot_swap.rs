@@ -18,17 +18,6 @@ fn hot() -> Opts {
     }
 }
 
-fn wait_state(cluster: &Cluster, i: usize, want: &str) {
-    wait::until(
-        LIMIT,
-        &format!("{} to be {want}", cluster.nodes[i].id),
-        || match cluster.nodes[i].state() {
-            Ok(s) if s == want => Ok(()),
-            other => Err(other),
-        },
-    );
-}
-
 #[test]
 fn promotion_keeps_the_running_neard() {
     let consul = ConsulAgent::start();
@@ -107,7 +96,7 @@ fn hand_over_leaves_the_old_leader_a_synced_voter() {
     let fault = now_ms();
     cluster.nodes[leader].signal(Signal::SIGUSR1);
     cluster.wait_for_signing(standby, fault, LIMIT);
-    wait_state(&cluster, leader, "Voting");
+    cluster.wait_state(leader, "Voting", LIMIT);
     assert_eq!(
         cluster.nodes[leader].neard_pid(),
         Some(old_neard),
@@ -135,7 +124,7 @@ fn a_neard_slow_to_drop_the_key_is_killed_before_the_lock_moves() {
     cluster.nodes[0].start();
     cluster.wait_for_signing(0, 0, LIMIT);
     cluster.nodes[1].start();
-    wait_state(&cluster, 1, "Voting");
+    cluster.wait_state(1, "Voting", LIMIT);
     let old_neard = cluster.nodes[0].neard_pid().expect("pid");
     let fault = now_ms();
     cluster.nodes[0].signal(Signal::SIGUSR1);

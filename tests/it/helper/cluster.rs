@@ -233,6 +233,34 @@ impl Cluster {
         })
     }
 
+    /// Waits until node `i` is in state `want`.
+    pub fn wait_state(&self, i: usize, want: &str, limit: Duration) {
+        let id = &self.nodes[i].id;
+        wait::until(limit, &format!("{id} to be {want}"), || {
+            match self.nodes[i].state() {
+                Ok(s) if s == want => Ok(()),
+                other => Err(other),
+            }
+        });
+    }
+
+    /// Asserts that node `old` signed for the last time before `first_new`, the time of the new
+    /// leader's first signature: the old leader stopped before the new one began.
+    pub fn assert_stopped_before(&self, old: usize, first_new: u64) {
+        let id = &self.nodes[old].id;
+        let last_old = self
+            .entries()
+            .iter()
+            .filter(|e| &e.node == id)
+            .map(|e| e.time_ms)
+            .max()
+            .expect("the old leader signed before");
+        assert!(
+            last_old < first_new,
+            "old leader signed at {last_old}, new at {first_new}"
+        );
+    }
+
     /// All ledger entries so far (empty if nothing was signed yet).
     pub fn entries(&self) -> Vec<neard_sim::ledger::Entry> {
         if !self.ledger.exists() {
