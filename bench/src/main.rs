@@ -53,6 +53,7 @@ struct Args {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    kuutamod_bench::procs::cleanup_on_signal()?;
     let ttl = Duration::from_millis(args.ttl_ms.unwrap_or(3000));
     let timing = Timing {
         ttl,

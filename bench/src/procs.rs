@@ -158,3 +158,79 @@ pub fn now_ms() -> u64 {
         .expect("clock after 1970")
         .as_millis() as u64
 }
+
+/// Pids of every descendant of `root`, read from `/proc`.
+fn descendants(root: u32) -> Vec<u32> {
+    let mut parent_of = Vec::new();
+    if let Ok(dir) = std::fs::read_dir("/proc") {
+        for entry in dir.flatten() {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|s| s.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                continue;
+            };
+            // Field 4 (ppid) follows the parenthesised command name.
+            let ppid = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+                .and_then(|p| p.parse::<u32>().ok());
+            if let Some(ppid) = ppid {
+                parent_of.push((pid, ppid));
+            }
+        }
+    }
+    let mut found = vec![root];
+    let mut i = 0;
+    while i < found.len() {
+        let p = found[i];
+        found.extend(parent_of.iter().filter(|(_, pp)| *pp == p).map(|(c, _)| *c));
+        i += 1;
+    }
+    found.remove(0);
+    found
+}
+
+/// Makes SIGINT and SIGTERM stop the benchmark cleanly: every process it started (Consul
+/// agents, kuutamod nodes and their neards, in any namespace) is killed and the network
+/// namespaces it created are deleted, then it exits with status 130. Call before starting any
+/// thread, so that every thread inherits the blocked signals and only the waiting thread gets
+/// them.
+pub fn cleanup_on_signal() -> anyhow::Result<()> {
+    use nix::sys::signal::{SigSet, SigmaskHow};
+    let mut set = SigSet::empty();
+    set.add(Signal::SIGINT);
+    set.add(Signal::SIGTERM);
+    nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&set), None)?;
+    std::thread::spawn(move || {
+        let sig = set.wait().map_or("a signal", |s| s.as_str());
+        eprintln!("\nbench: {sig}: stopping every process and namespace it started");
+        let me = std::process::id();
+        for pid in descendants(me) {
+            let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
+        }
+        if let Ok(out) = std::process::Command::new("ip")
+            .args(["netns", "list"])
+            .output()
+        {
+            let prefix = format!("kb{me}n");
+            for line in String::from_utf8_lossy(&out.stdout).lines() {
+                if let Some(name) = line
+                    .split_whitespace()
+                    .next()
+                    .filter(|n| n.starts_with(&prefix))
+                {
+                    let _ = std::process::Command::new("ip")
+                        .args(["netns", "del", name])
+                        .status();
+                }
+            }
+        }
+        std::process::exit(130);
+    });
+    Ok(())
+}

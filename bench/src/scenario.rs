@@ -271,7 +271,9 @@ impl World {
                 kept: None,
             }]
         });
-        let keep = results.iter().any(|r| !r.passed() || !r.recovered);
+        // KUUTAMOD_BENCH_KEEP=1 keeps every run's logs, for a closer look at one that passed.
+        let keep = results.iter().any(|r| !r.passed() || !r.recovered)
+            || std::env::var_os("KUUTAMOD_BENCH_KEEP").is_some();
         for r in &mut results {
             if keep {
                 r.kept = Some(dir.clone());
