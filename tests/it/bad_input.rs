@@ -1,11 +1,11 @@
 //! Every bad input of the configuration fails at start with one clear line naming the file or
 //! variable, and never a panic.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
-use crate::helper::cluster::{Cluster, Opts};
+use crate::helper::cluster::{sim_init, Cluster, Opts};
 use crate::helper::consul::ConsulAgent;
 use crate::helper::{free_port, kuutamod_bin, neard_sim_bin, wait};
 
@@ -15,32 +15,12 @@ struct Setup {
     keys: PathBuf,
 }
 
-fn sim_init(home: &Path) {
-    let out = Command::new(neard_sim_bin())
-        .args([
-            "--home",
-            home.to_str().expect("utf8"),
-            "init",
-            "--chain-id",
-            "localnet",
-            "--account-id",
-            "pool.near",
-        ])
-        .output()
-        .expect("neard-sim");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 fn setup() -> Setup {
     let dir = tempfile::tempdir().expect("tempdir");
     let keys = dir.path().join("keys");
-    sim_init(&keys);
+    sim_init(&keys, "pool.near");
     let voter = dir.path().join("voter");
-    sim_init(&voter);
+    sim_init(&voter, "pool.near");
     std::fs::copy(
         voter.join("node_key.json"),
         keys.join("voter_node_key.json"),
@@ -52,7 +32,7 @@ fn setup() -> Setup {
     )
     .expect("copy");
     let home = dir.path().join("home");
-    sim_init(&home);
+    sim_init(&home, "pool.near");
     Setup { dir, home, keys }
 }
 

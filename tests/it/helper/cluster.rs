@@ -9,6 +9,9 @@ use std::time::Duration;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
+use kuutamod_bench::cluster::{parse_metrics, state_of};
+pub use kuutamod_bench::procs::alive;
+
 use super::consul::{ureq_get, ConsulAgent};
 use super::{free_port, kuutamod_bin, neard_sim_bin, wait};
 
@@ -77,7 +80,18 @@ pub struct Node {
     child: Option<Child>,
 }
 
-fn sim(args: &[&str]) {
+/// `neard-sim --home <home> init` for a localnet home whose validator key is for `account`.
+pub fn sim_init(home: &Path, account: &str) {
+    let home = home.to_str().expect("utf-8 path");
+    let args = [
+        "--home",
+        home,
+        "init",
+        "--chain-id",
+        "localnet",
+        "--account-id",
+        account,
+    ];
     let out = Command::new(neard_sim_bin())
         .args(args)
         .output()
@@ -103,29 +117,13 @@ impl Cluster {
         let dir = tempfile::tempdir().expect("tempdir");
         let keys = dir.path().join("keys");
         let shared = keys.join("shared");
-        sim(&[
-            "--home",
-            shared.to_str().expect("utf8"),
-            "init",
-            "--chain-id",
-            "localnet",
-            "--account-id",
-            ACCOUNT,
-        ]);
+        sim_init(&shared, ACCOUNT);
         let ledger = dir.path().join("ledger.jsonl");
         let mut nodes = Vec::new();
         for i in 0..n {
             let id = format!("node{i}");
             let home = dir.path().join(&id);
-            sim(&[
-                "--home",
-                home.to_str().expect("utf8"),
-                "init",
-                "--chain-id",
-                "localnet",
-                "--account-id",
-                ACCOUNT,
-            ]);
+            sim_init(&home, ACCOUNT);
             let voter_key = keys.join(format!("{id}-voter_node_key.json"));
             std::fs::copy(home.join("node_key.json"), &voter_key).expect("copy voter key");
             let rpc_port = free_port();
@@ -360,23 +358,12 @@ impl Node {
     /// The Prometheus metrics, as `name{labels}` -> value.
     pub fn metrics(&self) -> Result<BTreeMap<String, f64>, String> {
         let body = ureq_get(&format!("http://{}/metrics", self.exporter))?;
-        Ok(body
-            .lines()
-            .filter(|l| !l.starts_with('#'))
-            .filter_map(|l| {
-                let (k, v) = l.rsplit_once(' ')?;
-                Some((k.to_string(), v.parse().ok()?))
-            })
-            .collect())
+        Ok(parse_metrics(&body))
     }
 
     /// The current state (the `kuutamod_state` series that is 1).
     pub fn state(&self) -> Result<String, String> {
-        let m = self.metrics()?;
-        m.iter()
-            .find(|(k, v)| k.starts_with("kuutamod_state{") && **v == 1.0)
-            .and_then(|(k, _)| k.split('"').nth(1).map(str::to_string))
-            .ok_or_else(|| "no state is 1".to_string())
+        state_of(&self.metrics()?)
     }
 
     /// Sets an environment variable for this node's next start.
@@ -415,16 +402,6 @@ impl Node {
             self.id,
             lines[lines.len().saturating_sub(n)..].join("\n")
         )
-    }
-}
-
-/// Whether a process exists (and is not a zombie).
-pub fn alive(pid: i32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => !stat
-            .rsplit_once(')')
-            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
-        Err(_) => false,
     }
 }
 
