@@ -28,7 +28,15 @@ fn promotion_keeps_the_running_neard() {
     cluster.wait_for_leader(LIMIT);
     cluster.wait_for_signing(0, 0, LIMIT);
     assert_eq!(node.neard_pid(), Some(voter_pid), "neard was restarted");
-    let m = node.metrics().expect("metrics");
+    // neard signs as soon as the key is live; kuutamod records the failover when its next poll
+    // confirms it, a few milliseconds later.
+    let m = wait::until(LIMIT, "the failover to be recorded", || {
+        let m = node.metrics()?;
+        match m.get("kuutamod_failover_duration_seconds_count") {
+            Some(n) if *n >= 1.0 => Ok(m),
+            other => Err(format!("count {other:?}")),
+        }
+    });
     assert_eq!(m["kuutamod_neard_restarts"], 0.0);
     assert_eq!(m["kuutamod_failover_duration_seconds_count"], 1.0);
     assert!(

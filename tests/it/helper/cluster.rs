@@ -220,7 +220,7 @@ impl Cluster {
     /// `after_ms`); returns the first such line's time.
     pub fn wait_for_signing(&self, i: usize, after_ms: u64, limit: Duration) -> u64 {
         let id = self.nodes[i].id.clone();
-        wait::until(limit, &format!("{id} to sign a height"), || {
+        let found = kuutamod_bench::wait::until(limit, &format!("{id} to sign a height"), || {
             let entries = self.entries();
             entries
                 .iter()
@@ -228,7 +228,8 @@ impl Cluster {
                 .map(|e| e.time_ms)
                 .min()
                 .ok_or_else(|| self.describe())
-        })
+        });
+        found.unwrap_or_else(|e| panic!("{e:#}\n{}", self.logs()))
     }
 
     /// Waits until node `i` is in state `want`.
