@@ -559,6 +559,14 @@ impl Supervisor {
                 self.acquired_at = None;
                 return None;
             }
+            Err(HotSwapFailure::NotRunning) => {
+                // neard died while taking the key: a neard failure like any other. The machine
+                // fences (reaps neard, removes the key) and releases the lock, so a healthy
+                // standby takes over instead of this node waiting for a restart.
+                log::warn!("neard exited during the hot swap");
+                self.acquired_at = None;
+                return Some(Event::NeardExited);
+            }
             Err(reason) => reason,
         };
         log::warn!("hot swap failed ({reason}); restarting neard with the validator key");

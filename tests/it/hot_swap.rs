@@ -161,3 +161,39 @@ fn leader_neard_crash_hot_swaps_the_standby() {
         first_new - fault
     );
 }
+
+#[test]
+fn neard_dying_during_a_hot_swap_hands_the_lock_on() {
+    let consul = ConsulAgent::start();
+    let mut cluster = Cluster::new(&consul, 2, &hot());
+    // node0's neard takes 3 s to apply a SIGHUP (longer than the confirmation limit), which
+    // leaves a window in which to kill it mid-swap, and 5 s to boot, so that node0 cannot
+    // simply win the lock back while node1 waits out its hand-over hold-off.
+    cluster.nodes[0].set_env("NEARD_SIM_RELOAD_DELAY_MS", "3000");
+    cluster.nodes[0].set_env("NEARD_SIM_BOOT_DELAY_MS", "5000");
+    cluster.nodes[1].start();
+    cluster.wait_for_signing(1, 0, LIMIT);
+    cluster.nodes[0].start();
+    cluster.wait_state(0, "Voting", LIMIT);
+    cluster.nodes[1].signal(Signal::SIGUSR1); // hand over to node0
+    let log = cluster.nodes[0].log.clone();
+    wait::until(LIMIT, "node0 to start a hot swap", || {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if text.contains("height fence") {
+            Ok(())
+        } else {
+            Err(cluster.nodes[0].log_tail(3))
+        }
+    });
+    let pid = cluster.nodes[0].neard_pid().expect("node0's neard");
+    let fault = now_ms();
+    kill(Pid::from_raw(pid), Signal::SIGKILL).expect("kill");
+    cluster.wait_for_signing(1, fault, LIMIT);
+    let text = std::fs::read_to_string(&log).expect("log");
+    assert!(text.contains("neard exited during the hot swap"), "{text}");
+    assert!(
+        !text.contains("restarting neard with the validator key"),
+        "{text}"
+    );
+    cluster.assert_no_double_signing();
+}
