@@ -16,6 +16,13 @@ async fn main() {
     if std::env::var_os(kuutamod::guard::GUARD_ENV).is_some() {
         kuutamod::guard::run_guard();
     }
+    // A parent may have blocked signals, and the mask survives exec: kuutamod must see
+    // SIGTERM, SIGINT and SIGUSR1 (and neard, which inherits the mask, SIGTERM and SIGHUP).
+    let _ = nix::sys::signal::pthread_sigmask(
+        nix::sys::signal::SigmaskHow::SIG_SETMASK,
+        Some(&nix::sys::signal::SigSet::empty()),
+        None,
+    );
     let args = Args::parse();
     let node_id = args.node_id.clone();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))

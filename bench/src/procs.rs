@@ -195,19 +195,43 @@ fn descendants(root: u32) -> Vec<u32> {
     found
 }
 
+/// Set by the SIGINT/SIGTERM handler; read by the cleanup thread.
+static STOP: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+
+extern "C" fn on_stop_signal(sig: libc::c_int) {
+    // Only an atomic store: async-signal-safe.
+    STOP.store(sig, std::sync::atomic::Ordering::SeqCst);
+}
+
 /// Makes SIGINT and SIGTERM stop the benchmark cleanly: every process it started (Consul
 /// agents, kuutamod nodes and their neards, in any namespace) is killed and the network
-/// namespaces it created are deleted, then it exits with status 130. Call before starting any
-/// thread, so that every thread inherits the blocked signals and only the waiting thread gets
-/// them.
+/// namespaces it created are deleted, then it exits with status 130.
+///
+/// A handler sets a flag that a thread polls. Blocking the signals instead would be inherited
+/// by every child (the signal mask survives exec), and kuutamod would never see its SIGTERM;
+/// a handler is reset to the default on exec.
 pub fn cleanup_on_signal() -> anyhow::Result<()> {
-    use nix::sys::signal::{SigSet, SigmaskHow};
-    let mut set = SigSet::empty();
-    set.add(Signal::SIGINT);
-    set.add(Signal::SIGTERM);
-    nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&set), None)?;
+    use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet};
+    let action = SigAction::new(
+        SigHandler::Handler(on_stop_signal),
+        SaFlags::SA_RESTART,
+        SigSet::empty(),
+    );
+    for sig in [Signal::SIGINT, Signal::SIGTERM] {
+        #[allow(unsafe_code)]
+        // SAFETY: the handler only stores into an atomic, which is async-signal-safe.
+        unsafe {
+            sigaction(sig, &action)?;
+        }
+    }
     std::thread::spawn(move || {
-        let sig = set.wait().map_or("a signal", |s| s.as_str());
+        let sig = loop {
+            let sig = STOP.load(std::sync::atomic::Ordering::SeqCst);
+            if sig != 0 {
+                break Signal::try_from(sig).map_or("a signal", |s| s.as_str());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        };
         eprintln!("\nbench: {sig}: stopping every process and namespace it started");
         let me = std::process::id();
         for pid in descendants(me) {

@@ -122,6 +122,23 @@ impl Scenario {
             .find(|x| x.name() == s || x.name().split('-').next() == Some(s))
     }
 
+    /// Whether the lock must move to the other node: the leader's neard or kuutamod is gone,
+    /// stopped, cut off or unhealthy while the standby is fine. A run of such a scenario in
+    /// which the old leader kept signing has failed, however safe it was.
+    pub fn must_move(self) -> bool {
+        matches!(
+            self,
+            Scenario::NeardKill
+                | Scenario::KuutamodTerm
+                | Scenario::KuutamodKill
+                | Scenario::KuutamodStop
+                | Scenario::LeaderPartition
+                | Scenario::NeardSyncing
+                | Scenario::StatusHang
+                | Scenario::Status503
+        )
+    }
+
     /// Whether the TTL bound (takeover <= 2 x TTL + 1 s) applies: the leader is gone or cut
     /// off and nothing tells the standby early.
     pub fn ttl_bound_applies(self) -> bool {
@@ -202,9 +219,15 @@ pub struct RunResult {
 }
 
 impl RunResult {
-    /// The CI bar: no double signing, never two validators, no harness error.
+    /// The CI bar: no double signing, never two validators, no harness error, a validator
+    /// again after every fault (not stuck), and the lock moved where it must.
     pub fn passed(&self) -> bool {
-        self.double_signed.is_empty() && self.two_validators_seen == 0 && self.error.is_none()
+        let must_move = Scenario::parse(&self.scenario).is_some_and(Scenario::must_move);
+        self.double_signed.is_empty()
+            && self.two_validators_seen == 0
+            && self.error.is_none()
+            && self.recovered
+            && (self.moved || !must_move)
     }
 }
 

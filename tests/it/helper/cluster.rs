@@ -197,7 +197,7 @@ impl Cluster {
 
     /// Waits until exactly one node is Validating and returns its index.
     pub fn wait_for_leader(&self, limit: Duration) -> usize {
-        wait::until(limit, "exactly one node in Validating", || {
+        self.until(limit, "exactly one node in Validating", || {
             let states: Vec<_> = self
                 .nodes
                 .iter()
@@ -220,7 +220,7 @@ impl Cluster {
     /// `after_ms`); returns the first such line's time.
     pub fn wait_for_signing(&self, i: usize, after_ms: u64, limit: Duration) -> u64 {
         let id = self.nodes[i].id.clone();
-        let found = kuutamod_bench::wait::until(limit, &format!("{id} to sign a height"), || {
+        self.until(limit, &format!("{id} to sign a height"), || {
             let entries = self.entries();
             entries
                 .iter()
@@ -228,14 +228,24 @@ impl Cluster {
                 .map(|e| e.time_ms)
                 .min()
                 .ok_or_else(|| self.describe())
-        });
-        found.unwrap_or_else(|e| panic!("{e:#}\n{}", self.logs()))
+        })
+    }
+
+    /// Polls like [`wait::until`]; a timeout fails the test with the tail of every node's log.
+    pub fn until<T, E: std::fmt::Debug>(
+        &self,
+        limit: Duration,
+        what: &str,
+        probe: impl FnMut() -> Result<T, E>,
+    ) -> T {
+        kuutamod_bench::wait::until(limit, what, probe)
+            .unwrap_or_else(|e| panic!("{e:#}\n{}", self.logs()))
     }
 
     /// Waits until node `i` is in state `want`.
     pub fn wait_state(&self, i: usize, want: &str, limit: Duration) {
         let id = &self.nodes[i].id;
-        wait::until(limit, &format!("{id} to be {want}"), || {
+        self.until(limit, &format!("{id} to be {want}"), || {
             match self.nodes[i].state() {
                 Ok(s) if s == want => Ok(()),
                 other => Err(other),
