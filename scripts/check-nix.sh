@@ -7,7 +7,9 @@
 #   3. flake.nix is an attribute set with description, inputs and an `outputs` function taking
 #      exactly those inputs (plus self);
 #   4. the pure helpers of nix/lib.nix give the expected results (durations, ports, the
-#      package's source filter, applied to this repository's files).
+#      package's source filter, applied to this repository's files and to a made-up workspace).
+# What the package source really holds is scripts/check-nix-source's job; the VM tests'
+# testScripts are scripts/check-vm-test-scripts'.
 # The module and the flake's outputs need nixpkgs' lib: scripts/eval-module.sh does that.
 # Exits non-zero on the first failure.
 set -euo pipefail
@@ -80,7 +82,7 @@ nixeval '
       else throw "nix/lib.nix: ${name}: expected ${builtins.toJSON expected}, got ${builtins.toJSON actual}";
     matches = s: builtins.match l.durationRegex s != null;
     root = toString ./.;
-    keep = p: t: l.cargoSourceFilter ./. l.cargoSources "${root}/${p}" t;
+    keep = p: t: l.cargoSourceFilter ./. (l.cargoSources ./.) "${root}/${p}" t;
   in [
     (eq "durationToMs" (map l.durationToMs [ "30s" "500ms" "1m30s" "2m" "7" "1.5s" "1h" ])
       [ 30000 500 90000 120000 7000 1500 3600000 ])
@@ -93,13 +95,56 @@ nixeval '
     (eq "addressPort refuses an address without port"
       (builtins.tryEval (l.addressPort "localhost")).success false)
     (eq "source filter keeps the Cargo workspace"
-      (map (p: keep p "regular") [ "Cargo.toml" "Cargo.lock" "src/main.rs" "neard-sim/src/lib.rs" "tests/x.rs" ])
-      [ true true true true true ])
+      (map (p: keep p "regular") [ "Cargo.toml" "Cargo.lock" "src/main.rs" "neard-sim/src/lib.rs" "bench/src/lib.rs" "tests/x.rs" ])
+      [ true true true true true true ])
     (eq "source filter drops Nix and docs and CI files"
       (map (p: keep p "regular") [ "flake.nix" "flake.lock" "nix/lib.nix" "nixos-tests/failover.nix" "docs/nix.md" ".ci/run" "README.md" ])
       [ false false false false false false false ])
   ]
 ' | tr -d '[]' | tr ',' '\n' | sed 's/^"/  ok: /; s/"$//'
+echo
+
+# cargoSources on a made-up workspace: members by glob and by name, a root package with an
+# explicit target path, and path dependencies (transitive, from a member, from
+# [workspace.dependencies]) anywhere in the tree. New members must be kept without editing
+# nix/lib.nix.
+ws=$(mktemp -d)
+trap 'rm -rf "$ws"' EXIT
+mkdir -p "$ws"/crates/a "$ws"/crates/b "$ws"/crates/not-a-crate "$ws"/tools/gen "$ws"/vendor/x "$ws"/third/y "$ws"/deep/z
+cat >"$ws/Cargo.toml" <<'TOML'
+[workspace]
+members = [".", "crates/*", "./tools/gen"]
+[workspace.dependencies]
+y = { path = "third/y" }
+[package]
+name = "root"
+version = "0.1.0"
+[[bin]]
+name = "cli"
+path = "cli/main.rs"
+TOML
+printf '[package]\nname = "a"\nversion = "0.1.0"\n[dependencies]\nx = { path = "../../vendor/x" }\n' >"$ws/crates/a/Cargo.toml"
+printf '[package]\nname = "b"\nversion = "0.1.0"\n' >"$ws/crates/b/Cargo.toml"
+printf '[package]\nname = "gen"\nversion = "0.1.0"\n[target.%s.dev-dependencies]\nb = { path = "../../crates/b" }\n' "'cfg(unix)'" >"$ws/tools/gen/Cargo.toml"
+printf '[package]\nname = "x"\nversion = "0.1.0"\n[build-dependencies]\nz = { path = "../../deep/z" }\n' >"$ws/vendor/x/Cargo.toml"
+printf '[package]\nname = "y"\nversion = "0.1.0"\n' >"$ws/third/y/Cargo.toml"
+printf '[package]\nname = "z"\nversion = "0.1.0"\n' >"$ws/deep/z/Cargo.toml"
+nixeval "
+  let
+    l = import ./nix/lib.nix;
+    got = l.cargoSources $ws;
+    want = [ \".cargo\" \"Cargo.lock\" \"Cargo.toml\" \"benches\" \"build.rs\" \"cli\" \"crates\" \"deep\" \"examples\" \"src\" \"tests\" \"third\" \"tools\" \"vendor\" ];
+  in
+  if got == want then \"cargoSources follows members, globs, target paths and path dependencies\"
+  else throw \"nix/lib.nix: cargoSources: expected \${builtins.toJSON want}, got \${builtins.toJSON got}\"
+" | sed 's/^"/  ok: /; s/"$//'
+echo
+printf '[package]\nname = "b"\nversion = "0.1.0"\n[dependencies]\nw = { path = "../../../outside" }\n' >"$ws/crates/b/Cargo.toml"
+if nixeval "(import ./nix/lib.nix).cargoSources $ws" >/dev/null 2>&1; then
+  echo "check-nix: cargoSources accepted a path dependency outside the repository" >&2
+  exit 1
+fi
+echo "  ok: cargoSources refuses a path dependency outside the repository"
 echo
 
 echo "check-nix: all checks passed"
