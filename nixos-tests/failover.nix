@@ -156,5 +156,9 @@ pkgs.testers.runNixOSTest {
               assert validates(standby), f"{standby.name} stopped validating"
               assert not validates(leader), f"{leader.name} validates again"
               leader.fail(f"test -e {HOME}/validator_key.json")
+
+      with subtest("resource use, logged for sizing the VMs (docs/nix.md)"):
+          for m in [chain, leader, standby]:
+              m.log(m.succeed("free -m; ps -C neard,kuutamod -o rss=,args= || true"))
     '';
 }

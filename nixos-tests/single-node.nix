@@ -49,7 +49,9 @@ pkgs.testers.runNixOSTest {
           };
         })
       ];
-      virtualisation.memorySize = lib.mkForce 3072;
+      # One neard, kuutamod and a Consul server (Consul's share is the system's 512 MiB and
+      # another 512 MiB).
+      virtualisation.memorySize = lib.mkForce (common.neardVmMemory 1 + 512);
       services.consul = {
         enable = true;
         extraConfig = {

@@ -83,6 +83,7 @@ let
         }
       ];
     }).config;
+  chain = evalNode failover "chain" failover.nodes.chain;
   alpha = evalNode failover "alpha" failover.nodes.alpha;
   beta = evalNode failover "beta" failover.nodes.beta;
   single = checks.single-node.test;
@@ -254,6 +255,45 @@ in
       ]
     )
     "testScript"
+  )
+  (expectEq "VM sizes: 2 GiB per neard + 512 MiB; kuutamod hosts on 2 vCPUs (docs/nix.md)"
+    (map (c: { inherit (c.virtualisation) memorySize cores; }) [ chain alpha beta singleMachine ])
+    [
+      {
+        memorySize = 6656;
+        cores = 4;
+      }
+      {
+        memorySize = 2560;
+        cores = 2;
+      }
+      {
+        memorySize = 2560;
+        cores = 2;
+      }
+      {
+        memorySize = 3072;
+        cores = 2;
+      }
+    ]
+  )
+  (expectEq "failover test: the chain VM runs neard node0..node2 and opens their p2p ports"
+    {
+      services = builtins.filter (lib.hasPrefix "neard-") (builtins.attrNames chain.systemd.services);
+      ports = chain.networking.firewall.allowedTCPPorts;
+    }
+    {
+      services = [
+        "neard-node0"
+        "neard-node1"
+        "neard-node2"
+      ];
+      ports = [
+        24570
+        24571
+        24572
+      ];
+    }
   )
   (expectEq "single-node test: its kuutamod settings pass the module's assertions"
     {
