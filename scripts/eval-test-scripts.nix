@@ -2,46 +2,17 @@
 # it to its checkers, with the machine names the framework declares, for
 # scripts/check-vm-test-scripts. Result: { <test file> = { name; script; machines; }; }.
 #
-# The tests are evaluated against a stand-in for nixpkgs: `runNixOSTest` returns its argument,
-# package builders return fake store paths (a testScript only interpolates their outPath). A
-# function testScript gets `{ nodes }` whose networking.primaryIPAddress follows the framework's
-# numbering (alphabetical, 192.168.1.N). `lib` is nixpkgs' lib when given, otherwise an empty
+# The tests are evaluated against a stand-in for nixpkgs (./stub-pkgs.nix): `runNixOSTest`
+# returns its argument, package builders return fake store paths (a testScript only
+# interpolates their outPath). A function testScript gets `{ nodes }` whose
+# networking.primaryIPAddress follows the framework's numbering (alphabetical, 192.168.1.N). `lib` is nixpkgs' lib when given, otherwise an empty
 # set: rendering a testScript must not need it, and if it ever does, evaluation fails (it is
 # never silently replaced).
 {
   lib ? null,
 }:
 let
-  fakeLib = if lib == null then { } else lib;
-
-  fakeDrv =
-    name: attrs:
-    attrs
-    // {
-      type = "derivation";
-      inherit name;
-      outPath = "/nix/store/${builtins.substring 0 32 (builtins.hashString "sha256" name)}-${name}";
-    };
-
-  pkgs = {
-    lib = fakeLib;
-    callPackage =
-      fn: args:
-      let
-        f = if builtins.isFunction fn then fn else import fn;
-      in
-      f (builtins.intersectAttrs (builtins.functionArgs f) pkgs // args);
-    runCommand = name: env: script: fakeDrv name (env // { inherit script; });
-    writeShellApplication = attrs: fakeDrv attrs.name attrs;
-    testers.runNixOSTest = test: test;
-    neard = fakeDrv "neard-sandbox-2.13.4" { };
-  }
-  // builtins.listToAttrs (
-    map (name: {
-      inherit name;
-      value = fakeDrv name { };
-    }) [ "coreutils" "curl" "jq" ]
-  );
+  pkgs = import ./stub-pkgs.nix { lib = if lib == null then { } else lib; };
 
   testArgs = {
     inherit pkgs;
