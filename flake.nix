@@ -11,9 +11,10 @@
         "x86_64-linux"
         "aarch64-linux"
       ];
-      # The prebuilt neard (near-sandbox) exists for x86_64-linux only: the VM tests, the trial
-      # and the dev shell's neard are there only.
-      hasNeard = system: system == "x86_64-linux";
+      # The prebuilt neard (near-sandbox) is packaged where its tarball's hash is known
+      # (nix/neard-sources.nix: x86_64-linux): the VM tests, the trial and the dev shell's neard
+      # are there only.
+      hasNeard = system: builtins.hasAttr system (import ./nix/neard-sources.nix);
       forAllSystems = lib.genAttrs systems;
 
       pkgsFor = system: nixpkgs.legacyPackages.${system};

@@ -15,11 +15,14 @@ rustPlatform.buildRustPackage {
   pname = "kuutamod";
   inherit (cargoToml.package) version;
 
-  # Only what cargo reads: docs, Nix files and CI changes do not rebuild the package.
-  src = lib.cleanSourceWith {
+  # Only what cargo reads (the entries nix/lib.nix derives from the Cargo.toml files): docs,
+  # Nix files and CI changes do not rebuild the package. Plain `builtins.path` rather than
+  # nixpkgs' `lib.cleanSourceWith`, so that scripts/check-nix-source evaluates exactly this
+  # expression with Nix alone (CI has no nixpkgs) and checks that cargo can load the copy.
+  src = builtins.path {
     name = "kuutamod-source";
-    src = lib.cleanSource root;
-    filter = helpers.cargoSourceFilter root helpers.cargoSources;
+    path = root;
+    filter = helpers.cargoSourceFilter root (helpers.cargoSources root);
   };
 
   # Every dependency comes from crates.io, so the lock file is enough (no vendor hash).

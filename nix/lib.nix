@@ -73,15 +73,131 @@ rec {
     in
     pathStr == rootStr || builtins.elem top allowed;
 
-  # Top-level entries of the repository that the Cargo workspace needs.
-  cargoSources = [
-    "Cargo.toml"
-    "Cargo.lock"
-    "src"
-    "tests"
-    "benches"
-    "build.rs"
-    ".cargo"
-    "neard-sim"
-  ];
+  # Top-level entries of the repository that the Cargo workspace at `root` needs, read from
+  # its Cargo.toml files, so that a new workspace member or path dependency is kept without
+  # editing this file: Cargo.toml, Cargo.lock and .cargo; the root package's targets (cargo's
+  # default src, tests, benches, examples, build.rs, and any explicit target path); every
+  # workspace member; and every path dependency of those, followed transitively.
+  # scripts/check-nix-source checks the result against `cargo metadata` and a build's view.
+  cargoSources =
+    root:
+    let
+      isStr = builtins.isString;
+      # "a/./b/../c" -> "a/c"; "" is the root. A path above the root throws.
+      normalize =
+        p:
+        let
+          parts = builtins.filter (s: isStr s && s != "" && s != ".") (builtins.split "/" p);
+          step =
+            acc: s:
+            if s != ".." then
+              acc ++ [ s ]
+            else if acc == [ ] then
+              throw "kuutamod: Cargo path ${builtins.toJSON p} points outside the repository"
+            else
+              builtins.genList (builtins.elemAt acc) (builtins.length acc - 1);
+        in
+        builtins.concatStringsSep "/" (builtins.foldl' step [ ] parts);
+      join = dir: p: normalize (if dir == "" then p else "${dir}/${p}");
+      manifestOf = dir: builtins.fromTOML (builtins.readFile (root + "/${dir}/Cargo.toml"));
+      rootManifest = manifestOf "";
+
+      # Workspace members; a glob is supported as the last component only ("crates/*").
+      expandMember =
+        m:
+        let
+          dir = normalize m;
+          parts = builtins.filter isStr (builtins.split "/" dir);
+          last = builtins.elemAt parts (builtins.length parts - 1);
+          parent = builtins.concatStringsSep "/" (builtins.genList (builtins.elemAt parts) (builtins.length parts - 1));
+          hasGlob = s: builtins.match ".*[][*?].*" s != null;
+          entries = builtins.readDir (root + "/${parent}");
+        in
+        if !(hasGlob dir) then
+          [ dir ]
+        else if hasGlob parent || last != "*" then
+          throw "kuutamod: workspace member ${builtins.toJSON m} uses a glob nix/lib.nix does not expand (only a trailing /*)"
+        else
+          map (n: join parent n) (
+            builtins.filter (
+              n: entries.${n} == "directory" && builtins.pathExists (root + "/${parent}/${n}/Cargo.toml")
+            ) (builtins.attrNames entries)
+          );
+      members = builtins.concatMap expandMember (rootManifest.workspace.members or [ ]);
+
+      # Directories of the path dependencies declared in the manifest of `dir`.
+      depTables =
+        manifest:
+        [
+          (manifest.dependencies or { })
+          (manifest.dev-dependencies or { })
+          (manifest.build-dependencies or { })
+          (manifest.workspace.dependencies or { })
+        ]
+        ++ builtins.concatMap (t: [
+          (t.dependencies or { })
+          (t.dev-dependencies or { })
+          (t.build-dependencies or { })
+        ]) (builtins.attrValues (manifest.target or { }));
+      pathDeps =
+        dir:
+        builtins.concatMap (
+          table:
+          builtins.concatMap (
+            dep: if builtins.isAttrs dep && dep ? path then [ (join dir dep.path) ] else [ ]
+          ) (builtins.attrValues table)
+        ) (depTables (manifestOf dir));
+
+      packageDirs = map (x: x.key) (
+        builtins.genericClosure {
+          startSet = map (key: { inherit key; }) ([ "" ] ++ members);
+          operator = x: map (key: { inherit key; }) (pathDeps x.key);
+        }
+      );
+      topOf = dir: builtins.head (builtins.filter isStr (builtins.split "/" dir));
+
+      # The root package's own files: cargo's default target locations and explicit ones.
+      rootTargets =
+        let
+          explicit = builtins.concatMap (
+            kind:
+            let
+              t = rootManifest.${kind} or [ ];
+            in
+            builtins.concatMap (x: if x ? path then [ (topOf (normalize x.path)) ] else [ ]) (
+              if builtins.isList t then t else [ t ]
+            )
+          ) [ "lib" "bin" "test" "bench" "example" ];
+          build = rootManifest.package.build or null;
+        in
+        [
+          "src"
+          "tests"
+          "benches"
+          "examples"
+          "build.rs"
+        ]
+        ++ explicit
+        ++ (if isStr build then [ (topOf (normalize build)) ] else [ ]);
+    in
+    builtins.sort builtins.lessThan (
+      builtins.attrNames (
+        builtins.listToAttrs (
+          map
+            (name: {
+              inherit name;
+              value = null;
+            })
+            (
+              [
+                "Cargo.toml"
+                "Cargo.lock"
+                ".cargo"
+              ]
+              ++ (if rootManifest ? package then rootTargets else [ ])
+              ++ map topOf (builtins.filter (d: d != "") packageDirs)
+            )
+        )
+      )
+    );
 }

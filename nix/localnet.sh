@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Generates a 4-validator NEAR localnet for kuutamod's VM tests and the trial app (test keys!).
 #
-#   localnet.sh OUT [CHAIN_HOST] [P2P_BASE] [RPC_BASE]
+#   localnet.sh OUT [CHAIN_HOST] [P2P_BASE] [RPC_BASE] [BIND]
 #
 # `neard localnet --v 4 --n 2` writes node0..node5; keys come from fixed seeds, so they are the
 # same on every run. node0..node2 become the chain (homes OUT/node0..2, to run on CHAIN_HOST);
@@ -13,17 +13,18 @@
 #   yet (or no longer) running it; otherwise an epoch with too few of its blocks kicks it out.
 #   With 4 equal stakes, 3 validators online exceed the 2/3 doomslug needs: the chain advances
 #   while node3 is down (neard-interface.md section 8).
-# - chain node i: network.addr 0.0.0.0:P2P_BASE+i, rpc.addr 127.0.0.1:RPC_BASE+i, boot nodes =
+# - chain node i: network.addr BIND:P2P_BASE+i (BIND: 0.0.0.0 by default, for kuutamod hosts
+#   on other machines; the trial passes 127.0.0.1), rpc.addr 127.0.0.1:RPC_BASE+i, boot nodes =
 #   the other chain nodes on 127.0.0.1, consensus.min_num_peers 2 (each sees the other two).
 # - OUT/kuutamod-config.json: node3's config with boot nodes = the three chain nodes on
 #   CHAIN_HOST, rpc.addr 127.0.0.1:3030, min_num_peers 1. kuutamod sets network.addr itself.
 set -euo pipefail
 
 if [ $# -lt 1 ]; then
-  echo "usage: $0 OUT [CHAIN_HOST] [P2P_BASE] [RPC_BASE]" >&2
+  echo "usage: $0 OUT [CHAIN_HOST] [P2P_BASE] [RPC_BASE] [BIND]" >&2
   exit 2
 fi
-out=$1 host=${2:-127.0.0.1} p2p=${3:-24570} rpc=${4:-3030}
+out=$1 host=${2:-127.0.0.1} p2p=${3:-24570} rpc=${4:-3030} bind=${5:-0.0.0.0}
 
 gen=$(mktemp -d)
 trap 'rm -rf "$gen"' EXIT
@@ -48,7 +49,7 @@ for i in 0 1 2; do
   for j in 0 1 2; do
     [ "$j" = "$i" ] || boot+=("$(peer "$j" 127.0.0.1)")
   done
-  jq --arg addr "0.0.0.0:$((p2p + i))" --arg rpc "127.0.0.1:$((rpc + i))" \
+  jq --arg addr "$bind:$((p2p + i))" --arg rpc "127.0.0.1:$((rpc + i))" \
     --arg boot "$(IFS=,; echo "${boot[*]}")" \
     '.network.addr = $addr | .rpc.addr = $rpc | .network.boot_nodes = $boot
      | .network.skip_sync_wait = false | .consensus.min_num_peers = 2' \

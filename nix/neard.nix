@@ -1,4 +1,5 @@
-# NEAR's neard, from the prebuilt near-sandbox 2.13.4 release (x86_64-linux only).
+# NEAR's neard, from the prebuilt near-sandbox 2.13.4 release, for the systems listed in
+# ./neard-sources.nix (x86_64-linux).
 #
 # near-sandbox is neard built with the `sandbox` feature (extra RPC methods for tests); its CLI
 # is neard's (`--home X init`, `localnet`, `run`). It is meant for kuutamod's VM tests, the
@@ -10,17 +11,23 @@
   fetchurl,
   autoPatchelfHook,
 }:
+let
+  sources = import ./neard-sources.nix;
+  inherit (stdenv.hostPlatform) system;
+  source =
+    sources.${system}
+      or (throw "neard (near-sandbox): no tarball hash for ${system}; see nix/neard-sources.nix");
+in
 stdenv.mkDerivation (finalAttrs: {
   pname = "neard-sandbox";
   version = "2.13.4";
 
   src = fetchurl {
-    url = "https://s3-us-west-1.amazonaws.com/build.nearprotocol.com/nearcore/Linux-x86_64/${finalAttrs.version}/near-sandbox.tar.gz";
-    hash = "sha256-VpCkY1FyJjzwJmg/dZZcrAndkWkSWE8ScJl0/tYgFj8=";
+    url = "https://s3-us-west-1.amazonaws.com/build.nearprotocol.com/nearcore/${source.platform}/${finalAttrs.version}/near-sandbox.tar.gz";
+    inherit (source) hash;
   };
 
-  # The tarball holds Linux-x86_64/near-sandbox.
-  sourceRoot = "Linux-x86_64";
+  sourceRoot = source.platform;
 
   nativeBuildInputs = [ autoPatchelfHook ];
   # libstdc++ and libgcc_s (RocksDB is C++).
@@ -48,6 +55,6 @@ stdenv.mkDerivation (finalAttrs: {
     homepage = "https://github.com/near/nearcore";
     sourceProvenance = [ lib.sourceTypes.binaryNativeCode ];
     mainProgram = "neard";
-    platforms = [ "x86_64-linux" ];
+    platforms = builtins.attrNames sources;
   };
 })

@@ -68,7 +68,8 @@ consul_leader() { curl -sf "http://127.0.0.1:$consul_port/v1/status/leader" | gr
 wait_until 60 "Consul to elect itself" consul_leader
 
 say "generating a 4-validator localnet (test keys)"
-kuutamod-localnet "$dir/localnet" 127.0.0.1 "$chain_p2p" "$chain_rpc"
+# Everything the trial starts listens on 127.0.0.1 only (the chain's p2p ports too).
+kuutamod-localnet "$dir/localnet" 127.0.0.1 "$chain_p2p" "$chain_rpc" 127.0.0.1
 account=$(cat "$dir/localnet/validator-account")
 
 for i in 0 1 2; do

@@ -56,7 +56,6 @@ let
 
   environment = {
     KUUTAMO_NODE_ID = cfg.nodeId;
-    KUUTAMO_ACCOUNT_ID = cfg.accountId;
     KUUTAMO_CONSUL_URL = cfg.consulUrl;
     KUUTAMO_EXPORTER_ADDRESS = cfg.exporterAddress;
     KUUTAMO_NEARD_HOME = stateDir;
@@ -70,6 +69,9 @@ let
     KUUTAMO_FAILOVER_MODE = cfg.failoverMode;
     KUUTAMO_VOTER_SHARD_TRACKING = cfg.voterShardTracking;
     RUST_LOG = cfg.logLevel;
+  }
+  // lib.optionalAttrs (cfg.accountId != null) {
+    KUUTAMO_ACCOUNT_ID = cfg.accountId;
   }
   // lib.optionalAttrs (cfg.consulTokenFile != null) {
     # %d is systemd's credentials directory of this unit.
@@ -93,16 +95,19 @@ let
     ++ [ "voter_node_key.json:${toString cfg.voterNodeKeyFile}" ]
     ++ lib.optional (cfg.consulTokenFile != null) "consul_token:${cfg.consulTokenFile}";
 
-  # kuutamoctl with this node's account, Consul URL and token file preset (the caller may still
-  # override them).
-  kuutamoctl = pkgs.writeShellScriptBin "kuutamoctl" ''
-    export KUUTAMO_ACCOUNT_ID="''${KUUTAMO_ACCOUNT_ID:-${cfg.accountId}}"
-    export KUUTAMO_CONSUL_URL="''${KUUTAMO_CONSUL_URL:-${cfg.consulUrl}}"
-    ${lib.optionalString (cfg.consulTokenFile != null) ''
-      # The service reads the token through LoadCredential; an operator (root) reads the file.
-      export KUUTAMO_CONSUL_TOKEN_FILE="''${KUUTAMO_CONSUL_TOKEN_FILE:-${cfg.consulTokenFile}}"
-    ''}    exec ${lib.getExe' cfg.package "kuutamoctl"} "$@"
-  '';
+  # kuutamoctl with this node's account (when set), Consul URL and token file preset (the caller
+  # may still override them).
+  kuutamoctl = pkgs.writeShellScriptBin "kuutamoctl" (
+    lib.concatLines (
+      lib.optional (cfg.accountId != null) ''export KUUTAMO_ACCOUNT_ID="''${KUUTAMO_ACCOUNT_ID:-${cfg.accountId}}"''
+      ++ [ ''export KUUTAMO_CONSUL_URL="''${KUUTAMO_CONSUL_URL:-${cfg.consulUrl}}"'' ]
+      ++ lib.optionals (cfg.consulTokenFile != null) [
+        "# The service reads the token through LoadCredential; an operator (root) reads the file."
+        ''export KUUTAMO_CONSUL_TOKEN_FILE="''${KUUTAMO_CONSUL_TOKEN_FILE:-${cfg.consulTokenFile}}"''
+      ]
+      ++ [ ''exec ${lib.getExe' cfg.package "kuutamoctl"} "$@"'' ]
+    )
+  );
 
   keyOptions = {
     validatorKeyFile = "the validator key (validator_key.json of the staking pool account)";
@@ -149,10 +154,16 @@ in
     };
 
     accountId = mkOption {
-      type = types.str;
-      default = "";
+      type = types.nullOr types.str;
+      default = null;
       example = "kuutamo.poolv1.near";
-      description = "The validator (staking pool) account all kuutamod nodes of the set share.";
+      description = ''
+        The validator (staking pool) account all kuutamod nodes of the set share: the Consul lock
+        is `kuutamod-leader/<account>`. Optional: kuutamod reads the account from the validator
+        key file; when this is set too and differs, kuutamod refuses to start. (A kuutamod from
+        before that change does not read the key file and uses the account `default` when this
+        is unset.)
+      '';
     };
 
     consulUrl = mkOption {
@@ -318,7 +329,11 @@ in
         }
         {
           assertion = cfg.accountId != "";
-          message = "services.kuutamod.accountId must be set to the validator (staking pool) account, e.g. \"mypool.poolv1.near\".";
+          message = "services.kuutamod.accountId is the empty string: set it to the validator (staking pool) account, e.g. \"mypool.poolv1.near\", or leave it unset (null) to use the validator key's account.";
+        }
+        {
+          assertion = cfg.nodeId != "";
+          message = "services.kuutamod.nodeId is empty (it defaults to networking.hostName, which is empty here): set it to a name unique among this validator's kuutamod nodes.";
         }
       ]
       ++ lib.concatLists (

@@ -44,9 +44,15 @@ let
       echo "$count"
     '';
   };
+
+  # Memory (MiB) of a VM running `n` neards: 2 GiB each and 512 MiB for the system. A localnet
+  # neard uses far less than its RocksDB caches allow (512 MiB State, 128 MiB FlatState, 32 MiB
+  # per other column, filled only as the tiny database is read), so this is headroom against an
+  # out-of-memory kill mid-test, not an estimate; qemu only takes what the guest touches.
+  neardVmMemory = n: 2048 * n + 512;
 in
 {
-  inherit chainHead blocksBy;
+  inherit chainHead blocksBy neardVmMemory;
 
   # A single Consul server whose HTTP API the kuutamod VMs use. Consul is unfree: the test's
   # pkgs allow exactly that package (see flake.nix), the kuutamod module never does.
@@ -108,7 +114,9 @@ in
         };
     in
     {
-      virtualisation.memorySize = 4096;
+      # Sizing (docs/nix.md, "VM sizing"): 2 GiB per neard plus the system, one vCPU per neard
+      # plus one.
+      virtualisation.memorySize = neardVmMemory 3;
       virtualisation.cores = 4;
       virtualisation.diskSize = 4096;
       networking.firewall.allowedTCPPorts = localnet.p2pPorts;
@@ -129,7 +137,11 @@ in
     }:
     { lib, ... }:
     {
-      virtualisation.memorySize = 2048;
+      # One neard (2 GiB, see neardVmMemory) and kuutamod. Two vCPUs: on one, a busy neard
+      # (syncing, applying chunks, a hot swap) competes with kuutamod's session renewals and
+      # timers, which decide when it steps down.
+      virtualisation.memorySize = neardVmMemory 1;
+      virtualisation.cores = 2;
       virtualisation.diskSize = 2048;
       environment.systemPackages = [
         pkgs.curl

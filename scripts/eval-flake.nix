@@ -83,6 +83,7 @@ let
         }
       ];
     }).config;
+  chain = evalNode failover "chain" failover.nodes.chain;
   alpha = evalNode failover "alpha" failover.nodes.alpha;
   beta = evalNode failover "beta" failover.nodes.beta;
   single = checks.single-node.test;
@@ -154,20 +155,14 @@ in
       default = pkg.name;
     }
   )
-  (expect "the package source keeps only the Cargo workspace"
+  # What the source holds is scripts/check-nix-source's job (it copies it and runs cargo on
+  # it); here only that the flake's package uses it and the integration tests share it.
+  (expect "the package and the integration tests build from the filtered kuutamod-source"
     (
-      let
-        f = pkg.src.filter;
-        root = toString ../.;
-      in
-      f "${root}/Cargo.toml" "regular"
-      && f "${root}/src" "directory"
-      && f "${root}/neard-sim" "directory"
-      && !(f "${root}/flake.nix" "regular")
-      && !(f "${root}/nixos-tests" "directory")
-      && !(f "${root}/docs" "directory")
+      lib.hasSuffix "-kuutamod-source" pkg.src
+      && checks.integration-tests.src == pkg.src
     )
-    "filter"
+    pkg.src
   )
   (expectEq "neard: near-sandbox 2.13.4 with the pinned hash and patched for NixOS"
     {
@@ -260,6 +255,45 @@ in
       ]
     )
     "testScript"
+  )
+  (expectEq "VM sizes: 2 GiB per neard + 512 MiB; kuutamod hosts on 2 vCPUs (docs/nix.md)"
+    (map (c: { inherit (c.virtualisation) memorySize cores; }) [ chain alpha beta singleMachine ])
+    [
+      {
+        memorySize = 6656;
+        cores = 4;
+      }
+      {
+        memorySize = 2560;
+        cores = 2;
+      }
+      {
+        memorySize = 2560;
+        cores = 2;
+      }
+      {
+        memorySize = 3072;
+        cores = 2;
+      }
+    ]
+  )
+  (expectEq "failover test: the chain VM runs neard node0..node2 and opens their p2p ports"
+    {
+      services = builtins.filter (lib.hasPrefix "neard-") (builtins.attrNames chain.systemd.services);
+      ports = chain.networking.firewall.allowedTCPPorts;
+    }
+    {
+      services = [
+        "neard-node0"
+        "neard-node1"
+        "neard-node2"
+      ];
+      ports = [
+        24570
+        24571
+        24572
+      ];
+    }
   )
   (expectEq "single-node test: its kuutamod settings pass the module's assertions"
     {

@@ -235,6 +235,8 @@ let
 
   disabled = eval { services.kuutamod.neardPackage = neard; };
 
+  noAccount = eval (lib.recursiveUpdate sample { services.kuutamod.accountId = null; });
+
   badDuration = builtins.tryEval (
     builtins.deepSeq
       (eval (lib.recursiveUpdate sample { services.kuutamod.sessionTtl = "30 seconds"; }))
@@ -360,13 +362,12 @@ in
       [ ]
     ]
   )
-  (expectEq "enable alone (hot swap): assertions name every missing setting" (builtins.length minimalFailed) 6)
+  (expectEq "enable alone (hot swap): assertions name every missing setting" (builtins.length minimalFailed) 5)
   (expect "enable alone: messages say what to set"
     (lib.all (s: lib.any (m: hasInfix s m) minimalFailed) [
       "neardPackage must be set"
       "exactly one of neardConfigFile or neardSettings"
       "genesisFile must be set"
-      "accountId must be set"
       "validatorKeyFile must be set"
       "voterNodeKeyFile must be set"
     ])
@@ -374,8 +375,30 @@ in
   )
   (expect "restart mode also needs the validator node key"
     (lib.any (hasInfix "validatorNodeKeyFile must be set") minimalRestartFailed
-      && builtins.length minimalRestartFailed == 7)
+      && builtins.length minimalRestartFailed == 6)
     minimalRestartFailed
+  )
+  (expect "accountId is optional: unset means no KUUTAMO_ACCOUNT_ID in the unit or in kuutamoctl"
+    (
+      failedAssertions noAccount == [ ]
+      && !(noAccount.systemd.services.kuutamod.environment ? KUUTAMO_ACCOUNT_ID)
+      && !(hasInfix "KUUTAMO_ACCOUNT_ID" (builtins.head noAccount.environment.systemPackages).text)
+    )
+    noAccount.systemd.services.kuutamod.environment
+  )
+  (expectEq "an empty accountId or nodeId is refused"
+    (map (c: map (lib.removePrefix "services.kuutamod.") (failedAssertions c)) [
+      (eval (lib.recursiveUpdate sample { services.kuutamod.accountId = ""; }))
+      (eval (lib.recursiveUpdate sample { networking.hostName = ""; }))
+    ])
+    [
+      [
+        "accountId is the empty string: set it to the validator (staking pool) account, e.g. \"mypool.poolv1.near\", or leave it unset (null) to use the validator key's account."
+      ]
+      [
+        "nodeId is empty (it defaults to networking.hostName, which is empty here): set it to a name unique among this validator's kuutamod nodes."
+      ]
+    ]
   )
   (expect "a key file in the Nix store is refused"
     (lib.any (hasInfix "validatorKeyFile must be an absolute path outside the Nix store") (

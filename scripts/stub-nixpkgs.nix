@@ -39,7 +39,8 @@ let
     rustPlatform.buildRustPackage = attrs: fakeDrv "${attrs.pname}-${attrs.version}" attrs;
     fetchurl = attrs: fakeDrv "source" attrs;
     autoPatchelfHook = fakeDrv "auto-patchelf-hook" { };
-    runCommand = name: env: script: fakeDrv name (env // { inherit script; });
+    # Like stdenv.mkDerivation, passthru attributes are attributes of the result.
+    runCommand = name: env: script: fakeDrv name (env // (env.passthru or { }) // { inherit script; });
     writeShellApplication =
       attrs: fakeDrv attrs.name (attrs // { meta = (attrs.meta or { }) // { mainProgram = attrs.name; }; });
     writeShellScript = name: text: fakeDrv name { inherit text; };

@@ -1,0 +1,15 @@
+# The prebuilt near-sandbox 2.13.4 tarballs the flake packages as neard, by Nix system. A
+# system is listed only with a hash taken from a published source: a fixed-output fetch is
+# exactly as trustworthy as its hash. NEAR publishes Linux-aarch64 tarballs under the same
+# layout, but no hash of them is published anywhere we found (no checksum file from NEAR; the
+# near-sandbox npm package and the Rust near-sandbox installer download without one), so
+# aarch64-linux has no neard, no VM tests and no trial yet; docs/nix.md says how to add it.
+# The flake enables neard, the VM tests, the trial and the dev shell's neard for exactly the
+# systems listed here.
+{
+  x86_64-linux = {
+    # The tarball holds <platform>/near-sandbox.
+    platform = "Linux-x86_64";
+    hash = "sha256-VpCkY1FyJjzwJmg/dZZcrAndkWkSWE8ScJl0/tYgFj8=";
+  };
+}
