@@ -17,14 +17,21 @@
 //! - [`guard`]: the process outside kuutamod that kills a validating neard if kuutamod is paused.
 //! - [`metrics`] and [`exporter`]: the Prometheus metrics and the HTTP endpoint serving them.
 //! - [`duration`]: parsing of durations such as `30s` and `500ms`.
+//! - [`clock`], [`timing`], [`lease`], [`fence`], [`backoff`]: the pure pieces of the fencing
+//!   protocol (not yet wired into the supervisor).
 
+pub mod backoff;
+pub mod clock;
 pub mod consul;
 pub mod duration;
 pub mod exporter;
+pub mod fence;
 pub mod guard;
 pub mod keys;
+pub mod lease;
 pub mod machine;
 pub mod metrics;
 pub mod neard;
 pub mod settings;
 pub mod supervisor;
+pub mod timing;
