@@ -1,38 +1,49 @@
 //! A small Consul HTTP client: exactly the calls kuutamod's lock needs.
 //!
-//! Sessions are created without health checks (`NodeChecks: []`, `Checks: []`): with the default
-//! `serfHealth` check a gossip hiccup could invalidate the leader's session long before its TTL,
-//! and the safety argument (docs/failover.md) rests on the TTL alone. Every request has a
-//! timeout; blocking queries get theirs from their `wait`.
+//! Sessions are created without health checks (`NodeChecks: []`, `Checks: []`), with
+//! `Behavior: release` (when Consul ends a session the key keeps its value, the last
+//! heartbeat, and only loses its holder) and `LockDelay: 0s` (kuutamod's own fence, in
+//! [`crate::lease`], decides when a new leader may act, whatever way the old session ended).
+//! Acquisitions and heartbeats are transactions that check the key's index before they lock
+//! it. Every request has a timeout; blocking queries get theirs from their `wait`.
 
 use std::time::Duration;
 
 use base64::Engine;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
-/// Timeout of every non-blocking Consul request. Short, because the renewer must notice a dead
-/// Consul long before the lease runs out; long enough for a Raft write under load.
+use crate::lease::KeyState;
+
+/// Timeout of every non-blocking Consul request. Short, because the lease must notice a dead
+/// Consul long before it runs out; long enough for a Raft write under load.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Extra time a blocking query may take beyond its `wait` (Consul adds up to wait/16 jitter).
 const BLOCKING_SLACK: Duration = Duration::from_secs(5);
 
-/// Consul errors that callers branch on.
+/// Consul errors that callers branch on. Each names the endpoint and the cause.
 #[derive(Debug, thiserror::Error)]
 pub enum ConsulError {
-    /// The session does not exist (any more): renew answered 404, or acquire was refused because
-    /// the session is invalid.
+    /// The session does not exist (any more).
     #[error("Consul session {0} no longer exists")]
     SessionGone(String),
+    /// A transaction's check failed, or its lock was refused: the key is not as expected.
+    #[error("Consul at {url} refused the transaction: {what}")]
+    Rejected {
+        /// The endpoint.
+        url: String,
+        /// Consul's reason.
+        what: String,
+    },
     /// Consul could not be reached or did not answer in time.
-    #[error("Consul at {url} is unreachable: {source}")]
+    #[error("Consul at {url} is unreachable: {}", describe_transport(source))]
     Unreachable {
         /// The endpoint.
         url: String,
         /// The transport error.
         source: reqwest::Error,
     },
-    /// Consul answered with an error status or an unexpected body.
+    /// Consul answered with an error status.
     #[error("Consul at {url} answered {status}: {body}")]
     Status {
         /// The endpoint.
@@ -52,15 +63,34 @@ pub enum ConsulError {
     },
 }
 
-/// The value kuutamod stores in the leader key.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LeaderValue {
-    /// Host name of the leader.
-    #[serde(rename = "Hostname")]
-    pub hostname: String,
-    /// kuutamod node id of the leader.
-    #[serde(rename = "NodeId")]
-    pub node_id: String,
+/// Names the cause of a transport error: refused, timed out, TLS, DNS, reset, with the chain
+/// of underlying errors (reqwest's own message alone says only "error sending request").
+pub fn describe_transport(e: &reqwest::Error) -> String {
+    let kind = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "cannot connect"
+    } else if e.is_body() || e.is_decode() {
+        "the answer was cut off"
+    } else if e.is_request() {
+        "the request failed"
+    } else {
+        "transport error"
+    };
+    let mut causes = Vec::new();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !causes.contains(&text) {
+            causes.push(text);
+        }
+        source = s.source();
+    }
+    if causes.is_empty() {
+        kind.to_string()
+    } else {
+        format!("{kind} ({})", causes.join(": "))
+    }
 }
 
 /// A KV entry as Consul returns it.
@@ -78,15 +108,27 @@ pub struct KvEntry {
     /// How often the lock was acquired.
     #[serde(rename = "LockIndex", default)]
     pub lock_index: u64,
+    /// The index of the last write.
+    #[serde(rename = "ModifyIndex", default)]
+    pub modify_index: u64,
 }
 
 impl KvEntry {
-    /// The decoded value, when it is a kuutamod leader value.
-    pub fn leader(&self) -> Option<LeaderValue> {
-        let raw = base64::engine::general_purpose::STANDARD
-            .decode(self.value.as_deref()?)
-            .ok()?;
-        serde_json::from_slice(&raw).ok()
+    /// The decoded value (empty when absent or not base64).
+    pub fn bytes(&self) -> Vec<u8> {
+        self.value
+            .as_deref()
+            .and_then(|v| base64::engine::general_purpose::STANDARD.decode(v).ok())
+            .unwrap_or_default()
+    }
+
+    /// The entry as the lock logic sees it.
+    pub fn state(&self) -> KeyState {
+        KeyState {
+            index: self.modify_index,
+            session: self.session.clone().filter(|s| !s.is_empty()),
+            value: self.bytes(),
+        }
     }
 }
 
@@ -102,6 +144,9 @@ pub struct SessionInfo {
     /// TTL as Consul writes it (`30s`).
     #[serde(rename = "TTL", default)]
     pub ttl: String,
+    /// The Consul node (agent) the session belongs to.
+    #[serde(rename = "Node", default)]
+    pub node: String,
 }
 
 /// The client.
@@ -112,15 +157,17 @@ pub struct Consul {
     token: Option<String>,
 }
 
+type Answer = (reqwest::StatusCode, reqwest::header::HeaderMap, Vec<u8>);
+
 impl Consul {
     /// A client for the agent at `base` (e.g. `http://localhost:8500`), sending `token` as
     /// `X-Consul-Token` when given.
-    pub fn new(base: &str, token: Option<String>) -> Result<Self, String> {
+    pub fn new(base: &str, token: Option<String>) -> anyhow::Result<Self> {
         let http = reqwest::Client::builder()
             .connect_timeout(REQUEST_TIMEOUT)
             .pool_idle_timeout(Duration::from_secs(60))
             .build()
-            .map_err(|e| format!("cannot build HTTP client: {e}"))?;
+            .map_err(|e| anyhow::anyhow!("cannot build an HTTP client: {e}"))?;
         Ok(Consul {
             http,
             base: base.trim_end_matches('/').to_string(),
@@ -138,7 +185,7 @@ impl Consul {
         path: &str,
         body: Option<Vec<u8>>,
         timeout: Duration,
-    ) -> Result<(reqwest::StatusCode, reqwest::header::HeaderMap, Vec<u8>), ConsulError> {
+    ) -> Result<Answer, ConsulError> {
         let url = self.url(path);
         let mut req = self.http.request(method, &url).timeout(timeout);
         if let Some(token) = &self.token {
@@ -179,14 +226,14 @@ impl Consul {
         })
     }
 
-    /// Creates a session named `name` with `ttl`, `Behavior: delete`, `LockDelay: 0` and no
+    /// Creates a session named `name` with `ttl`, `Behavior: release`, `LockDelay: 0s` and no
     /// health checks. Returns its id.
     pub async fn create_session(&self, name: &str, ttl: Duration) -> Result<String, ConsulError> {
         let path = "/v1/session/create";
         let body = serde_json::json!({
             "Name": name,
             "TTL": crate::duration::consul(ttl),
-            "Behavior": "delete",
+            "Behavior": "release",
             "LockDelay": "0s",
             "NodeChecks": [],
             "Checks": [],
@@ -211,9 +258,8 @@ impl Consul {
         Ok(created.id)
     }
 
-    /// Renews a session. Returns the TTL Consul now applies (it may be higher than requested
-    /// under load), or [`ConsulError::SessionGone`].
-    pub async fn renew(&self, id: &str) -> Result<Option<Duration>, ConsulError> {
+    /// Renews a session, or [`ConsulError::SessionGone`].
+    pub async fn renew(&self, id: &str) -> Result<(), ConsulError> {
         let path = format!("/v1/session/renew/{id}");
         let (status, _, body) = self
             .send(reqwest::Method::PUT, &path, None, REQUEST_TIMEOUT)
@@ -225,13 +271,13 @@ impl Consul {
             return Err(self.status_error(&path, status, &body));
         }
         let sessions: Vec<SessionInfo> = self.parse(&path, &body)?;
-        match sessions.first() {
-            None => Err(ConsulError::SessionGone(id.to_string())),
-            Some(s) => Ok(crate::duration::parse(&s.ttl).ok()),
+        if sessions.is_empty() {
+            return Err(ConsulError::SessionGone(id.to_string()));
         }
+        Ok(())
     }
 
-    /// Destroys a session; its locks are released (with `Behavior: delete`, its keys deleted).
+    /// Destroys a session; its locks are released, their values kept.
     pub async fn destroy_session(&self, id: &str) -> Result<(), ConsulError> {
         let path = format!("/v1/session/destroy/{id}");
         let (status, _, body) = self
@@ -259,42 +305,122 @@ impl Consul {
         Ok(sessions.and_then(|s| s.into_iter().next()))
     }
 
-    /// Tries to acquire `key` for session `id` with `value`. `Ok(true)` if this session holds the
-    /// lock now; `Ok(false)` if another session holds it. An invalid session gives
-    /// [`ConsulError::SessionGone`].
-    pub async fn acquire(
+    /// One transaction: check that `key` has index `expected` (`None`: that it does not
+    /// exist), then lock it for `session` with `value`. Returns the key's new index;
+    /// [`ConsulError::Rejected`] when the check or the lock failed, and
+    /// [`ConsulError::SessionGone`] for an invalid session.
+    pub async fn check_and_lock(
         &self,
         key: &str,
-        id: &str,
-        value: &LeaderValue,
-    ) -> Result<bool, ConsulError> {
-        let path = format!("/v1/kv/{key}?acquire={id}");
-        let body = serde_json::to_vec(value).map_err(|e| ConsulError::Garbage {
-            url: self.url(&path),
+        expected: Option<u64>,
+        session: &str,
+        value: &[u8],
+    ) -> Result<u64, ConsulError> {
+        let path = "/v1/txn";
+        let check = match expected {
+            Some(index) => {
+                serde_json::json!({"KV": {"Verb": "check-index", "Key": key, "Index": index}})
+            }
+            None => serde_json::json!({"KV": {"Verb": "check-not-exists", "Key": key}}),
+        };
+        let lock = serde_json::json!({"KV": {
+            "Verb": "lock",
+            "Key": key,
+            "Session": session,
+            "Value": base64::engine::general_purpose::STANDARD.encode(value),
+        }});
+        let body = serde_json::to_vec(&[check, lock]).map_err(|e| ConsulError::Garbage {
+            url: self.url(path),
             reason: e.to_string(),
         })?;
         let (status, _, body) = self
-            .send(reqwest::Method::PUT, &path, Some(body), REQUEST_TIMEOUT)
+            .send(reqwest::Method::PUT, path, Some(body), REQUEST_TIMEOUT)
             .await?;
-        if status == reqwest::StatusCode::INTERNAL_SERVER_ERROR
-            && String::from_utf8_lossy(&body).contains("invalid session")
-        {
-            return Err(ConsulError::SessionGone(id.to_string()));
+        #[derive(Deserialize)]
+        struct TxnResult {
+            #[serde(rename = "KV")]
+            kv: Option<KvEntry>,
         }
+        #[derive(Deserialize)]
+        struct TxnError {
+            #[serde(rename = "What", default)]
+            what: String,
+        }
+        #[derive(Deserialize)]
+        struct TxnAnswer {
+            #[serde(rename = "Results", default)]
+            results: Option<Vec<TxnResult>>,
+            #[serde(rename = "Errors", default)]
+            errors: Option<Vec<TxnError>>,
+        }
+        if status == reqwest::StatusCode::CONFLICT {
+            let answer: TxnAnswer = self.parse(path, &body)?;
+            let what = answer
+                .errors
+                .unwrap_or_default()
+                .into_iter()
+                .map(|e| e.what)
+                .collect::<Vec<_>>()
+                .join("; ");
+            if what.contains("invalid session") {
+                return Err(ConsulError::SessionGone(session.to_string()));
+            }
+            return Err(ConsulError::Rejected {
+                url: self.url(path),
+                what,
+            });
+        }
+        if !status.is_success() {
+            return Err(self.status_error(path, status, &body));
+        }
+        let answer: TxnAnswer = self.parse(path, &body)?;
+        answer
+            .results
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|r| r.kv)
+            .map(|kv| kv.modify_index)
+            .max()
+            .ok_or_else(|| ConsulError::Garbage {
+                url: self.url(path),
+                reason: "a successful transaction without results".into(),
+            })
+    }
+
+    /// Releases `key` held by `session`, writing `value`. `Ok(false)`: `session` did not hold
+    /// it (nothing was written).
+    pub async fn release(
+        &self,
+        key: &str,
+        session: &str,
+        value: &[u8],
+    ) -> Result<bool, ConsulError> {
+        let path = format!("/v1/kv/{key}?release={session}");
+        let (status, _, body) = self
+            .send(
+                reqwest::Method::PUT,
+                &path,
+                Some(value.to_vec()),
+                REQUEST_TIMEOUT,
+            )
+            .await?;
         if !status.is_success() {
             return Err(self.status_error(&path, status, &body));
         }
         self.parse(&path, &body)
     }
 
-    /// Reads `key`. With `index` (and `wait`), a blocking query that returns when the key changes
-    /// past `index` or `wait` passes. Returns the entry (None if absent) and Consul's index.
+    /// Reads `key`. With `blocking` (index and wait), a blocking query that returns when the
+    /// key changes past the index or the wait passes; with `consistent`, a read that Consul
+    /// answers only after confirming its leadership. Returns the entry (None if absent) and
+    /// Consul's index.
     pub async fn get_key(
         &self,
         key: &str,
         blocking: Option<(u64, Duration)>,
+        consistent: bool,
     ) -> Result<(Option<KvEntry>, u64), ConsulError> {
-        let (path, timeout) = match blocking {
+        let (mut path, timeout) = match blocking {
             Some((index, wait)) => (
                 format!(
                     "/v1/kv/{key}?index={index}&wait={}",
@@ -302,8 +428,11 @@ impl Consul {
                 ),
                 wait + wait / 16 + BLOCKING_SLACK,
             ),
-            None => (format!("/v1/kv/{key}"), REQUEST_TIMEOUT),
+            None => (format!("/v1/kv/{key}?"), REQUEST_TIMEOUT),
         };
+        if consistent {
+            path.push_str("&consistent");
+        }
         let (status, headers, body) = self
             .send(reqwest::Method::GET, &path, None, timeout)
             .await?;
@@ -320,5 +449,65 @@ impl Consul {
         }
         let entries: Vec<KvEntry> = self.parse(&path, &body)?;
         Ok((entries.into_iter().next(), index))
+    }
+
+    /// Writes `value` to `key` without any lock (for records that are not the lock, such as a
+    /// node's status).
+    pub async fn put(&self, key: &str, value: &[u8]) -> Result<(), ConsulError> {
+        let path = format!("/v1/kv/{key}");
+        let (status, _, body) = self
+            .send(
+                reqwest::Method::PUT,
+                &path,
+                Some(value.to_vec()),
+                REQUEST_TIMEOUT,
+            )
+            .await?;
+        if !status.is_success() {
+            return Err(self.status_error(&path, status, &body));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn unreachable_consul_names_the_endpoint_and_the_cause() {
+        // A port nobody listens on (bound, then dropped).
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("a free port");
+        let c = Consul::new(&format!("http://127.0.0.1:{port}"), None).expect("client");
+        let err = c
+            .renew("abc")
+            .await
+            .expect_err("nobody listens")
+            .to_string();
+        assert!(
+            err.contains(&format!("127.0.0.1:{port}/v1/session/renew/abc")),
+            "{err}"
+        );
+        assert!(err.contains("cannot connect"), "{err}");
+        assert!(err.to_lowercase().contains("refused"), "{err}");
+    }
+
+    #[test]
+    fn entries_decode_their_value() {
+        let e: KvEntry = serde_json::from_str(
+            r#"{"Key":"k","Value":"aGk=","Session":"s","LockIndex":1,"ModifyIndex":7}"#,
+        )
+        .expect("parses");
+        assert_eq!(
+            e.state(),
+            KeyState {
+                index: 7,
+                session: Some("s".into()),
+                value: b"hi".to_vec()
+            }
+        );
     }
 }

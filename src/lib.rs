@@ -8,17 +8,20 @@
 //! # Layout
 //!
 //! - [`settings`]: configuration from `KUUTAMO_*` variables and flags, checked at start.
+//! - [`timing`]: every timing of the protocol, derived once from the TTL and the stop grace.
 //! - [`keys`]: NEAR key files (read, validate, install atomically with mode 0600).
-//! - [`neard`]: everything about the supervised `neard`: its `config.json`, its `/status`, the
-//!   child process itself.
-//! - [`consul`]: the small Consul HTTP client (sessions, lock, blocking queries).
-//! - [`machine`]: the state machine as a pure function, `(state, event) -> (state, actions)`.
-//! - [`supervisor`]: the I/O loop that feeds events to the machine and carries out its actions.
+//! - [`neard`]: everything about the supervised `neard`: its home and `config.json`, its
+//!   `/status` and `/metrics`, the child process itself.
+//! - [`consul`]: the small Consul HTTP client (sessions, check-and-lock transactions, blocking
+//!   queries).
+//! - Pure decisions, no I/O, time passed in: [`machine`] (every decision, as one state
+//!   machine), [`lease`] (the lock record, the leader's lease and a standby's wait),
+//!   [`fence`] (the height fence against neard's signing horizon), [`backoff`], and
+//!   [`clock`] (the `CLOCK_BOOTTIME` instant they use).
+//! - [`supervisor`]: the I/O loop that feeds events to the machine and carries out its commands.
 //! - [`guard`]: the process outside kuutamod that kills a validating neard if kuutamod is paused.
 //! - [`metrics`] and [`exporter`]: the Prometheus metrics and the HTTP endpoint serving them.
 //! - [`duration`]: parsing of durations such as `30s` and `500ms`.
-//! - [`clock`], [`timing`], [`lease`], [`fence`], [`backoff`]: the pure pieces of the fencing
-//!   protocol (not yet wired into the supervisor).
 
 pub mod backoff;
 pub mod clock;

@@ -1,31 +1,45 @@
-//! kuutamod's decisions, as a pure state machine: [`Machine::step`] takes an event (and the
-//! current monotonic time) and returns the new state and the actions to carry out, in order.
-//! It does no I/O, so unit tests drive it without processes, sockets or sleeps; the
-//! [`supervisor`](crate::supervisor) feeds it events and carries out its actions.
+//! Every decision kuutamod makes, as one pure state machine.
 //!
-//! Order within one step's actions is part of the safety argument: whenever the node gives up
-//! the validator role, the action that stops neard from validating ([`Action::Demote`] or
-//! [`Action::StopNeard`]) comes before [`Action::DestroySession`], which lets another node take
-//! the lock at once.
+//! [`Machine::handle`] takes an [`Event`] (a poll result, a Consul answer, a signal, the time
+//! passing) with the current time and returns the [`Command`]s to carry out. It does no I/O: the
+//! [`supervisor`](crate::supervisor) runs the commands and turns their outcomes into events, and
+//! unit tests (and a simulator) drive it with virtual time. It is *level-triggered*: an event
+//! only updates what the machine knows; [`Machine::reconcile`] then derives from that everything
+//! that must happen now, so a lost or repeated event cannot leave a step undone.
+//!
+//! The order of reconciliation is the order of priorities: first the fence (a node whose neard
+//! may hold the key and can no longer be sure it is the leader stops it), then the progress of
+//! a promotion, demotion or release, then the session and the lease, and last a standby's
+//! moves. The lock is released only after neard is fenced, and the key goes live only after
+//! the guard has acknowledged its deadline and the [`fence`](crate::fence) has opened; see
+//! `docs/failover.md` for the argument.
 
 use std::time::Duration;
 
-use tokio::time::Instant;
-
+use crate::backoff::{Backoff, BackoffConfig};
+use crate::clock::Instant;
+use crate::fence::{Closed, Fence, LagTracker, OwnView};
+use crate::lease::{
+    AcquirePlan, Horizon, KeyState, Lease, Lost, Observer, Record, RecordState, StandbyMove,
+};
 use crate::neard::Role;
+use crate::timing::{Timing, FAST_POLL, STATUS_FAIL_AFTER, STATUS_INTERVAL, VALIDATOR_BOOT_LIMIT};
 
-/// kuutamod's states.
+/// The states kuutamod reports (`kuutamod_state{type}` and `/health`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum State {
-    /// neard was (re)started and has not answered `/status` yet.
+    /// neard was (re)started and has not answered `/status` yet, or is not running.
     Startup,
-    /// neard answers but is not in sync with the network.
+    /// neard answers but is not in sync.
     Syncing,
     /// neard is in sync; a Consul session is being created.
     Registering,
-    /// A session exists; this node is a standby, watching the leader key.
+    /// A session exists; this node is a standby.
     Voting,
-    /// This node holds the lock; its neard has the validator key.
+    /// This node holds the lock; the key is not live yet (waiting for the guard, the previous
+    /// leader's fence and the height fence).
+    Promoting,
+    /// This node's neard holds the validator key (or may still hold it while being fenced).
     Validating,
     /// Stopping.
     Shutdown,
@@ -33,11 +47,12 @@ pub enum State {
 
 impl State {
     /// Every state, in order.
-    pub const ALL: [State; 6] = [
+    pub const ALL: [State; 7] = [
         State::Startup,
         State::Syncing,
         State::Registering,
         State::Voting,
+        State::Promoting,
         State::Validating,
         State::Shutdown,
     ];
@@ -49,698 +64,1689 @@ impl State {
             State::Syncing => "Syncing",
             State::Registering => "Registering",
             State::Voting => "Voting",
+            State::Promoting => "Promoting",
             State::Validating => "Validating",
             State::Shutdown => "Shutdown",
         }
     }
 }
 
-/// What the last `/status` poll said.
+/// Which validator key neard's `/status` shows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum NeardStatus {
-    /// Answered, not syncing.
-    Synced,
-    /// Answered, `sync_info.syncing` is true.
-    Syncing,
-    /// No answer in time, an error status, or garbage.
-    Failed,
+pub enum KeyShown {
+    /// None.
+    None,
+    /// Ours.
+    Ours,
+    /// Another one.
+    Other,
 }
 
-/// Inputs to the machine.
+/// One successful poll of neard's `/status` (and `/metrics`, when asked for).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Event {
-    /// A `/status` poll result.
-    Status(NeardStatus),
-    /// neard was (re)started.
-    NeardStarted,
-    /// neard exited (crashed or was killed from outside).
-    NeardExited,
-    /// The session was created.
-    SessionCreated,
-    /// Creating the session failed (Consul unreachable); retried on a later status.
-    SessionFailed,
-    /// Consul says the session no longer exists.
-    SessionGone,
-    /// The leader could not renew its session before its own step-down deadline.
-    LeaseExpired,
-    /// The watch of the leader key saw it free (`true`) or held (`false`).
-    LockObserved {
-        /// No session holds the key.
-        free: bool,
+pub struct Poll {
+    /// `sync_info.syncing`.
+    pub syncing: bool,
+    /// `sync_info.latest_block_height`.
+    pub head: u64,
+    /// `sync_info.latest_block_time` as unix ms, when it parses.
+    pub block_ms: Option<u64>,
+    /// Unix ms at which the poll was answered.
+    pub wall_ms: u64,
+    /// The validator key neard has loaded.
+    pub key: KeyShown,
+    /// Whether this neard drops a key on SIGHUP (>= 2.3), when its version says.
+    pub hot_swap_capable: Option<bool>,
+    /// `near_largest_target_height`, when `/metrics` was polled and has it.
+    pub target: Option<u64>,
+    /// `near_config_reloads_total`, when `/metrics` was polled and has it.
+    pub reloads: Option<u64>,
+}
+
+/// What the guard is told.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GuardOrder {
+    /// Kill neard `pid` at `deadline` unless told otherwise first.
+    Arm {
+        /// neard's pid.
+        pid: u32,
+        /// When.
+        deadline: Instant,
     },
-    /// Result of [`Action::TryAcquire`]: whether this node holds the lock now.
-    Acquired(bool),
-    /// [`Action::TryAcquire`] could not reach a verdict (Consul error); retried later.
+    /// Nothing to enforce.
+    Disarm,
+    /// Only answer (a liveness check).
+    Ping,
+}
+
+/// Inputs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// Time passed (a timer of [`Machine::next_deadline`] or a periodic tick).
+    Tick,
+    /// neard was spawned (its home prepared for `role`).
+    NeardSpawned {
+        /// Its pid.
+        pid: u32,
+        /// Its role.
+        role: Role,
+    },
+    /// neard could not be spawned (or its home prepared).
+    NeardSpawnFailed,
+    /// neard exited and was reaped.
+    NeardExited {
+        /// Its pid.
+        pid: u32,
+    },
+    /// SIGKILL was delivered to neard (it cannot sign any more; it may not be reaped yet).
+    NeardKilled {
+        /// Its pid.
+        pid: u32,
+    },
+    /// A successful poll.
+    Status(Poll),
+    /// A failed poll (no answer in time, an error status, garbage).
+    StatusFailed,
+    /// A session was created.
+    SessionCreated(String),
+    /// Creating a session failed.
+    SessionCreateFailed,
+    /// A renew request sent at `sent` succeeded.
+    Renewed {
+        /// The session.
+        session: String,
+    },
+    /// A renew failed (no verdict).
+    RenewFailed {
+        /// The session.
+        session: String,
+    },
+    /// Consul says the session does not exist.
+    SessionGone(String),
+    /// The heartbeat with sequence `seq`, sent at `sent`, was applied at `index`.
+    HeartbeatAcked {
+        /// Its sequence number.
+        seq: u64,
+        /// When it was sent.
+        sent: Instant,
+        /// The key's new index.
+        index: u64,
+    },
+    /// The heartbeat's check failed: the key is not as we left it.
+    HeartbeatRejected,
+    /// The heartbeat got no verdict.
+    HeartbeatFailed,
+    /// A read of the leader key (`None`: absent) answered at Consul index `index`.
+    KeyObserved {
+        /// The key.
+        key: Option<KeyState>,
+        /// `X-Consul-Index` of the answer.
+        index: u64,
+    },
+    /// The watch lost track (an index reset): forget what was seen.
+    WatchReset,
+    /// The acquisition sent at `sent` succeeded; the key is at `index`.
+    Acquired {
+        /// When it was sent.
+        sent: Instant,
+        /// The key's index.
+        index: u64,
+    },
+    /// The acquisition's check or lock failed (someone else was faster, or the key changed).
+    AcquireRejected,
+    /// The acquisition got no verdict.
     AcquireFailed,
+    /// The release got an answer: `true` if it released our lock.
+    Released(bool),
+    /// The release got no verdict.
+    ReleaseFailed,
+    /// A destroy of `session` got an answer (or failed, `ok` false).
+    Destroyed {
+        /// The session.
+        session: String,
+        /// Whether Consul confirmed.
+        ok: bool,
+    },
+    /// The guard acknowledged every order up to `seq`.
+    GuardAck(u64),
+    /// The guard is gone, refused an order, or its pipe is full.
+    GuardLost,
+    /// A new guard process runs.
+    GuardSpawned,
+    /// No guard could be started.
+    GuardSpawnFailed,
+    /// The host was suspended for this long.
+    ClockJump(Duration),
     /// SIGTERM or SIGINT.
     Shutdown,
-    /// SIGUSR1: a leader hands the lock over and stays a voter, not acquiring again for the
-    /// hand-over hold-off.
+    /// SIGUSR1: hand the lock over.
     HandOver,
 }
 
-/// What the supervisor must do, in order.
+/// How fast, and whether with `/metrics`, the supervisor polls neard.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Action {
-    /// Prepare the home for the role and start neard (it is not running).
+pub struct Polling {
+    /// Time between polls.
+    pub interval: Duration,
+    /// Also read `/metrics` (largest target, reload counter).
+    pub metrics: bool,
+}
+
+/// Outputs, to be carried out in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// Prepare neard's home for `role` (the validator key installed only for
+    /// [`Role::Validator`], removed otherwise) and spawn neard.
     StartNeard(Role),
-    /// Stop neard (SIGTERM, SIGKILL after the grace, reap) and remove the validator key.
-    StopNeard,
-    /// Make neard the validator (restart with the key, or hot swap).
-    Promote,
-    /// Make neard stop validating, provably, before the next action: restart it as voter, or
-    /// hot-swap the key out with confirmation, falling back to killing it.
-    Demote,
-    /// Create a Consul session.
+    /// SIGTERM to neard.
+    TermNeard,
+    /// SIGKILL to neard; report [`Event::NeardKilled`] once delivered.
+    KillNeard,
+    /// Hot swap: write the validator key into the running neard's home.
+    InstallKey,
+    /// Remove the validator key file from neard's home (durably).
+    RemoveKey,
+    /// SIGHUP to neard (reload the key).
+    Sighup,
+    /// Change how neard is polled.
+    SetPolling(Polling),
+    /// Create a session.
     CreateSession,
-    /// Destroy the session (releasing the lock).
-    DestroySession,
-    /// Renew the session, then try to acquire the lock; reports [`Event::Acquired`].
-    TryAcquire,
+    /// Renew the session.
+    Renew(String),
+    /// Read the leader key now (consistently) and report [`Event::KeyObserved`].
+    ReadKey,
+    /// Write a heartbeat: check the key is at `expected_index`, lock it with `value`.
+    Heartbeat {
+        /// Our session.
+        session: String,
+        /// The check.
+        expected_index: u64,
+        /// The record.
+        value: Vec<u8>,
+        /// Its sequence number.
+        seq: u64,
+    },
+    /// Acquire the key: check-index (or check-not-exists for `None`), then lock with `value`.
+    Acquire {
+        /// Our session.
+        session: String,
+        /// The check.
+        expected_index: Option<u64>,
+        /// The record.
+        value: Vec<u8>,
+    },
+    /// Release our lock, writing `value`.
+    Release {
+        /// Our session.
+        session: String,
+        /// The value.
+        value: Vec<u8>,
+    },
+    /// Destroy a session (ours, or a silent holder's).
+    DestroySession(String),
+    /// Send an order to the guard.
+    Guard {
+        /// Sequence number the guard acknowledges.
+        seq: u64,
+        /// The order.
+        order: GuardOrder,
+    },
+    /// Kill the guard process and start a new one.
+    RespawnGuard,
+    /// Count and log a step-down.
+    SteppedDown(StepDown),
+    /// The key is confirmed live, `took` after the lock was acquired.
+    Activated {
+        /// Lock to live key.
+        took: Duration,
+        /// Whether it was a hot swap (else a restart with the key).
+        hot_swap: bool,
+    },
+    /// A hot swap fell back to a restart for this reason.
+    HotSwapFallback(&'static str),
     /// Exit the process (status 0).
     Exit,
 }
 
-/// Settings of the machine.
-#[derive(Debug, Clone, Copy)]
-pub struct MachineConfig {
-    /// How long a validating neard may report syncing before stepping down.
-    pub syncing_grace: Duration,
-    /// Consecutive failed `/status` polls that count as neard having failed.
-    pub failure_limit: u32,
-    /// Whether [`Action::Demote`] keeps neard running (hot swap); then a validating node demotes
-    /// and releases the lock *before* stopping neard on shutdown, for a faster hand-over.
-    pub demote_keeps_neard: bool,
-    /// After a hand-over, how long this node does not try to take the lock back.
-    pub handover_holdoff: Duration,
+/// Why a node stopped validating (the `reason` label of `kuutamod_step_downs_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StepDown {
+    /// No acknowledged heartbeat before the lease deadline.
+    LeaseExpired,
+    /// The key is not ours any more.
+    KeyLost(Lost),
+    /// neard exited.
+    NeardExited,
+    /// neard stopped answering `/status`.
+    NeardFailed,
+    /// neard kept reporting syncing past the grace.
+    Syncing,
+    /// The guard did not acknowledge.
+    GuardLost,
+    /// The host was suspended.
+    ClockJump,
+    /// SIGUSR1.
+    HandOver,
+    /// SIGTERM/SIGINT.
+    Shutdown,
+    /// A restart with the key did not come up in time.
+    BootTimeout,
 }
 
-/// The outcome of one step.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Step {
-    /// State before.
-    pub from: State,
-    /// State after.
-    pub to: State,
-    /// Actions to carry out, in order.
-    pub actions: Vec<Action>,
-    /// Why the state changed (for the log line), when it changed.
-    pub reason: &'static str,
+impl StepDown {
+    /// The metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            StepDown::LeaseExpired => "lease_expired",
+            StepDown::KeyLost(_) => "key_lost",
+            StepDown::NeardExited => "neard_exited",
+            StepDown::NeardFailed => "neard_failed",
+            StepDown::Syncing => "syncing",
+            StepDown::GuardLost => "guard_lost",
+            StepDown::ClockJump => "clock_jump",
+            StepDown::HandOver => "hand_over",
+            StepDown::Shutdown => "shutdown",
+            StepDown::BootTimeout => "boot_timeout",
+        }
+    }
+
+    /// For logs.
+    pub fn describe(self) -> String {
+        match self {
+            StepDown::LeaseExpired => {
+                "no acknowledged heartbeat before the lease deadline".to_string()
+            }
+            StepDown::KeyLost(l) => l.describe().to_string(),
+            StepDown::NeardExited => "neard exited".into(),
+            StepDown::NeardFailed => "neard stopped answering /status".into(),
+            StepDown::Syncing => "neard kept reporting syncing past the syncing grace".into(),
+            StepDown::GuardLost => "the guard process did not acknowledge".into(),
+            StepDown::ClockJump => "the host was suspended".into(),
+            StepDown::HandOver => "asked to hand over (SIGUSR1)".into(),
+            StepDown::Shutdown => "asked to stop".into(),
+            StepDown::BootTimeout => "neard did not come up with the key in time".into(),
+        }
+    }
 }
+
+/// The machine's fixed settings.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// This node's id.
+    pub node_id: String,
+    /// This host's name.
+    pub hostname: String,
+    /// The validator account.
+    pub account: String,
+    /// Hot-swap failover (else restart).
+    pub hot_swap: bool,
+    /// The derived timings.
+    pub timing: Timing,
+    /// How long a validating neard may report syncing.
+    pub syncing_grace: Duration,
+    /// neard restart back-off.
+    pub backoff: BackoffConfig,
+}
+
+/// The neard process as the machine knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Proc {
+    /// Not running; start in `role` at the instant, if any.
+    Down(Option<(Role, Instant)>),
+    /// Spawn requested.
+    Spawning(Role),
+    /// Running.
+    Up(Up),
+    /// SIGTERM sent; SIGKILL at `kill_at`.
+    Stopping { pid: u32, kill_at: Instant },
+    /// SIGKILL sent; waiting for the exit.
+    Dying { pid: u32 },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Up {
+    pid: u32,
+    role: Role,
+    started: Instant,
+    last_ok: Option<Instant>,
+    poll: Option<Poll>,
+    syncing_since: Option<Instant>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Session {
+    None {
+        retry_at: Instant,
+    },
+    Creating,
+    Live {
+        id: String,
+        renew_at: Instant,
+        renewing: bool,
+    },
+}
+
+/// Where a node goes after it stepped down and released.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum After {
+    /// Stay a standby, not acquiring before the instant.
+    Standby(Instant),
+    /// Exit.
+    Exit,
+}
+
+/// How a node lets go of the lock after it stopped leading.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Letgo {
+    /// Its key was live after a legitimate activation and neard is fenced now: release with
+    /// a released record (the next leader need not wait).
+    Clean,
+    /// It never activated: release with the value unchanged, so that the next leader's wait
+    /// still counts from the previous leader's last heartbeat.
+    Unchanged,
+    /// The key is not ours any more: nothing to release.
+    NotOurs,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Phase {
+    /// No lock.
+    Idle,
+    /// Holds the lock; activating.
+    Promoting(Promotion),
+    /// The key is live.
+    Validating,
+    /// Fencing neard.
+    Demoting(Demotion),
+    /// Fenced; releasing the lock.
+    Releasing(Release),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Promotion {
+    fence: Fence,
+    acquired: Instant,
+    step: PromoteStep,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum PromoteStep {
+    /// Waiting for the guard to acknowledge its deadline, then for the fence.
+    Fencing,
+    /// Key written, SIGHUP sent; waiting for neard to show it.
+    Swapping {
+        deadline: Instant,
+        reloads_before: Option<u64>,
+    },
+    /// Restarting neard with the key.
+    Restarting,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Demotion {
+    after: After,
+    letgo: Letgo,
+    step: DemoteStep,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum DemoteStep {
+    /// Key removed, SIGHUP sent; waiting until the deadline for neard to show no key with a
+    /// reload counter past `reloads_before`.
+    Unloading {
+        deadline: Instant,
+        reloads_before: u64,
+    },
+    /// neard is being stopped or killed.
+    Stopping,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Release {
+    value: Vec<u8>,
+    after: After,
+    retry_at: Instant,
+    in_flight: bool,
+    give_up_at: Option<Instant>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Guard {
+    alive: bool,
+    respawning: bool,
+    next_seq: u64,
+    /// Sent, not yet acknowledged: (seq, order, sent at).
+    pending: Vec<(u64, GuardOrder, Instant)>,
+    /// The last arm/disarm order sent (acknowledged or not).
+    last: Option<GuardOrder>,
+    /// The last arm/disarm order acknowledged.
+    acked: Option<GuardOrder>,
+    last_sent: Instant,
+    retry_at: Instant,
+}
+
+/// How long to wait before trying again to start a guard that could not be started.
+const GUARD_RETRY: Duration = Duration::from_secs(1);
 
 /// The machine.
 #[derive(Debug, Clone)]
 pub struct Machine {
-    state: State,
-    config: MachineConfig,
-    status_failures: u32,
-    answered_since_start: bool,
-    neard_synced: bool,
-    syncing_since: Option<Instant>,
-    has_session: bool,
-    session_pending: bool,
-    lock_free: bool,
-    acquire_pending: bool,
-    holdoff_until: Option<Instant>,
+    cfg: Config,
     now: Instant,
+    proc: Proc,
+    /// What to start once a deliberately stopped neard is gone.
+    then_start: Option<Role>,
+    backoff: Backoff,
+    lag: LagTracker,
+    /// The current neard may hold the validator key.
+    key_live: bool,
+    /// The key file is in neard's home.
+    key_file: bool,
+    hot_swap_capable: Option<bool>,
+    /// The largest horizon seen while the key was live (or about to be).
+    horizon: Horizon,
+    session: Session,
+    lease: Option<Lease>,
+    observer: Observer,
+    acquiring: Option<(AcquirePlan, Record)>,
+    destroying: Option<String>,
+    reading: bool,
+    releasing_own: bool,
+    holdoff_until: Option<Instant>,
+    phase: Phase,
+    guard: Guard,
+    exiting: bool,
+    /// While exiting: None = session not yet destroyed, Some(false) = in flight, Some(true) =
+    /// done (or failed: the TTL ends it).
+    exit_destroy: Option<bool>,
+    polling: Option<Polling>,
+    exited: bool,
 }
 
 impl Machine {
-    /// A machine in `Startup`, with neard about to be started as voter.
-    pub fn new(config: MachineConfig) -> Self {
+    /// A machine at `now`: neard is started as voter at once, and a guard is wanted.
+    pub fn new(cfg: Config, now: Instant) -> Machine {
         Machine {
-            state: State::Startup,
-            config,
-            status_failures: 0,
-            answered_since_start: false,
-            neard_synced: false,
-            syncing_since: None,
-            has_session: false,
-            session_pending: false,
-            lock_free: false,
-            acquire_pending: false,
+            backoff: Backoff::new(cfg.backoff),
+            cfg,
+            now,
+            proc: Proc::Down(Some((Role::Voter, now))),
+            then_start: None,
+            lag: LagTracker::default(),
+            key_live: false,
+            key_file: false,
+            hot_swap_capable: None,
+            horizon: Horizon::default(),
+            session: Session::None { retry_at: now },
+            lease: None,
+            observer: Observer::default(),
+            acquiring: None,
+            destroying: None,
+            reading: false,
+            releasing_own: false,
             holdoff_until: None,
-            now: Instant::now(),
+            phase: Phase::Idle,
+            guard: Guard {
+                alive: false,
+                respawning: false,
+                next_seq: 1,
+                pending: Vec::new(),
+                last: None,
+                acked: None,
+                last_sent: now,
+                retry_at: now,
+            },
+            exiting: false,
+            exit_destroy: None,
+            polling: None,
+            exited: false,
         }
     }
 
-    /// The current state.
+    /// The state to report. A node whose neard may hold the key reports Validating, also while
+    /// it is being fenced: the state never claims neard is keyless before it is.
     pub fn state(&self) -> State {
-        self.state
-    }
-
-    /// Whether the machine believes a session exists.
-    pub fn has_session(&self) -> bool {
-        self.has_session
-    }
-
-    /// Feeds one event; returns the transition and the actions.
-    pub fn step(&mut self, event: Event, now: Instant) -> Step {
-        let from = self.state;
-        self.now = now;
-        let mut actions = Vec::new();
-        let reason = self.decide(event, now, &mut actions);
-        Step {
-            from,
-            to: self.state,
-            actions,
-            reason,
+        if self.key_live || matches!(self.phase, Phase::Validating | Phase::Demoting(_)) {
+            return State::Validating;
+        }
+        if self.exiting {
+            return State::Shutdown;
+        }
+        if let Phase::Promoting(_) = self.phase {
+            return State::Promoting;
+        }
+        match &self.proc {
+            Proc::Up(up) => match &up.poll {
+                None => State::Startup,
+                Some(p) if p.syncing => State::Syncing,
+                Some(_) => match self.session {
+                    Session::Live { .. } => State::Voting,
+                    _ => State::Registering,
+                },
+            },
+            _ => State::Startup,
         }
     }
 
-    /// Steps down from Validating: stop validating first, then release the lock.
-    fn step_down(&mut self, to: State, actions: &mut Vec<Action>, demote: Action) {
-        actions.push(demote);
-        if self.has_session {
-            actions.push(Action::DestroySession);
-            self.has_session = false;
-        }
-        self.session_pending = false;
-        self.acquire_pending = false;
-        self.state = to;
+    /// Whether neard may hold the validator key now.
+    pub fn key_live(&self) -> bool {
+        self.key_live
     }
 
-    fn maybe_acquire(&mut self, actions: &mut Vec<Action>) {
-        if self.state == State::Voting
-            && self.lock_free
-            && self.neard_synced
-            && self.has_session
-            && !self.acquire_pending
-            && self.holdoff_until.is_none_or(|h| self.now >= h)
-        {
-            self.acquire_pending = true;
-            actions.push(Action::TryAcquire);
+    /// Whether the node holds the lock (as far as it knows).
+    pub fn holds_lock(&self) -> bool {
+        self.lease.is_some()
+    }
+
+    /// Whether the machine has finished (after [`Command::Exit`]).
+    pub fn exited(&self) -> bool {
+        self.exited
+    }
+
+    /// The lease deadline, while it matters (the key is or will soon be live).
+    pub fn lease_deadline(&self) -> Option<Instant> {
+        let matters = self.key_live
+            || matches!(
+                self.phase,
+                Phase::Promoting(_) | Phase::Validating | Phase::Demoting(_)
+            );
+        self.lease.as_ref().filter(|_| matters).map(Lease::deadline)
+    }
+
+    /// Our session, if any.
+    pub fn session(&self) -> Option<&str> {
+        match &self.session {
+            Session::Live { id, .. } => Some(id),
+            _ => None,
         }
     }
 
-    fn maybe_register(&mut self, actions: &mut Vec<Action>) {
-        if self.has_session {
-            self.state = State::Voting;
-            self.maybe_acquire(actions);
+    /// neard's pid, while a process exists.
+    pub fn neard_pid(&self) -> Option<u32> {
+        match &self.proc {
+            Proc::Up(up) => Some(up.pid),
+            Proc::Stopping { pid, .. } | Proc::Dying { pid } => Some(*pid),
+            _ => None,
+        }
+    }
+
+    /// neard's last poll.
+    pub fn last_poll(&self) -> Option<Poll> {
+        match &self.proc {
+            Proc::Up(up) => up.poll,
+            _ => None,
+        }
+    }
+
+    /// The fence of the promotion in progress, if any, and why it is still closed.
+    pub fn fence_status(&self) -> Option<Result<(), Closed>> {
+        let Phase::Promoting(p) = &self.phase else {
+            return None;
+        };
+        let own = self.own_view()?;
+        Some(p.fence.check(self.now, own, self.lag.lag()))
+    }
+
+    /// Feeds one event at `now`; returns the commands to carry out, in order.
+    pub fn handle(&mut self, event: Event, now: Instant) -> Vec<Command> {
+        self.now = now.max(self.now);
+        let mut out = Vec::new();
+        if !self.exited {
+            self.apply(event, &mut out);
+            self.reconcile(&mut out);
+        }
+        out
+    }
+
+    /// The next instant at which time alone changes a decision.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        let t = &self.cfg.timing;
+        let mut d: Vec<Instant> = Vec::new();
+        match &self.proc {
+            Proc::Down(Some((_, at))) => d.push(*at),
+            Proc::Stopping { kill_at, .. } => d.push(*kill_at),
+            Proc::Up(up) => {
+                if let Some(ok) = up.last_ok {
+                    d.push(ok + STATUS_FAIL_AFTER);
+                }
+                if let Some(s) = up.syncing_since {
+                    d.push(s + self.cfg.syncing_grace);
+                }
+                if up.role == Role::Validator && up.last_ok.is_none() {
+                    d.push(up.started + VALIDATOR_BOOT_LIMIT);
+                }
+            }
+            _ => {}
+        }
+        match &self.session {
+            Session::None { retry_at } => d.push(*retry_at),
+            Session::Live { renew_at, .. } => d.push(*renew_at),
+            Session::Creating => {}
+        }
+        if let Some(l) = self.lease_deadline() {
+            d.push(l);
+        }
+        if let Some((_, _, sent)) = self.guard.pending.first() {
+            d.push(*sent + t.guard_ack);
+        }
+        if self.guard.alive {
+            d.push(self.guard.last_sent + t.renew_interval);
         } else {
-            self.state = State::Registering;
-            if !self.session_pending {
-                self.session_pending = true;
-                actions.push(Action::CreateSession);
+            d.push(self.guard.retry_at);
+        }
+        match &self.phase {
+            Phase::Promoting(p) => match &p.step {
+                PromoteStep::Fencing => d.push(p.fence.not_before(self.lag.lag())),
+                PromoteStep::Swapping { deadline, .. } => d.push(*deadline),
+                PromoteStep::Restarting => {}
+            },
+            Phase::Demoting(dm) => {
+                if let DemoteStep::Unloading { deadline, .. } = dm.step {
+                    d.push(deadline);
+                }
+            }
+            Phase::Releasing(r) => {
+                d.push(r.retry_at);
+                if let Some(g) = r.give_up_at {
+                    d.push(g);
+                }
+            }
+            _ => {}
+        }
+        if let Some(h) = self.holdoff_until {
+            d.push(h);
+        }
+        if let Some(seen) = self.observer.seen() {
+            if seen.key.as_ref().is_some_and(|k| k.session.is_some()) {
+                d.push(seen.value_since + t.ttl);
             }
         }
+        d.into_iter().filter(|x| *x > self.now).min()
     }
 
-    fn decide(&mut self, event: Event, now: Instant, actions: &mut Vec<Action>) -> &'static str {
-        use State::*;
-        if self.state == Shutdown {
-            return "";
-        }
+    // ----- facts -----------------------------------------------------------------------------
+
+    fn apply(&mut self, event: Event, out: &mut Vec<Command>) {
+        let now = self.now;
         match event {
-            Event::Shutdown => {
-                if self.state == Validating && self.config.demote_keeps_neard {
-                    // Demote (confirmed) and release first, so the standby takes over without
-                    // waiting for neard's shutdown.
-                    actions.extend([Action::Demote, Action::DestroySession, Action::StopNeard]);
+            Event::Tick | Event::StatusFailed => {}
+            Event::NeardSpawned { pid, role } => {
+                if !matches!(self.proc, Proc::Spawning(_)) {
+                    return; // not ours to believe: no spawn was asked for
+                }
+                self.backoff.started(now);
+                self.proc = Proc::Up(Up {
+                    pid,
+                    role,
+                    started: now,
+                    last_ok: None,
+                    poll: None,
+                    syncing_since: None,
+                });
+                self.key_live = role == Role::Validator;
+                // Announce the polling again for the new process.
+                self.polling = None;
+            }
+            Event::NeardSpawnFailed => {
+                if !matches!(self.proc, Proc::Spawning(_)) {
+                    return;
+                }
+                let wait = self.backoff.failed(now);
+                self.proc = Proc::Down(Some((Role::Voter, now + wait)));
+                self.neard_gone(StepDown::NeardExited, out);
+            }
+            Event::NeardExited { pid } => {
+                if self.neard_pid() != Some(pid) {
+                    return;
+                }
+                let deliberate = matches!(self.proc, Proc::Stopping { .. } | Proc::Dying { .. });
+                if deliberate {
+                    self.proc = Proc::Down(self.then_start.take().map(|r| (r, now)));
+                    self.key_live = false;
                 } else {
-                    actions.push(Action::StopNeard);
-                    if self.has_session || self.session_pending {
-                        actions.push(Action::DestroySession);
+                    let wait = self.backoff.failed(now);
+                    self.proc = Proc::Down(Some((Role::Voter, now + wait)));
+                    self.neard_gone(StepDown::NeardExited, out);
+                }
+            }
+            Event::NeardKilled { pid } => {
+                if self.neard_pid() == Some(pid) {
+                    self.key_live = false;
+                    self.proc = Proc::Dying { pid };
+                }
+            }
+            Event::Status(poll) => self.on_poll(poll),
+            Event::SessionCreated(id) => {
+                self.session = Session::Live {
+                    id,
+                    renew_at: now + self.cfg.timing.renew_interval,
+                    renewing: false,
+                };
+            }
+            Event::SessionCreateFailed => {
+                self.session = Session::None {
+                    retry_at: now + self.cfg.timing.retry,
+                };
+            }
+            Event::Renewed { session } => {
+                if let Session::Live { id, renewing, .. } = &mut self.session {
+                    if *id == session {
+                        *renewing = false;
                     }
                 }
-                actions.push(Action::Exit);
-                self.has_session = false;
-                self.state = Shutdown;
-                "asked to stop"
+            }
+            Event::RenewFailed { session } => {
+                let retry = self.cfg.timing.retry;
+                if let Session::Live {
+                    id,
+                    renewing,
+                    renew_at,
+                } = &mut self.session
+                {
+                    if *id == session {
+                        *renewing = false;
+                        *renew_at = now + retry;
+                    }
+                }
+            }
+            Event::SessionGone(id) => {
+                if self.session() == Some(id.as_str()) {
+                    self.session = Session::None { retry_at: now };
+                    if self.exiting {
+                        self.exit_destroy = Some(true);
+                    }
+                    self.lock_lost(Lost::SessionGone, out);
+                }
+            }
+            Event::HeartbeatAcked { seq, sent, index } => {
+                if let Some(lease) = self.lease.as_mut() {
+                    lease.acked(seq, sent, index);
+                }
+            }
+            Event::HeartbeatRejected => {
+                if let Some(lease) = self.lease.as_mut() {
+                    lease.unacknowledged();
+                }
+                self.lock_lost(Lost::CheckFailed, out);
+            }
+            Event::HeartbeatFailed => {
+                let retry = self.cfg.timing.retry;
+                if let Some(lease) = self.lease.as_mut() {
+                    lease.unacknowledged();
+                }
+                if let Session::Live { renew_at, .. } = &mut self.session {
+                    *renew_at = (*renew_at).min(now + retry);
+                }
+            }
+            Event::KeyObserved { key, index } => {
+                self.reading = false;
+                self.observer.observe(key, index, now);
+                let lost = match (&self.lease, self.observer.seen()) {
+                    (Some(lease), Some(seen)) => lease.check(seen).err(),
+                    _ => None,
+                };
+                if let Some(lost) = lost {
+                    self.lock_lost(lost, out);
+                }
+            }
+            Event::WatchReset => {
+                self.reading = false;
+                self.observer.reset();
+            }
+            Event::Acquired { sent, index } => {
+                if let Some((plan, record)) = self.acquiring.take() {
+                    self.lease = Some(Lease::new(
+                        record,
+                        index,
+                        sent,
+                        self.cfg.timing.step_down_after,
+                    ));
+                    if self.exiting || !matches!(self.phase, Phase::Idle) || !self.synced() {
+                        // Not ready to lead any more: give it back, value unchanged.
+                        self.start_release(Letgo::Unchanged, self.after_standby(false));
+                    } else {
+                        self.phase = Phase::Promoting(Promotion {
+                            fence: Fence::new(plan.activation, now),
+                            acquired: now,
+                            step: PromoteStep::Fencing,
+                        });
+                    }
+                }
+            }
+            Event::AcquireRejected | Event::AcquireFailed => self.acquiring = None,
+            Event::Released(_) => {
+                self.releasing_own = false;
+                if let Phase::Releasing(r) = &self.phase {
+                    let after = r.after;
+                    self.finish_release(after);
+                }
+            }
+            Event::ReleaseFailed => {
+                self.releasing_own = false;
+                let retry = now + self.cfg.timing.retry;
+                if let Phase::Releasing(r) = &mut self.phase {
+                    r.in_flight = false;
+                    r.retry_at = retry;
+                }
+            }
+            Event::Destroyed { session, .. } => {
+                if self.destroying.as_deref() == Some(session.as_str()) {
+                    self.destroying = None;
+                }
+                if self.exiting && self.session() == Some(session.as_str()) {
+                    self.exit_destroy = Some(true);
+                }
+            }
+            Event::GuardAck(seq) => {
+                let g = &mut self.guard;
+                if let Some(pos) = g.pending.iter().rposition(|(s, _, _)| *s <= seq) {
+                    for (_, order, _) in g.pending.drain(..=pos) {
+                        if order != GuardOrder::Ping {
+                            g.acked = Some(order);
+                        }
+                    }
+                }
+            }
+            Event::GuardLost => self.guard_lost(out),
+            Event::GuardSpawned => {
+                let g = &mut self.guard;
+                g.alive = true;
+                g.respawning = false;
+                g.pending.clear();
+                g.last = None;
+                g.acked = Some(GuardOrder::Disarm);
+                g.last_sent = now;
+            }
+            Event::GuardSpawnFailed => {
+                let g = &mut self.guard;
+                g.alive = false;
+                g.respawning = false;
+                g.retry_at = now + GUARD_RETRY;
+            }
+            Event::ClockJump(_) => {
+                if self.key_live {
+                    self.step_down(StepDown::ClockJump, out);
+                }
+            }
+            Event::Shutdown => {
+                if !self.exiting {
+                    self.exiting = true;
+                    self.then_start = None;
+                    match &self.phase {
+                        Phase::Validating => self.step_down(StepDown::Shutdown, out),
+                        Phase::Promoting(_) => {
+                            if self.key_live {
+                                self.step_down(StepDown::Shutdown, out);
+                            } else {
+                                out.push(Command::SteppedDown(StepDown::Shutdown));
+                                self.start_release(Letgo::Unchanged, After::Exit);
+                            }
+                        }
+                        Phase::Demoting(_) => self.step_down(StepDown::Shutdown, out),
+                        Phase::Releasing(_) | Phase::Idle => {
+                            if let Phase::Releasing(r) = &mut self.phase {
+                                r.after = After::Exit;
+                                r.give_up_at = Some(now + self.cfg.timing.renew_interval);
+                            }
+                        }
+                    }
+                }
             }
             Event::HandOver => {
-                if self.state != Validating {
-                    return "";
+                if matches!(self.phase, Phase::Validating) {
+                    self.step_down(StepDown::HandOver, out);
                 }
-                self.holdoff_until = Some(now + self.config.handover_holdoff);
-                self.step_down(Registering, actions, Action::Demote);
-                "asked to hand over (SIGUSR1)"
             }
-            Event::NeardStarted => {
-                self.answered_since_start = false;
-                self.neard_synced = false;
-                self.status_failures = 0;
-                self.syncing_since = None;
-                ""
+        }
+    }
+
+    fn on_poll(&mut self, poll: Poll) {
+        let now = self.now;
+        let Proc::Up(up) = &mut self.proc else {
+            return;
+        };
+        up.last_ok = Some(now);
+        up.syncing_since = match (poll.syncing, up.syncing_since) {
+            (false, _) => None,
+            (true, since) => since.or(Some(now)),
+        };
+        up.poll = Some(poll);
+        self.lag.observe(poll.head, poll.block_ms, poll.wall_ms);
+        if poll.hot_swap_capable.is_some() {
+            self.hot_swap_capable = poll.hot_swap_capable;
+        }
+        if self.key_live || matches!(self.phase, Phase::Promoting(_)) {
+            self.horizon = self.horizon.max(Horizon {
+                head: Some(poll.head),
+                target: poll.target,
+                exact: false,
+            });
+        }
+    }
+
+    fn synced(&self) -> bool {
+        self.own_view().is_some()
+    }
+
+    fn own_view(&self) -> Option<OwnView> {
+        match &self.proc {
+            Proc::Up(Up { poll: Some(p), .. }) if !p.syncing => Some(OwnView {
+                head: p.head,
+                target: p.target,
+            }),
+            _ => None,
+        }
+    }
+
+    fn after_standby(&self, handover: bool) -> After {
+        if self.exiting {
+            return After::Exit;
+        }
+        let t = &self.cfg.timing;
+        let hold = if handover {
+            t.handover_holdoff
+        } else {
+            t.retake_holdoff
+        };
+        After::Standby(self.now + hold)
+    }
+
+    /// neard died on its own (or could not be started): it is fenced.
+    fn neard_gone(&mut self, why: StepDown, out: &mut Vec<Command>) {
+        let was_live = self.key_live;
+        self.key_live = false;
+        match self.phase.clone() {
+            Phase::Validating => {
+                out.push(Command::SteppedDown(why));
+                self.fenced(Letgo::Clean, self.after_standby(false), out);
             }
-            Event::NeardExited => {
-                if self.state == Validating {
-                    // neard is dead already; StopNeard reaps it and removes the key.
-                    self.step_down(Startup, actions, Action::StopNeard);
+            Phase::Promoting(p) => {
+                let keyed = was_live || p.step != PromoteStep::Fencing;
+                out.push(Command::SteppedDown(why));
+                let letgo = if keyed {
+                    Letgo::Clean
                 } else {
-                    self.state = Startup;
-                }
-                actions.push(Action::StartNeard(Role::Voter));
-                "neard exited"
+                    Letgo::Unchanged
+                };
+                self.fenced(letgo, self.after_standby(false), out);
             }
-            Event::Status(NeardStatus::Failed) => {
-                self.neard_synced = false;
-                if !self.answered_since_start {
-                    return ""; // still booting
-                }
-                self.status_failures += 1;
-                if self.status_failures < self.config.failure_limit {
-                    return "";
-                }
-                self.answered_since_start = false;
-                self.status_failures = 0;
-                match self.state {
-                    Validating => {
-                        self.step_down(Startup, actions, Action::StopNeard);
-                        actions.push(Action::StartNeard(Role::Voter));
-                        "neard's /status failed repeatedly"
-                    }
-                    Startup => "",
-                    _ => {
-                        self.state = Startup;
-                        "neard's /status failed repeatedly"
-                    }
+            Phase::Demoting(d) => self.fenced(d.letgo, d.after, out),
+            Phase::Idle | Phase::Releasing(_) => {
+                if self.key_file {
+                    out.push(Command::RemoveKey);
+                    self.key_file = false;
                 }
             }
-            Event::Status(status) => {
-                let synced = status == NeardStatus::Synced;
-                self.answered_since_start = true;
-                self.status_failures = 0;
-                self.neard_synced = synced;
-                match (self.state, synced) {
-                    (Startup, false) => {
-                        self.state = Syncing;
-                        "neard answers /status and is syncing"
+        }
+    }
+
+    /// The key is not ours any more (seen by the watch, a heartbeat or a renew).
+    fn lock_lost(&mut self, lost: Lost, out: &mut Vec<Command>) {
+        if self.lease.is_none() {
+            return;
+        }
+        match &mut self.phase {
+            Phase::Validating => self.step_down(StepDown::KeyLost(lost), out),
+            Phase::Promoting(_) if self.key_live => self.step_down(StepDown::KeyLost(lost), out),
+            Phase::Promoting(_) => {
+                out.push(Command::SteppedDown(StepDown::KeyLost(lost)));
+                self.finish_release(self.after_standby(false));
+            }
+            Phase::Demoting(d) => d.letgo = Letgo::NotOurs,
+            Phase::Releasing(r) => {
+                let after = r.after;
+                self.finish_release(after);
+            }
+            Phase::Idle => self.lease = None,
+        }
+    }
+
+    fn guard_lost(&mut self, out: &mut Vec<Command>) {
+        let g = &mut self.guard;
+        if g.respawning {
+            return;
+        }
+        g.alive = false;
+        g.respawning = true;
+        g.pending.clear();
+        g.last = None;
+        g.acked = None;
+        out.push(Command::RespawnGuard);
+        match &self.phase {
+            Phase::Validating => self.step_down(StepDown::GuardLost, out),
+            Phase::Promoting(_) if self.key_live => self.step_down(StepDown::GuardLost, out),
+            _ => {}
+        }
+    }
+
+    /// Starts fencing a neard whose key may be live: the node gives up validating.
+    fn step_down(&mut self, reason: StepDown, out: &mut Vec<Command>) {
+        if let Phase::Demoting(d) = &mut self.phase {
+            // Already fencing; only where to go afterwards can change.
+            if reason == StepDown::Shutdown {
+                d.after = After::Exit;
+            }
+            if let StepDown::KeyLost(_) = reason {
+                d.letgo = Letgo::NotOurs;
+            }
+            return;
+        }
+        if matches!(self.phase, Phase::Releasing(_) | Phase::Idle) && !self.key_live {
+            return;
+        }
+        let letgo = match reason {
+            StepDown::KeyLost(_) => Letgo::NotOurs,
+            _ if self.lease.is_none() => Letgo::NotOurs,
+            _ => Letgo::Clean,
+        };
+        let after = match reason {
+            StepDown::Shutdown => After::Exit,
+            StepDown::HandOver => self.after_standby(true),
+            _ => self.after_standby(false),
+        };
+        out.push(Command::SteppedDown(reason));
+        if !self.key_live {
+            self.fenced(letgo, after, out);
+            return;
+        }
+        // A hot-swap demotion needs a neard that drops keys on SIGHUP (>= 2.3), whose key was
+        // confirmed loaded (so the reload counter is known), and that still answers.
+        let reloads = self.last_poll().and_then(|p| p.reloads);
+        let unload = match (&self.phase, &self.proc, reloads) {
+            (Phase::Validating, Proc::Up(_), Some(r))
+                if self.cfg.hot_swap
+                    && self.hot_swap_capable == Some(true)
+                    && !matches!(
+                        reason,
+                        StepDown::NeardFailed | StepDown::BootTimeout | StepDown::ClockJump
+                    ) =>
+            {
+                Some(r)
+            }
+            _ => None,
+        };
+        match unload {
+            Some(reloads_before) => {
+                out.push(Command::RemoveKey);
+                self.key_file = false;
+                out.push(Command::Sighup);
+                self.phase = Phase::Demoting(Demotion {
+                    after,
+                    letgo,
+                    step: DemoteStep::Unloading {
+                        deadline: self.now + self.cfg.timing.stop_grace,
+                        reloads_before,
+                    },
+                });
+            }
+            None => {
+                self.phase = Phase::Demoting(Demotion {
+                    after,
+                    letgo,
+                    step: DemoteStep::Stopping,
+                });
+                // No time for a graceful stop when the lease or the guard is the reason, or
+                // neard does not answer anyway.
+                let kill = matches!(
+                    reason,
+                    StepDown::NeardFailed
+                        | StepDown::LeaseExpired
+                        | StepDown::GuardLost
+                        | StepDown::ClockJump
+                        | StepDown::KeyLost(_)
+                );
+                self.stop_neard(kill, out);
+            }
+        }
+    }
+
+    /// Stops neard (SIGTERM, SIGKILL after the grace; or SIGKILL at once); a voter is started
+    /// again afterwards unless the node exits.
+    fn stop_neard(&mut self, kill_now: bool, out: &mut Vec<Command>) {
+        self.then_start = (!self.exiting).then_some(Role::Voter);
+        match &self.proc {
+            Proc::Up(up) => {
+                let pid = up.pid;
+                if kill_now {
+                    out.push(Command::KillNeard);
+                    self.proc = Proc::Dying { pid };
+                } else {
+                    out.push(Command::TermNeard);
+                    self.proc = Proc::Stopping {
+                        pid,
+                        kill_at: self.now + self.cfg.timing.stop_grace,
+                    };
+                }
+            }
+            Proc::Stopping { pid, .. } if kill_now => {
+                let pid = *pid;
+                out.push(Command::KillNeard);
+                self.proc = Proc::Dying { pid };
+            }
+            _ => {}
+        }
+    }
+
+    /// neard is fenced (confirmed keyless, killed, or dead): remove the key file (a restart
+    /// with the key wrote one too) and let go.
+    fn fenced(&mut self, letgo: Letgo, after: After, out: &mut Vec<Command>) {
+        self.key_live = false;
+        out.push(Command::RemoveKey);
+        self.key_file = false;
+        if self.exiting {
+            self.then_start = None;
+        }
+        match letgo {
+            Letgo::NotOurs => self.finish_release(after),
+            _ => self.start_release(letgo, after),
+        }
+    }
+
+    fn start_release(&mut self, letgo: Letgo, after: After) {
+        let Some(lease) = &self.lease else {
+            self.finish_release(after);
+            return;
+        };
+        let value = match letgo {
+            Letgo::Clean => lease.released(self.horizon).to_bytes(),
+            _ => lease.record().to_bytes(),
+        };
+        self.phase = Phase::Releasing(Release {
+            value,
+            after,
+            retry_at: self.now,
+            in_flight: false,
+            give_up_at: (after == After::Exit).then(|| self.now + self.cfg.timing.renew_interval),
+        });
+    }
+
+    fn finish_release(&mut self, after: After) {
+        self.lease = None;
+        self.phase = Phase::Idle;
+        self.horizon = Horizon::default();
+        if let After::Standby(until) = after {
+            self.holdoff_until = Some(until);
+        }
+    }
+
+    // ----- decisions -------------------------------------------------------------------------
+
+    /// Derives everything that must happen now, repeating until nothing changes (a step that
+    /// finishes, such as a fence, can enable the next, such as the release, at once).
+    fn reconcile(&mut self, out: &mut Vec<Command>) {
+        for _ in 0..8 {
+            let before = (self.shape(), out.len());
+            self.reconcile_guard(out);
+            self.reconcile_neard_health(out);
+            self.reconcile_lease(out);
+            self.reconcile_phase(out);
+            self.reconcile_neard_start(out);
+            self.reconcile_guard(out);
+            self.reconcile_session(out);
+            self.reconcile_standby(out);
+            self.reconcile_polling(out);
+            self.reconcile_exit(out);
+            if (self.shape(), out.len()) == before || self.exited {
+                return;
+            }
+        }
+    }
+
+    /// A summary of the state that one reconciliation pass can change.
+    fn shape(
+        &self,
+    ) -> (
+        std::mem::Discriminant<Phase>,
+        std::mem::Discriminant<Proc>,
+        bool,
+        bool,
+    ) {
+        (
+            std::mem::discriminant(&self.phase),
+            std::mem::discriminant(&self.proc),
+            self.key_live,
+            self.lease.is_some(),
+        )
+    }
+
+    /// The order the guard should hold: armed with the lease's kill time while the key is or
+    /// may soon be live, disarmed otherwise.
+    fn guard_want(&self) -> GuardOrder {
+        let t = &self.cfg.timing;
+        let holding = self.key_live
+            || matches!(
+                self.phase,
+                Phase::Promoting(_) | Phase::Validating | Phase::Demoting(_)
+            );
+        match (holding, self.neard_pid(), &self.lease) {
+            (true, Some(pid), Some(l)) => GuardOrder::Arm {
+                pid,
+                deadline: l.deadline() + t.stop_grace,
+            },
+            // A live key without a lease cannot happen; if it does, kill at once.
+            (true, Some(pid), None) if self.key_live => GuardOrder::Arm {
+                pid,
+                deadline: self.now,
+            },
+            _ => GuardOrder::Disarm,
+        }
+    }
+
+    fn reconcile_guard(&mut self, out: &mut Vec<Command>) {
+        let now = self.now;
+        let t = self.cfg.timing;
+        if !self.guard.alive {
+            if !self.guard.respawning && now >= self.guard.retry_at {
+                self.guard.respawning = true;
+                out.push(Command::RespawnGuard);
+            }
+            return;
+        }
+        if let Some((_, _, sent)) = self.guard.pending.first() {
+            if now >= *sent + t.guard_ack {
+                self.guard_lost(out);
+                return;
+            }
+        }
+        let want = self.guard_want();
+        let g = &mut self.guard;
+        let order = if g.last != Some(want) {
+            Some(want)
+        } else if g.pending.is_empty() && now >= g.last_sent + t.renew_interval {
+            Some(GuardOrder::Ping)
+        } else {
+            None
+        };
+        if let Some(order) = order {
+            let seq = g.next_seq;
+            g.next_seq += 1;
+            g.pending.push((seq, order, now));
+            g.last_sent = now;
+            if order != GuardOrder::Ping {
+                g.last = Some(order);
+            }
+            out.push(Command::Guard { seq, order });
+        }
+    }
+
+    /// Whether the guard has acknowledged a kill deadline for the current neard.
+    fn guard_armed(&self) -> bool {
+        let g = &self.guard;
+        match (g.acked, self.neard_pid()) {
+            (Some(GuardOrder::Arm { pid, .. }), Some(p)) => {
+                pid == p && g.alive && g.last == g.acked
+            }
+            _ => false,
+        }
+    }
+
+    /// Starts neard when it is due (after a stop, or a crash's back-off).
+    fn reconcile_neard_start(&mut self, out: &mut Vec<Command>) {
+        if let Proc::Down(Some((role, at))) = self.proc {
+            if self.now < at || self.exiting {
+                return;
+            }
+            // A validator start belongs to a promotion that is still on.
+            let promoting = matches!(
+                &self.phase,
+                Phase::Promoting(p) if p.step == PromoteStep::Restarting
+            );
+            let role = if promoting { role } else { Role::Voter };
+            self.proc = Proc::Spawning(role);
+            if role == Role::Validator {
+                self.key_live = true;
+            }
+            out.push(Command::StartNeard(role));
+        }
+    }
+
+    /// neard's health: SIGKILL after the stop grace, and the step-downs a sick neard causes.
+    fn reconcile_neard_health(&mut self, out: &mut Vec<Command>) {
+        let now = self.now;
+        match self.proc.clone() {
+            Proc::Stopping { kill_at, pid } if now >= kill_at => {
+                out.push(Command::KillNeard);
+                self.proc = Proc::Dying { pid };
+            }
+            Proc::Up(up) => {
+                let failed = up.last_ok.is_some_and(|ok| now >= ok + STATUS_FAIL_AFTER);
+                let boot_timeout = up.role == Role::Validator
+                    && up.last_ok.is_none()
+                    && now >= up.started + VALIDATOR_BOOT_LIMIT;
+                let syncing_too_long = up
+                    .syncing_since
+                    .is_some_and(|s| now >= s + self.cfg.syncing_grace);
+                let leading = self.key_live || matches!(self.phase, Phase::Promoting(_));
+                if leading && failed {
+                    self.step_down(StepDown::NeardFailed, out);
+                } else if leading && boot_timeout {
+                    self.step_down(StepDown::BootTimeout, out);
+                } else if syncing_too_long && matches!(self.phase, Phase::Validating) {
+                    self.step_down(StepDown::Syncing, out);
+                } else if failed && !leading {
+                    // A standby whose neard hangs: start it again.
+                    self.stop_neard(true, out);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// The lease: a node whose key may be live and whose lease has run out stops at once.
+    fn reconcile_lease(&mut self, out: &mut Vec<Command>) {
+        let Some(deadline) = self.lease_deadline() else {
+            return;
+        };
+        if self.now < deadline {
+            return;
+        }
+        match &self.phase {
+            Phase::Validating => self.step_down(StepDown::LeaseExpired, out),
+            Phase::Promoting(_) if self.key_live => self.step_down(StepDown::LeaseExpired, out),
+            Phase::Promoting(_) => {
+                out.push(Command::SteppedDown(StepDown::LeaseExpired));
+                self.start_release(Letgo::Unchanged, self.after_standby(false));
+            }
+            _ => {}
+        }
+    }
+
+    fn reconcile_phase(&mut self, out: &mut Vec<Command>) {
+        let now = self.now;
+        match self.phase.clone() {
+            Phase::Idle | Phase::Validating => {}
+            Phase::Promoting(p) => match p.step {
+                PromoteStep::Fencing => {
+                    if !self.guard_armed() {
+                        return;
                     }
-                    (Startup | Syncing, true) => {
-                        self.maybe_register(actions);
-                        "neard is in sync"
+                    let Some(own) = self.own_view() else { return };
+                    if p.fence.check(now, own, self.lag.lag()).is_ok() {
+                        self.activate(p, out);
                     }
-                    (Syncing, false) => "",
-                    (Registering, true) => {
-                        self.maybe_register(actions);
-                        ""
+                }
+                PromoteStep::Swapping {
+                    deadline,
+                    reloads_before,
+                } => {
+                    let confirmed = self.last_poll().is_some_and(|poll| {
+                        poll.key == KeyShown::Ours
+                            && matches!((reloads_before, poll.reloads), (Some(b), Some(r)) if r > b)
+                    });
+                    if confirmed {
+                        out.push(Command::Activated {
+                            took: now.saturating_duration_since(p.acquired),
+                            hot_swap: true,
+                        });
+                        self.phase = Phase::Validating;
+                    } else if now >= deadline {
+                        out.push(Command::HotSwapFallback("unconfirmed"));
+                        self.restart_with_key(p, out);
                     }
-                    (Voting, true) => {
-                        self.maybe_acquire(actions);
-                        ""
+                }
+                PromoteStep::Restarting => {
+                    if matches!(&self.proc, Proc::Up(up) if up.role == Role::Validator) {
+                        out.push(Command::Activated {
+                            took: now.saturating_duration_since(p.acquired),
+                            hot_swap: false,
+                        });
+                        self.phase = Phase::Validating;
                     }
-                    (Registering | Voting, false) => {
-                        self.state = Syncing;
-                        "neard reports syncing"
+                }
+            },
+            Phase::Demoting(d) => match d.step {
+                DemoteStep::Unloading {
+                    deadline,
+                    reloads_before,
+                } => {
+                    let keyless = self.last_poll().filter(|p| {
+                        p.key == KeyShown::None && p.reloads.is_some_and(|r| r > reloads_before)
+                    });
+                    if let Some(p) = keyless {
+                        // Read from a neard that holds no key any more: these bound all it
+                        // signed, exactly when its largest target is known.
+                        self.horizon = self.horizon.max(Horizon {
+                            head: Some(p.head),
+                            target: p.target,
+                            exact: true,
+                        });
+                        self.horizon.exact = p.target.is_some();
+                        self.fenced(d.letgo, d.after, out);
+                    } else if now >= deadline {
+                        out.push(Command::HotSwapFallback("demotion_unconfirmed"));
+                        self.phase = Phase::Demoting(Demotion {
+                            step: DemoteStep::Stopping,
+                            ..d
+                        });
+                        self.stop_neard(true, out);
                     }
-                    (Validating, true) => {
-                        self.syncing_since = None;
-                        ""
+                }
+                DemoteStep::Stopping => match self.proc {
+                    // Fenced once SIGKILL is sent (in order, before anything else) or neard is
+                    // gone.
+                    Proc::Dying { .. } | Proc::Down(_) => {
+                        self.horizon.exact = false;
+                        self.fenced(d.letgo, d.after, out);
                     }
-                    (Validating, false) => {
-                        let since = *self.syncing_since.get_or_insert(now);
-                        if now.duration_since(since) < self.config.syncing_grace {
-                            return "";
+                    // A neard that came up since (it was being spawned): kill it.
+                    Proc::Up(_) if self.key_live => self.stop_neard(true, out),
+                    Proc::Up(_) => {
+                        self.horizon.exact = false;
+                        self.fenced(d.letgo, d.after, out);
+                    }
+                    Proc::Stopping { .. } | Proc::Spawning(_) => {}
+                },
+            },
+            Phase::Releasing(r) => {
+                if r.give_up_at.is_some_and(|g| now >= g) {
+                    self.finish_release(r.after);
+                    return;
+                }
+                if r.in_flight || now < r.retry_at {
+                    return;
+                }
+                match self.session().map(str::to_string) {
+                    Some(session) if self.lease.is_some() => {
+                        out.push(Command::Release {
+                            session,
+                            value: r.value.clone(),
+                        });
+                        if let Phase::Releasing(r) = &mut self.phase {
+                            r.in_flight = true;
                         }
-                        self.syncing_since = None;
-                        self.step_down(Syncing, actions, Action::Demote);
-                        "neard kept reporting syncing past the syncing grace"
                     }
-                    (Shutdown, _) => "",
+                    _ => self.finish_release(r.after),
                 }
             }
-            Event::SessionCreated => {
-                self.session_pending = false;
-                self.has_session = true;
-                if self.state == Registering {
-                    self.state = Voting;
-                    self.maybe_acquire(actions);
-                    "Consul session created"
-                } else {
-                    ""
+        }
+    }
+
+    fn activate(&mut self, p: Promotion, out: &mut Vec<Command>) {
+        let hot = self.cfg.hot_swap && self.hot_swap_capable != Some(false);
+        if !hot {
+            if self.cfg.hot_swap {
+                out.push(Command::HotSwapFallback("neard_too_old"));
+            }
+            self.restart_with_key(p, out);
+            return;
+        }
+        let reloads_before = self.last_poll().and_then(|poll| poll.reloads);
+        out.push(Command::InstallKey);
+        out.push(Command::Sighup);
+        self.key_file = true;
+        self.key_live = true;
+        self.phase = Phase::Promoting(Promotion {
+            step: PromoteStep::Swapping {
+                deadline: self.now + self.cfg.timing.hot_swap_confirm,
+                reloads_before,
+            },
+            ..p
+        });
+    }
+
+    fn restart_with_key(&mut self, p: Promotion, out: &mut Vec<Command>) {
+        self.phase = Phase::Promoting(Promotion {
+            step: PromoteStep::Restarting,
+            ..p
+        });
+        if self.key_file {
+            out.push(Command::RemoveKey);
+            self.key_file = false;
+        }
+        // A running neard may hold the key (a hot swap that was not confirmed): stopping it is
+        // a fence; the validator start comes once it is gone.
+        match &self.proc {
+            Proc::Up(_) | Proc::Stopping { .. } => {
+                self.stop_neard(false, out);
+                self.then_start = Some(Role::Validator);
+            }
+            Proc::Dying { .. } | Proc::Spawning(_) => self.then_start = Some(Role::Validator),
+            Proc::Down(_) => self.proc = Proc::Down(Some((Role::Validator, self.now))),
+        }
+    }
+
+    fn reconcile_session(&mut self, out: &mut Vec<Command>) {
+        let now = self.now;
+        let t = self.cfg.timing;
+        let synced = self.synced();
+        match &mut self.session {
+            Session::None { retry_at } => {
+                if synced && !self.exiting && now >= *retry_at {
+                    self.session = Session::Creating;
+                    out.push(Command::CreateSession);
                 }
             }
-            Event::SessionFailed => {
-                self.session_pending = false;
-                ""
-            }
-            Event::SessionGone => {
-                self.has_session = false;
-                self.acquire_pending = false;
-                match self.state {
-                    Validating => {
-                        self.step_down(Registering, actions, Action::Demote);
-                        "Consul says the session is gone"
+            Session::Creating => {}
+            Session::Live {
+                id,
+                renew_at,
+                renewing,
+            } => {
+                if now < *renew_at || *renewing {
+                    return;
+                }
+                *renewing = true;
+                *renew_at = now + t.renew_interval;
+                let id = id.clone();
+                out.push(Command::Renew(id.clone()));
+                let beating = matches!(self.phase, Phase::Promoting(_) | Phase::Validating);
+                if let (true, Some(lease)) = (beating, self.lease.as_mut()) {
+                    if !lease.in_flight() {
+                        let beat = lease.beat(self.horizon);
+                        out.push(Command::Heartbeat {
+                            session: id,
+                            expected_index: beat.expected_index,
+                            value: beat.value,
+                            seq: beat.seq,
+                        });
                     }
-                    Voting => {
-                        self.state = Registering;
-                        if self.neard_synced {
-                            self.session_pending = true;
-                            actions.push(Action::CreateSession);
-                        }
-                        "Consul says the session is gone"
-                    }
-                    _ => "",
                 }
             }
-            Event::LeaseExpired => {
-                if self.state != Validating {
-                    return "";
+        }
+    }
+
+    fn reconcile_standby(&mut self, out: &mut Vec<Command>) {
+        let now = self.now;
+        if self.exiting
+            || !matches!(self.phase, Phase::Idle)
+            || self.acquiring.is_some()
+            || self.releasing_own
+            || !self.guard.alive
+        {
+            return;
+        }
+        let (Some(view), Some(own)) = (self.own_view(), self.session().map(str::to_string)) else {
+            return;
+        };
+        match self.observer.standby_move(&own, now, self.cfg.timing.ttl) {
+            StandbyMove::Wait => {}
+            StandbyMove::Acquire(plan) => {
+                if self.holdoff_until.is_some_and(|h| now < h) {
+                    return;
                 }
-                // The session may still exist: keep it, renewing decides. Never destroy it here:
-                // Consul is probably unreachable, and the demotion alone is the fence. The lock
-                // may still be held by this session, which no other node can take over: so
-                // count it as free for this node, and acquire it again (after a fresh renew)
-                // once neard is in sync, or learn from Consul that the session is gone.
-                actions.push(Action::Demote);
-                self.acquire_pending = false;
-                self.lock_free = true;
-                self.state = Voting;
-                "the session could not be renewed before the step-down deadline"
+                let record = Record {
+                    hostname: self.cfg.hostname.clone(),
+                    node_id: self.cfg.node_id.clone(),
+                    account: self.cfg.account.clone(),
+                    session: own.clone(),
+                    seq: 1,
+                    state: RecordState::Active,
+                    horizon: Horizon {
+                        head: Some(view.head),
+                        target: view.target,
+                        exact: false,
+                    },
+                };
+                out.push(Command::Acquire {
+                    session: own,
+                    expected_index: plan.expected_index,
+                    value: record.to_bytes(),
+                });
+                self.acquiring = Some((plan, record));
             }
-            Event::LockObserved { free } => {
-                self.lock_free = free;
-                self.maybe_acquire(actions);
-                ""
-            }
-            Event::Acquired(true) => {
-                self.acquire_pending = false;
-                self.lock_free = false;
-                if self.state == Voting {
-                    self.state = Validating;
-                    self.syncing_since = None;
-                    actions.push(Action::Promote);
-                    "acquired the leader lock"
-                } else {
-                    // The node left Voting while acquiring: give the lock back at once.
-                    if self.has_session {
-                        actions.push(Action::DestroySession);
-                        self.has_session = false;
-                    }
-                    ""
+            StandbyMove::DestroyHolder(s) => {
+                if self.destroying.as_deref() != Some(s.as_str()) {
+                    self.destroying = Some(s.clone());
+                    out.push(Command::DestroySession(s));
                 }
             }
-            Event::Acquired(false) => {
-                self.acquire_pending = false;
-                self.lock_free = false;
-                ""
+            StandbyMove::Reread => {
+                if !self.reading {
+                    self.reading = true;
+                    out.push(Command::ReadKey);
+                }
             }
-            Event::AcquireFailed => {
-                self.acquire_pending = false;
-                ""
+            StandbyMove::ReleaseOwn => {
+                if let Some(key) = self.observer.key() {
+                    self.releasing_own = true;
+                    out.push(Command::Release {
+                        session: own,
+                        value: key.value.clone(),
+                    });
+                }
             }
+        }
+    }
+
+    fn reconcile_polling(&mut self, out: &mut Vec<Command>) {
+        let fast = match &self.phase {
+            Phase::Promoting(p) => p.step != PromoteStep::Restarting,
+            Phase::Demoting(d) => matches!(d.step, DemoteStep::Unloading { .. }),
+            _ => false,
+        };
+        let want = Polling {
+            interval: if fast { FAST_POLL } else { STATUS_INTERVAL },
+            metrics: fast || self.key_live || !matches!(self.phase, Phase::Idle),
+        };
+        if self.polling != Some(want) {
+            self.polling = Some(want);
+            out.push(Command::SetPolling(want));
+        }
+    }
+
+    fn reconcile_exit(&mut self, out: &mut Vec<Command>) {
+        if !self.exiting || self.key_live || !matches!(self.phase, Phase::Idle) {
+            return;
+        }
+        // Fenced and released: destroy the session, stop neard, exit.
+        if let Some(id) = self.session().map(str::to_string) {
+            if self.exit_destroy.is_none() {
+                self.exit_destroy = Some(false);
+                out.push(Command::DestroySession(id));
+            }
+        }
+        if let Proc::Up(_) = self.proc {
+            self.stop_neard(false, out);
+        }
+        let neard_gone = matches!(self.proc, Proc::Down(_));
+        let destroyed = self.session().is_none() || self.exit_destroy == Some(true);
+        if neard_gone && destroyed {
+            self.exited = true;
+            out.push(Command::Exit);
         }
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use Action::*;
-    use Event::*;
-    use NeardStatus::*;
-
-    const GRACE: Duration = Duration::from_secs(10);
-
-    fn machine() -> Machine {
-        Machine::new(MachineConfig {
-            syncing_grace: GRACE,
-            failure_limit: 3,
-            demote_keeps_neard: false,
-            handover_holdoff: HOLDOFF,
-        })
-    }
-
-    const HOLDOFF: Duration = Duration::from_secs(30);
-
-    /// Feeds events and returns all actions of the last one.
-    fn feed(m: &mut Machine, events: &[Event]) -> Vec<Action> {
-        let now = Instant::now();
-        let mut last = Vec::new();
-        for e in events {
-            last = m.step(*e, now).actions;
-        }
-        last
-    }
-
-    fn to_validating() -> Machine {
-        let mut m = machine();
-        assert_eq!(feed(&mut m, &[NeardStarted, Status(Failed)]), vec![]);
-        assert_eq!(m.state(), State::Startup, "boot failures do not count");
-        assert_eq!(feed(&mut m, &[Status(Syncing)]), vec![]);
-        assert_eq!(m.state(), State::Syncing);
-        assert_eq!(feed(&mut m, &[Status(Synced)]), vec![CreateSession]);
-        assert_eq!(m.state(), State::Registering);
-        assert_eq!(
-            feed(&mut m, &[Status(Synced)]),
-            vec![],
-            "no second create while pending"
-        );
-        assert_eq!(feed(&mut m, &[SessionCreated]), vec![]);
-        assert_eq!(m.state(), State::Voting);
-        assert_eq!(
-            feed(&mut m, &[LockObserved { free: true }]),
-            vec![TryAcquire]
-        );
-        assert_eq!(
-            feed(&mut m, &[Status(Synced)]),
-            vec![],
-            "one acquire at a time"
-        );
-        assert_eq!(feed(&mut m, &[Acquired(true)]), vec![Promote]);
-        assert_eq!(m.state(), State::Validating);
-        m
-    }
-
-    #[test]
-    fn happy_path_reaches_validating() {
-        to_validating();
-    }
-
-    #[test]
-    fn lost_race_stays_voting_and_retries_when_free_again() {
-        let mut m = machine();
-        feed(&mut m, &[Status(Synced), SessionCreated]);
-        assert_eq!(
-            feed(&mut m, &[LockObserved { free: true }]),
-            vec![TryAcquire]
-        );
-        assert_eq!(feed(&mut m, &[Acquired(false)]), vec![]);
-        assert_eq!(
-            feed(&mut m, &[Status(Synced)]),
-            vec![],
-            "held by another: no retry"
-        );
-        assert_eq!(
-            feed(&mut m, &[LockObserved { free: true }]),
-            vec![TryAcquire]
-        );
-        assert_eq!(
-            feed(&mut m, &[AcquireFailed, Status(Synced)]),
-            vec![TryAcquire]
-        );
-        assert_eq!(m.state(), State::Voting);
-    }
-
-    #[test]
-    fn no_acquire_while_neard_is_not_synced() {
-        let mut m = machine();
-        feed(&mut m, &[Status(Synced), SessionCreated, Status(Syncing)]);
-        assert_eq!(m.state(), State::Syncing);
-        assert_eq!(feed(&mut m, &[LockObserved { free: true }]), vec![]);
-        assert_eq!(feed(&mut m, &[Status(Synced)]), vec![TryAcquire]);
-        assert_eq!(m.state(), State::Voting);
-    }
-
-    #[test]
-    fn neard_exit_while_validating_stops_then_releases_then_restarts() {
-        let mut m = to_validating();
-        assert_eq!(
-            feed(&mut m, &[NeardExited]),
-            vec![StopNeard, DestroySession, StartNeard(Role::Voter)]
-        );
-        assert_eq!(m.state(), State::Startup);
-        assert!(!m.has_session());
-    }
-
-    #[test]
-    fn three_failed_polls_while_validating_step_down() {
-        let mut m = to_validating();
-        assert_eq!(
-            feed(&mut m, &[Status(Synced), Status(Failed), Status(Failed)]),
-            vec![]
-        );
-        assert_eq!(m.state(), State::Validating);
-        assert_eq!(
-            feed(&mut m, &[Status(Failed)]),
-            vec![StopNeard, DestroySession, StartNeard(Role::Voter)]
-        );
-        assert_eq!(m.state(), State::Startup);
-    }
-
-    #[test]
-    fn failures_must_be_consecutive() {
-        let mut m = to_validating();
-        feed(
-            &mut m,
-            &[
-                Status(Synced),
-                Status(Failed),
-                Status(Failed),
-                Status(Synced),
-            ],
-        );
-        assert_eq!(feed(&mut m, &[Status(Failed), Status(Failed)]), vec![]);
-        assert_eq!(m.state(), State::Validating);
-    }
-
-    #[test]
-    fn voter_with_failing_status_goes_back_to_startup() {
-        let mut m = machine();
-        feed(&mut m, &[Status(Synced), SessionCreated]);
-        feed(&mut m, &[Status(Failed), Status(Failed), Status(Failed)]);
-        assert_eq!(m.state(), State::Startup);
-        assert!(m.has_session(), "the session of a standby is kept");
-        assert_eq!(feed(&mut m, &[Status(Synced)]), vec![]);
-        assert_eq!(m.state(), State::Voting);
-    }
-
-    #[test]
-    fn syncing_leader_steps_down_only_after_the_grace() {
-        let mut m = to_validating();
-        let t0 = Instant::now();
-        assert_eq!(m.step(Status(Syncing), t0).actions, vec![]);
-        assert_eq!(m.step(Status(Syncing), t0 + GRACE / 2).actions, vec![]);
-        assert_eq!(m.state(), State::Validating);
-        let step = m.step(Status(Syncing), t0 + GRACE);
-        assert_eq!(step.actions, vec![Demote, DestroySession]);
-        assert_eq!(step.to, State::Syncing);
-    }
-
-    #[test]
-    fn syncing_grace_restarts_when_synced_again() {
-        let mut m = to_validating();
-        let t0 = Instant::now();
-        m.step(Status(Syncing), t0);
-        m.step(Status(Synced), t0 + GRACE / 2);
-        assert_eq!(m.step(Status(Syncing), t0 + GRACE).actions, vec![]);
-        assert_eq!(m.state(), State::Validating);
-    }
-
-    #[test]
-    fn lease_expiry_demotes_without_touching_consul() {
-        let mut m = to_validating();
-        assert_eq!(feed(&mut m, &[LeaseExpired]), vec![Demote]);
-        assert_eq!(m.state(), State::Voting);
-        assert!(m.has_session());
-    }
-
-    #[test]
-    fn after_a_lease_expiry_the_node_takes_its_own_lock_back() {
-        let mut m = to_validating();
-        feed(&mut m, &[LeaseExpired, NeardStarted]);
-        assert_eq!(m.state(), State::Voting);
-        assert_eq!(feed(&mut m, &[Status(Synced)]), vec![TryAcquire]);
-        assert_eq!(
-            feed(&mut m, &[AcquireFailed, Status(Synced)]),
-            vec![TryAcquire],
-            "retried"
-        );
-        assert_eq!(feed(&mut m, &[Acquired(true)]), vec![Promote]);
-    }
-
-    #[test]
-    fn session_gone_demotes_then_registers_again() {
-        let mut m = to_validating();
-        assert_eq!(feed(&mut m, &[SessionGone]), vec![Demote]);
-        assert_eq!(m.state(), State::Registering);
-        assert_eq!(
-            feed(&mut m, &[NeardStarted, Status(Synced)]),
-            vec![CreateSession]
-        );
-    }
-
-    #[test]
-    fn shutdown_stops_neard_before_the_session_goes() {
-        let mut m = to_validating();
-        assert_eq!(
-            feed(&mut m, &[Shutdown]),
-            vec![StopNeard, DestroySession, Exit]
-        );
-        assert_eq!(m.state(), State::Shutdown);
-        assert_eq!(
-            feed(&mut m, &[NeardExited, Status(Synced)]),
-            vec![],
-            "final"
-        );
-        let mut fresh = machine();
-        assert_eq!(feed(&mut fresh, &[Shutdown]), vec![StopNeard, Exit]);
-    }
-
-    #[test]
-    fn hot_swap_shutdown_releases_before_stopping_neard() {
-        let mut m = to_validating();
-        m.config.demote_keeps_neard = true;
-        assert_eq!(
-            feed(&mut m, &[Shutdown]),
-            vec![Demote, DestroySession, StopNeard, Exit]
-        );
-    }
-
-    #[test]
-    fn hand_over_demotes_releases_and_holds_off() {
-        let mut m = to_validating();
-        let t0 = Instant::now();
-        let step = m.step(HandOver, t0);
-        assert_eq!(step.actions, vec![Demote, DestroySession]);
-        assert_eq!(step.to, State::Registering);
-        assert_eq!(m.step(Status(Synced), t0).actions, vec![CreateSession]);
-        assert_eq!(m.step(SessionCreated, t0).actions, vec![]);
-        assert_eq!(
-            m.step(LockObserved { free: true }, t0).actions,
-            vec![],
-            "held off"
-        );
-        assert_eq!(m.step(Status(Synced), t0 + HOLDOFF / 2).actions, vec![]);
-        assert_eq!(
-            m.step(Status(Synced), t0 + HOLDOFF).actions,
-            vec![TryAcquire]
-        );
-        let mut voter = machine();
-        assert_eq!(
-            feed(&mut voter, &[Status(Synced), HandOver]),
-            vec![],
-            "only a leader hands over"
-        );
-    }
-
-    #[test]
-    fn lock_won_after_leaving_voting_is_given_back() {
-        let mut m = machine();
-        feed(
-            &mut m,
-            &[Status(Synced), SessionCreated, LockObserved { free: true }],
-        );
-        feed(&mut m, &[Status(Syncing)]);
-        assert_eq!(feed(&mut m, &[Acquired(true)]), vec![DestroySession]);
-        assert_eq!(m.state(), State::Syncing);
-    }
-
-    #[test]
-    fn releasing_before_stopping_is_impossible() {
-        // Whatever the event, a step never destroys the session before demoting/stopping.
-        let events = [
-            NeardExited,
-            Status(Failed),
-            SessionGone,
-            LeaseExpired,
-            Shutdown,
-            HandOver,
-            Status(Syncing),
-        ];
-        for (e, hot) in events.iter().flat_map(|e| [(*e, false), (*e, true)]) {
-            let mut m = to_validating();
-            m.config.demote_keeps_neard = hot;
-            let t = Instant::now() + GRACE * 2;
-            m.step(Status(Syncing), Instant::now());
-            for _ in 0..3 {
-                let acts = m.step(e, t).actions;
-                if let Some(d) = acts.iter().position(|a| *a == DestroySession) {
-                    let fence = acts.iter().position(|a| matches!(a, StopNeard | Demote));
-                    assert!(fence.is_some_and(|f| f < d), "{e:?}: {acts:?}");
-                }
-            }
-        }
-    }
-}
+mod tests;

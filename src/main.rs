@@ -56,7 +56,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     });
     tokio::spawn(exporter::serve(listener, metrics.clone(), watch));
     log::info!(
-        "kuutamod {} starting: account {}, Consul {}, neard home {}, TTL {:?}, step-down after {:?}",
+        "kuutamod {} starting: account {}, Consul {}, neard home {}, TTL {:?}, step-down {:?} after the last acknowledged heartbeat",
         env!("CARGO_PKG_VERSION"),
         settings.account_id,
         settings.consul_url,

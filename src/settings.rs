@@ -9,6 +9,7 @@ use clap::{Parser, ValueEnum};
 
 use crate::keys::KeyFile;
 use crate::neard::config::NeardConfig;
+use crate::timing::Timing;
 
 /// How a voter is promoted to validator.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -41,9 +42,11 @@ pub struct Args {
     /// This node's id, in logs and in the leader key's value.
     #[arg(long, env = "KUUTAMO_NODE_ID", default_value = "node")]
     pub node_id: String,
-    /// NEAR account of the validator; the lock is `kuutamod-leader/<account>`.
-    #[arg(long, env = "KUUTAMO_ACCOUNT_ID", default_value = "default")]
-    pub account_id: String,
+    /// NEAR account of the validator. The lock (`kuutamod-leader/<account>`) belongs to the
+    /// validator key's account; when set, this must name the same account (a check against
+    /// typos: kuutamod refuses to start otherwise).
+    #[arg(long, env = "KUUTAMO_ACCOUNT_ID")]
+    pub account_id: Option<String>,
     /// Consul HTTP API (http or https).
     #[arg(
         long,
@@ -126,58 +129,12 @@ pub struct Args {
     pub voter_shard_tracking: ShardTracking,
 }
 
-/// Timing derived from the TTL and the stop grace (docs/failover.md, "Timing").
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Timing {
-    /// Session TTL requested from Consul.
-    pub ttl: Duration,
-    /// Time between renewals: a quarter of the TTL, so three renewals may fail before the
-    /// step-down deadline.
-    pub renew_interval: Duration,
-    /// neard's stop grace (SIGTERM to SIGKILL).
-    pub stop_grace: Duration,
-    /// After the last successful renew was *sent*, a leader that could not renew since stops
-    /// its neard at this offset: `ttl - stop_grace - margin`, so neard is dead (SIGKILL sent and
-    /// reaped) before `ttl`, the earliest moment Consul can hand the lock to another node.
-    pub step_down_after: Duration,
-    /// Slack between neard's death and the TTL: a tenth of the TTL, for signal delivery, the
-    /// kernel tearing the process down and scheduling delays.
-    pub margin: Duration,
-}
-
-impl Timing {
-    /// Derives the timing, refusing combinations that break the safety inequality.
-    pub fn new(ttl: Duration, stop_grace: Duration) -> Result<Self, String> {
-        let renew_interval = ttl / 4;
-        let margin = ttl / 10;
-        let step_down_after = ttl
-            .checked_sub(stop_grace + margin)
-            .filter(|d| *d >= renew_interval * 2)
-            .ok_or_else(|| {
-                format!(
-                    "KUUTAMO_NEARD_STOP_GRACE ({stop_grace:?}) is too long for KUUTAMO_SESSION_TTL ({ttl:?}): \
-                     the leader must be able to miss two renewals ({:?}) and still kill neard before the TTL; \
-                     use a stop grace of at most {:?} or a longer TTL",
-                    renew_interval * 2,
-                    ttl.saturating_sub(renew_interval * 2 + margin),
-                )
-            })?;
-        Ok(Timing {
-            ttl,
-            renew_interval,
-            stop_grace,
-            step_down_after,
-            margin,
-        })
-    }
-}
-
 /// Checked settings.
 #[derive(Debug, Clone)]
 pub struct Settings {
     /// Node id.
     pub node_id: String,
-    /// Validator account.
+    /// Validator account: the validator key's.
     pub account_id: String,
     /// Consul base URL.
     pub consul_url: String,
@@ -211,6 +168,26 @@ pub struct Settings {
     pub failover_mode: FailoverMode,
     /// Voter shard tracking.
     pub voter_shard_tracking: ShardTracking,
+}
+
+/// The account the lock belongs to: the validator key's. `given` (`KUUTAMO_ACCOUNT_ID`) must
+/// name the same account: two hosts with different account ids would lock different keys and
+/// both validate.
+pub fn account_of(key: &KeyFile, given: Option<&str>) -> Result<String, String> {
+    let account = key.account_id.as_str();
+    if account.is_empty() || account.contains('/') {
+        return Err(format!(
+            "the validator key's account_id {account:?} is not a NEAR account id; \
+             the key file must name the validator (staking pool) account"
+        ));
+    }
+    match given {
+        Some(g) if g != account => Err(format!(
+            "KUUTAMO_ACCOUNT_ID={g:?} differs from the validator key's account {account:?}; \
+             the lock belongs to the key's account: fix KUUTAMO_ACCOUNT_ID or the key file"
+        )),
+        _ => Ok(account.to_string()),
+    }
 }
 
 /// The Consul key holding the lock for `account_id`.
@@ -312,12 +289,6 @@ impl Settings {
         if args.node_id.is_empty() {
             return Err("KUUTAMO_NODE_ID is empty; give each host a distinct node id".into());
         }
-        if args.account_id.is_empty() || args.account_id.contains('/') {
-            return Err(format!(
-                "KUUTAMO_ACCOUNT_ID={:?} is not a NEAR account id",
-                args.account_id
-            ));
-        }
         check_consul_url(&args.consul_url)?;
         let consul_token = consul_token(
             args.consul_token.as_deref(),
@@ -378,18 +349,12 @@ impl Settings {
                     .into(),
             );
         }
-        if validator_key.account_id != args.account_id {
-            log::warn!(
-                "the validator key is for account {:?} but KUUTAMO_ACCOUNT_ID is {:?}; the lock is named after KUUTAMO_ACCOUNT_ID",
-                validator_key.account_id,
-                args.account_id
-            );
-        }
+        let account_id = account_of(&validator_key, args.account_id.as_deref())?;
         let neard_config = NeardConfig::load(&args.neard_home).map_err(|e| e.to_string())?;
         let neard_bin = resolve_neard_bin(&args.neard_bin)?;
         Ok(Settings {
             node_id: args.node_id,
-            account_id: args.account_id,
+            account_id,
             consul_url: args.consul_url,
             consul_token,
             exporter_address,
@@ -413,19 +378,6 @@ impl Settings {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn default_timing_keeps_the_safety_inequality() {
-        let t = Timing::new(Duration::from_secs(30), Duration::from_secs(5)).expect("defaults");
-        assert_eq!(t.renew_interval, Duration::from_millis(7500));
-        assert_eq!(t.step_down_after, Duration::from_secs(22));
-        // step-down + stop grace + margin == TTL: neard is dead before the lock can move
-        assert!(t.step_down_after + t.stop_grace + t.margin <= t.ttl);
-        assert!(t.step_down_after >= 2 * t.renew_interval);
-        let err =
-            Timing::new(Duration::from_secs(10), Duration::from_secs(5)).expect_err("must fail");
-        assert!(err.contains("KUUTAMO_NEARD_STOP_GRACE"), "{err}");
-    }
 
     #[test]
     fn urls_are_checked() {

@@ -6,6 +6,7 @@
 
 use clap::{Parser, Subcommand};
 use kuutamod::consul::Consul;
+use kuutamod::lease::{Record, RecordState};
 use kuutamod::settings::{check_consul_url, consul_token, leader_key};
 
 #[derive(Parser)]
@@ -19,7 +20,7 @@ struct Cli {
     )]
     consul_url: String,
     /// Validator account whose lock to inspect.
-    #[arg(long, env = "KUUTAMO_ACCOUNT_ID", default_value = "default")]
+    #[arg(long, env = "KUUTAMO_ACCOUNT_ID")]
     account_id: String,
     /// Consul ACL token (else CONSUL_HTTP_TOKEN, else the token file).
     #[arg(long, env = "KUUTAMO_CONSUL_TOKEN", hide_env_values = true)]
@@ -60,14 +61,18 @@ async fn run(cli: Cli) -> Result<i32, String> {
         cli.consul_token.as_deref(),
         cli.consul_token_file.as_deref(),
     )?;
-    let consul = Consul::new(&cli.consul_url, token)?;
+    let consul = Consul::new(&cli.consul_url, token).map_err(|e| e.to_string())?;
     let Command::ActiveValidator { json } = cli.command;
     let key = leader_key(&cli.account_id);
     let (entry, _) = consul
-        .get_key(&key, None)
+        .get_key(&key, None, false)
         .await
         .map_err(|e| e.to_string())?;
-    let holder = entry.as_ref().and_then(|e| e.session.clone());
+    let holder = entry
+        .as_ref()
+        .and_then(|e| e.session.clone())
+        .filter(|s| !s.is_empty());
+    let record = entry.as_ref().and_then(|e| Record::parse(&e.bytes()));
     let (code, leader, session_alive) = match (&entry, &holder) {
         (Some(e), Some(session)) => {
             let alive = consul
@@ -75,7 +80,8 @@ async fn run(cli: Cli) -> Result<i32, String> {
                 .await
                 .map_err(|e| e.to_string())?
                 .is_some();
-            (if alive { 0 } else { 2 }, e.leader(), alive)
+            let _ = e;
+            (if alive { 0 } else { 2 }, record.clone(), alive)
         }
         _ => (1, None, false),
     };
@@ -87,6 +93,7 @@ async fn run(cli: Cli) -> Result<i32, String> {
             "hostname": leader.as_ref().map(|l| l.hostname.clone()),
             "session": holder,
             "session_alive": session_alive,
+            "released": record.as_ref().is_some_and(|r| r.state == RecordState::Released),
         });
         println!("{out}");
     } else {

@@ -1,6 +1,8 @@
-//! The supervised `neard`: its home and `config.json`, its `/status`, and the child process.
+//! The supervised `neard`: its home and `config.json`, its `/status` and `/metrics`, and the
+//! child process.
 
 pub mod config;
+pub mod home;
 pub mod process;
 pub mod rpc;
 pub mod status;

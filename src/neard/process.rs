@@ -1,21 +1,18 @@
-//! The neard child process: spawn it so that it can never outlive kuutamod, stop it with
-//! SIGTERM and then SIGKILL after a grace period, and reap it.
+//! The neard child process: spawned so that it can never outlive kuutamod, signalled, waited
+//! for. When to stop or kill it is the [`machine`](crate::machine)'s decision.
 
 use std::path::Path;
 use std::process::{ExitStatus, Stdio};
-use std::time::Duration;
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use tokio::process::{Child, Command};
-use tokio::time::Instant;
 
 /// A running neard.
 #[derive(Debug)]
 pub struct Neard {
     child: Child,
     pid: u32,
-    started: Instant,
 }
 
 impl Neard {
@@ -54,11 +51,7 @@ impl Neard {
         let pid = child
             .id()
             .ok_or_else(|| std::io::Error::other("neard exited before its pid was read"))?;
-        Ok(Neard {
-            child,
-            pid,
-            started: Instant::now(),
-        })
+        Ok(Neard { child, pid })
     }
 
     /// The process id.
@@ -66,59 +59,19 @@ impl Neard {
         self.pid
     }
 
-    /// When it was started.
-    pub fn started(&self) -> Instant {
-        self.started
-    }
-
     /// Waits for the process to exit (cancel safe).
     pub async fn wait(&mut self) -> std::io::Result<ExitStatus> {
         self.child.wait().await
     }
 
-    /// Whether the process has exited (it is then reaped).
-    pub fn has_exited(&mut self) -> bool {
-        !matches!(self.child.try_wait(), Ok(None))
-    }
-
-    /// Kills neard at once (SIGKILL) and reaps it: the fence when there is no time for SIGTERM.
-    pub async fn kill(mut self) -> std::io::Result<ExitStatus> {
-        if let Some(status) = self.child.try_wait()? {
-            return Ok(status);
-        }
-        self.child.start_kill()?;
-        self.child.wait().await
-    }
-
-    /// Sends a signal (SIGHUP for a key reload); an error if it has already exited and been
-    /// reaped.
+    /// Sends a signal; an error if neard has already exited and been reaped.
     pub fn signal(&mut self, signal: Signal) -> std::io::Result<()> {
         if self.child.try_wait()?.is_some() {
             return Err(std::io::Error::other("neard has already exited"));
         }
+        // Only this process reaps the child, so the pid cannot have been recycled since
+        // try_wait saw it running.
         kill(Pid::from_raw(self.pid as i32), signal).map_err(std::io::Error::from)
-    }
-
-    /// Stops neard: SIGTERM, then SIGKILL once `grace` has passed. Returns when the process is
-    /// reaped, so on return it is certain that neard no longer runs. Never blocks the runtime.
-    pub async fn stop(mut self, grace: Duration) -> std::io::Result<ExitStatus> {
-        if let Some(status) = self.child.try_wait()? {
-            return Ok(status);
-        }
-        // The child cannot have been reaped between try_wait and here: only we wait on it.
-        let _ = kill(Pid::from_raw(self.pid as i32), Signal::SIGTERM);
-        match tokio::time::timeout(grace, self.child.wait()).await {
-            Ok(status) => status,
-            Err(_) => {
-                log::warn!(
-                    "neard (pid {}) did not exit within {:?} of SIGTERM; sending SIGKILL",
-                    self.pid,
-                    grace
-                );
-                self.child.start_kill()?;
-                self.child.wait().await
-            }
-        }
     }
 }
 
@@ -139,7 +92,7 @@ pub fn describe(status: &ExitStatus) -> String {
 mod tests {
     use super::*;
 
-    /// A stand-in "neard" script: ignores its arguments, traps SIGTERM as told.
+    /// A stand-in "neard" script that ignores its arguments.
     fn script(dir: &Path, body: &str) -> std::path::PathBuf {
         use std::os::unix::fs::PermissionsExt;
         let path = dir.join("fake-neard");
@@ -149,25 +102,29 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn stop_escalates_to_sigkill_after_the_grace() {
+    async fn signals_reach_neard_and_its_exit_is_reported() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let bin = script(dir.path(), "trap '' TERM\nwhile true; do sleep 0.05; done");
-        let neard = Neard::spawn(&bin, dir.path(), None).expect("spawn");
-        // give the shell time to install its trap
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        let started = std::time::Instant::now();
-        let status = neard.stop(Duration::from_millis(300)).await.expect("stop");
+        let bin = script(dir.path(), "exec sleep 30");
+        let mut neard =
+            Neard::spawn(&bin, dir.path(), Some("ed25519:x@127.0.0.1:1")).expect("spawn");
+        neard.signal(Signal::SIGKILL).expect("signal");
+        let status = neard.wait().await.expect("wait");
         assert_eq!(describe(&status), "signal 9 (SIGKILL)");
-        assert!(started.elapsed() >= Duration::from_millis(300));
+        assert!(
+            neard.signal(Signal::SIGHUP).is_err(),
+            "reaped: no more signals"
+        );
     }
 
     #[tokio::test]
-    async fn stop_is_graceful_when_neard_obeys() {
+    async fn neard_runs_in_its_own_process_group() {
         let dir = tempfile::tempdir().expect("tempdir");
         let bin = script(dir.path(), "exec sleep 30");
-        let neard = Neard::spawn(&bin, dir.path(), Some("ed25519:x@127.0.0.1:1")).expect("spawn");
-        let status = neard.stop(Duration::from_secs(5)).await.expect("stop");
-        assert_eq!(describe(&status), "signal 15 (SIGTERM)");
+        let mut neard = Neard::spawn(&bin, dir.path(), None).expect("spawn");
+        let pgid = nix::unistd::getpgid(Some(Pid::from_raw(neard.pid() as i32))).expect("pgid");
+        assert_eq!(pgid.as_raw() as u32, neard.pid());
+        neard.signal(Signal::SIGKILL).expect("signal");
+        neard.wait().await.expect("wait");
     }
 
     #[tokio::test]
@@ -177,6 +134,5 @@ mod tests {
         let mut neard = Neard::spawn(&bin, dir.path(), None).expect("spawn");
         let status = neard.wait().await.expect("wait");
         assert_eq!(describe(&status), "exit code 3");
-        assert!(neard.signal(Signal::SIGHUP).is_err());
     }
 }

@@ -1,9 +1,48 @@
-//! Requests to neard's RPC: `/status` and the one metric kuutamod reads from `/metrics`.
+//! Requests to neard's RPC: `/status`, and the few metrics kuutamod reads from `/metrics`.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use crate::neard::status::{parse, Status};
+
+/// Why a request to neard failed. Each names the URL and the cause.
+#[derive(Debug, thiserror::Error)]
+pub enum RpcError {
+    /// No connection, no answer in time, or the body was cut off.
+    #[error("neard {url}: {}", crate::consul::describe_transport(source))]
+    Transport {
+        /// The URL.
+        url: String,
+        /// The transport error.
+        source: reqwest::Error,
+    },
+    /// An error status.
+    #[error("neard {url} answered {status}")]
+    Status {
+        /// The URL.
+        url: String,
+        /// The HTTP status.
+        status: reqwest::StatusCode,
+    },
+    /// An answer that is not what neard sends.
+    #[error("neard {url}: {reason}")]
+    Garbage {
+        /// The URL.
+        url: String,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// The metrics kuutamod reads from neard's `/metrics`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct NeardMetrics {
+    /// `near_largest_target_height`: the largest height neard's doomslug approved or would
+    /// approve (its signing horizon).
+    pub largest_target: Option<u64>,
+    /// `near_config_reloads_total`: successful config reloads (1 after boot).
+    pub config_reloads: Option<u64>,
+}
 
 /// A client for one neard's RPC address.
 #[derive(Debug, Clone)]
@@ -14,46 +53,51 @@ pub struct NeardRpc {
 
 impl NeardRpc {
     /// A client for `addr`, each request limited to `timeout`.
-    pub fn new(addr: SocketAddr, timeout: Duration) -> Result<Self, String> {
+    pub fn new(addr: SocketAddr, timeout: Duration) -> anyhow::Result<Self> {
         let http = reqwest::Client::builder()
             .timeout(timeout)
             .build()
-            .map_err(|e| format!("cannot build HTTP client: {e}"))?;
+            .map_err(|e| anyhow::anyhow!("cannot build an HTTP client: {e}"))?;
         Ok(NeardRpc {
             http,
             base: format!("http://{addr}"),
         })
     }
 
-    async fn get(&self, path: &str) -> Result<Vec<u8>, String> {
+    async fn get(&self, path: &str) -> Result<Vec<u8>, RpcError> {
         let url = format!("{}{path}", self.base);
-        let resp = self
-            .http
-            .get(&url)
-            .send()
-            .await
-            .map_err(|e| format!("neard {url} failed: {e}"))?;
+        let transport = |source| RpcError::Transport {
+            url: url.clone(),
+            source,
+        };
+        let resp = self.http.get(&url).send().await.map_err(transport)?;
         if !resp.status().is_success() {
-            return Err(format!("neard {url} answered {}", resp.status()));
+            return Err(RpcError::Status {
+                url,
+                status: resp.status(),
+            });
         }
-        Ok(resp
-            .bytes()
-            .await
-            .map_err(|e| format!("neard {url} failed: {e}"))?
-            .to_vec())
+        Ok(resp.bytes().await.map_err(transport)?.to_vec())
     }
 
     /// GET `/status`, parsed.
-    pub async fn status(&self) -> Result<Status, String> {
+    pub async fn status(&self) -> Result<Status, RpcError> {
         let body = self.get("/status").await?;
-        parse(&body).map_err(|e| format!("{}/status: {e}", self.base))
+        parse(&body).map_err(|e| RpcError::Garbage {
+            url: format!("{}/status", self.base),
+            reason: e.to_string(),
+        })
     }
 
-    /// `near_config_reloads_total` from `/metrics` (successful config reloads, 1 after boot).
-    pub async fn config_reloads(&self) -> Result<f64, String> {
+    /// GET `/metrics`: the values kuutamod reads.
+    pub async fn metrics(&self) -> Result<NeardMetrics, RpcError> {
         let body = self.get("/metrics").await?;
-        metric(&String::from_utf8_lossy(&body), "near_config_reloads_total")
-            .ok_or_else(|| format!("{}/metrics has no near_config_reloads_total", self.base))
+        let text = String::from_utf8_lossy(&body);
+        let read = |name| metric(&text, name).and_then(|v| (v >= 0.0).then_some(v as u64));
+        Ok(NeardMetrics {
+            largest_target: read("near_largest_target_height"),
+            config_reloads: read("near_config_reloads_total"),
+        })
     }
 }
 

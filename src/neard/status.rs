@@ -51,6 +51,43 @@ pub struct SyncInfo {
     pub latest_block_height: u64,
     /// True while neard is not in sync with the network (also while it awaits peers).
     pub syncing: bool,
+    /// Timestamp of the head block (RFC 3339, UTC), when reported.
+    #[serde(default)]
+    pub latest_block_time: Option<String>,
+}
+
+impl SyncInfo {
+    /// The head block's timestamp as unix milliseconds, when it is present and parses.
+    pub fn latest_block_ms(&self) -> Option<u64> {
+        rfc3339_ms(self.latest_block_time.as_deref()?)
+    }
+}
+
+/// Parses `YYYY-MM-DDTHH:MM:SS[.fraction]Z` (what neard writes) into unix milliseconds.
+pub fn rfc3339_ms(s: &str) -> Option<u64> {
+    let s = s.strip_suffix('Z')?;
+    let (date, time) = s.split_once('T')?;
+    let mut d = date.splitn(3, '-').map(|x| x.parse::<i64>().ok());
+    let (y, m, day) = (d.next()??, d.next()??, d.next()??);
+    let (hms, frac) = time.split_once('.').unwrap_or((time, ""));
+    let mut t = hms.splitn(3, ':').map(|x| x.parse::<i64>().ok());
+    let (hh, mm, ss) = (t.next()??, t.next()??, t.next()??);
+    if !(1..=12).contains(&m) || !(1..=31).contains(&day) || hh > 23 || mm > 59 || ss > 60 {
+        return None;
+    }
+    let ms: i64 = format!("{frac:0<3}").get(..3)?.parse().ok()?;
+    // Days since 1970-01-01 (H. Hinnant's days_from_civil).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    u64::try_from(((days * 24 + hh) * 60 + mm) * 60 + ss)
+        .ok()?
+        .checked_mul(1000)?
+        .checked_add(u64::try_from(ms).ok()?)
 }
 
 /// Why a status body could not be used.
@@ -105,6 +142,20 @@ mod tests {
         assert_eq!(s.validator_account_id.as_deref(), Some("node0"));
         assert_eq!(s.validator_public_key, None);
         assert_eq!(s.supports_key_hot_swap(), Some(false));
+    }
+
+    #[test]
+    fn block_times_parse_to_unix_ms() {
+        assert_eq!(
+            rfc3339_ms("2025-02-12T22:10:10.530341781Z"),
+            Some(1_739_398_210_530)
+        );
+        assert_eq!(rfc3339_ms("1970-01-01T00:00:00Z"), Some(0));
+        assert_eq!(rfc3339_ms("2000-02-29T00:00:00.5Z"), Some(951_782_400_500));
+        assert_eq!(rfc3339_ms("2025-13-01T00:00:00Z"), None);
+        assert_eq!(rfc3339_ms("yesterday"), None);
+        let s = parse(TESTNET.as_bytes()).expect("fixture");
+        assert_eq!(s.sync_info.latest_block_ms(), Some(1_739_398_210_530));
     }
 
     #[test]

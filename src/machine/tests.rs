@@ -1,0 +1,904 @@
+//! Unit tests of the machine: scripted event sequences with virtual time, and a randomized test
+//! of the safety invariants.
+
+use super::*;
+use crate::lease::{KeyState, RecordState};
+
+const TTL: Duration = Duration::from_secs(3);
+const GRACE: Duration = Duration::from_millis(500);
+
+fn config(hot_swap: bool) -> Config {
+    Config {
+        node_id: "n1".into(),
+        hostname: "h1".into(),
+        account: "pool.near".into(),
+        hot_swap,
+        timing: Timing::new(TTL, GRACE).expect("timing"),
+        syncing_grace: Duration::from_secs(2),
+        backoff: BackoffConfig::DEFAULT,
+    }
+}
+
+/// A machine with a clock, recording every command.
+struct Driver {
+    m: Machine,
+    now: Instant,
+    log: Vec<Command>,
+    pid: u32,
+    reloads: u64,
+    key: KeyShown,
+    head: u64,
+    target: u64,
+}
+
+impl Driver {
+    fn new(hot_swap: bool) -> Driver {
+        let now = Instant::from_nanos(1_000_000_000);
+        Driver {
+            m: Machine::new(config(hot_swap), now),
+            now,
+            log: Vec::new(),
+            pid: 100,
+            reloads: 1,
+            key: KeyShown::None,
+            head: 50,
+            target: 51,
+        }
+    }
+
+    fn feed(&mut self, e: Event) -> Vec<Command> {
+        let out = self.m.handle(e, self.now);
+        self.log.extend(out.iter().cloned());
+        out
+    }
+
+    fn advance(&mut self, d: Duration) -> Vec<Command> {
+        self.now = self.now + d;
+        self.feed(Event::Tick)
+    }
+
+    fn poll(&self) -> Poll {
+        Poll {
+            syncing: false,
+            head: self.head,
+            block_ms: Some(1_000),
+            wall_ms: 1_010,
+            key: self.key,
+            hot_swap_capable: Some(true),
+            target: Some(self.target),
+            reloads: Some(self.reloads),
+        }
+    }
+
+    fn status(&mut self) -> Vec<Command> {
+        let p = self.poll();
+        self.feed(Event::Status(p))
+    }
+
+    /// Starts the guard and neard, syncs, and creates a session.
+    fn reach_voting(&mut self) {
+        let out = self.feed(Event::Tick);
+        assert!(out.contains(&Command::RespawnGuard), "{out:?}");
+        assert!(out.contains(&Command::StartNeard(Role::Voter)), "{out:?}");
+        self.feed(Event::GuardSpawned);
+        self.ack_guard();
+        self.feed(Event::NeardSpawned {
+            pid: self.pid,
+            role: Role::Voter,
+        });
+        let out = self.status();
+        assert!(out.contains(&Command::CreateSession), "{out:?}");
+        self.feed(Event::SessionCreated("s1".into()));
+        assert_eq!(self.m.state(), State::Voting);
+    }
+
+    /// Acknowledges every guard order sent so far.
+    fn ack_guard(&mut self) {
+        let last = self
+            .log
+            .iter()
+            .filter_map(|c| match c {
+                Command::Guard { seq, .. } => Some(*seq),
+                _ => None,
+            })
+            .max();
+        if let Some(seq) = last {
+            self.feed(Event::GuardAck(seq));
+        }
+    }
+
+    fn observe(&mut self, key: Option<KeyState>, index: u64) -> Vec<Command> {
+        self.feed(Event::KeyObserved { key, index })
+    }
+
+    fn released_key(&self, index: u64) -> KeyState {
+        let r = Record {
+            hostname: "h0".into(),
+            node_id: "n0".into(),
+            account: "pool.near".into(),
+            session: "s0".into(),
+            seq: 9,
+            state: RecordState::Released,
+            horizon: Horizon {
+                head: Some(40),
+                target: Some(41),
+                exact: true,
+            },
+        };
+        KeyState {
+            index,
+            session: None,
+            value: r.to_bytes(),
+        }
+    }
+
+    /// From Voting, a clean release by the previous leader: acquire, arm, hot swap, confirm.
+    fn reach_validating(&mut self) {
+        self.reach_voting();
+        let out = self.observe(Some(self.released_key(10)), 10);
+        let acquire = out
+            .iter()
+            .find(|c| matches!(c, Command::Acquire { .. }))
+            .cloned();
+        assert!(
+            matches!(
+                acquire,
+                Some(Command::Acquire {
+                    expected_index: Some(10),
+                    ..
+                })
+            ),
+            "{out:?}"
+        );
+        let sent = self.now;
+        let out = self.feed(Event::Acquired { sent, index: 11 });
+        assert_eq!(self.m.state(), State::Promoting);
+        assert!(
+            !out.contains(&Command::InstallKey),
+            "no key before the guard has acknowledged: {out:?}"
+        );
+        let before = self.log.len();
+        self.ack_guard();
+        self.status();
+        let out = &self.log[before..];
+        assert!(out.contains(&Command::InstallKey), "{out:?}");
+        assert!(out.contains(&Command::Sighup), "{out:?}");
+        assert_eq!(self.m.state(), State::Validating, "the key may be live");
+        self.key = KeyShown::Ours;
+        self.reloads += 1;
+        let out = self.status();
+        assert!(
+            out.iter()
+                .any(|c| matches!(c, Command::Activated { hot_swap: true, .. })),
+            "{out:?}"
+        );
+        assert!(self.m.key_live());
+        self.ack_guard();
+    }
+
+    fn count(&self, f: impl Fn(&Command) -> bool) -> usize {
+        self.log.iter().filter(|c| f(c)).count()
+    }
+}
+
+#[test]
+fn a_clean_release_is_taken_over_without_waiting() {
+    let mut d = Driver::new(true);
+    d.reach_validating();
+}
+
+#[test]
+fn an_absent_key_waits_a_full_ttl_after_the_acquisition() {
+    let mut d = Driver::new(true);
+    d.reach_voting();
+    let out = d.observe(None, 5);
+    assert!(
+        out.iter().any(|c| matches!(
+            c,
+            Command::Acquire {
+                expected_index: None,
+                ..
+            }
+        )),
+        "{out:?}"
+    );
+    let sent = d.now;
+    d.feed(Event::Acquired { sent, index: 6 });
+    d.ack_guard();
+    // Heartbeats keep the lease alive meanwhile.
+    let mut installed = None;
+    for _ in 0..40 {
+        let out = d.advance(Duration::from_millis(100));
+        for c in &out {
+            if let Command::Heartbeat { seq, .. } = c {
+                let (seq, sent) = (*seq, d.now);
+                d.feed(Event::HeartbeatAcked {
+                    seq,
+                    sent,
+                    index: 7 + seq,
+                });
+            }
+        }
+        d.ack_guard();
+        d.status();
+        if d.log.contains(&Command::InstallKey) {
+            installed = Some(d.now.saturating_duration_since(sent));
+            break;
+        }
+    }
+    let waited = installed.expect("the key went live");
+    assert!(waited >= TTL, "activated after {waited:?}");
+    assert!(waited < TTL + Duration::from_millis(200), "{waited:?}");
+}
+
+#[test]
+fn the_leader_steps_down_at_its_lease_deadline_and_releases_cleanly() {
+    let mut d = Driver::new(true);
+    d.reach_validating();
+    // No heartbeat is ever acknowledged: step down at acquisition + step_down_after.
+    let t = Timing::new(TTL, GRACE).expect("timing");
+    let acquired = d.now;
+    let mut demoted = false;
+    for _ in 0..40 {
+        let out = d.advance(Duration::from_millis(100));
+        d.ack_guard();
+        if out.contains(&Command::RemoveKey) && out.contains(&Command::Sighup) {
+            demoted = true;
+            assert!(d.now.saturating_duration_since(acquired) >= t.step_down_after);
+            break;
+        }
+        assert!(!out.iter().any(|c| matches!(c, Command::Release { .. })));
+    }
+    assert!(demoted, "{:?}", d.log);
+    assert_eq!(d.m.state(), State::Validating, "shown until fenced");
+    // neard confirms it dropped the key (after a reload): the lock is released, cleanly.
+    d.key = KeyShown::None;
+    d.reloads += 1;
+    d.head = 60;
+    d.target = 62;
+    let out = d.status();
+    let release = out
+        .iter()
+        .find_map(|c| match c {
+            Command::Release { value, .. } => Record::parse(value),
+            _ => None,
+        })
+        .expect("released");
+    assert_eq!(release.state, RecordState::Released);
+    assert_eq!(
+        release.horizon,
+        Horizon {
+            head: Some(60),
+            target: Some(62),
+            exact: true
+        }
+    );
+    assert!(!d.m.key_live());
+    d.feed(Event::Released(true));
+    assert_eq!(d.m.state(), State::Voting);
+    assert!(!d.m.holds_lock());
+}
+
+#[test]
+fn a_demotion_neard_does_not_confirm_ends_with_sigkill() {
+    let mut d = Driver::new(true);
+    d.reach_validating();
+    d.feed(Event::HandOver);
+    d.ack_guard();
+    // A keyless answer without a reload is not a confirmation (it may predate the SIGHUP).
+    d.key = KeyShown::None;
+    let out = d.status();
+    assert!(
+        !out.iter().any(|c| matches!(c, Command::Release { .. })),
+        "{out:?}"
+    );
+    let out = d.advance(GRACE);
+    let kill = out.iter().position(|c| *c == Command::KillNeard);
+    let release = out
+        .iter()
+        .position(|c| matches!(c, Command::Release { .. }));
+    assert!(
+        matches!((kill, release), (Some(k), Some(r)) if k < r),
+        "SIGKILL, then the release: {out:?}"
+    );
+    let value = out
+        .iter()
+        .find_map(|c| match c {
+            Command::Release { value, .. } => Record::parse(value),
+            _ => None,
+        })
+        .expect("released after the kill");
+    assert!(
+        !value.horizon.exact,
+        "a killed neard's horizon is not exact"
+    );
+    assert_eq!(
+        d.count(|c| matches!(c, Command::HotSwapFallback("demotion_unconfirmed"))),
+        1
+    );
+}
+
+#[test]
+fn a_leader_whose_key_changed_demotes_at_once_and_does_not_release() {
+    let mut d = Driver::new(true);
+    d.reach_validating();
+    // Someone deletes the key (a higher index than our writes).
+    let out = d.observe(None, 50);
+    assert!(
+        out.contains(&Command::RemoveKey) && out.contains(&Command::Sighup),
+        "{out:?}"
+    );
+    d.key = KeyShown::None;
+    d.reloads += 1;
+    d.status();
+    assert_eq!(
+        d.count(|c| matches!(c, Command::Release { .. })),
+        0,
+        "the key is not ours to release"
+    );
+    assert!(!d.m.holds_lock());
+    assert!(!d.m.key_live());
+}
+
+#[test]
+fn a_stale_read_of_the_key_is_not_a_loss() {
+    let mut d = Driver::new(true);
+    d.reach_validating();
+    // The watch answers with the state before our acquisition (index 10 < our 11).
+    let key = d.released_key(10);
+    let out = d.observe(Some(key), 10);
+    assert!(!out.contains(&Command::RemoveKey), "{out:?}");
+    assert!(d.m.key_live());
+}
+
+#[test]
+fn neard_exiting_while_validating_releases_and_restarts_it_later() {
+    let mut d = Driver::new(true);
+    d.reach_validating();
+    let out = d.feed(Event::NeardExited { pid: d.pid });
+    let record = out
+        .iter()
+        .find_map(|c| match c {
+            Command::Release { value, .. } => Record::parse(value),
+            _ => None,
+        })
+        .expect("released at once");
+    assert_eq!(record.state, RecordState::Released);
+    assert!(out.contains(&Command::RemoveKey));
+    assert!(
+        !out.contains(&Command::StartNeard(Role::Voter)),
+        "back-off first"
+    );
+    let out = d.advance(Duration::from_secs(1));
+    assert!(out.contains(&Command::StartNeard(Role::Voter)), "{out:?}");
+}
+
+#[test]
+fn a_guard_that_does_not_acknowledge_is_replaced_and_the_leader_steps_down() {
+    let mut d = Driver::new(true);
+    d.reach_validating();
+    // The guard stops answering; the next heartbeat extends the lease and re-arms.
+    let out = d.advance(Duration::from_secs(1));
+    let seq = out.iter().find_map(|c| match c {
+        Command::Heartbeat { seq, .. } => Some(*seq),
+        _ => None,
+    });
+    let seq = seq.expect("a heartbeat");
+    let sent = d.now;
+    let out = d.feed(Event::HeartbeatAcked {
+        seq,
+        sent,
+        index: 30,
+    });
+    assert!(
+        out.iter().any(|c| matches!(
+            c,
+            Command::Guard {
+                order: GuardOrder::Arm { .. },
+                ..
+            }
+        )),
+        "{out:?}"
+    );
+    let out = d.advance(Duration::from_millis(600));
+    assert!(out.contains(&Command::RespawnGuard), "{out:?}");
+    assert!(
+        out.contains(&Command::SteppedDown(StepDown::GuardLost)),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn the_guard_is_armed_before_the_key_goes_live_and_disarmed_after() {
+    let mut d = Driver::new(false);
+    d.reach_voting();
+    d.observe(Some(d.released_key(10)), 10);
+    let sent = d.now;
+    let out = d.feed(Event::Acquired { sent, index: 11 });
+    let arm = out.iter().find_map(|c| match c {
+        Command::Guard {
+            order: GuardOrder::Arm { pid, deadline },
+            ..
+        } => Some((*pid, *deadline)),
+        _ => None,
+    });
+    let t = Timing::new(TTL, GRACE).expect("timing");
+    assert_eq!(arm, Some((d.pid, sent + t.step_down_after + t.stop_grace)));
+    d.ack_guard();
+    // Restart mode: the voter is stopped, then started with the key.
+    d.status();
+    assert!(d.log.contains(&Command::TermNeard), "{:?}", d.log);
+    assert!(
+        !d.m.key_live(),
+        "restart mode: the voter being stopped holds no key"
+    );
+    let out = d.feed(Event::NeardExited { pid: d.pid });
+    assert!(
+        out.contains(&Command::StartNeard(Role::Validator)),
+        "{out:?}"
+    );
+    d.pid = 101;
+    let out = d.feed(Event::NeardSpawned {
+        pid: 101,
+        role: Role::Validator,
+    });
+    assert!(
+        out.iter().any(|c| matches!(
+            c,
+            Command::Guard {
+                order: GuardOrder::Arm { pid: 101, .. },
+                ..
+            }
+        )),
+        "the guard follows the new neard: {out:?}"
+    );
+    // Hand over: neard stopped (restart mode), then the guard disarmed and the lock released.
+    d.ack_guard();
+    d.status();
+    let out = d.feed(Event::HandOver);
+    assert!(out.contains(&Command::TermNeard), "{out:?}");
+    let out = d.feed(Event::NeardExited { pid: 101 });
+    let disarm = out.iter().position(|c| {
+        matches!(
+            c,
+            Command::Guard {
+                order: GuardOrder::Disarm,
+                ..
+            }
+        )
+    });
+    let release = out
+        .iter()
+        .position(|c| matches!(c, Command::Release { .. }));
+    assert!(disarm.is_some() && release.is_some(), "{out:?}");
+}
+
+#[test]
+fn a_silent_holder_is_destroyed_only_on_a_fresh_read() {
+    let mut d = Driver::new(true);
+    d.reach_voting();
+    let hb = Record {
+        hostname: "h0".into(),
+        node_id: "n0".into(),
+        account: "pool.near".into(),
+        session: "s0".into(),
+        seq: 4,
+        state: RecordState::Active,
+        horizon: Horizon::default(),
+    };
+    let held = KeyState {
+        index: 20,
+        session: Some("s0".into()),
+        value: hb.to_bytes(),
+    };
+    d.observe(Some(held.clone()), 20);
+    // The watch is cut off (no more reads) for longer than a TTL; neard keeps answering.
+    let mut out = Vec::new();
+    for _ in 0..10 {
+        out = d.advance(Duration::from_millis(500));
+        d.ack_guard();
+        d.status();
+    }
+    assert!(d.log.contains(&Command::ReadKey), "{:?}", d.log);
+    assert!(!out.iter().any(|c| matches!(c, Command::DestroySession(_))));
+    // A fresh read: still the same heartbeat.
+    let out = d.observe(Some(held), 20);
+    assert!(
+        out.contains(&Command::DestroySession("s0".into())),
+        "{out:?}"
+    );
+    // Consul releases the key (value unchanged): acquire, and activate at once (the silence
+    // already lasted a TTL).
+    let released = KeyState {
+        index: 21,
+        session: None,
+        value: hb.to_bytes(),
+    };
+    let out = d.observe(Some(released), 21);
+    assert!(
+        out.iter().any(|c| matches!(
+            c,
+            Command::Acquire {
+                expected_index: Some(21),
+                ..
+            }
+        )),
+        "{out:?}"
+    );
+    let sent = d.now;
+    let before = d.log.len();
+    d.feed(Event::Acquired { sent, index: 22 });
+    d.ack_guard();
+    d.status();
+    assert!(
+        d.log[before..].contains(&Command::InstallKey),
+        "the silence lasted a TTL already: {:?}",
+        &d.log[before..]
+    );
+}
+
+#[test]
+fn a_crash_looping_standby_neard_is_restarted_with_back_off() {
+    let mut d = Driver::new(true);
+    d.reach_voting();
+    let mut starts = 0;
+    for _ in 0..600 {
+        // 100 ms steps for a minute; neard crashes right after every start.
+        let out = d.advance(Duration::from_millis(100));
+        if out.contains(&Command::StartNeard(Role::Voter)) {
+            starts += 1;
+            d.pid += 1;
+            d.feed(Event::NeardSpawned {
+                pid: d.pid,
+                role: Role::Voter,
+            });
+        }
+        if let Proc::Up(_) = d.m.proc {
+            d.feed(Event::NeardExited { pid: d.pid });
+        }
+    }
+    assert!((4..=7).contains(&starts), "{starts} starts in a minute");
+}
+
+#[test]
+fn shutdown_of_a_leader_fences_releases_destroys_and_exits() {
+    let mut d = Driver::new(true);
+    d.reach_validating();
+    let out = d.feed(Event::Shutdown);
+    assert!(out.contains(&Command::RemoveKey) && out.contains(&Command::Sighup));
+    d.key = KeyShown::None;
+    d.reloads += 1;
+    let out = d.status();
+    assert!(
+        out.iter().any(|c| matches!(c, Command::Release { .. })),
+        "{out:?}"
+    );
+    let out = d.feed(Event::Released(true));
+    assert!(
+        out.contains(&Command::DestroySession("s1".into())),
+        "{out:?}"
+    );
+    assert!(out.contains(&Command::TermNeard), "{out:?}");
+    d.feed(Event::Destroyed {
+        session: "s1".into(),
+        ok: true,
+    });
+    let out = d.feed(Event::NeardExited { pid: d.pid });
+    assert!(out.contains(&Command::Exit), "{out:?}");
+    let order = |f: &dyn Fn(&Command) -> bool| d.log.iter().position(f).expect("present");
+    let fence = order(&|c| *c == Command::Sighup);
+    let release = order(&|c| matches!(c, Command::Release { .. }));
+    assert!(fence < release);
+}
+
+#[test]
+fn a_suspended_host_fences_at_once() {
+    let mut d = Driver::new(true);
+    d.reach_validating();
+    let out = d.feed(Event::ClockJump(Duration::from_secs(1)));
+    assert!(
+        !out.contains(&Command::Sighup),
+        "no time for a hot-swap demotion: {out:?}"
+    );
+    assert!(
+        out.contains(&Command::SteppedDown(StepDown::ClockJump)),
+        "{out:?}"
+    );
+    assert!(out.contains(&Command::KillNeard), "{out:?}");
+}
+
+// ----- randomized safety check ---------------------------------------------------------------
+
+/// xorshift64*: a small deterministic generator, so a failure reproduces from its seed.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// A plausible world for one machine: every command gets its answer (late, or lost, or
+/// refused, at random), and faults come in between: neard crashing or hanging, the key
+/// deleted or taken, the guard lost, the host suspended, signals. After every step the
+/// machine's commands must respect the fence: the key goes live only with a lease that has not
+/// run out and a guard that acknowledged the current neard; the lock is released only while
+/// neard is fenced. The runs must also make progress (keys go live and locks are released
+/// again), so a machine that never leads or never lets go fails it.
+#[test]
+fn random_schedules_never_break_the_fence() {
+    let mut activations = 0;
+    let mut releases = 0;
+    for seed in 1..=400u64 {
+        let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+        let mut d = Driver::new(seed % 2 == 0);
+        let mut index = 10u64;
+        let mut key: Option<KeyState> = None;
+        let mut pending: Vec<Event> = Vec::new();
+        let mut guard_armed_pid: Option<u32> = None;
+        // The world's truth, kept apart from the machine's beliefs: is the key file in the
+        // home, and does the running neard hold the key?
+        let mut file = false;
+        let mut keyed = false;
+        let mut out = d.feed(Event::Tick);
+        for _ in 0..600 {
+            // Answers to the commands just issued.
+            for c in &out {
+                let now = d.now;
+                match c.clone() {
+                    Command::StartNeard(role) => {
+                        d.pid += 1;
+                        pending.push(Event::NeardSpawned { pid: d.pid, role });
+                        file = role == Role::Validator;
+                        keyed = file;
+                        d.key = if keyed {
+                            KeyShown::Ours
+                        } else {
+                            KeyShown::None
+                        };
+                    }
+                    Command::TermNeard => {
+                        // neard stops when it gets to it; until then it may still sign.
+                        pending.push(Event::NeardExited { pid: d.pid });
+                    }
+                    Command::KillNeard => {
+                        keyed = false;
+                        pending.insert(0, Event::NeardKilled { pid: d.pid });
+                        pending.push(Event::NeardExited { pid: d.pid });
+                    }
+                    Command::InstallKey => file = true,
+                    Command::RemoveKey => file = false,
+                    Command::Sighup => {
+                        d.reloads += 1;
+                        keyed = file;
+                        d.key = if keyed {
+                            KeyShown::Ours
+                        } else {
+                            KeyShown::None
+                        };
+                    }
+                    Command::CreateSession => pending.push(Event::SessionCreated("s1".into())),
+                    Command::Renew(s) => pending.push(Event::Renewed { session: s }),
+                    Command::Heartbeat {
+                        expected_index,
+                        value,
+                        seq,
+                        ..
+                    } => pending.push(match &key {
+                        Some(k)
+                            if k.index == expected_index && k.session.as_deref() == Some("s1") =>
+                        {
+                            index += 1;
+                            key = Some(KeyState {
+                                index,
+                                session: Some("s1".into()),
+                                value,
+                            });
+                            Event::HeartbeatAcked {
+                                seq,
+                                sent: now,
+                                index,
+                            }
+                        }
+                        _ => Event::HeartbeatRejected,
+                    }),
+                    Command::Acquire {
+                        expected_index,
+                        value,
+                        ..
+                    } => {
+                        let free = match (&key, expected_index) {
+                            (None, None) => true,
+                            (Some(k), Some(i)) => k.index == i && k.session.is_none(),
+                            _ => false,
+                        };
+                        pending.push(if free {
+                            index += 1;
+                            key = Some(KeyState {
+                                index,
+                                session: Some("s1".into()),
+                                value,
+                            });
+                            Event::Acquired { sent: now, index }
+                        } else {
+                            Event::AcquireRejected
+                        });
+                    }
+                    Command::Release { value, .. } => {
+                        let ours = key
+                            .as_ref()
+                            .is_some_and(|k| k.session.as_deref() == Some("s1"));
+                        if ours {
+                            index += 1;
+                            key = Some(KeyState {
+                                index,
+                                session: None,
+                                value,
+                            });
+                        }
+                        pending.push(Event::Released(ours));
+                    }
+                    Command::DestroySession(s) => {
+                        if key
+                            .as_ref()
+                            .is_some_and(|k| k.session.as_deref() == Some(s.as_str()))
+                        {
+                            index += 1;
+                            if let Some(k) = key.as_mut() {
+                                k.session = None;
+                                k.index = index;
+                            }
+                        }
+                        pending.push(Event::Destroyed {
+                            session: s,
+                            ok: true,
+                        });
+                    }
+                    Command::ReadKey => pending.push(Event::KeyObserved {
+                        key: key.clone(),
+                        index,
+                    }),
+                    Command::Guard { seq, order } => {
+                        if let GuardOrder::Arm { pid, .. } = order {
+                            guard_armed_pid = Some(pid);
+                        } else if order == GuardOrder::Disarm {
+                            guard_armed_pid = None;
+                        }
+                        pending.push(Event::GuardAck(seq));
+                    }
+                    Command::RespawnGuard => {
+                        guard_armed_pid = None;
+                        pending.push(Event::GuardSpawned);
+                    }
+                    _ => {}
+                }
+            }
+            let event = match rng.below(20) {
+                0..=8 if !pending.is_empty() => {
+                    let i = rng.below(pending.len() as u64) as usize;
+                    let e = pending.remove(i);
+                    // Some answers are lost or turn into failures.
+                    match (&e, rng.below(12)) {
+                        (Event::Renewed { session }, 0) => Event::RenewFailed {
+                            session: session.clone(),
+                        },
+                        (Event::HeartbeatAcked { .. }, 0) => Event::HeartbeatFailed,
+                        (Event::GuardAck(_), 0) => Event::Tick,
+                        _ => e,
+                    }
+                }
+                9..=11 => {
+                    d.now = d.now + Duration::from_millis(rng.below(400));
+                    Event::Tick
+                }
+                12..=14 => {
+                    d.head += rng.below(3);
+                    d.target = d.target.max(d.head + 1) + rng.below(2);
+                    Event::Status(d.poll())
+                }
+                15 => Event::KeyObserved {
+                    key: key.clone(),
+                    index,
+                },
+                16 => match rng.below(6) {
+                    0 => {
+                        index += 1;
+                        key = None;
+                        Event::KeyObserved { key: None, index }
+                    }
+                    1 => {
+                        index += 1;
+                        key = Some(KeyState {
+                            index,
+                            session: Some("other".into()),
+                            value: b"x".to_vec(),
+                        });
+                        Event::KeyObserved {
+                            key: key.clone(),
+                            index,
+                        }
+                    }
+                    2 => match d.m.neard_pid() {
+                        Some(pid) => Event::NeardExited { pid },
+                        None => Event::Tick,
+                    },
+                    3 => Event::GuardLost,
+                    4 => Event::ClockJump(Duration::from_secs(1)),
+                    _ => Event::StatusFailed,
+                },
+                17 => match rng.below(3) {
+                    0 => Event::HandOver,
+                    1 => Event::SessionGone("s1".into()),
+                    _ => {
+                        // The key is released by someone (the session's agent left).
+                        index += 1;
+                        if let Some(k) = key.as_mut() {
+                            k.session = None;
+                            k.index = index;
+                        }
+                        Event::KeyObserved {
+                            key: key.clone(),
+                            index,
+                        }
+                    }
+                },
+                18 if seed % 7 == 0 => Event::Shutdown,
+                _ => Event::Tick,
+            };
+            if let Event::NeardExited { .. } = event {
+                keyed = false;
+            }
+            let was_live = d.m.key_live();
+            let lease = d.m.lease_deadline();
+            let now = d.now;
+            out = d.feed(event.clone());
+            for c in &out {
+                match c {
+                    Command::KillNeard => keyed = false,
+                    Command::InstallKey | Command::StartNeard(Role::Validator) => {
+                        activations += 1;
+                        let live = d.m.lease.as_ref().map(Lease::deadline).or(lease);
+                        assert!(
+                            live.is_some_and(|dl| now < dl),
+                            "seed {seed}: key installed without a live lease after {event:?}"
+                        );
+                        assert!(
+                            *c != Command::InstallKey || guard_armed_pid == d.m.neard_pid(),
+                            "seed {seed}: key installed with the guard not armed for this neard"
+                        );
+                    }
+                    Command::Release { .. } => {
+                        releases += 1;
+                        assert!(
+                            !keyed,
+                            "seed {seed}: lock released while neard holds the key, after {event:?}: {out:?}"
+                        );
+                    }
+                    _ => {}
+                }
+            }
+            if was_live && !d.m.key_live() {
+                let by = matches!(
+                    event,
+                    Event::Status(_) | Event::NeardKilled { .. } | Event::NeardExited { .. }
+                ) || out.contains(&Command::KillNeard);
+                assert!(by, "seed {seed}: the key was dropped by {event:?}: {out:?}");
+            }
+            if d.m.exited() {
+                break;
+            }
+        }
+    }
+    assert!(
+        activations > 100,
+        "the schedules must reach the key ({activations})"
+    );
+    assert!(releases > 100, "and let it go again ({releases})");
+}

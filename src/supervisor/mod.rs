@@ -1,0 +1,410 @@
+//! The I/O around the [`machine`](crate::machine): the conductor.
+//!
+//! One loop: wait for the next event (a report from a background task, neard exiting, a
+//! signal, a guard answer, or the machine's next deadline), hand it to the machine with the
+//! current [`clock`] time, and carry out the commands it returns. Everything that waits on the
+//! network runs in a task of its own ([`tasks`]), so the loop always gets to a deadline in time.
+//! Commands that are quick and local (signals, key files, guard orders) run inline, and their
+//! outcome is fed back at once.
+
+pub mod tasks;
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+
+use crate::clock::{self, JumpDetector};
+use crate::consul::Consul;
+use crate::exporter::Published;
+use crate::guard::{Exe, Guard, Note};
+use crate::machine::{Command, Config, Event, Machine, State};
+use crate::metrics::Metrics;
+use crate::neard::home::Home;
+use crate::neard::process::{describe, Neard};
+use crate::neard::rpc::NeardRpc;
+use crate::neard::Role;
+use crate::settings::{leader_key, FailoverMode, Settings};
+use crate::supervisor::tasks::{PollTarget, Report};
+use crate::timing::STATUS_INTERVAL;
+
+/// Timeout of one `/status` or `/metrics` request; neard answers from memory, so a second
+/// means trouble.
+pub const STATUS_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// The loop wakes at least this often, to notice a host suspend (a jump of `CLOCK_BOOTTIME`
+/// past `CLOCK_MONOTONIC`) even when no deadline is near.
+pub const TICK: Duration = Duration::from_millis(250);
+
+/// Runs kuutamod until `shutdown` resolves and the machine has fenced, released and stopped.
+pub async fn run(
+    settings: Settings,
+    metrics: Metrics,
+    published: watch::Sender<Published>,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let consul = Consul::new(&settings.consul_url, settings.consul_token.clone())?;
+    let rpc_addr = settings.neard_config.rpc_addr()?;
+    let rpc = NeardRpc::new(rpc_addr, STATUS_TIMEOUT)?;
+    let exe = Exe::pin().map_err(|e| anyhow::anyhow!("cannot open kuutamod's own binary: {e}"))?;
+    let (tx, rx) = mpsc::unbounded_channel();
+    let (poll_tx, poll_rx) = watch::channel(PollTarget {
+        pid: None,
+        polling: crate::machine::Polling {
+            interval: STATUS_INTERVAL,
+            metrics: false,
+        },
+    });
+    let poller = tokio::spawn(tasks::poll_neard(
+        rpc,
+        settings.validator_key.public_key.clone(),
+        poll_rx,
+        tx.clone(),
+    ));
+    let key = leader_key(&settings.account_id);
+    let watcher = tokio::spawn(tasks::watch_leader(
+        consul.clone(),
+        key.clone(),
+        tx.clone(),
+        metrics.clone(),
+    ));
+    let (notes_tx, notes_rx) = mpsc::unbounded_channel();
+    let config = Config {
+        node_id: settings.node_id.clone(),
+        hostname: hostname(),
+        account: settings.account_id.clone(),
+        hot_swap: settings.failover_mode == FailoverMode::HotSwap,
+        timing: settings.timing,
+        syncing_grace: settings.syncing_grace,
+        backoff: crate::backoff::BackoffConfig::DEFAULT,
+    };
+    let mut sup = Supervisor {
+        machine: Machine::new(config, clock::now()),
+        home: Home::new(&settings),
+        settings,
+        consul,
+        key,
+        metrics,
+        published,
+        neard: None,
+        neard_starts: 0,
+        poll_tx,
+        tx,
+        exe,
+        guard: None,
+        guard_generation: 0,
+        notes_tx,
+        shown: State::Startup,
+    };
+    let result = sup.main_loop(rx, notes_rx, shutdown).await;
+    poller.abort();
+    watcher.abort();
+    result
+}
+
+struct Supervisor {
+    settings: Settings,
+    home: Home,
+    consul: Consul,
+    key: String,
+    machine: Machine,
+    metrics: Metrics,
+    published: watch::Sender<Published>,
+    neard: Option<Neard>,
+    neard_starts: u64,
+    poll_tx: watch::Sender<PollTarget>,
+    tx: mpsc::UnboundedSender<Report>,
+    exe: Exe,
+    guard: Option<Guard>,
+    guard_generation: u64,
+    notes_tx: mpsc::UnboundedSender<Note>,
+    shown: State,
+}
+
+async fn wait_neard(neard: &mut Option<Neard>) -> (u32, std::io::Result<std::process::ExitStatus>) {
+    match neard {
+        Some(n) => {
+            let status = n.wait().await;
+            (n.pid(), status)
+        }
+        None => std::future::pending().await,
+    }
+}
+
+impl Supervisor {
+    async fn main_loop(
+        &mut self,
+        mut rx: mpsc::UnboundedReceiver<Report>,
+        mut notes: mpsc::UnboundedReceiver<Note>,
+        shutdown: impl Future<Output = ()>,
+    ) -> anyhow::Result<()> {
+        tokio::pin!(shutdown);
+        let mut shutdown_seen = false;
+        let mut handover =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1())?;
+        let mut jumps = JumpDetector::new();
+        self.handle(Event::Tick);
+        while !self.machine.exited() {
+            let now = clock::now();
+            let sleep = self
+                .machine
+                .next_deadline()
+                .map_or(TICK, |d| d.saturating_duration_since(now).min(TICK));
+            let event = tokio::select! {
+                biased;
+                _ = &mut shutdown, if !shutdown_seen => {
+                    shutdown_seen = true;
+                    Event::Shutdown
+                }
+                (pid, status) = wait_neard(&mut self.neard) => {
+                    self.neard = None;
+                    match status {
+                        Ok(s) => log::warn!("neard (pid {pid}) exited: {}", describe(&s)),
+                        Err(e) => log::warn!("neard (pid {pid}): wait failed: {e}"),
+                    }
+                    self.poll_target();
+                    Event::NeardExited { pid }
+                }
+                Some(note) = notes.recv() => match note {
+                    Note::Ack { generation, seq } if generation == self.guard_generation => {
+                        Event::GuardAck(seq)
+                    }
+                    Note::Lost { generation, why } if generation == self.guard_generation => {
+                        log::error!("the guard process is lost: {why}");
+                        Event::GuardLost
+                    }
+                    _ => continue,
+                },
+                Some(report) = rx.recv() => {
+                    let current = self.neard.as_ref().map(Neard::pid);
+                    if report.pid.is_some() && report.pid != current {
+                        continue; // a poll of a previous neard
+                    }
+                    report.event
+                }
+                Some(()) = handover.recv() => {
+                    log::info!("SIGUSR1 received: handing over");
+                    Event::HandOver
+                }
+                _ = tokio::time::sleep(sleep) => Event::Tick,
+            };
+            if let Some(lost) = jumps.check() {
+                log::warn!("the host was suspended for {lost:?}");
+                self.handle(Event::ClockJump(lost));
+            }
+            self.handle(event);
+        }
+        Ok(())
+    }
+
+    /// Feeds an event, and everything that follows from carrying out its commands.
+    fn handle(&mut self, event: Event) {
+        let mut queue = VecDeque::from([event]);
+        while let Some(event) = queue.pop_front() {
+            let commands = self.machine.handle(event, clock::now());
+            for c in commands {
+                if let Some(follow) = self.execute(c) {
+                    queue.push_back(follow);
+                }
+            }
+            self.publish();
+        }
+    }
+
+    fn publish(&mut self) {
+        let state = self.machine.state();
+        if state != self.shown {
+            log::info!("state {} -> {}", self.shown.name(), state.name());
+            if state == State::Promoting {
+                match self.machine.fence_status() {
+                    Some(Err(closed)) => {
+                        log::info!("the key goes live once the fence opens; now: {closed}")
+                    }
+                    Some(Ok(())) => log::info!("the fence is open"),
+                    None => {}
+                }
+            }
+            self.shown = state;
+        }
+        self.metrics.set_state(state);
+        self.published.send_replace(Published {
+            state,
+            neard_pid: self.neard.as_ref().map(Neard::pid),
+        });
+    }
+
+    fn poll_target(&self) {
+        let pid = self.neard.as_ref().map(Neard::pid);
+        self.poll_tx.send_modify(|t| t.pid = pid);
+    }
+
+    fn signal_neard(&mut self, sig: nix::sys::signal::Signal) -> bool {
+        match self.neard.as_mut() {
+            Some(n) => match n.signal(sig) {
+                Ok(()) => true,
+                Err(e) => {
+                    log::warn!("cannot send {sig} to neard (pid {}): {e}", n.pid());
+                    false
+                }
+            },
+            None => false,
+        }
+    }
+
+    /// Carries out one command; returns the event that reports its outcome, if it has one at
+    /// once.
+    fn execute(&mut self, command: Command) -> Option<Event> {
+        use nix::sys::signal::Signal;
+        match command {
+            Command::StartNeard(role) => Some(self.start_neard(role)),
+            Command::TermNeard => {
+                self.signal_neard(Signal::SIGTERM);
+                None
+            }
+            Command::KillNeard => {
+                let pid = self.neard.as_ref().map(Neard::pid)?;
+                // Delivered, or neard is already gone: either way it signs no more.
+                if !self.signal_neard(Signal::SIGKILL) {
+                    log::info!("neard (pid {pid}) was already gone");
+                }
+                log::info!("SIGKILL sent to neard (pid {pid})");
+                Some(Event::NeardKilled { pid })
+            }
+            Command::InstallKey => {
+                match self.home.install_key() {
+                    Ok(()) => log::info!("hot swap: validator key written into neard's home"),
+                    Err(e) => log::error!("cannot install the validator key: {e:#}"),
+                }
+                None
+            }
+            Command::RemoveKey => {
+                if let Err(e) = self.home.remove_key() {
+                    log::error!("{e:#}");
+                }
+                None
+            }
+            Command::Sighup => {
+                self.signal_neard(Signal::SIGHUP);
+                None
+            }
+            Command::SetPolling(polling) => {
+                self.poll_tx.send_modify(|t| t.polling = polling);
+                None
+            }
+            Command::Guard { seq, order } => {
+                let sent = match self.guard.as_mut() {
+                    Some(g) => g.order(seq, order),
+                    None => Err(std::io::Error::other("no guard")),
+                };
+                match sent {
+                    Ok(()) => None,
+                    Err(e) => {
+                        log::error!("cannot give the guard an order: {e}");
+                        Some(Event::GuardLost)
+                    }
+                }
+            }
+            Command::RespawnGuard => Some(self.respawn_guard()),
+            Command::SteppedDown(reason) => {
+                log::warn!("stepping down: {}", reason.describe());
+                self.metrics
+                    .step_downs
+                    .with_label_values(&[reason.label()])
+                    .inc();
+                None
+            }
+            Command::Activated { took, hot_swap } => {
+                self.metrics.failover_duration.observe(took.as_secs_f64());
+                log::info!(
+                    "neard validates with the key {took:?} after acquiring the lock ({})",
+                    if hot_swap { "hot swap" } else { "restart" }
+                );
+                None
+            }
+            Command::HotSwapFallback(reason) => {
+                log::warn!("hot swap: {reason}; restarting neard instead");
+                self.metrics
+                    .hot_swap_fallbacks
+                    .with_label_values(&[reason])
+                    .inc();
+                None
+            }
+            Command::Exit => None,
+            consul => {
+                tasks::consul_request(
+                    self.consul.clone(),
+                    self.key.clone(),
+                    consul,
+                    self.settings.timing.ttl,
+                    self.settings.node_id.clone(),
+                    self.metrics.clone(),
+                    self.tx.clone(),
+                );
+                None
+            }
+        }
+    }
+
+    fn start_neard(&mut self, role: Role) -> Event {
+        if let Err(e) = self.home.prepare(role) {
+            log::error!("cannot prepare neard's home for the {role:?} role: {e:#}");
+            return Event::NeardSpawnFailed;
+        }
+        let s = &self.settings;
+        match Neard::spawn(&s.neard_bin, &s.neard_home, s.neard_bootnodes.as_deref()) {
+            Ok(neard) => {
+                if self.neard_starts > 0 {
+                    self.metrics.neard_restarts.inc();
+                }
+                self.neard_starts += 1;
+                let pid = neard.pid();
+                log::info!("started neard as {role:?} (pid {pid})");
+                self.neard = Some(neard);
+                self.poll_target();
+                Event::NeardSpawned { pid, role }
+            }
+            Err(e) => {
+                log::error!("cannot start neard {}: {e}", s.neard_bin.display());
+                if role == Role::Validator {
+                    if let Err(e) = self.home.remove_key() {
+                        log::error!("{e:#}");
+                    }
+                }
+                Event::NeardSpawnFailed
+            }
+        }
+    }
+
+    fn respawn_guard(&mut self) -> Event {
+        // Dropping the old guard kills and reaps it (a stopped one too).
+        self.guard = None;
+        self.guard_generation += 1;
+        match Guard::spawn(
+            self.exe.path(),
+            self.guard_generation,
+            self.notes_tx.clone(),
+        ) {
+            Ok(g) => {
+                log::info!("guard process started (pid {})", g.pid());
+                self.guard = Some(g);
+                Event::GuardSpawned
+            }
+            Err(e) => {
+                log::error!(
+                    "cannot start the guard process from {}: {e}",
+                    self.exe.path().display()
+                );
+                Event::GuardSpawnFailed
+            }
+        }
+    }
+}
+
+/// The host name, for the leader key's value.
+pub fn hostname() -> String {
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_else(|| "unknown".into())
+}

@@ -1,0 +1,306 @@
+//! The supervisor's background tasks: everything that waits on the network runs here and
+//! reports through the event channel, so the main loop never blocks on neard or Consul.
+
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+
+use crate::clock;
+use crate::consul::{Consul, ConsulError};
+use crate::machine::{Event, KeyShown, Poll, Polling};
+use crate::metrics::Metrics;
+use crate::neard::rpc::NeardRpc;
+
+/// `wait` of the leader-key blocking query. Long, so an idle standby costs Consul almost
+/// nothing; a change (every heartbeat) still wakes it at once.
+pub const WATCH_WAIT: Duration = Duration::from_secs(300);
+/// Pause after a failed watch query, so an unreachable Consul is not hammered.
+pub const WATCH_RETRY: Duration = Duration::from_secs(1);
+/// Pause after a blocking query that returned without a change of index (its wait ran out, or
+/// Consul woke it spuriously), so a misbehaving Consul cannot turn the watch into a busy loop.
+pub const WATCH_IDLE: Duration = Duration::from_millis(100);
+
+/// An event for the main loop, with the neard pid it concerns (polls of a previous neard are
+/// dropped).
+#[derive(Debug)]
+pub struct Report {
+    /// The event.
+    pub event: Event,
+    /// For polls: the pid of the neard polled.
+    pub pid: Option<u32>,
+}
+
+/// Unix milliseconds now.
+pub fn wall_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+/// What the poller polls: the neard pid, and how.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PollTarget {
+    /// The neard to poll (None: none runs).
+    pub pid: Option<u32>,
+    /// Rate and metrics.
+    pub polling: Polling,
+}
+
+/// Polls neard's `/status` (and `/metrics` when asked) forever, one request at a time, at the
+/// rate the machine asks for.
+pub async fn poll_neard(
+    rpc: NeardRpc,
+    validator_key: String,
+    mut target: watch::Receiver<PollTarget>,
+    tx: mpsc::UnboundedSender<Report>,
+) {
+    loop {
+        let PollTarget { pid, polling } = *target.borrow_and_update();
+        if let Some(pid) = pid {
+            let event = match rpc.status().await {
+                Ok(status) => {
+                    let metrics = if polling.metrics {
+                        match rpc.metrics().await {
+                            Ok(m) => Some(m),
+                            Err(e) => {
+                                log::debug!("{e}");
+                                None
+                            }
+                        }
+                    } else {
+                        None
+                    };
+                    let key = match status.validator_public_key.as_deref() {
+                        None => KeyShown::None,
+                        Some(k) if k == validator_key => KeyShown::Ours,
+                        Some(_) => KeyShown::Other,
+                    };
+                    Event::Status(Poll {
+                        syncing: status.sync_info.syncing,
+                        head: status.sync_info.latest_block_height,
+                        block_ms: status.sync_info.latest_block_ms(),
+                        wall_ms: wall_ms(),
+                        key,
+                        hot_swap_capable: status.supports_key_hot_swap(),
+                        target: metrics.and_then(|m| m.largest_target),
+                        reloads: metrics.and_then(|m| m.config_reloads),
+                    })
+                }
+                Err(e) => {
+                    log::debug!("{e}");
+                    Event::StatusFailed
+                }
+            };
+            if tx
+                .send(Report {
+                    event,
+                    pid: Some(pid),
+                })
+                .is_err()
+            {
+                return;
+            }
+        }
+        // Sleep the interval, but wake at once when the target changes (a new neard, or a
+        // promotion that needs fast polls).
+        let _ = tokio::time::timeout(polling.interval, target.changed()).await;
+    }
+}
+
+/// Watches the leader key with blocking queries and reports every answer (changed or not), so
+/// the machine knows both what the key holds and how fresh its knowledge is.
+pub async fn watch_leader(
+    consul: Consul,
+    key: String,
+    tx: mpsc::UnboundedSender<Report>,
+    metrics: Metrics,
+) {
+    let mut index = 0u64;
+    loop {
+        let blocking = (index > 0).then_some((index, WATCH_WAIT));
+        metrics.consul_requests.with_label_values(&["watch"]).inc();
+        match consul.get_key(&key, blocking, false).await {
+            Ok((entry, new_index)) => {
+                let unchanged = index > 0 && new_index == index;
+                // Consul's index can go backwards (a snapshot restore, a new cluster): start
+                // over and forget what was seen.
+                if new_index < index {
+                    index = 0;
+                    if tx
+                        .send(Report {
+                            event: Event::WatchReset,
+                            pid: None,
+                        })
+                        .is_err()
+                    {
+                        return;
+                    }
+                    continue;
+                }
+                index = new_index;
+                let event = Event::KeyObserved {
+                    key: entry.map(|e| e.state()),
+                    index: new_index,
+                };
+                if tx.send(Report { event, pid: None }).is_err() {
+                    return;
+                }
+                if unchanged {
+                    tokio::time::sleep(WATCH_IDLE).await;
+                }
+            }
+            Err(e) => {
+                log::warn!("watching {key}: {e}");
+                index = 0;
+                tokio::time::sleep(WATCH_RETRY).await;
+            }
+        }
+    }
+}
+
+/// Sends `event` to the main loop (it only fails when the loop is gone).
+fn report(tx: &mpsc::UnboundedSender<Report>, event: Event) {
+    let _ = tx.send(Report { event, pid: None });
+}
+
+/// Runs one Consul request of the machine in its own task.
+pub fn consul_request(
+    consul: Consul,
+    key: String,
+    cmd: crate::machine::Command,
+    ttl: Duration,
+    node_id: String,
+    metrics: Metrics,
+    tx: mpsc::UnboundedSender<Report>,
+) {
+    use crate::machine::Command as C;
+    tokio::spawn(async move {
+        let count = |op: &str| metrics.consul_requests.with_label_values(&[op]).inc();
+        match cmd {
+            C::CreateSession => {
+                count("create");
+                match consul.create_session(&node_id, ttl).await {
+                    Ok(id) => {
+                        log::info!("created Consul session {id}");
+                        report(&tx, Event::SessionCreated(id));
+                    }
+                    Err(e) => {
+                        log::warn!("cannot create a Consul session: {e}");
+                        report(&tx, Event::SessionCreateFailed);
+                    }
+                }
+            }
+            C::Renew(session) => {
+                count("renew");
+                match consul.renew(&session).await {
+                    Ok(()) => report(&tx, Event::Renewed { session }),
+                    Err(ConsulError::SessionGone(id)) => {
+                        log::warn!("Consul session {id} is gone");
+                        report(&tx, Event::SessionGone(id));
+                    }
+                    Err(e) => {
+                        log::warn!("renewing the Consul session failed: {e}");
+                        report(&tx, Event::RenewFailed { session });
+                    }
+                }
+            }
+            C::Heartbeat {
+                session,
+                expected_index,
+                value,
+                seq,
+            } => {
+                count("heartbeat");
+                let sent = clock::now();
+                match consul
+                    .check_and_lock(&key, Some(expected_index), &session, &value)
+                    .await
+                {
+                    Ok(index) => report(&tx, Event::HeartbeatAcked { seq, sent, index }),
+                    Err(ConsulError::SessionGone(id)) => report(&tx, Event::SessionGone(id)),
+                    Err(ConsulError::Rejected { what, .. }) => {
+                        log::warn!("heartbeat refused: {what}");
+                        report(&tx, Event::HeartbeatRejected);
+                    }
+                    Err(e) => {
+                        log::warn!("heartbeat failed: {e}");
+                        report(&tx, Event::HeartbeatFailed);
+                    }
+                }
+            }
+            C::Acquire {
+                session,
+                expected_index,
+                value,
+            } => {
+                count("acquire");
+                let sent = clock::now();
+                match consul
+                    .check_and_lock(&key, expected_index, &session, &value)
+                    .await
+                {
+                    Ok(index) => report(&tx, Event::Acquired { sent, index }),
+                    Err(ConsulError::SessionGone(id)) => {
+                        report(&tx, Event::AcquireRejected);
+                        report(&tx, Event::SessionGone(id));
+                    }
+                    Err(ConsulError::Rejected { what, .. }) => {
+                        log::info!("acquiring {key} refused: {what}");
+                        report(&tx, Event::AcquireRejected);
+                    }
+                    Err(e) => {
+                        log::warn!("acquiring {key} failed: {e}");
+                        report(&tx, Event::AcquireFailed);
+                    }
+                }
+            }
+            C::Release { session, value } => {
+                count("release");
+                match consul.release(&key, &session, &value).await {
+                    Ok(released) => {
+                        if released {
+                            log::info!("released {key}");
+                        }
+                        report(&tx, Event::Released(released));
+                    }
+                    Err(e) => {
+                        log::warn!("releasing {key} failed: {e}");
+                        report(&tx, Event::ReleaseFailed);
+                    }
+                }
+            }
+            C::DestroySession(session) => {
+                count("destroy");
+                let ok = match consul.destroy_session(&session).await {
+                    Ok(()) => {
+                        log::info!("destroyed Consul session {session}");
+                        true
+                    }
+                    Err(e) => {
+                        log::warn!("cannot destroy Consul session {session} ({e})");
+                        false
+                    }
+                };
+                report(&tx, Event::Destroyed { session, ok });
+            }
+            C::ReadKey => {
+                count("read");
+                match consul.get_key(&key, None, true).await {
+                    Ok((entry, index)) => report(
+                        &tx,
+                        Event::KeyObserved {
+                            key: entry.map(|e| e.state()),
+                            index,
+                        },
+                    ),
+                    Err(e) => {
+                        log::warn!("reading {key} failed: {e}");
+                        report(&tx, Event::WatchReset);
+                    }
+                }
+            }
+            other => log::error!("not a Consul request: {other:?}"),
+        }
+    });
+}
