@@ -548,6 +548,8 @@ pub struct Machine {
     horizon: Horizon,
     session: Session,
     lease: Option<Lease>,
+    /// When the leader's next heartbeat is due.
+    beat_at: Instant,
     observer: Observer,
     acquiring: Option<(AcquirePlan, Record)>,
     destroying: Option<String>,
@@ -580,6 +582,7 @@ impl Machine {
             horizon: Horizon::default(),
             session: Session::None { retry_at: now },
             lease: None,
+            beat_at: now,
             observer: Observer::default(),
             acquiring: None,
             destroying: None,
@@ -727,11 +730,14 @@ impl Machine {
         if let Some(l) = self.lease_deadline() {
             d.push(l);
         }
+        if self.lease.is_some() && matches!(self.phase, Phase::Promoting(_) | Phase::Validating) {
+            d.push(self.beat_at);
+        }
         if let Some((_, _, sent)) = self.guard.pending.first() {
             d.push(*sent + t.guard_ack);
         }
         if self.guard.alive {
-            d.push(self.guard.last_sent + t.renew_interval);
+            d.push(self.guard.last_sent + t.heartbeat_interval);
         } else {
             d.push(self.guard.retry_at);
         }
@@ -871,13 +877,10 @@ impl Machine {
                 self.lock_lost(Lost::CheckFailed, out);
             }
             Event::HeartbeatFailed => {
-                let retry = self.cfg.timing.retry;
                 if let Some(lease) = self.lease.as_mut() {
                     lease.unacknowledged();
                 }
-                if let Session::Live { renew_at, .. } = &mut self.session {
-                    *renew_at = (*renew_at).min(now + retry);
-                }
+                self.beat_at = self.beat_at.min(now + self.cfg.timing.retry);
             }
             Event::KeyObserved { key, index } => {
                 self.reading = false;
@@ -902,6 +905,7 @@ impl Machine {
                         sent,
                         self.cfg.timing.step_down_after,
                     ));
+                    self.beat_at = sent + self.cfg.timing.heartbeat_interval;
                     if self.exiting || !matches!(self.phase, Phase::Idle) || !self.synced() {
                         // Not ready to lead any more: give it back, value unchanged.
                         self.start_release(Letgo::Unchanged, self.after_standby(false));
@@ -987,7 +991,7 @@ impl Machine {
                         Phase::Releasing(_) | Phase::Idle => {
                             if let Phase::Releasing(r) = &mut self.phase {
                                 r.after = After::Exit;
-                                r.give_up_at = Some(now + self.cfg.timing.renew_interval);
+                                r.give_up_at = Some(now + self.cfg.timing.heartbeat_interval);
                             }
                         }
                     }
@@ -1257,7 +1261,8 @@ impl Machine {
             after,
             retry_at: self.now,
             in_flight: false,
-            give_up_at: (after == After::Exit).then(|| self.now + self.cfg.timing.renew_interval),
+            give_up_at: (after == After::Exit)
+                .then(|| self.now + self.cfg.timing.heartbeat_interval),
         });
     }
 
@@ -1353,7 +1358,7 @@ impl Machine {
         let g = &mut self.guard;
         let order = if g.last != Some(want) {
             Some(want)
-        } else if g.pending.is_empty() && now >= g.last_sent + t.renew_interval {
+        } else if g.pending.is_empty() && now >= g.last_sent + t.heartbeat_interval {
             Some(GuardOrder::Ping)
         } else {
             None
@@ -1623,16 +1628,16 @@ impl Machine {
                 renew_at,
                 renewing,
             } => {
-                if now < *renew_at || *renewing {
-                    return;
-                }
-                *renewing = true;
-                *renew_at = now + t.renew_interval;
                 let id = id.clone();
-                out.push(Command::Renew(id.clone()));
+                if now >= *renew_at && !*renewing {
+                    *renewing = true;
+                    *renew_at = now + t.renew_interval;
+                    out.push(Command::Renew(id.clone()));
+                }
                 let beating = matches!(self.phase, Phase::Promoting(_) | Phase::Validating);
                 if let (true, Some(lease)) = (beating, self.lease.as_mut()) {
-                    if !lease.in_flight() {
+                    if now >= self.beat_at && !lease.in_flight() {
+                        self.beat_at = now + t.heartbeat_interval;
                         let beat = lease.beat(self.horizon);
                         out.push(Command::Heartbeat {
                             session: id,

@@ -36,9 +36,13 @@ pub struct Timing {
     /// Session TTL requested from Consul; also the time a standby waits after the last
     /// heartbeat it saw before it may activate the key.
     pub ttl: Duration,
-    /// Renew (and, for the leader, heartbeat) interval: a third of the TTL.
+    /// Session renew interval: half the TTL (Consul ends a session no earlier than a TTL after
+    /// its last renew, so a failed renew leaves time for several retries).
     pub renew_interval: Duration,
-    /// After a failed renew or heartbeat, the next try comes this much sooner.
+    /// The leader's heartbeat interval: a third of the TTL, so that a standby sees the leader
+    /// alive several times per TTL.
+    pub heartbeat_interval: Duration,
+    /// After a failed renew or heartbeat, the next try comes this soon.
     pub retry: Duration,
     /// neard's stop grace (SIGTERM to SIGKILL; also the limit for a hot-swap demotion).
     pub stop_grace: Duration,
@@ -66,24 +70,26 @@ impl Timing {
     /// Derives every timing, refusing combinations that break the safety inequality
     /// `step_down_after + stop_grace + margin <= ttl` with room for a missed heartbeat.
     pub fn new(ttl: Duration, stop_grace: Duration) -> Result<Self, String> {
-        let renew_interval = ttl / 3;
+        let heartbeat_interval = ttl / 3;
         let margin = ttl / 10;
+        // One missed heartbeat, plus a retry, must not end the lease.
+        let needed = heartbeat_interval + heartbeat_interval / 2;
         let step_down_after = ttl
             .checked_sub(stop_grace + margin)
-            .filter(|d| *d >= renew_interval * 3 / 2)
+            .filter(|d| *d >= needed)
             .ok_or_else(|| {
                 format!(
                     "KUUTAMO_NEARD_STOP_GRACE ({stop_grace:?}) is too long for KUUTAMO_SESSION_TTL ({ttl:?}): \
-                     a leader must survive one missed heartbeat ({:?}) and still stop neard {margin:?} before the TTL; \
+                     a leader must survive one missed heartbeat ({needed:?}) and still stop neard {margin:?} before the TTL; \
                      use a stop grace of at most {:?} or a longer TTL",
-                    renew_interval * 3 / 2,
-                    ttl.saturating_sub(renew_interval * 3 / 2 + margin),
+                    ttl.saturating_sub(needed + margin),
                 )
             })?;
         Ok(Timing {
             ttl,
-            renew_interval,
-            retry: renew_interval / 4,
+            renew_interval: ttl / 2,
+            heartbeat_interval,
+            retry: heartbeat_interval / 4,
             stop_grace,
             margin,
             step_down_after,
@@ -91,7 +97,7 @@ impl Timing {
             hot_swap_confirm: HOT_SWAP_CONFIRM_MAX.min(step_down_after / 2),
             guard_ack: GUARD_ACK_MAX.min(ttl / 5),
             handover_holdoff: ttl,
-            retake_holdoff: renew_interval,
+            retake_holdoff: heartbeat_interval,
         })
     }
 }
@@ -103,7 +109,8 @@ mod tests {
     #[test]
     fn default_timing_keeps_the_safety_inequality() {
         let t = Timing::new(Duration::from_secs(30), Duration::from_secs(5)).expect("defaults");
-        assert_eq!(t.renew_interval, Duration::from_secs(10));
+        assert_eq!(t.renew_interval, Duration::from_secs(15));
+        assert_eq!(t.heartbeat_interval, Duration::from_secs(10));
         assert_eq!(t.step_down_after, Duration::from_secs(22));
         assert_eq!(t.guard_after, Duration::from_secs(27));
         assert!(
@@ -122,7 +129,7 @@ mod tests {
     #[test]
     fn test_timing_scales_down() {
         let t = Timing::new(Duration::from_secs(3), Duration::from_millis(500)).expect("tests");
-        assert_eq!(t.renew_interval, Duration::from_secs(1));
+        assert_eq!(t.heartbeat_interval, Duration::from_secs(1));
         assert_eq!(t.step_down_after, Duration::from_millis(2200));
         assert_eq!(t.hot_swap_confirm, Duration::from_millis(1100));
         assert_eq!(t.guard_ack, Duration::from_millis(600));
