@@ -451,6 +451,58 @@ impl Consul {
         Ok((entries.into_iter().next(), index))
     }
 
+    /// Reads every key under `prefix`, as a blocking query past `index` when given. Returns the
+    /// entries (empty if none) and Consul's index.
+    pub async fn get_prefix(
+        &self,
+        prefix: &str,
+        blocking: Option<(u64, Duration)>,
+    ) -> Result<(Vec<KvEntry>, u64), ConsulError> {
+        let (path, timeout) = match blocking {
+            Some((index, wait)) => (
+                format!(
+                    "/v1/kv/{prefix}?recurse&index={index}&wait={}",
+                    crate::duration::consul(wait)
+                ),
+                wait + wait / 16 + BLOCKING_SLACK,
+            ),
+            None => (format!("/v1/kv/{prefix}?recurse"), REQUEST_TIMEOUT),
+        };
+        let (status, headers, body) = self
+            .send(reqwest::Method::GET, &path, None, timeout)
+            .await?;
+        let index = headers
+            .get("X-Consul-Index")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0);
+        if status == reqwest::StatusCode::NOT_FOUND {
+            return Ok((Vec::new(), index));
+        }
+        if !status.is_success() {
+            return Err(self.status_error(&path, status, &body));
+        }
+        Ok((self.parse(&path, &body)?, index))
+    }
+
+    /// Writes `value` to `key` with check-and-set: `cas` 0 creates it only if absent, another
+    /// index replaces it only if unchanged. `Ok(false)`: the key changed meanwhile.
+    pub async fn put_cas(&self, key: &str, value: &[u8], cas: u64) -> Result<bool, ConsulError> {
+        let path = format!("/v1/kv/{key}?cas={cas}");
+        let (status, _, body) = self
+            .send(
+                reqwest::Method::PUT,
+                &path,
+                Some(value.to_vec()),
+                REQUEST_TIMEOUT,
+            )
+            .await?;
+        if !status.is_success() {
+            return Err(self.status_error(&path, status, &body));
+        }
+        self.parse(&path, &body)
+    }
+
     /// Writes `value` to `key` without any lock (for records that are not the lock, such as a
     /// node's status).
     pub async fn put(&self, key: &str, value: &[u8]) -> Result<(), ConsulError> {

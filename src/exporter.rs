@@ -1,5 +1,12 @@
-//! The HTTP endpoint: `GET /metrics` (Prometheus), `GET /health` (the state as text, 200 while
-//! kuutamod runs), `GET /neard-pid` (pid of the supervised neard, 404 when none runs).
+//! The HTTP endpoint:
+//!
+//! - `GET /metrics`: Prometheus text.
+//! - `GET /health`: 200 while kuutamod runs, the state as text (a liveness probe).
+//! - `GET /leader`: 200 while this node validates, else 503 (for load balancers and monitors
+//!   that must find the validator).
+//! - `GET /standby`: 200 while this node is a synced standby that would take over now (a
+//!   session, a guard, priority above 0, the cluster not paused), else 503.
+//! - `GET /neard-pid`: pid of the supervised neard, 404 when none runs.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -22,6 +29,8 @@ pub struct Published {
     pub state: State,
     /// pid of the running neard.
     pub neard_pid: Option<u32>,
+    /// Whether this node would take over now.
+    pub may_take_over: bool,
 }
 
 /// Binds the exporter address; a clear error if it is taken.
@@ -38,6 +47,16 @@ fn respond(status: StatusCode, content_type: &str, body: String) -> Response<Ful
         resp.headers_mut().insert(hyper::header::CONTENT_TYPE, v);
     }
     resp
+}
+
+/// 200 when `yes`, else 503; the body names the state either way.
+fn role(yes: bool, state: State) -> Response<Full<Bytes>> {
+    let status = if yes {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    respond(status, "text/plain", format!("{}\n", state.name()))
 }
 
 fn handle(
@@ -57,6 +76,8 @@ fn handle(
             "text/plain",
             format!("{}\n", now.state.name()),
         ),
+        (&Method::GET, "/leader") => role(now.state == State::Validating, now.state),
+        (&Method::GET, "/standby") => role(now.may_take_over, now.state),
         (&Method::GET, "/neard-pid") => match now.neard_pid {
             Some(pid) => respond(StatusCode::OK, "text/plain", format!("{pid}\n")),
             None => respond(

@@ -116,6 +116,10 @@ pub struct Record {
     /// The holder's signing horizon.
     #[serde(rename = "Horizon", default)]
     pub horizon: Horizon,
+    /// In a released record of a planned switchover: the node the lock is meant for. Others
+    /// leave it to that node for a TTL.
+    #[serde(rename = "Successor", default, skip_serializing_if = "Option::is_none")]
+    pub successor: Option<String>,
 }
 
 fn active() -> RecordState {
@@ -247,12 +251,14 @@ impl Lease {
         self.pending = None;
     }
 
-    /// The record to release the lock with after the neard was fenced.
-    pub fn released(&self, horizon: Horizon) -> Record {
+    /// The record to release the lock with after the neard was fenced; `successor` names
+    /// the node a planned switchover hands over to.
+    pub fn released(&self, horizon: Horizon, successor: Option<String>) -> Record {
         Record {
             seq: self.record.seq + 1,
             state: RecordState::Released,
             horizon,
+            successor,
             ..self.record.clone()
         }
     }
@@ -422,9 +428,10 @@ impl Observer {
         self.key().and_then(|k| Record::parse(&k.value))
     }
 
-    /// What a standby with session `own` should do at `now`; `wait` is the time after which
-    /// a silent holder has surely fenced itself (the TTL).
-    pub fn standby_move(&self, own: &str, now: Instant, wait: Duration) -> StandbyMove {
+    /// What a standby with session `own` (node `me`) should do at `now`; `wait` is the time
+    /// after which a silent holder has surely fenced itself (the TTL), and for which a
+    /// switchover's released record is left to its successor.
+    pub fn standby_move(&self, own: &str, me: &str, now: Instant, wait: Duration) -> StandbyMove {
         let Some(seen) = &self.seen else {
             return StandbyMove::Wait;
         };
@@ -447,6 +454,16 @@ impl Observer {
             }
             None => {
                 let record = Record::parse(&key.value);
+                if let Some(Record {
+                    state: RecordState::Released,
+                    successor: Some(s),
+                    ..
+                }) = &record
+                {
+                    if s != me && now < seen.value_since + wait {
+                        return StandbyMove::Wait;
+                    }
+                }
                 let activation = match record {
                     Some(r) if r.state == RecordState::Released => Activation::Clean(r.horizon),
                     Some(r) => Activation::NotBefore {
@@ -490,6 +507,7 @@ mod tests {
                 target: Some(11 + seq),
                 exact: state == RecordState::Released,
             },
+            successor: None,
         }
     }
 
@@ -567,7 +585,7 @@ mod tests {
         let r = record("s1", 9, RecordState::Released);
         o.observe(key(20, None, &r), 20, t(0));
         assert_eq!(
-            o.standby_move("me", t(1), TTL),
+            o.standby_move("me", "n9", t(1), TTL),
             StandbyMove::Acquire(AcquirePlan {
                 expected_index: Some(20),
                 activation: Activation::Clean(r.horizon),
@@ -576,16 +594,38 @@ mod tests {
     }
 
     #[test]
+    fn a_switchover_leaves_the_lock_to_its_successor_for_a_ttl() {
+        let mut o = Observer::default();
+        let r = Record {
+            successor: Some("n2".into()),
+            ..record("s1", 9, RecordState::Released)
+        };
+        o.observe(key(20, None, &r), 20, t(0));
+        assert_eq!(o.standby_move("me", "n9", t(1), TTL), StandbyMove::Wait);
+        assert!(matches!(
+            o.standby_move("me", "n2", t(1), TTL),
+            StandbyMove::Acquire(_)
+        ));
+        assert!(
+            matches!(
+                o.standby_move("me", "n9", t(30_000), TTL),
+                StandbyMove::Acquire(_)
+            ),
+            "a successor that does not come is replaced after a TTL"
+        );
+    }
+
+    #[test]
     fn a_heartbeat_bounds_activation_from_when_it_was_first_seen() {
         let mut o = Observer::default();
         let hb = record("s1", 4, RecordState::Active);
         o.observe(key(20, Some("s1"), &hb), 20, t(1000));
-        assert_eq!(o.standby_move("me", t(2000), TTL), StandbyMove::Wait);
+        assert_eq!(o.standby_move("me", "n9", t(2000), TTL), StandbyMove::Wait);
         // Consul ends the session (the leader's agent restarts): the value stays, the
         // session goes, the index moves. The first sight of the value still counts.
         o.observe(key(21, None, &hb), 21, t(5000));
         assert_eq!(
-            o.standby_move("me", t(5000), TTL),
+            o.standby_move("me", "n9", t(5000), TTL),
             StandbyMove::Acquire(AcquirePlan {
                 expected_index: Some(21),
                 activation: Activation::NotBefore {
@@ -605,14 +645,17 @@ mod tests {
         assert_eq!(o.seen().map(|s| s.value_since), Some(t(10_000)));
         // A blocking query returning without a change refreshes the read, not the value.
         o.observe(key(22, Some("s1"), &hb(5)), 22, t(39_500));
-        assert_eq!(o.standby_move("me", t(39_999), TTL), StandbyMove::Wait);
         assert_eq!(
-            o.standby_move("me", t(40_000), TTL),
+            o.standby_move("me", "n9", t(39_999), TTL),
+            StandbyMove::Wait
+        );
+        assert_eq!(
+            o.standby_move("me", "n9", t(40_000), TTL),
             StandbyMove::DestroyHolder("s1".into()),
             "silent for a full TTL, and freshly read"
         );
         assert_eq!(
-            o.standby_move("me", t(40_600), TTL),
+            o.standby_move("me", "n9", t(40_600), TTL),
             StandbyMove::Reread,
             "a standby cut off from Consul must read again before it destroys anything"
         );
@@ -623,7 +666,7 @@ mod tests {
         let mut o = Observer::default();
         o.observe(None, 5, t(0));
         assert_eq!(
-            o.standby_move("me", t(50_000), TTL),
+            o.standby_move("me", "n9", t(50_000), TTL),
             StandbyMove::Acquire(AcquirePlan {
                 expected_index: None,
                 activation: Activation::AfterAck { wait: TTL },
@@ -639,7 +682,10 @@ mod tests {
             3,
             t(0),
         );
-        assert_eq!(o.standby_move("me", t(0), TTL), StandbyMove::ReleaseOwn);
+        assert_eq!(
+            o.standby_move("me", "n9", t(0), TTL),
+            StandbyMove::ReleaseOwn
+        );
     }
 
     #[test]
@@ -655,7 +701,7 @@ mod tests {
             t(100),
         );
         assert_eq!(
-            o.standby_move("me", t(100), TTL),
+            o.standby_move("me", "n9", t(100), TTL),
             StandbyMove::Acquire(AcquirePlan {
                 expected_index: Some(4),
                 activation: Activation::NotBefore {

@@ -18,6 +18,8 @@
 //!   machine), [`lease`] (the lock record, the leader's lease and a standby's wait),
 //!   [`fence`] (the height fence against neard's signing horizon), [`backoff`], and
 //!   [`clock`] (the `CLOCK_BOOTTIME` instant they use).
+//! - [`records`]: what the nodes tell each other and the operator besides the lock (status
+//!   records, pause, planned switchover).
 //! - [`supervisor`]: the I/O loop that feeds events to the machine and carries out its commands.
 //! - [`guard`]: the process outside kuutamod that kills a validating neard if kuutamod is paused.
 //! - [`metrics`] and [`exporter`]: the Prometheus metrics and the HTTP endpoint serving them.
@@ -35,6 +37,7 @@ pub mod lease;
 pub mod machine;
 pub mod metrics;
 pub mod neard;
+pub mod records;
 pub mod settings;
 pub mod supervisor;
 pub mod timing;

@@ -23,7 +23,11 @@ use crate::lease::{
     AcquirePlan, Horizon, KeyState, Lease, Lost, Observer, Record, RecordState, StandbyMove,
 };
 use crate::neard::Role;
-use crate::timing::{Timing, FAST_POLL, STATUS_FAIL_AFTER, STATUS_INTERVAL, VALIDATOR_BOOT_LIMIT};
+use crate::records::{Control, NodeRecord, SwitchoverStatus};
+use crate::timing::{
+    Timing, FAST_POLL, RECORD_INTERVAL, STATUS_FAIL_AFTER, STATUS_INTERVAL, SWITCHOVER_WINDOW,
+    VALIDATOR_BOOT_LIMIT,
+};
 
 /// The states kuutamod reports (`kuutamod_state{type}` and `/health`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -221,6 +225,19 @@ pub enum Event {
     Shutdown,
     /// SIGUSR1: hand the lock over.
     HandOver,
+    /// The account's records as the cluster watch read them: the control record, and the
+    /// other nodes' status records (stale and expired ones already dropped).
+    ClusterObserved {
+        /// Pause and switchover.
+        control: Control,
+        /// The other nodes.
+        peers: Vec<NodeRecord>,
+    },
+    /// neard's version, when it changes.
+    NeardVersion(String),
+    /// neard's maintenance windows for our account (height ranges, end exclusive), or why
+    /// they could not be read.
+    Windows(Result<Vec<(u64, u64)>, String>),
 }
 
 /// How fast, and whether with `/metrics`, the supervisor polls neard.
@@ -305,8 +322,54 @@ pub enum Command {
     },
     /// A hot swap fell back to a restart for this reason.
     HotSwapFallback(&'static str),
+    /// Publish this node's status record.
+    Publish(NodeFacts),
+    /// Ask neard for our account's maintenance windows; report [`Event::Windows`].
+    QueryWindows,
     /// Exit the process (status 0).
     Exit,
+}
+
+/// What a node's status record says, as the machine knows it (the supervisor adds wall-clock
+/// times).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeFacts {
+    /// The reported state.
+    pub state: State,
+    /// neard in sync.
+    pub synced: bool,
+    /// neard's head.
+    pub head: Option<u64>,
+    /// neard's version.
+    pub neard_version: Option<String>,
+    /// This node's priority.
+    pub priority: u32,
+    /// Whether the cluster is paused.
+    pub paused: bool,
+    /// Whether this node would take over now.
+    pub may_take_over: bool,
+    /// The session.
+    pub session: Option<String>,
+    /// How long the key has been live, while it is.
+    pub validating_for: Option<Duration>,
+    /// How long ago this node's neard was last fenced after validating.
+    pub fenced_for: Option<Duration>,
+    /// The switchover this node works on as leader.
+    pub switchover: Option<SwitchoverStatus>,
+}
+
+impl NodeFacts {
+    /// Whether `other` says something new (head and durations move all the time and are only
+    /// refreshed periodically).
+    fn differs(&self, other: &NodeFacts) -> bool {
+        let strip = |f: &NodeFacts| NodeFacts {
+            head: None,
+            validating_for: f.validating_for.map(|_| Duration::ZERO),
+            fenced_for: f.fenced_for.map(|_| Duration::ZERO),
+            ..f.clone()
+        };
+        strip(self) != strip(other)
+    }
 }
 
 /// Why a node stopped validating (the `reason` label of `kuutamod_step_downs_total`).
@@ -387,6 +450,8 @@ pub struct Config {
     pub syncing_grace: Duration,
     /// neard restart back-off.
     pub backoff: BackoffConfig,
+    /// Priority among the standbys (0: never take the lock).
+    pub priority: u32,
 }
 
 /// The neard process as the machine knows it.
@@ -526,6 +591,10 @@ struct Guard {
     retry_at: Instant,
 }
 
+/// How often a switchover waiting for a maintenance window asks neard for them again (they
+/// change with the epoch).
+const WINDOWS_REFRESH: Duration = Duration::from_secs(10);
+
 /// How long to wait before trying again to start a guard that could not be started.
 const GUARD_RETRY: Duration = Duration::from_secs(1);
 
@@ -564,6 +633,24 @@ pub struct Machine {
     exit_destroy: Option<bool>,
     polling: Option<Polling>,
     exited: bool,
+    control: Control,
+    peers: Vec<NodeRecord>,
+    /// The switchover request last acted on (or found impossible), by id.
+    handled_switchover: Option<String>,
+    /// The leader's progress on the current switchover.
+    switchover: Option<SwitchoverStatus>,
+    /// The node the next clean release is meant for (a switchover).
+    successor: Option<String>,
+    windows: Option<Result<Vec<(u64, u64)>, String>>,
+    windows_pending: bool,
+    windows_at: Instant,
+    published: Option<NodeFacts>,
+    published_at: Instant,
+    /// neard was started at least once (a paused cluster does not restart it).
+    started_once: bool,
+    neard_version: Option<String>,
+    activated_at: Option<Instant>,
+    fenced_at: Option<Instant>,
 }
 
 impl Machine {
@@ -604,6 +691,20 @@ impl Machine {
             exit_destroy: None,
             polling: None,
             exited: false,
+            control: Control::default(),
+            peers: Vec::new(),
+            handled_switchover: None,
+            switchover: None,
+            successor: None,
+            windows: None,
+            windows_pending: false,
+            windows_at: now,
+            published: None,
+            published_at: now,
+            started_once: false,
+            neard_version: None,
+            activated_at: None,
+            fenced_at: None,
         }
     }
 
@@ -630,6 +731,11 @@ impl Machine {
             },
             _ => State::Startup,
         }
+    }
+
+    /// Whether the cluster is paused (`kuutamoctl pause`).
+    pub fn paused(&self) -> bool {
+        self.control.paused
     }
 
     /// Whether neard may hold the validator key now.
@@ -762,6 +868,12 @@ impl Machine {
         }
         if let Some(h) = self.holdoff_until {
             d.push(h);
+        }
+        d.push(self.published_at + RECORD_INTERVAL);
+        if let Some(seen) = self.observer.seen() {
+            // A switchover's successor that does not come, and the priority yield.
+            d.push(seen.value_since + t.ttl);
+            d.push(seen.value_since + t.heartbeat_interval);
         }
         if let Some(seen) = self.observer.seen() {
             if seen.key.as_ref().is_some_and(|k| k.session.is_some()) {
@@ -1002,6 +1114,20 @@ impl Machine {
                     self.step_down(StepDown::HandOver, out);
                 }
             }
+            Event::ClusterObserved { control, peers } => {
+                if control.switchover.is_none() {
+                    self.switchover = None;
+                    self.windows = None;
+                }
+                self.control = control;
+                self.peers = peers;
+            }
+            Event::NeardVersion(v) => self.neard_version = Some(v),
+            Event::Windows(w) => {
+                self.windows_pending = false;
+                self.windows_at = now;
+                self.windows = Some(w);
+            }
         }
     }
 
@@ -1236,6 +1362,7 @@ impl Machine {
     /// with the key wrote one too) and let go.
     fn fenced(&mut self, letgo: Letgo, after: After, out: &mut Vec<Command>) {
         self.key_live = false;
+        self.fenced_at = Some(self.now);
         out.push(Command::RemoveKey);
         self.key_file = false;
         if self.exiting {
@@ -1253,7 +1380,9 @@ impl Machine {
             return;
         };
         let value = match letgo {
-            Letgo::Clean => lease.released(self.horizon).to_bytes(),
+            Letgo::Clean => lease
+                .released(self.horizon, self.successor.take())
+                .to_bytes(),
             _ => lease.record().to_bytes(),
         };
         self.phase = Phase::Releasing(Release {
@@ -1289,8 +1418,10 @@ impl Machine {
             self.reconcile_neard_start(out);
             self.reconcile_guard(out);
             self.reconcile_session(out);
+            self.reconcile_switchover(out);
             self.reconcile_standby(out);
             self.reconcile_polling(out);
+            self.reconcile_publish(out);
             self.reconcile_exit(out);
             if (self.shape(), out.len()) == before || self.exited {
                 return;
@@ -1392,6 +1523,12 @@ impl Machine {
             if self.now < at || self.exiting {
                 return;
             }
+            let restarting_with_key = role == Role::Validator
+                && matches!(&self.phase, Phase::Promoting(p) if p.step == PromoteStep::Restarting);
+            if self.control.paused && self.started_once && !restarting_with_key {
+                return; // paused: kuutamod restarts no neard
+            }
+            self.started_once = true;
             // A validator start belongs to a promotion that is still on.
             let promoting = matches!(
                 &self.phase,
@@ -1429,8 +1566,8 @@ impl Machine {
                     self.step_down(StepDown::BootTimeout, out);
                 } else if syncing_too_long && matches!(self.phase, Phase::Validating) {
                     self.step_down(StepDown::Syncing, out);
-                } else if failed && !leading {
-                    // A standby whose neard hangs: start it again.
+                } else if failed && !leading && !self.control.paused {
+                    // A standby whose neard hangs: start it again (not while paused).
                     self.stop_neard(true, out);
                 }
             }
@@ -1484,6 +1621,7 @@ impl Machine {
                             took: now.saturating_duration_since(p.acquired),
                             hot_swap: true,
                         });
+                        self.activated_at = Some(now);
                         self.phase = Phase::Validating;
                     } else if now >= deadline {
                         out.push(Command::HotSwapFallback("unconfirmed"));
@@ -1496,6 +1634,7 @@ impl Machine {
                             took: now.saturating_duration_since(p.acquired),
                             hot_swap: false,
                         });
+                        self.activated_at = Some(now);
                         self.phase = Phase::Validating;
                     }
                 }
@@ -1651,6 +1790,25 @@ impl Machine {
         }
     }
 
+    /// Whether this node would take the lock now if it were free: a synced standby with a
+    /// session and a guard, a priority above 0, in an unpaused cluster.
+    pub fn may_take_over(&self) -> bool {
+        matches!(self.phase, Phase::Idle)
+            && !self.exiting
+            && self.synced()
+            && self.session().is_some()
+            && self.guard.alive
+            && self.cfg.priority > 0
+            && !self.control.paused
+    }
+
+    /// Whether a peer with a higher priority would take the lock now.
+    fn better_peer(&self) -> bool {
+        self.peers
+            .iter()
+            .any(|p| p.may_take_over && p.priority > self.cfg.priority)
+    }
+
     fn reconcile_standby(&mut self, out: &mut Vec<Command>) {
         let now = self.now;
         if self.exiting
@@ -1664,15 +1822,35 @@ impl Machine {
         let (Some(view), Some(own)) = (self.own_view(), self.session().map(str::to_string)) else {
             return;
         };
-        match self.observer.standby_move(&own, now, self.cfg.timing.ttl) {
+        let me = self.cfg.node_id.clone();
+        let movement = self
+            .observer
+            .standby_move(&own, &me, now, self.cfg.timing.ttl);
+        let automatic = self.cfg.priority > 0 && !self.control.paused;
+        match movement {
             StandbyMove::Wait => {}
             StandbyMove::Acquire(plan) => {
-                if self.holdoff_until.is_some_and(|h| now < h) {
+                let for_me = self
+                    .observer
+                    .record()
+                    .and_then(|r| r.successor)
+                    .is_some_and(|s| s == me);
+                if !automatic {
                     return;
+                }
+                if !for_me {
+                    if self.holdoff_until.is_some_and(|h| now < h) {
+                        return;
+                    }
+                    // A better standby gets the first chance.
+                    let since = self.observer.seen().map_or(now, |s| s.value_since);
+                    if self.better_peer() && now < since + self.cfg.timing.heartbeat_interval {
+                        return;
+                    }
                 }
                 let record = Record {
                     hostname: self.cfg.hostname.clone(),
-                    node_id: self.cfg.node_id.clone(),
+                    node_id: me,
                     account: self.cfg.account.clone(),
                     session: own.clone(),
                     seq: 1,
@@ -1682,6 +1860,7 @@ impl Machine {
                         target: view.target,
                         exact: false,
                     },
+                    successor: None,
                 };
                 out.push(Command::Acquire {
                     session: own,
@@ -1691,13 +1870,13 @@ impl Machine {
                 self.acquiring = Some((plan, record));
             }
             StandbyMove::DestroyHolder(s) => {
-                if self.destroying.as_deref() != Some(s.as_str()) {
+                if automatic && self.destroying.as_deref() != Some(s.as_str()) {
                     self.destroying = Some(s.clone());
                     out.push(Command::DestroySession(s));
                 }
             }
             StandbyMove::Reread => {
-                if !self.reading {
+                if automatic && !self.reading {
                     self.reading = true;
                     out.push(Command::ReadKey);
                 }
@@ -1714,12 +1893,139 @@ impl Machine {
         }
     }
 
-    fn reconcile_polling(&mut self, out: &mut Vec<Command>) {
-        let fast = match &self.phase {
-            Phase::Promoting(p) => p.step != PromoteStep::Restarting,
-            Phase::Demoting(d) => matches!(d.step, DemoteStep::Unloading { .. }),
-            _ => false,
+    /// A planned switchover, carried out by the leader: pick the target, wait for a
+    /// maintenance window if asked, then hand over with the target named in the released
+    /// record.
+    fn reconcile_switchover(&mut self, out: &mut Vec<Command>) {
+        let Some(sw) = self.control.switchover.clone() else {
+            return;
         };
+        if self.handled_switchover.as_deref() == Some(sw.id.as_str()) {
+            return;
+        }
+        if !matches!(self.phase, Phase::Validating) {
+            return;
+        }
+        let status = |text: String, failed: bool| SwitchoverStatus {
+            id: sw.id.clone(),
+            status: text,
+            failed,
+        };
+        if sw.to.as_deref() == Some(self.cfg.node_id.as_str()) {
+            self.switchover = Some(status("this node already validates".into(), false));
+            self.handled_switchover = Some(sw.id);
+            return;
+        }
+        let eligible = |p: &&NodeRecord| p.may_take_over && p.priority > 0;
+        let target = match &sw.to {
+            Some(to) => self
+                .peers
+                .iter()
+                .filter(eligible)
+                .find(|p| &p.node_id == to),
+            None => self
+                .peers
+                .iter()
+                .filter(eligible)
+                .max_by_key(|p| p.priority),
+        }
+        .map(|p| p.node_id.clone());
+        let Some(target) = target else {
+            let who = sw.to.clone().unwrap_or_else(|| "any node".into());
+            self.switchover = Some(status(
+                format!("waiting: {who} is not a synced standby that may take over"),
+                false,
+            ));
+            return;
+        };
+        if sw.in_window {
+            match &self.windows {
+                None => {
+                    if !self.windows_pending {
+                        self.windows_pending = true;
+                        out.push(Command::QueryWindows);
+                    }
+                    self.switchover =
+                        Some(status("waiting for a maintenance window".into(), false));
+                    return;
+                }
+                Some(Err(e)) => {
+                    self.switchover = Some(status(
+                        format!("neard cannot tell its maintenance windows ({e}); switch over without --in-window"),
+                        true,
+                    ));
+                    self.handled_switchover = Some(sw.id);
+                    return;
+                }
+                Some(Ok(windows)) => {
+                    let head = self.own_view().map_or(0, |v| v.head);
+                    let inside = windows
+                        .iter()
+                        .any(|(a, b)| *a <= head + 1 && head + SWITCHOVER_WINDOW < *b);
+                    if !inside {
+                        // The windows hold for the epoch: check them against each new head,
+                        // and ask again when they are used up or old.
+                        let used_up = windows.iter().all(|(_, b)| *b <= head + 1);
+                        if (used_up || self.now >= self.windows_at + WINDOWS_REFRESH)
+                            && !self.windows_pending
+                        {
+                            self.windows_pending = true;
+                            out.push(Command::QueryWindows);
+                        }
+                        self.switchover =
+                            Some(status("waiting for a maintenance window".into(), false));
+                        return;
+                    }
+                }
+            }
+        }
+        self.switchover = Some(status(format!("handing over to {target}"), false));
+        self.handled_switchover = Some(sw.id);
+        self.successor = Some(target);
+        self.step_down(StepDown::HandOver, out);
+    }
+
+    /// This node's status record, published on every change and every [`RECORD_INTERVAL`].
+    fn reconcile_publish(&mut self, out: &mut Vec<Command>) {
+        let facts = NodeFacts {
+            state: self.state(),
+            synced: self.synced(),
+            head: self.own_view().map(|v| v.head),
+            neard_version: self.neard_version.clone(),
+            priority: self.cfg.priority,
+            paused: self.control.paused,
+            may_take_over: self.may_take_over(),
+            session: self.session().map(str::to_string),
+            validating_for: match (&self.phase, self.activated_at) {
+                (Phase::Validating, Some(at)) => Some(self.now.saturating_duration_since(at)),
+                _ => None,
+            },
+            switchover: self.switchover.clone(),
+            fenced_for: self
+                .fenced_at
+                .map(|at| self.now.saturating_duration_since(at)),
+        };
+        // A fence just now is news: publish it at once (a switchover measures its gap by it).
+        let fresh_fence = self.fenced_at == Some(self.now);
+        let due = fresh_fence || self.now >= self.published_at + RECORD_INTERVAL;
+        if due || self.published.as_ref().is_none_or(|p| p.differs(&facts)) {
+            self.published_at = self.now;
+            self.published = Some(facts.clone());
+            out.push(Command::Publish(facts));
+        }
+    }
+
+    fn reconcile_polling(&mut self, out: &mut Vec<Command>) {
+        let waiting_for_window = matches!(self.phase, Phase::Validating)
+            && self.control.switchover.as_ref().is_some_and(|s| {
+                s.in_window && self.handled_switchover.as_deref() != Some(s.id.as_str())
+            });
+        let fast = waiting_for_window
+            || match &self.phase {
+                Phase::Promoting(p) => p.step != PromoteStep::Restarting,
+                Phase::Demoting(d) => matches!(d.step, DemoteStep::Unloading { .. }),
+                _ => false,
+            };
         let want = Polling {
             interval: if fast { FAST_POLL } else { STATUS_INTERVAL },
             metrics: fast || self.key_live || !matches!(self.phase, Phase::Idle),

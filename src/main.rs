@@ -53,6 +53,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let (published, watch) = tokio::sync::watch::channel(Published {
         state: State::Startup,
         neard_pid: None,
+        may_take_over: false,
     });
     tokio::spawn(exporter::serve(listener, metrics.clone(), watch));
     log::info!(

@@ -27,6 +27,12 @@ pub struct Metrics {
     pub step_downs: IntCounterVec,
     /// `kuutamod_consul_requests_total{op}`: Consul requests sent.
     pub consul_requests: IntCounterVec,
+    /// `kuutamod_paused`: 1 while the cluster is paused (`kuutamoctl pause`).
+    pub paused: IntGauge,
+    /// `kuutamod_priority`: this node's priority (0: never takes the lock).
+    pub priority: IntGauge,
+    /// `kuutamod_may_take_over`: 1 while this node is a standby that would take over now.
+    pub may_take_over: IntGauge,
 }
 
 impl Metrics {
@@ -80,8 +86,26 @@ impl Metrics {
             &["op"],
         )
         .expect("valid metric");
+        let paused = IntGauge::new(
+            "kuutamod_paused",
+            "1 while the cluster is paused: no automatic failover, no neard restarts",
+        )
+        .expect("valid metric");
+        let priority = IntGauge::new(
+            "kuutamod_priority",
+            "This node's priority among the standbys (0: never takes the lock)",
+        )
+        .expect("valid metric");
+        let may_take_over = IntGauge::new(
+            "kuutamod_may_take_over",
+            "1 while this node is a synced standby that would take over now",
+        )
+        .expect("valid metric");
         for c in [
             Box::new(neard_restarts.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(paused.clone()),
+            Box::new(priority.clone()),
+            Box::new(may_take_over.clone()),
             Box::new(state.clone()),
             Box::new(uptime.clone()),
             Box::new(failover_duration.clone()),
@@ -101,6 +125,9 @@ impl Metrics {
             hot_swap_fallbacks,
             step_downs,
             consul_requests,
+            paused,
+            priority,
+            may_take_over,
         };
         metrics.set_state(State::Startup);
         metrics

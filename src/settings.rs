@@ -127,6 +127,15 @@ pub struct Args {
         default_value = "none"
     )]
     pub voter_shard_tracking: ShardTracking,
+    /// Priority among the standbys: a standby leaves a free lock to a synced standby with a
+    /// higher priority for a moment; 0 means this node never takes the lock.
+    #[arg(long, env = "KUUTAMO_PRIORITY", default_value_t = 1)]
+    pub priority: u32,
+    /// A command run (with `sh -c`) on every role change, with the old and the new state as
+    /// arguments and in KUUTAMO_ROLE_OLD / KUUTAMO_ROLE_NEW; it may run for 30 s and never
+    /// delays kuutamod.
+    #[arg(long, env = "KUUTAMO_ON_ROLE_CHANGE")]
+    pub on_role_change: Option<String>,
 }
 
 /// Checked settings.
@@ -168,6 +177,10 @@ pub struct Settings {
     pub failover_mode: FailoverMode,
     /// Voter shard tracking.
     pub voter_shard_tracking: ShardTracking,
+    /// Priority among the standbys (0: never takes the lock).
+    pub priority: u32,
+    /// The role-change hook.
+    pub on_role_change: Option<String>,
 }
 
 /// The account the lock belongs to: the validator key's. `given` (`KUUTAMO_ACCOUNT_ID`) must
@@ -371,6 +384,8 @@ impl Settings {
             syncing_grace: args.syncing_grace,
             failover_mode: args.failover_mode,
             voter_shard_tracking: args.voter_shard_tracking,
+            priority: args.priority,
+            on_role_change: args.on_role_change.filter(|c| !c.trim().is_empty()),
         })
     }
 }

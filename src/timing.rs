@@ -25,6 +25,17 @@ pub const FAST_POLL: Duration = Duration::from_millis(10);
 /// the original kuutamod's rule).
 pub const STATUS_FAIL_AFTER: Duration = Duration::from_secs(3);
 
+/// A node publishes its status record on every change and at least this often (a dead node's
+/// record grows old; readers drop records older than three intervals). Two minutes keep the
+/// Consul cost of the records below one write a minute per node.
+pub const RECORD_INTERVAL: Duration = Duration::from_secs(120);
+
+/// A switchover `--in-window` hands over when neard's maintenance window, the heights in which
+/// our account has no block and no chunk to produce, still has this many heights to run: a hot
+/// swap takes well under a second, a few heights of slack absorb the height fence and a late
+/// poll.
+pub const SWITCHOVER_WINDOW: u64 = 5;
+
 /// How long neard may take to boot as validator (restart mode) before the node steps down. A
 /// mainnet neard with memtries takes minutes; longer than this and the lock is better used by a
 /// standby.

@@ -1,16 +1,32 @@
-//! kuutamoctl: ask Consul which kuutamod node is the active validator.
+//! kuutamoctl: inspect and steer a kuutamod cluster through Consul, from any host with a Consul
+//! agent (no access to the validator hosts needed).
 //!
-//! `kuutamoctl active-validator [--json]` exits 0 and names the node holding the lock, exits 1
-//! when no node holds it, and exits 2 when the key names a session that no longer exists.
-//! Other failures (Consul unreachable) exit 3.
+//! - `active-validator [--json]`: the node holding the lock. Exit 0: a node holds it; 1: none
+//!   does; 2: the key names a session that no longer exists; 3: Consul errors.
+//! - `status [--json]`: every node's status record, the lock holder and how long it has been
+//!   validating, whether the cluster is paused, a pending switchover.
+//! - `pause` / `resume`: no automatic failover and no neard restarts while paused (safety fences
+//!   stay active).
+//! - `switchover [--to NODE] [--in-window] [--wait] [--timeout D]`: a planned hand-over to a
+//!   synced standby, carried out by the leader with the same fencing as every hand-over.
+//!   `--in-window` waits for a height range in which our account has nothing to produce
+//!   (neard's `maintenance_windows` RPC); `--wait` reports the new leader and the gap.
+
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use kuutamod::consul::Consul;
+use kuutamod::consul::{Consul, KvEntry};
+use kuutamod::keys::KeyFile;
 use kuutamod::lease::{Record, RecordState};
+use kuutamod::records::{control_key, prefix, Control, NodeRecord, Switchover};
 use kuutamod::settings::{check_consul_url, consul_token, leader_key};
 
 #[derive(Parser)]
-#[command(name = "kuutamoctl", version, about = "Inspect a kuutamod cluster")]
+#[command(
+    name = "kuutamoctl",
+    version,
+    about = "Inspect and steer a kuutamod cluster"
+)]
 struct Cli {
     /// Consul HTTP API.
     #[arg(
@@ -19,9 +35,13 @@ struct Cli {
         default_value = "http://localhost:8500"
     )]
     consul_url: String,
-    /// Validator account whose lock to inspect.
+    /// Validator account (else the account of the validator key file).
     #[arg(long, env = "KUUTAMO_ACCOUNT_ID")]
-    account_id: String,
+    account_id: Option<String>,
+    /// Validator key file, to read the account from [default:
+    /// $CREDENTIALS_DIRECTORY/validator_key.json].
+    #[arg(long, env = "KUUTAMO_VALIDATOR_KEY")]
+    validator_key: Option<std::path::PathBuf>,
     /// Consul ACL token (else CONSUL_HTTP_TOKEN, else the token file).
     #[arg(long, env = "KUUTAMO_CONSUL_TOKEN", hide_env_values = true)]
     consul_token: Option<String>,
@@ -40,6 +60,31 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Show every node of the account, the lock holder, pause and switchover.
+    Status {
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop automatic failover and neard restarts (cluster-wide) until `resume`.
+    Pause,
+    /// Resume automatic failover.
+    Resume,
+    /// Hand the validator role over to a synced standby.
+    Switchover {
+        /// The node to hand over to (default: the synced standby with the highest priority).
+        #[arg(long)]
+        to: Option<String>,
+        /// Wait until our account has no block or chunk to produce for a few heights.
+        #[arg(long)]
+        in_window: bool,
+        /// Wait until the new leader validates, and report it and the gap.
+        #[arg(long)]
+        wait: bool,
+        /// Give up after this long (and the request expires then).
+        #[arg(long, default_value = "120s", value_parser = kuutamod::duration::parse)]
+        timeout: Duration,
+    },
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -55,6 +100,34 @@ async fn main() {
     std::process::exit(code);
 }
 
+fn account(cli: &Cli) -> Result<String, String> {
+    if let Some(a) = cli.account_id.as_ref().filter(|a| !a.is_empty()) {
+        return Ok(a.clone());
+    }
+    let path =
+        match (
+            &cli.validator_key,
+            std::env::var_os("CREDENTIALS_DIRECTORY"),
+        ) {
+            (Some(p), _) => p.clone(),
+            (None, Some(dir)) => std::path::Path::new(&dir).join("validator_key.json"),
+            (None, None) => return Err(
+                "no account: set KUUTAMO_ACCOUNT_ID (or --account-id), or KUUTAMO_VALIDATOR_KEY \
+                 to the validator key file"
+                    .into(),
+            ),
+        };
+    let key = KeyFile::read("validator", &path).map_err(|e| e.to_string())?;
+    Ok(key.account_id)
+}
+
+fn wall_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
 async fn run(cli: Cli) -> Result<i32, String> {
     check_consul_url(&cli.consul_url)?;
     let token = consul_token(
@@ -62,10 +135,32 @@ async fn run(cli: Cli) -> Result<i32, String> {
         cli.consul_token_file.as_deref(),
     )?;
     let consul = Consul::new(&cli.consul_url, token).map_err(|e| e.to_string())?;
-    let Command::ActiveValidator { json } = cli.command;
-    let key = leader_key(&cli.account_id);
+    let account = account(&cli)?;
+    match cli.command {
+        Command::ActiveValidator { json } => active_validator(&consul, &account, json).await,
+        Command::Status { json } => status(&consul, &account, json).await,
+        Command::Pause => set_paused(&consul, &account, true).await,
+        Command::Resume => set_paused(&consul, &account, false).await,
+        Command::Switchover {
+            to,
+            in_window,
+            wait,
+            timeout,
+        } => switchover(&consul, &account, to, in_window, wait, timeout).await,
+    }
+}
+
+/// The lock: its entry, its record, and whether its session is alive.
+struct Lock {
+    entry: Option<KvEntry>,
+    record: Option<Record>,
+    holder: Option<String>,
+    alive: bool,
+}
+
+async fn lock(consul: &Consul, account: &str) -> Result<Lock, String> {
     let (entry, _) = consul
-        .get_key(&key, None, false)
+        .get_key(&leader_key(account), None, false)
         .await
         .map_err(|e| e.to_string())?;
     let holder = entry
@@ -73,42 +168,334 @@ async fn run(cli: Cli) -> Result<i32, String> {
         .and_then(|e| e.session.clone())
         .filter(|s| !s.is_empty());
     let record = entry.as_ref().and_then(|e| Record::parse(&e.bytes()));
-    let (code, leader, session_alive) = match (&entry, &holder) {
-        (Some(e), Some(session)) => {
-            let alive = consul
-                .session_info(session)
-                .await
-                .map_err(|e| e.to_string())?
-                .is_some();
-            let _ = e;
-            (if alive { 0 } else { 2 }, record.clone(), alive)
-        }
-        _ => (1, None, false),
+    let alive = match &holder {
+        Some(s) => consul
+            .session_info(s)
+            .await
+            .map_err(|e| e.to_string())?
+            .is_some(),
+        None => false,
     };
+    Ok(Lock {
+        entry,
+        record,
+        holder,
+        alive,
+    })
+}
+
+async fn active_validator(consul: &Consul, account: &str, json: bool) -> Result<i32, String> {
+    let key = leader_key(account);
+    let l = lock(consul, account).await?;
+    let code = match (&l.entry, &l.holder) {
+        (Some(_), Some(_)) if l.alive => 0,
+        (Some(_), Some(_)) => 2,
+        _ => 1,
+    };
+    let leader = l.record.as_ref().filter(|_| l.holder.is_some());
     if json {
         let out = serde_json::json!({
-            "account_id": cli.account_id,
+            "account_id": account,
             "key": key,
-            "node_id": leader.as_ref().map(|l| l.node_id.clone()),
-            "hostname": leader.as_ref().map(|l| l.hostname.clone()),
-            "session": holder,
-            "session_alive": session_alive,
-            "released": record.as_ref().is_some_and(|r| r.state == RecordState::Released),
+            "node_id": leader.map(|r| r.node_id.clone()),
+            "hostname": leader.map(|r| r.hostname.clone()),
+            "session": l.holder,
+            "session_alive": l.alive,
+            "released": l.record.as_ref().is_some_and(|r| r.state == RecordState::Released),
         });
         println!("{out}");
     } else {
-        match (code, &leader) {
-            (0, Some(l)) => println!("{} ({})", l.node_id, l.hostname),
+        match (code, leader) {
+            (0, Some(r)) => println!("{} ({})", r.node_id, r.hostname),
             (0, None) => println!(
-                "held by session {} (value is not a kuutamod leader)",
-                holder.unwrap_or_default()
+                "held by session {} (value is not a kuutamod record)",
+                l.holder.unwrap_or_default()
             ),
             (2, _) => println!(
                 "no active validator: {key} names session {} which no longer exists",
-                holder.unwrap_or_default()
+                l.holder.unwrap_or_default()
             ),
-            _ => println!("no active validator for {}", cli.account_id),
+            _ => println!("no active validator for {account}"),
         }
     }
     Ok(code)
+}
+
+/// The control record and its index (0 when absent), and every node record.
+async fn cluster(
+    consul: &Consul,
+    account: &str,
+) -> Result<(Control, u64, Vec<NodeRecord>), String> {
+    let (entries, _) = consul
+        .get_prefix(&prefix(account), None)
+        .await
+        .map_err(|e| e.to_string())?;
+    let ckey = control_key(account);
+    let mut control = (Control::default(), 0);
+    let mut nodes = Vec::new();
+    for e in entries {
+        if e.key == ckey {
+            control = (
+                Control::parse(&e.bytes()).unwrap_or_default(),
+                e.modify_index,
+            );
+        } else if let Some(r) = NodeRecord::parse(&e.bytes()) {
+            nodes.push(r);
+        }
+    }
+    nodes.sort_by(|a, b| a.node_id.cmp(&b.node_id));
+    Ok((control.0, control.1, nodes))
+}
+
+fn age(ms: u64) -> String {
+    let s = wall_ms().saturating_sub(ms) / 1000;
+    if s < 120 {
+        format!("{s}s")
+    } else if s < 7200 {
+        format!("{}m", s / 60)
+    } else {
+        format!("{}h", s / 3600)
+    }
+}
+
+async fn status(consul: &Consul, account: &str, json: bool) -> Result<i32, String> {
+    let l = lock(consul, account).await?;
+    let (control, _, nodes) = cluster(consul, account).await?;
+    let holder = l
+        .record
+        .as_ref()
+        .filter(|_| l.holder.is_some())
+        .map(|r| r.node_id.clone());
+    let since = holder.as_ref().and_then(|h| {
+        nodes
+            .iter()
+            .find(|n| &n.node_id == h)
+            .and_then(|n| n.validating_since_ms)
+    });
+    if json {
+        let out = serde_json::json!({
+            "account_id": account,
+            "leader": holder,
+            "leader_session_alive": l.alive,
+            "validating_since_ms": since,
+            "paused": control.paused,
+            "switchover": control.switchover,
+            "nodes": nodes,
+        });
+        println!("{out}");
+        return Ok(0);
+    }
+    match (&holder, l.alive) {
+        (Some(h), true) => println!(
+            "leader: {h}{}",
+            since.map_or(String::new(), |s| format!(", validating for {}", age(s)))
+        ),
+        (Some(h), false) => println!("leader: {h} (its session no longer exists)"),
+        (None, _) => println!("leader: none"),
+    }
+    println!(
+        "automatic failover: {}",
+        if control.paused { "PAUSED" } else { "on" }
+    );
+    if let Some(sw) = &control.switchover {
+        println!(
+            "switchover requested to {}{}",
+            sw.to.as_deref().unwrap_or("the best standby"),
+            if sw.in_window {
+                " in a maintenance window"
+            } else {
+                ""
+            }
+        );
+    }
+    println!(
+        "{:<12} {:<16} {:<11} {:<6} {:>10} {:<10} {:<8} {:>3} {:<6} {:<6} {:>6}",
+        "node", "host", "state", "synced", "head", "neard", "mode", "pri", "paused", "ready", "age"
+    );
+    for n in &nodes {
+        println!(
+            "{:<12} {:<16} {:<11} {:<6} {:>10} {:<10} {:<8} {:>3} {:<6} {:<6} {:>6}",
+            n.node_id,
+            n.hostname,
+            n.state,
+            n.synced,
+            n.head.map_or("-".into(), |h| h.to_string()),
+            n.neard_version.as_deref().unwrap_or("-"),
+            n.failover_mode,
+            n.priority,
+            n.paused,
+            n.may_take_over,
+            age(n.updated_ms),
+        );
+        if let Some(sw) = &n.switchover {
+            println!("  switchover {}: {}", sw.id, sw.status);
+        }
+    }
+    Ok(0)
+}
+
+/// Reads, changes and writes the control record with check-and-set, retrying on a race.
+async fn update_control(
+    consul: &Consul,
+    account: &str,
+    change: impl Fn(&mut Control),
+) -> Result<Control, String> {
+    for _ in 0..10 {
+        let (mut control, index, _) = cluster(consul, account).await?;
+        change(&mut control);
+        let bytes = serde_json::to_vec(&control).map_err(|e| e.to_string())?;
+        if consul
+            .put_cas(&control_key(account), &bytes, index)
+            .await
+            .map_err(|e| e.to_string())?
+        {
+            return Ok(control);
+        }
+    }
+    Err("the control record kept changing; try again".into())
+}
+
+async fn set_paused(consul: &Consul, account: &str, paused: bool) -> Result<i32, String> {
+    update_control(consul, account, |c| c.paused = paused).await?;
+    println!(
+        "automatic failover for {account} is {}",
+        if paused {
+            "paused (safety fences stay active; `kuutamoctl resume` to end)"
+        } else {
+            "on"
+        }
+    );
+    Ok(0)
+}
+
+async fn switchover(
+    consul: &Consul,
+    account: &str,
+    to: Option<String>,
+    in_window: bool,
+    wait: bool,
+    timeout: Duration,
+) -> Result<i32, String> {
+    let l = lock(consul, account).await?;
+    let old = match (&l.record, &l.holder, l.alive) {
+        (Some(r), Some(_), true) => r.node_id.clone(),
+        _ => {
+            eprintln!("kuutamoctl: no node validates for {account}; nothing to hand over");
+            return Ok(1);
+        }
+    };
+    let (control, _, nodes) = cluster(consul, account).await?;
+    if control.paused {
+        eprintln!("kuutamoctl: automatic failover is paused; `kuutamoctl resume` first");
+        return Ok(1);
+    }
+    let ready: Vec<&NodeRecord> = nodes
+        .iter()
+        .filter(|n| n.node_id != old && n.may_take_over && n.priority > 0)
+        .collect();
+    match &to {
+        Some(t) if *t == old => {
+            println!("{t} already validates");
+            return Ok(0);
+        }
+        Some(t) if !ready.iter().any(|n| &n.node_id == t) => {
+            eprintln!(
+                "kuutamoctl: {t} is not a synced standby that may take over (ready: {})",
+                ready
+                    .iter()
+                    .map(|n| n.node_id.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            return Ok(1);
+        }
+        None if ready.is_empty() => {
+            eprintln!("kuutamoctl: no synced standby may take over");
+            return Ok(1);
+        }
+        _ => {}
+    }
+    let id = format!("{:x}-{}", wall_ms(), std::process::id());
+    let request = Switchover {
+        id: id.clone(),
+        to: to.clone(),
+        in_window,
+        expires_ms: wall_ms() + timeout.as_millis() as u64,
+    };
+    update_control(consul, account, |c| c.switchover = Some(request.clone())).await?;
+    println!(
+        "switchover {id} requested: {old} -> {}{}",
+        to.as_deref().unwrap_or("the best standby"),
+        if in_window {
+            ", in a maintenance window"
+        } else {
+            ""
+        }
+    );
+    if !wait {
+        return Ok(0);
+    }
+    let deadline = std::time::Instant::now() + timeout;
+    let mut last_status = String::new();
+    while std::time::Instant::now() < deadline {
+        let l = lock(consul, account).await?;
+        let (_, _, nodes) = cluster(consul, account).await?;
+        if let Some(s) = nodes
+            .iter()
+            .find(|n| n.node_id == old)
+            .and_then(|n| n.switchover.clone())
+            .filter(|s| s.id == id)
+        {
+            if s.status != last_status {
+                println!("{old}: {}", s.status);
+                last_status = s.status.clone();
+            }
+            if s.failed {
+                clear_switchover(consul, account, &id).await;
+                return Ok(1);
+            }
+        }
+        let new = l
+            .record
+            .as_ref()
+            .filter(|r| l.holder.is_some() && r.node_id != old && r.state == RecordState::Active);
+        if let Some(r) = new {
+            if let Some(n) = nodes
+                .iter()
+                .find(|n| n.node_id == r.node_id && n.state == "Validating")
+            {
+                let gap = match (released_ms(&nodes, &old), n.validating_since_ms) {
+                    (Some(a), Some(b)) => format!("{} ms", b.saturating_sub(a)),
+                    _ => "unknown".into(),
+                };
+                println!(
+                    "switched over: {old} -> {} (gap between the old leader stepping down and the new one validating: {gap})",
+                    n.node_id
+                );
+                clear_switchover(consul, account, &id).await;
+                return Ok(0);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eprintln!("kuutamoctl: the switchover did not complete within {timeout:?}");
+    clear_switchover(consul, account, &id).await;
+    Ok(1)
+}
+
+/// When the old leader stepped down, from its status record.
+fn released_ms(nodes: &[NodeRecord], old: &str) -> Option<u64> {
+    nodes
+        .iter()
+        .find(|n| n.node_id == old)
+        .and_then(|n| n.stepped_down_ms)
+}
+
+async fn clear_switchover(consul: &Consul, account: &str, id: &str) {
+    let _ = update_control(consul, account, |c| {
+        if c.switchover.as_ref().is_some_and(|s| s.id == id) {
+            c.switchover = None;
+        }
+    })
+    .await;
 }

@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::lease::{KeyState, RecordState};
+use crate::records::{Control, NodeRecord};
 
 const TTL: Duration = Duration::from_secs(3);
 const GRACE: Duration = Duration::from_millis(500);
@@ -16,6 +17,7 @@ fn config(hot_swap: bool) -> Config {
         timing: Timing::new(TTL, GRACE).expect("timing"),
         syncing_grace: Duration::from_secs(2),
         backoff: BackoffConfig::DEFAULT,
+        priority: 1,
     }
 }
 
@@ -124,6 +126,7 @@ impl Driver {
                 target: Some(41),
                 exact: true,
             },
+            successor: None,
         };
         KeyState {
             index,
@@ -485,6 +488,7 @@ fn a_silent_holder_is_destroyed_only_on_a_fresh_read() {
         seq: 4,
         state: RecordState::Active,
         horizon: Horizon::default(),
+        successor: None,
     };
     let held = KeyState {
         index: 20,
@@ -901,4 +905,230 @@ fn random_schedules_never_break_the_fence() {
         "the schedules must reach the key ({activations})"
     );
     assert!(releases > 100, "and let it go again ({releases})");
+}
+
+// ----- operator control ----------------------------------------------------------------------
+
+fn peer(id: &str, priority: u32, may_take_over: bool) -> NodeRecord {
+    NodeRecord {
+        node_id: id.into(),
+        state: "Voting".into(),
+        synced: true,
+        priority,
+        may_take_over,
+        ..NodeRecord::default()
+    }
+}
+
+fn paused() -> Control {
+    Control {
+        paused: true,
+        switchover: None,
+    }
+}
+
+#[test]
+fn a_paused_standby_does_not_take_a_free_lock_until_resumed() {
+    let mut d = Driver::new(true);
+    d.reach_voting();
+    d.feed(Event::ClusterObserved {
+        control: paused(),
+        peers: vec![],
+    });
+    assert!(!d.m.may_take_over());
+    let out = d.observe(Some(d.released_key(10)), 10);
+    assert!(
+        !out.iter().any(|c| matches!(c, Command::Acquire { .. })),
+        "{out:?}"
+    );
+    let out = d.feed(Event::ClusterObserved {
+        control: Control::default(),
+        peers: vec![],
+    });
+    assert!(
+        out.iter().any(|c| matches!(c, Command::Acquire { .. })),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn a_paused_leader_whose_neard_crashes_fences_releases_and_does_not_restart_it() {
+    let mut d = Driver::new(true);
+    d.reach_validating();
+    d.feed(Event::ClusterObserved {
+        control: paused(),
+        peers: vec![],
+    });
+    let out = d.feed(Event::NeardExited { pid: d.pid });
+    assert!(
+        out.iter().any(|c| matches!(c, Command::Release { .. })),
+        "{out:?}"
+    );
+    for _ in 0..60 {
+        let out = d.advance(Duration::from_secs(1));
+        assert!(
+            !out.contains(&Command::StartNeard(Role::Voter)),
+            "restarted while paused"
+        );
+    }
+    let out = d.feed(Event::ClusterObserved {
+        control: Control::default(),
+        peers: vec![],
+    });
+    assert!(out.contains(&Command::StartNeard(Role::Voter)), "{out:?}");
+}
+
+#[test]
+fn priority_zero_never_takes_the_lock() {
+    let mut d = Driver::new(true);
+    d.m.cfg.priority = 0;
+    d.reach_voting();
+    assert!(!d.m.may_take_over());
+    d.observe(Some(d.released_key(10)), 10);
+    d.advance(TTL * 3);
+    assert_eq!(d.count(|c| matches!(c, Command::Acquire { .. })), 0);
+}
+
+#[test]
+fn a_lower_priority_standby_leaves_a_free_lock_to_a_better_one_for_a_moment() {
+    let mut d = Driver::new(true);
+    d.reach_voting();
+    d.feed(Event::ClusterObserved {
+        control: Control::default(),
+        peers: vec![peer("n2", 5, true)],
+    });
+    let out = d.observe(Some(d.released_key(10)), 10);
+    assert!(
+        !out.iter().any(|c| matches!(c, Command::Acquire { .. })),
+        "{out:?}"
+    );
+    let out = d.advance(Duration::from_secs(1));
+    assert!(
+        out.iter().any(|c| matches!(c, Command::Acquire { .. })),
+        "after a heartbeat interval it goes: {out:?}"
+    );
+}
+
+fn switchover(to: Option<&str>, in_window: bool) -> Control {
+    Control {
+        paused: false,
+        switchover: Some(crate::records::Switchover {
+            id: "sw1".into(),
+            to: to.map(str::to_string),
+            in_window,
+            expires_ms: u64::MAX,
+        }),
+    }
+}
+
+fn released_successor(out: &[Command]) -> Option<Option<String>> {
+    out.iter().find_map(|c| match c {
+        Command::Release { value, .. } => Record::parse(value).map(|r| r.successor),
+        _ => None,
+    })
+}
+
+#[test]
+fn a_switchover_hands_over_to_the_named_standby() {
+    let mut d = Driver::new(true);
+    d.reach_validating();
+    d.feed(Event::ClusterObserved {
+        control: switchover(Some("n2"), false),
+        peers: vec![peer("n2", 1, true), peer("n3", 9, true)],
+    });
+    d.key = KeyShown::None;
+    d.reloads += 1;
+    d.status();
+    assert_eq!(released_successor(&d.log), Some(Some("n2".into())));
+    assert_eq!(
+        d.count(|c| *c == Command::SteppedDown(StepDown::HandOver)),
+        1
+    );
+}
+
+#[test]
+fn a_switchover_without_a_target_picks_the_best_standby() {
+    let mut d = Driver::new(true);
+    d.reach_validating();
+    d.feed(Event::ClusterObserved {
+        control: switchover(None, false),
+        peers: vec![
+            peer("n2", 1, true),
+            peer("n3", 9, true),
+            peer("n4", 20, false),
+        ],
+    });
+    d.key = KeyShown::None;
+    d.reloads += 1;
+    d.status();
+    assert_eq!(released_successor(&d.log), Some(Some("n3".into())));
+}
+
+#[test]
+fn a_switchover_in_a_window_waits_for_one() {
+    let mut d = Driver::new(true);
+    d.reach_validating();
+    let out = d.feed(Event::ClusterObserved {
+        control: switchover(Some("n2"), true),
+        peers: vec![peer("n2", 1, true)],
+    });
+    assert!(out.contains(&Command::QueryWindows), "{out:?}");
+    // Head 50: no window reaching 5 heights ahead yet; the next one starts at 52.
+    let out = d.feed(Event::Windows(Ok(vec![(40, 45), (52, 60)])));
+    assert!(!out.contains(&Command::Sighup), "{out:?}");
+    assert!(
+        !out.contains(&Command::QueryWindows),
+        "no busy loop: {out:?}"
+    );
+    d.head = 51;
+    let out = d.status();
+    assert!(
+        out.contains(&Command::Sighup),
+        "hands over as the window begins: {out:?}"
+    );
+}
+
+#[test]
+fn a_switchover_in_a_window_fails_without_the_rpc() {
+    let mut d = Driver::new(true);
+    d.reach_validating();
+    d.feed(Event::ClusterObserved {
+        control: switchover(Some("n2"), true),
+        peers: vec![peer("n2", 1, true)],
+    });
+    let out = d.feed(Event::Windows(Err("METHOD_NOT_FOUND".into())));
+    assert!(!out.contains(&Command::Sighup));
+    let failed = out.iter().find_map(|c| match c {
+        Command::Publish(f) => f.switchover.clone(),
+        _ => None,
+    });
+    assert!(failed.is_some_and(|s| s.failed && s.status.contains("METHOD_NOT_FOUND")));
+    assert!(d.m.key_live(), "still validating");
+}
+
+#[test]
+fn the_named_successor_takes_the_released_lock_at_once_others_wait() {
+    let with_successor = |d: &Driver, to: &str| {
+        let mut k = d.released_key(10);
+        let mut r = Record::parse(&k.value).expect("record");
+        r.successor = Some(to.into());
+        k.value = r.to_bytes();
+        k
+    };
+    let mut d = Driver::new(true);
+    d.reach_voting();
+    let k = with_successor(&d, "n1");
+    let out = d.observe(Some(k), 10);
+    assert!(
+        out.iter().any(|c| matches!(c, Command::Acquire { .. })),
+        "{out:?}"
+    );
+    let mut other = Driver::new(true);
+    other.reach_voting();
+    let k = with_successor(&other, "n2");
+    let out = other.observe(Some(k), 10);
+    assert!(
+        !out.iter().any(|c| matches!(c, Command::Acquire { .. })),
+        "{out:?}"
+    );
 }

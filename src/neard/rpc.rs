@@ -101,6 +101,87 @@ impl NeardRpc {
     }
 }
 
+impl NeardRpc {
+    /// JSON-RPC `maintenance_windows` (falling back to `EXPERIMENTAL_maintenance_windows`) for
+    /// `account`: the height ranges `[start, end)` of the current epoch in which the account
+    /// has no block and no chunk to produce.
+    pub async fn maintenance_windows(&self, account: &str) -> Result<Vec<(u64, u64)>, RpcError> {
+        let mut last = None;
+        for method in ["maintenance_windows", "EXPERIMENTAL_maintenance_windows"] {
+            match self
+                .jsonrpc(method, serde_json::json!({ "account_id": account }))
+                .await
+            {
+                Ok(result) => {
+                    return parse_windows(&result).ok_or_else(|| RpcError::Garbage {
+                        url: format!("{} ({method})", self.base),
+                        reason: format!("not a list of height ranges: {result}"),
+                    })
+                }
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| RpcError::Garbage {
+            url: self.base.clone(),
+            reason: "no maintenance_windows method".into(),
+        }))
+    }
+
+    async fn jsonrpc(
+        &self,
+        method: &str,
+        params: serde_json::Value,
+    ) -> Result<serde_json::Value, RpcError> {
+        let url = format!("{}/", self.base);
+        let body = serde_json::json!({"jsonrpc": "2.0", "id": "kuutamod", "method": method, "params": params});
+        let transport = |source| RpcError::Transport {
+            url: url.clone(),
+            source,
+        };
+        let resp = self
+            .http
+            .post(&url)
+            .json(&body)
+            .send()
+            .await
+            .map_err(transport)?;
+        if !resp.status().is_success() {
+            return Err(RpcError::Status {
+                url,
+                status: resp.status(),
+            });
+        }
+        let answer: serde_json::Value = resp.json().await.map_err(transport)?;
+        if let Some(error) = answer.get("error") {
+            return Err(RpcError::Garbage {
+                url: format!("{url} ({method})"),
+                reason: format!("error {error}"),
+            });
+        }
+        answer
+            .get("result")
+            .cloned()
+            .ok_or_else(|| RpcError::Garbage {
+                url: format!("{url} ({method})"),
+                reason: "no result".into(),
+            })
+    }
+}
+
+/// Height ranges as `[[start, end], ...]` or `[{"start": .., "end": ..}, ...]`.
+pub fn parse_windows(v: &serde_json::Value) -> Option<Vec<(u64, u64)>> {
+    v.as_array()?
+        .iter()
+        .map(|w| match w {
+            serde_json::Value::Array(a) if a.len() == 2 => Some((a[0].as_u64()?, a[1].as_u64()?)),
+            serde_json::Value::Object(o) => {
+                Some((o.get("start")?.as_u64()?, o.get("end")?.as_u64()?))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
 /// The value of an unlabelled metric in Prometheus text.
 pub fn metric(text: &str, name: &str) -> Option<f64> {
     text.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
@@ -111,6 +192,19 @@ pub fn metric(text: &str, name: &str) -> Option<f64> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn reads_windows_in_both_shapes() {
+        let arrays = serde_json::json!([[1028, 1031], [1034, 1038]]);
+        let ranges = serde_json::json!([{"start": 5, "end": 9}]);
+        assert_eq!(
+            super::parse_windows(&arrays),
+            Some(vec![(1028, 1031), (1034, 1038)])
+        );
+        assert_eq!(super::parse_windows(&ranges), Some(vec![(5, 9)]));
+        assert_eq!(super::parse_windows(&serde_json::json!([[1]])), None);
+        assert_eq!(super::parse_windows(&serde_json::json!({})), None);
+    }
+
     #[test]
     fn reads_a_metric() {
         let text = "# HELP near_config_reloads_total x\n# TYPE near_config_reloads_total counter\nnear_config_reloads_total 3\nnear_config_reloads_total_x 9\n";

@@ -7,6 +7,7 @@
 //! Commands that are quick and local (signals, key files, guard orders) run inline, and their
 //! outcome is fed back at once.
 
+pub mod hook;
 pub mod tasks;
 
 use std::collections::VecDeque;
@@ -49,6 +50,7 @@ pub async fn run(
     let rpc = NeardRpc::new(rpc_addr, STATUS_TIMEOUT)?;
     let exe = Exe::pin().map_err(|e| anyhow::anyhow!("cannot open kuutamod's own binary: {e}"))?;
     let (tx, rx) = mpsc::unbounded_channel();
+    let rpc_for_windows = rpc.clone();
     let (poll_tx, poll_rx) = watch::channel(PollTarget {
         pid: None,
         polling: crate::machine::Polling {
@@ -69,6 +71,24 @@ pub async fn run(
         tx.clone(),
         metrics.clone(),
     ));
+    let cluster = tokio::spawn(tasks::watch_cluster(
+        consul.clone(),
+        settings.account_id.clone(),
+        settings.node_id.clone(),
+        tx.clone(),
+        metrics.clone(),
+    ));
+    let hooks = settings.on_role_change.clone().map(|cmd| {
+        let (hook_tx, hook_rx) = mpsc::unbounded_channel();
+        tokio::spawn(hook::run_hooks(
+            cmd,
+            settings.node_id.clone(),
+            settings.account_id.clone(),
+            hook_rx,
+        ));
+        hook_tx
+    });
+    metrics.priority.set(i64::from(settings.priority));
     let (notes_tx, notes_rx) = mpsc::unbounded_channel();
     let config = Config {
         node_id: settings.node_id.clone(),
@@ -78,6 +98,7 @@ pub async fn run(
         timing: settings.timing,
         syncing_grace: settings.syncing_grace,
         backoff: crate::backoff::BackoffConfig::DEFAULT,
+        priority: settings.priority,
     };
     let mut sup = Supervisor {
         machine: Machine::new(config, clock::now()),
@@ -96,10 +117,13 @@ pub async fn run(
         guard_generation: 0,
         notes_tx,
         shown: State::Startup,
+        rpc: rpc_for_windows,
+        hooks,
     };
     let result = sup.main_loop(rx, notes_rx, shutdown).await;
     poller.abort();
     watcher.abort();
+    cluster.abort();
     result
 }
 
@@ -120,6 +144,8 @@ struct Supervisor {
     guard_generation: u64,
     notes_tx: mpsc::UnboundedSender<Note>,
     shown: State,
+    rpc: NeardRpc,
+    hooks: Option<mpsc::UnboundedSender<(State, State)>>,
 }
 
 async fn wait_neard(neard: &mut Option<Neard>) -> (u32, std::io::Result<std::process::ExitStatus>) {
@@ -225,12 +251,19 @@ impl Supervisor {
                     None => {}
                 }
             }
+            if let Some(hooks) = &self.hooks {
+                let _ = hooks.send((self.shown, state));
+            }
             self.shown = state;
         }
         self.metrics.set_state(state);
+        let may_take_over = self.machine.may_take_over();
+        self.metrics.may_take_over.set(i64::from(may_take_over));
+        self.metrics.paused.set(i64::from(self.machine.paused()));
         self.published.send_replace(Published {
             state,
             neard_pid: self.neard.as_ref().map(Neard::pid),
+            may_take_over,
         });
     }
 
@@ -331,6 +364,39 @@ impl Supervisor {
                 None
             }
             Command::Exit => None,
+            Command::Publish(facts) => {
+                let record = self.node_record(facts);
+                let consul = self.consul.clone();
+                let key =
+                    crate::records::node_key(&self.settings.account_id, &self.settings.node_id);
+                let metrics = self.metrics.clone();
+                tokio::spawn(async move {
+                    metrics
+                        .consul_requests
+                        .with_label_values(&["publish"])
+                        .inc();
+                    if let Err(e) = consul.put(&key, &record.to_bytes()).await {
+                        log::warn!("cannot publish this node's status record: {e}");
+                    }
+                });
+                None
+            }
+            Command::QueryWindows => {
+                let rpc = self.rpc.clone();
+                let account = self.settings.account_id.clone();
+                let tx = self.tx.clone();
+                tokio::spawn(async move {
+                    let windows = rpc
+                        .maintenance_windows(&account)
+                        .await
+                        .map_err(|e| e.to_string());
+                    let _ = tx.send(Report {
+                        event: Event::Windows(windows),
+                        pid: None,
+                    });
+                });
+                None
+            }
             consul => {
                 tasks::consul_request(
                     self.consul.clone(),
@@ -343,6 +409,35 @@ impl Supervisor {
                 );
                 None
             }
+        }
+    }
+
+    /// The status record for `facts`, with the wall-clock times.
+    fn node_record(&self, facts: crate::machine::NodeFacts) -> crate::records::NodeRecord {
+        let now = tasks::wall_ms();
+        crate::records::NodeRecord {
+            node_id: self.settings.node_id.clone(),
+            hostname: hostname(),
+            state: facts.state.name().to_string(),
+            synced: facts.synced,
+            head: facts.head,
+            neard_version: facts.neard_version,
+            failover_mode: match self.settings.failover_mode {
+                FailoverMode::HotSwap => "hot-swap".into(),
+                FailoverMode::Restart => "restart".into(),
+            },
+            priority: facts.priority,
+            paused: facts.paused,
+            may_take_over: facts.may_take_over,
+            session: facts.session,
+            validating_since_ms: facts
+                .validating_for
+                .map(|d| now.saturating_sub(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))),
+            switchover: facts.switchover,
+            stepped_down_ms: facts
+                .fenced_for
+                .map(|d| now.saturating_sub(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))),
+            updated_ms: now,
         }
     }
 

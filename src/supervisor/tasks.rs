@@ -55,11 +55,26 @@ pub async fn poll_neard(
     mut target: watch::Receiver<PollTarget>,
     tx: mpsc::UnboundedSender<Report>,
 ) {
+    let mut version: Option<String> = None;
     loop {
         let PollTarget { pid, polling } = *target.borrow_and_update();
         if let Some(pid) = pid {
             let event = match rpc.status().await {
                 Ok(status) => {
+                    let v = status.version.as_ref().map(|v| v.version.clone());
+                    if v.is_some() && v != version {
+                        version = v.clone();
+                        let event = Event::NeardVersion(v.unwrap_or_default());
+                        if tx
+                            .send(Report {
+                                event,
+                                pid: Some(pid),
+                            })
+                            .is_err()
+                        {
+                            return;
+                        }
+                    }
                     let metrics = if polling.metrics {
                         match rpc.metrics().await {
                             Ok(m) => Some(m),
@@ -152,6 +167,64 @@ pub async fn watch_leader(
             }
             Err(e) => {
                 log::warn!("watching {key}: {e}");
+                index = 0;
+                tokio::time::sleep(WATCH_RETRY).await;
+            }
+        }
+    }
+}
+
+/// Watches the account's records (`kuutamod/<account>/`: the control record and every node's
+/// status record) and reports the control record and the other nodes' fresh records.
+pub async fn watch_cluster(
+    consul: Consul,
+    account: String,
+    node_id: String,
+    tx: mpsc::UnboundedSender<Report>,
+    metrics: Metrics,
+) {
+    use crate::records::{control_key, prefix, Control, NodeRecord};
+    let prefix = prefix(&account);
+    let control_key = control_key(&account);
+    let mut index = 0u64;
+    loop {
+        let blocking = (index > 0).then_some((index, WATCH_WAIT));
+        metrics.consul_requests.with_label_values(&["watch"]).inc();
+        match consul.get_prefix(&prefix, blocking).await {
+            Ok((entries, new_index)) => {
+                let unchanged = index > 0 && new_index == index;
+                index = if new_index < index { 0 } else { new_index };
+                let now = wall_ms();
+                let stale = 3 * u64::try_from(crate::timing::RECORD_INTERVAL.as_millis())
+                    .unwrap_or(u64::MAX);
+                let mut control = Control::default();
+                let mut peers = Vec::new();
+                for e in &entries {
+                    if e.key == control_key {
+                        control = Control::parse(&e.bytes()).unwrap_or_default();
+                    } else if let Some(r) = NodeRecord::parse(&e.bytes()) {
+                        if r.node_id != node_id && now.saturating_sub(r.updated_ms) <= stale {
+                            peers.push(r);
+                        }
+                    }
+                }
+                if control
+                    .switchover
+                    .as_ref()
+                    .is_some_and(|s| s.expires_ms < now)
+                {
+                    control.switchover = None;
+                }
+                let event = Event::ClusterObserved { control, peers };
+                if tx.send(Report { event, pid: None }).is_err() {
+                    return;
+                }
+                if unchanged {
+                    tokio::time::sleep(WATCH_IDLE).await;
+                }
+            }
+            Err(e) => {
+                log::warn!("watching {prefix}: {e}");
                 index = 0;
                 tokio::time::sleep(WATCH_RETRY).await;
             }

@@ -1,0 +1,136 @@
+//! What the nodes of one validator account tell each other and the operator through Consul,
+//! besides the lock: each node's status record, and the cluster's control record (pause, planned
+//! switchover), under `kuutamod/<account>/`. `kuutamoctl` reads and writes them from any host
+//! with a Consul agent. None of this is needed for safety: the lock and its fence
+//! ([`crate::lease`]) are; these records only steer who takes the lock, and when.
+
+use serde::{Deserialize, Serialize};
+
+/// The prefix of an account's records.
+pub fn prefix(account: &str) -> String {
+    format!("kuutamod/{account}/")
+}
+
+/// The key of node `node_id`'s status record.
+pub fn node_key(account: &str, node_id: &str) -> String {
+    format!("kuutamod/{account}/nodes/{node_id}")
+}
+
+/// The key of the account's control record.
+pub fn control_key(account: &str) -> String {
+    format!("kuutamod/{account}/control")
+}
+
+/// A node's status, published by the node itself on every change and every
+/// [`RECORD_INTERVAL`](crate::timing::RECORD_INTERVAL).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeRecord {
+    /// Node id.
+    pub node_id: String,
+    /// Host name.
+    pub hostname: String,
+    /// kuutamod's state (`Voting`, `Validating`, ...).
+    pub state: String,
+    /// Whether neard is in sync.
+    pub synced: bool,
+    /// neard's head height at the last poll.
+    pub head: Option<u64>,
+    /// neard's version.
+    pub neard_version: Option<String>,
+    /// `restart` or `hot-swap`.
+    pub failover_mode: String,
+    /// The node's priority (0: never promoted).
+    pub priority: u32,
+    /// Whether this node sees the cluster paused.
+    pub paused: bool,
+    /// Whether this node would take over now (a synced, unpaused standby with a guard).
+    pub may_take_over: bool,
+    /// The node's Consul session, if any.
+    pub session: Option<String>,
+    /// Unix ms since which the node validates, while it does.
+    pub validating_since_ms: Option<u64>,
+    /// Unix ms at which this node's neard was last fenced after validating (a step-down).
+    #[serde(default)]
+    pub stepped_down_ms: Option<u64>,
+    /// The switchover this node is working on as leader, and how it goes.
+    pub switchover: Option<SwitchoverStatus>,
+    /// Unix ms of this record.
+    pub updated_ms: u64,
+}
+
+/// A leader's progress on a switchover request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SwitchoverStatus {
+    /// The request's id.
+    pub id: String,
+    /// What is happening (`waiting for a maintenance window`, `handing over to node1`, or why
+    /// it cannot be done).
+    pub status: String,
+    /// Whether it failed for good.
+    pub failed: bool,
+}
+
+/// The account's control record, written by `kuutamoctl`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Control {
+    /// No automatic failover and no neard restarts while set. Safety fences stay active.
+    #[serde(default)]
+    pub paused: bool,
+    /// A planned hand-over, if one is requested.
+    #[serde(default)]
+    pub switchover: Option<Switchover>,
+}
+
+/// A planned hand-over request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Switchover {
+    /// Unique id of the request.
+    pub id: String,
+    /// The node to hand over to; `None`: the best synced standby.
+    #[serde(default)]
+    pub to: Option<String>,
+    /// Wait until neard says our account has nothing to produce for a while.
+    #[serde(default)]
+    pub in_window: bool,
+    /// Unix ms after which the request is void.
+    pub expires_ms: u64,
+}
+
+impl Control {
+    /// Parses a control record; `None` for anything else.
+    pub fn parse(bytes: &[u8]) -> Option<Control> {
+        serde_json::from_slice(bytes).ok()
+    }
+}
+
+impl NodeRecord {
+    /// Parses a node record; `None` for anything else.
+    pub fn parse(bytes: &[u8]) -> Option<NodeRecord> {
+        serde_json::from_slice(bytes).ok()
+    }
+
+    /// The value bytes.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_and_round_trips() {
+        assert_eq!(node_key("pool.near", "n1"), "kuutamod/pool.near/nodes/n1");
+        assert_eq!(control_key("pool.near"), "kuutamod/pool.near/control");
+        assert!(node_key("a", "b").starts_with(&prefix("a")));
+        let r = NodeRecord {
+            node_id: "n1".into(),
+            priority: 2,
+            ..NodeRecord::default()
+        };
+        assert_eq!(NodeRecord::parse(&r.to_bytes()), Some(r));
+        assert_eq!(Control::parse(b"{}"), Some(Control::default()));
+        assert_eq!(Control::parse(b"garbage"), None);
+    }
+}
