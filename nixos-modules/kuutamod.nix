@@ -68,7 +68,11 @@ let
     KUUTAMO_SYNCING_GRACE = cfg.syncingGrace;
     KUUTAMO_FAILOVER_MODE = cfg.failoverMode;
     KUUTAMO_VOTER_SHARD_TRACKING = cfg.voterShardTracking;
+    KUUTAMO_PRIORITY = toString cfg.priority;
     RUST_LOG = cfg.logLevel;
+  }
+  // lib.optionalAttrs (cfg.onRoleChange != null) {
+    KUUTAMO_ON_ROLE_CHANGE = cfg.onRoleChange;
   }
   // lib.optionalAttrs (cfg.accountId != null) {
     KUUTAMO_ACCOUNT_ID = cfg.accountId;
@@ -100,6 +104,8 @@ let
   kuutamoctl = pkgs.writeShellScriptBin "kuutamoctl" (
     lib.concatLines (
       lib.optional (cfg.accountId != null) ''export KUUTAMO_ACCOUNT_ID="''${KUUTAMO_ACCOUNT_ID:-${cfg.accountId}}"''
+      # Without an accountId, kuutamoctl reads the account from the key file (as root).
+      ++ lib.optional (cfg.accountId == null) ''export KUUTAMO_VALIDATOR_KEY="''${KUUTAMO_VALIDATOR_KEY:-${toString cfg.validatorKeyFile}}"''
       ++ [ ''export KUUTAMO_CONSUL_URL="''${KUUTAMO_CONSUL_URL:-${cfg.consulUrl}}"'' ]
       ++ lib.optionals (cfg.consulTokenFile != null) [
         "# The service reads the token through LoadCredential; an operator (root) reads the file."
@@ -281,6 +287,19 @@ in
       ];
       default = "none";
       description = "How kuutamod sets a voter's shard tracking in config.json, so that a hot swap finds the validator's shards ready.";
+    };
+
+    priority = mkOption {
+      type = types.ints.unsigned;
+      default = 1;
+      description = "Priority among the standbys (KUUTAMO_PRIORITY): a standby leaves a free lock to a ready standby with a higher priority for a moment; 0 means this node never takes the lock (a node kept for maintenance or observation).";
+    };
+
+    onRoleChange = mkOption {
+      type = types.nullOr types.str;
+      default = null;
+      example = "logger -t kuutamod \"role $KUUTAMO_ROLE_OLD -> $KUUTAMO_ROLE_NEW\"";
+      description = "A command (run with `sh -c`, KUUTAMO_ON_ROLE_CHANGE) on every state change, with the old and new state as arguments and in KUUTAMO_ROLE_OLD / KUUTAMO_ROLE_NEW. It runs for at most 30 s, inside the service's sandbox, and never delays kuutamod.";
     };
 
     logLevel = mkOption {

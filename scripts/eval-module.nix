@@ -237,6 +237,13 @@ let
 
   noAccount = eval (lib.recursiveUpdate sample { services.kuutamod.accountId = null; });
 
+  operator = eval (
+    lib.recursiveUpdate sample {
+      services.kuutamod.priority = 0;
+      services.kuutamod.onRoleChange = "logger role-change";
+    }
+  );
+
   badDuration = builtins.tryEval (
     builtins.deepSeq
       (eval (lib.recursiveUpdate sample { services.kuutamod.sessionTtl = "30 seconds"; }))
@@ -247,6 +254,18 @@ in
 [
   (expectEq "no failed assertions for the sample" (failedAssertions cfg) [ ])
   (expectEq "no warnings for the sample" cfg.warnings [ ])
+  (expectEq "priority and the role-change hook reach the environment"
+    {
+      inherit (operator.systemd.services.kuutamod.environment)
+        KUUTAMO_PRIORITY
+        KUUTAMO_ON_ROLE_CHANGE
+        ;
+    }
+    {
+      KUUTAMO_PRIORITY = "0";
+      KUUTAMO_ON_ROLE_CHANGE = "logger role-change";
+    }
+  )
   (expectEq "ExecStart is the flake's kuutamod (meta.mainProgram)" sc.ExecStart
     "/nix/store/00000000000000000000000000000000-kuutamod-0.1.0/bin/kuutamod"
   )
@@ -275,6 +294,7 @@ in
     KUUTAMO_SYNCING_GRACE = "45s";
     KUUTAMO_FAILOVER_MODE = "hot-swap";
     KUUTAMO_VOTER_SHARD_TRACKING = "none";
+    KUUTAMO_PRIORITY = "1";
     RUST_LOG = "info";
   })
   (expect "key paths are not in the environment (kuutamod reads $CREDENTIALS_DIRECTORY)"
