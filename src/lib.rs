@@ -16,7 +16,8 @@
 //!   queries).
 //! - Pure decisions, no I/O, time passed in: [`machine`] (every decision, as one state
 //!   machine), [`lease`] (the lock record, the leader's lease and a standby's wait),
-//!   [`fence`] (the height fence against neard's signing horizon), [`backoff`], and
+//!   [`fence`] (the height fence against neard's signing horizon), [`doppelganger`] (our key
+//!   signing elsewhere), [`backoff`], and
 //!   [`clock`] (the `CLOCK_BOOTTIME` instant they use).
 //! - [`records`]: what the nodes tell each other and the operator besides the lock (status
 //!   records, pause, planned switchover).
@@ -28,6 +29,7 @@
 pub mod backoff;
 pub mod clock;
 pub mod consul;
+pub mod doppelganger;
 pub mod duration;
 pub mod exporter;
 pub mod fence;

@@ -18,10 +18,12 @@ use std::time::Duration;
 
 use crate::backoff::{Backoff, BackoffConfig};
 use crate::clock::Instant;
+use crate::doppelganger::{Change, Cluster, Doppelganger};
 use crate::fence::{Closed, Fence, LagTracker, OwnView};
 use crate::lease::{
     AcquirePlan, Horizon, KeyState, Lease, Lost, Observer, Record, RecordState, StandbyMove,
 };
+use crate::neard::rpc::Production;
 use crate::neard::Role;
 use crate::records::{Control, NodeRecord, SwitchoverStatus};
 use crate::timing::{
@@ -105,6 +107,8 @@ pub struct Poll {
     pub target: Option<u64>,
     /// `near_config_reloads_total`, when `/metrics` was polled and has it.
     pub reloads: Option<u64>,
+    /// Our account's production and this neard's own, when `/metrics` was polled and has them.
+    pub production: Option<Production>,
 }
 
 /// What the guard is told.
@@ -326,6 +330,8 @@ pub enum Command {
     Publish(NodeFacts),
     /// Ask neard for our account's maintenance windows; report [`Event::Windows`].
     QueryWindows,
+    /// The doppelganger alarm changed (log it).
+    Doppelganger(Change),
     /// Exit the process (status 0).
     Exit,
 }
@@ -452,6 +458,8 @@ pub struct Config {
     pub backoff: BackoffConfig,
     /// Priority among the standbys (0: never take the lock).
     pub priority: u32,
+    /// Silent heights after which a doppelganger alarm clears (0: no detection).
+    pub doppelganger_heights: u64,
 }
 
 /// The neard process as the machine knows it.
@@ -651,6 +659,7 @@ pub struct Machine {
     neard_version: Option<String>,
     activated_at: Option<Instant>,
     fenced_at: Option<Instant>,
+    doppelganger: Doppelganger,
 }
 
 impl Machine {
@@ -658,7 +667,7 @@ impl Machine {
     pub fn new(cfg: Config, now: Instant) -> Machine {
         Machine {
             backoff: Backoff::new(cfg.backoff),
-            cfg,
+            cfg: cfg.clone(),
             now,
             proc: Proc::Down(Some((Role::Voter, now))),
             then_start: None,
@@ -705,6 +714,10 @@ impl Machine {
             neard_version: None,
             activated_at: None,
             fenced_at: None,
+            doppelganger: Doppelganger::new(
+                cfg.doppelganger_heights,
+                cfg.timing.heartbeat_interval,
+            ),
         }
     }
 
@@ -934,7 +947,15 @@ impl Machine {
                     self.proc = Proc::Dying { pid };
                 }
             }
-            Event::Status(poll) => self.on_poll(poll),
+            Event::Status(poll) => {
+                self.on_poll(poll);
+                if let Some(p) = poll.production {
+                    let cluster = self.cluster_view();
+                    if let Some(change) = self.doppelganger.observe(now, poll.head, p, cluster) {
+                        out.push(Command::Doppelganger(change));
+                    }
+                }
+            }
             Event::SessionCreated(id) => {
                 self.session = Session::Live {
                     id,
@@ -1600,6 +1621,11 @@ impl Machine {
             Phase::Idle | Phase::Validating => {}
             Phase::Promoting(p) => match p.step {
                 PromoteStep::Fencing => {
+                    if self.doppelganger.alarmed() {
+                        // Someone else signs with our key: do not add a second signer.
+                        self.start_release(Letgo::Unchanged, self.after_standby(false));
+                        return;
+                    }
                     if !self.guard_armed() {
                         return;
                     }
@@ -1800,6 +1826,32 @@ impl Machine {
             && self.guard.alive
             && self.cfg.priority > 0
             && !self.control.paused
+            && !self.doppelganger.alarmed()
+    }
+
+    /// Whether the doppelganger alarm is raised (and why).
+    pub fn doppelganger(&self) -> Option<&str> {
+        self.doppelganger.evidence()
+    }
+
+    /// What this cluster is doing, for the doppelganger check: this node validates; another
+    /// node of ours holds the lock and heartbeats; or nobody of ours validates.
+    fn cluster_view(&self) -> Cluster {
+        if matches!(self.phase, Phase::Validating) && self.key_live {
+            return Cluster::Leading;
+        }
+        let live_other = self.observer.seen().is_some_and(|s| {
+            s.key.as_ref().is_some_and(|k| {
+                k.session.is_some()
+                    && k.session.as_deref() != self.session()
+                    && self.now < s.value_since + self.cfg.timing.heartbeat_interval * 2
+            })
+        });
+        if live_other {
+            Cluster::OtherLeads
+        } else {
+            Cluster::Leaderless
+        }
     }
 
     /// Whether a peer with a higher priority would take the lock now.
@@ -1826,7 +1878,8 @@ impl Machine {
         let movement = self
             .observer
             .standby_move(&own, &me, now, self.cfg.timing.ttl);
-        let automatic = self.cfg.priority > 0 && !self.control.paused;
+        let automatic =
+            self.cfg.priority > 0 && !self.control.paused && !self.doppelganger.alarmed();
         match movement {
             StandbyMove::Wait => {}
             StandbyMove::Acquire(plan) => {

@@ -1,8 +1,8 @@
 //! kuutamod's Prometheus metrics, in a registry of their own (no global state).
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, GaugeVec, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
+    Opts, Registry, TextEncoder,
 };
 use tokio::time::Instant;
 
@@ -33,6 +33,18 @@ pub struct Metrics {
     pub priority: IntGauge,
     /// `kuutamod_may_take_over`: 1 while this node is a standby that would take over now.
     pub may_take_over: IntGauge,
+    /// `kuutamod_doppelganger`: 1 while our account produces what this cluster did not sign.
+    pub doppelganger: IntGauge,
+    /// `kuutamod_validator_{blocks,chunks}_{produced,expected}{account_id}`: our account's
+    /// production this epoch, from the local neard. Index: blocks produced, blocks expected,
+    /// chunks produced, chunks expected.
+    pub production: [IntGaugeVec; 4],
+    /// `kuutamod_validator_production_ratio{account_id,kind}`: produced / expected this epoch
+    /// (1 when nothing was expected).
+    pub production_ratio: GaugeVec,
+    /// `kuutamod_validator_kickout_margin{account_id,kind}`: the ratio minus the kickout
+    /// threshold; below 0 the validator is kicked out at the end of the epoch.
+    pub kickout_margin: GaugeVec,
 }
 
 impl Metrics {
@@ -101,8 +113,57 @@ impl Metrics {
             "1 while this node is a synced standby that would take over now",
         )
         .expect("valid metric");
+        let doppelganger = IntGauge::new(
+            "kuutamod_doppelganger",
+            "1 while our validator account produces blocks or chunks this cluster did not sign",
+        )
+        .expect("valid metric");
+        let gauge = |name: &str, help: &str| {
+            IntGaugeVec::new(Opts::new(name, help), &["account_id"]).expect("valid metric")
+        };
+        let production = [
+            gauge(
+                "kuutamod_validator_blocks_produced",
+                "Blocks our validator account produced this epoch (from the local neard)",
+            ),
+            gauge(
+                "kuutamod_validator_blocks_expected",
+                "Blocks our validator account was assigned this epoch so far",
+            ),
+            gauge(
+                "kuutamod_validator_chunks_produced",
+                "Chunks our validator account produced this epoch (from the local neard)",
+            ),
+            gauge(
+                "kuutamod_validator_chunks_expected",
+                "Chunks our validator account was assigned this epoch so far",
+            ),
+        ];
+        let production_ratio = GaugeVec::new(
+            Opts::new(
+                "kuutamod_validator_production_ratio",
+                "Produced / expected this epoch (1 when nothing was expected)",
+            ),
+            &["account_id", "kind"],
+        )
+        .expect("valid metric");
+        let kickout_margin = GaugeVec::new(
+            Opts::new(
+                "kuutamod_validator_kickout_margin",
+                "Production ratio minus the kickout threshold; below 0 means kickout at the epoch's end",
+            ),
+            &["account_id", "kind"],
+        )
+        .expect("valid metric");
         for c in [
             Box::new(neard_restarts.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(doppelganger.clone()),
+            Box::new(production[0].clone()),
+            Box::new(production[1].clone()),
+            Box::new(production[2].clone()),
+            Box::new(production[3].clone()),
+            Box::new(production_ratio.clone()),
+            Box::new(kickout_margin.clone()),
             Box::new(paused.clone()),
             Box::new(priority.clone()),
             Box::new(may_take_over.clone()),
@@ -128,6 +189,10 @@ impl Metrics {
             paused,
             priority,
             may_take_over,
+            doppelganger,
+            production,
+            production_ratio,
+            kickout_margin,
         };
         metrics.set_state(State::Startup);
         metrics
@@ -139,6 +204,52 @@ impl Metrics {
             self.state
                 .with_label_values(&[s.name()])
                 .set(i64::from(s == current));
+        }
+    }
+
+    /// Re-exports our account's production from neard, with the ratios and the margins to the
+    /// kickout thresholds (percent).
+    pub fn set_production(
+        &self,
+        account: &str,
+        p: &crate::neard::rpc::Production,
+        thresholds: (u8, u8),
+    ) {
+        let values = [
+            p.blocks_produced,
+            p.blocks_expected,
+            p.chunks_produced,
+            p.chunks_expected,
+        ];
+        for (g, v) in self.production.iter().zip(values) {
+            g.with_label_values(&[account])
+                .set(i64::try_from(v).unwrap_or(i64::MAX));
+        }
+        let ratio = |produced: u64, expected: u64| {
+            if expected == 0 {
+                1.0
+            } else {
+                produced as f64 / expected as f64
+            }
+        };
+        for (kind, r, threshold) in [
+            (
+                "blocks",
+                ratio(p.blocks_produced, p.blocks_expected),
+                thresholds.0,
+            ),
+            (
+                "chunks",
+                ratio(p.chunks_produced, p.chunks_expected),
+                thresholds.1,
+            ),
+        ] {
+            self.production_ratio
+                .with_label_values(&[account, kind])
+                .set(r);
+            self.kickout_margin
+                .with_label_values(&[account, kind])
+                .set(r - f64::from(threshold) / 100.0);
         }
     }
 

@@ -131,6 +131,18 @@ pub struct Args {
     /// higher priority for a moment; 0 means this node never takes the lock.
     #[arg(long, env = "KUUTAMO_PRIORITY", default_value_t = 1)]
     pub priority: u32,
+    /// Doppelganger detection: after our account produced blocks or chunks this cluster did
+    /// not sign, do not promote until it has been silent for this many heights. 0 turns the
+    /// detection off.
+    #[arg(long, env = "KUUTAMO_DOPPELGANGER_HEIGHTS", default_value_t = 20)]
+    pub doppelganger_heights: u64,
+    /// Kickout threshold for produced/expected blocks, in percent (mainnet: 80), for
+    /// `kuutamod_validator_kickout_margin`.
+    #[arg(long, env = "KUUTAMO_KICKOUT_THRESHOLD_BLOCKS", default_value_t = 80)]
+    pub kickout_threshold_blocks: u8,
+    /// Kickout threshold for produced/expected chunks, in percent (mainnet: 80).
+    #[arg(long, env = "KUUTAMO_KICKOUT_THRESHOLD_CHUNKS", default_value_t = 80)]
+    pub kickout_threshold_chunks: u8,
     /// A command run (with `sh -c`) on every role change, with the old and the new state as
     /// arguments and in KUUTAMO_ROLE_OLD / KUUTAMO_ROLE_NEW; it may run for 30 s and never
     /// delays kuutamod.
@@ -181,6 +193,10 @@ pub struct Settings {
     pub priority: u32,
     /// The role-change hook.
     pub on_role_change: Option<String>,
+    /// Doppelganger silence in heights (0: off).
+    pub doppelganger_heights: u64,
+    /// Kickout thresholds (percent) for blocks and chunks.
+    pub kickout_thresholds: (u8, u8),
 }
 
 /// The account the lock belongs to: the validator key's. `given` (`KUUTAMO_ACCOUNT_ID`) must
@@ -386,6 +402,8 @@ impl Settings {
             voter_shard_tracking: args.voter_shard_tracking,
             priority: args.priority,
             on_role_change: args.on_role_change.filter(|c| !c.trim().is_empty()),
+            doppelganger_heights: args.doppelganger_heights,
+            kickout_thresholds: (args.kickout_threshold_blocks, args.kickout_threshold_chunks),
         })
     }
 }

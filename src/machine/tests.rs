@@ -18,6 +18,7 @@ fn config(hot_swap: bool) -> Config {
         syncing_grace: Duration::from_secs(2),
         backoff: BackoffConfig::DEFAULT,
         priority: 1,
+        doppelganger_heights: 20,
     }
 }
 
@@ -69,6 +70,7 @@ impl Driver {
             hot_swap_capable: Some(true),
             target: Some(self.target),
             reloads: Some(self.reloads),
+            production: None,
         }
     }
 

@@ -42,6 +42,26 @@ pub struct NeardMetrics {
     pub largest_target: Option<u64>,
     /// `near_config_reloads_total`: successful config reloads (1 after boot).
     pub config_reloads: Option<u64>,
+    /// Our account's production this epoch and this process's own, when neard exports them.
+    pub production: Option<Production>,
+}
+
+/// What our validator account produced this epoch (`near_validators_*{account_id}`), and what
+/// this neard process produced since it started (`near_{block,chunk}_produced_total`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Production {
+    /// Blocks our account produced this epoch.
+    pub blocks_produced: u64,
+    /// Blocks our account was assigned this epoch (so far).
+    pub blocks_expected: u64,
+    /// Chunks our account produced this epoch.
+    pub chunks_produced: u64,
+    /// Chunks our account was assigned this epoch (so far).
+    pub chunks_expected: u64,
+    /// Blocks this process produced since it started.
+    pub own_blocks: u64,
+    /// Chunks this process produced since it started.
+    pub own_chunks: u64,
 }
 
 /// A client for one neard's RPC address.
@@ -89,15 +109,11 @@ impl NeardRpc {
         })
     }
 
-    /// GET `/metrics`: the values kuutamod reads.
-    pub async fn metrics(&self) -> Result<NeardMetrics, RpcError> {
+    /// GET `/metrics`: the values kuutamod reads, with `account`'s production.
+    pub async fn metrics(&self, account: &str) -> Result<NeardMetrics, RpcError> {
         let body = self.get("/metrics").await?;
         let text = String::from_utf8_lossy(&body);
-        let read = |name| metric(&text, name).and_then(|v| (v >= 0.0).then_some(v as u64));
-        Ok(NeardMetrics {
-            largest_target: read("near_largest_target_height"),
-            config_reloads: read("near_config_reloads_total"),
-        })
+        Ok(parse_metrics(&text, account))
     }
 }
 
@@ -182,6 +198,41 @@ pub fn parse_windows(v: &serde_json::Value) -> Option<Vec<(u64, u64)>> {
         .collect()
 }
 
+/// The metrics kuutamod reads, from Prometheus text.
+pub fn parse_metrics(text: &str, account: &str) -> NeardMetrics {
+    let count = |v: f64| (v >= 0.0).then_some(v as u64);
+    let read = |name| metric(text, name).and_then(count);
+    let labelled = |name| account_metric(text, name, account).and_then(count);
+    let production = (|| {
+        Some(Production {
+            blocks_produced: labelled("near_validators_blocks_produced")?,
+            blocks_expected: labelled("near_validators_blocks_expected")?,
+            chunks_produced: labelled("near_validators_chunks_produced")?,
+            chunks_expected: labelled("near_validators_chunks_expected")?,
+            own_blocks: read("near_block_produced_total")?,
+            own_chunks: read("near_chunk_produced_total")?,
+        })
+    })();
+    NeardMetrics {
+        largest_target: read("near_largest_target_height"),
+        config_reloads: read("near_config_reloads_total"),
+        production,
+    }
+}
+
+/// The value of `name{account_id="<account>"}` in Prometheus text (other labels allowed).
+pub fn account_metric(text: &str, name: &str, account: &str) -> Option<f64> {
+    let label = format!("account_id=\"{account}\"");
+    text.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
+        let (series, value) = l.rsplit_once(' ')?;
+        let labels = series.strip_prefix(name)?.strip_prefix('{')?;
+        labels
+            .split(',')
+            .any(|kv| kv.trim_end_matches('}') == label)
+            .then(|| value.trim().parse().ok())?
+    })
+}
+
 /// The value of an unlabelled metric in Prometheus text.
 pub fn metric(text: &str, name: &str) -> Option<f64> {
     text.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
@@ -203,6 +254,31 @@ mod tests {
         assert_eq!(super::parse_windows(&ranges), Some(vec![(5, 9)]));
         assert_eq!(super::parse_windows(&serde_json::json!([[1]])), None);
         assert_eq!(super::parse_windows(&serde_json::json!({})), None);
+    }
+
+    #[test]
+    fn reads_our_account_s_production() {
+        let text = "near_validators_blocks_produced{account_id=\"other\"} 9\n\
+                    near_validators_blocks_produced{account_id=\"pool\"} 4\n\
+                    near_validators_blocks_expected{account_id=\"pool\"} 5\n\
+                    near_validators_chunks_produced{account_id=\"pool\",shard_id=\"0\"} 7\n\
+                    near_validators_chunks_expected{account_id=\"pool\"} 8\n\
+                    near_block_produced_total 2\nnear_chunk_produced_total 3\n\
+                    near_largest_target_height 120\n";
+        let m = super::parse_metrics(text, "pool");
+        assert_eq!(m.largest_target, Some(120));
+        assert_eq!(
+            m.production,
+            Some(super::Production {
+                blocks_produced: 4,
+                blocks_expected: 5,
+                chunks_produced: 7,
+                chunks_expected: 8,
+                own_blocks: 2,
+                own_chunks: 3,
+            })
+        );
+        assert_eq!(super::parse_metrics(text, "nobody").production, None);
     }
 
     #[test]

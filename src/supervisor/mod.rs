@@ -61,6 +61,7 @@ pub async fn run(
     let poller = tokio::spawn(tasks::poll_neard(
         rpc,
         settings.validator_key.public_key.clone(),
+        settings.account_id.clone(),
         poll_rx,
         tx.clone(),
     ));
@@ -99,6 +100,7 @@ pub async fn run(
         syncing_grace: settings.syncing_grace,
         backoff: crate::backoff::BackoffConfig::DEFAULT,
         priority: settings.priority,
+        doppelganger_heights: settings.doppelganger_heights,
     };
     let mut sup = Supervisor {
         machine: Machine::new(config, clock::now()),
@@ -218,6 +220,17 @@ impl Supervisor {
             if let Some(lost) = jumps.check() {
                 log::warn!("the host was suspended for {lost:?}");
                 self.handle(Event::ClockJump(lost));
+            }
+            if let Event::Status(crate::machine::Poll {
+                production: Some(p),
+                ..
+            }) = &event
+            {
+                self.metrics.set_production(
+                    &self.settings.account_id,
+                    p,
+                    self.settings.kickout_thresholds,
+                );
             }
             self.handle(event);
         }
@@ -364,6 +377,25 @@ impl Supervisor {
                 None
             }
             Command::Exit => None,
+            Command::Doppelganger(change) => {
+                match change {
+                    crate::doppelganger::Change::Raised(evidence) => {
+                        log::error!(
+                            "DOPPELGANGER: {evidence}: our validator key signs somewhere this cluster does not know of; \
+                             this node will not promote until the account has been silent for {} heights",
+                            self.settings.doppelganger_heights
+                        );
+                        self.metrics.doppelganger.set(1);
+                    }
+                    crate::doppelganger::Change::Cleared => {
+                        log::warn!(
+                            "doppelganger alarm cleared: our account has been silent long enough"
+                        );
+                        self.metrics.doppelganger.set(0);
+                    }
+                }
+                None
+            }
             Command::Publish(facts) => {
                 let record = self.node_record(facts);
                 let consul = self.consul.clone();
@@ -397,7 +429,13 @@ impl Supervisor {
                 });
                 None
             }
-            consul => {
+            consul @ (Command::CreateSession
+            | Command::Renew(_)
+            | Command::Heartbeat { .. }
+            | Command::Acquire { .. }
+            | Command::Release { .. }
+            | Command::DestroySession(_)
+            | Command::ReadKey) => {
                 tasks::consul_request(
                     self.consul.clone(),
                     self.key.clone(),

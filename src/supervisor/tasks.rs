@@ -20,6 +20,11 @@ pub const WATCH_RETRY: Duration = Duration::from_secs(1);
 /// Consul woke it spuriously), so a misbehaving Consul cannot turn the watch into a busy loop.
 pub const WATCH_IDLE: Duration = Duration::from_millis(100);
 
+/// How often `/metrics` is read when the machine does not ask for it: often enough to follow
+/// our account's production within a few blocks, rarely enough to cost neard nothing (its
+/// `/metrics` is large).
+pub const METRICS_INTERVAL: Duration = Duration::from_secs(5);
+
 /// An event for the main loop, with the neard pid it concerns (polls of a previous neard are
 /// dropped).
 #[derive(Debug)]
@@ -52,10 +57,12 @@ pub struct PollTarget {
 pub async fn poll_neard(
     rpc: NeardRpc,
     validator_key: String,
+    account: String,
     mut target: watch::Receiver<PollTarget>,
     tx: mpsc::UnboundedSender<Report>,
 ) {
     let mut version: Option<String> = None;
+    let mut metrics_at: Option<std::time::Instant> = None;
     loop {
         let PollTarget { pid, polling } = *target.borrow_and_update();
         if let Some(pid) = pid {
@@ -75,8 +82,12 @@ pub async fn poll_neard(
                             return;
                         }
                     }
-                    let metrics = if polling.metrics {
-                        match rpc.metrics().await {
+                    // /metrics when the machine asks, and every METRICS_INTERVAL for the
+                    // production counters (re-exported, and the doppelganger check).
+                    let due = metrics_at.is_none_or(|t| t.elapsed() >= METRICS_INTERVAL);
+                    let metrics = if polling.metrics || due {
+                        metrics_at = Some(std::time::Instant::now());
+                        match rpc.metrics(&account).await {
                             Ok(m) => Some(m),
                             Err(e) => {
                                 log::debug!("{e}");
@@ -100,6 +111,7 @@ pub async fn poll_neard(
                         hot_swap_capable: status.supports_key_hot_swap(),
                         target: metrics.and_then(|m| m.largest_target),
                         reloads: metrics.and_then(|m| m.config_reloads),
+                        production: metrics.and_then(|m| m.production),
                     })
                 }
                 Err(e) => {
