@@ -746,6 +746,16 @@ impl Machine {
         }
     }
 
+    /// Whether the guard process runs and has acknowledged every order in time.
+    pub fn guard_ok(&self) -> bool {
+        self.guard.alive
+            && self
+                .guard
+                .pending
+                .first()
+                .is_none_or(|(_, _, sent)| self.now < *sent + self.cfg.timing.guard_ack)
+    }
+
     /// Whether the cluster is paused (`kuutamoctl pause`).
     pub fn paused(&self) -> bool {
         self.control.paused

@@ -35,6 +35,19 @@ pub struct Metrics {
     pub may_take_over: IntGauge,
     /// `kuutamod_doppelganger`: 1 while our account produces what this cluster did not sign.
     pub doppelganger: IntGauge,
+    /// `kuutamod_guard_up`: 1 while the guard process runs and acknowledges.
+    pub guard_up: IntGauge,
+    /// `kuutamod_lock_held`: 1 while this node holds the leader lock (promoting, validating,
+    /// or fencing and releasing).
+    pub lock_held: IntGauge,
+    /// `kuutamod_consul_up`: 1 when the last Consul request succeeded, 0 when it failed.
+    pub consul_up: IntGauge,
+    /// `kuutamod_consul_errors_total{op}`: Consul requests that failed (no answer, an error
+    /// status, garbage; a refused transaction or a lost session is an answer, not an error).
+    pub consul_errors: IntCounterVec,
+    /// `kuutamod_consul_request_duration_seconds{op}`: Consul request latency (blocking
+    /// queries excluded).
+    pub consul_latency: prometheus::HistogramVec,
     /// `kuutamod_validator_{blocks,chunks}_{produced,expected}{account_id}`: our account's
     /// production this epoch, from the local neard. Index: blocks produced, blocks expected,
     /// chunks produced, chunks expected.
@@ -118,6 +131,40 @@ impl Metrics {
             "1 while our validator account produces blocks or chunks this cluster did not sign",
         )
         .expect("valid metric");
+        let guard_up = IntGauge::new(
+            "kuutamod_guard_up",
+            "1 while the guard process (which kills neard if kuutamod is paused) runs and acknowledges",
+        )
+        .expect("valid metric");
+        let lock_held = IntGauge::new(
+            "kuutamod_lock_held",
+            "1 while this node holds the leader lock",
+        )
+        .expect("valid metric");
+        let consul_up = IntGauge::new(
+            "kuutamod_consul_up",
+            "1 when the last Consul request succeeded, 0 when it failed",
+        )
+        .expect("valid metric");
+        let consul_errors = IntCounterVec::new(
+            Opts::new(
+                "kuutamod_consul_errors_total",
+                "Consul requests that got no usable answer",
+            ),
+            &["op"],
+        )
+        .expect("valid metric");
+        let consul_latency = prometheus::HistogramVec::new(
+            HistogramOpts::new(
+                "kuutamod_consul_request_duration_seconds",
+                "Latency of Consul requests (blocking queries excluded)",
+            )
+            .buckets(vec![
+                0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+            ]),
+            &["op"],
+        )
+        .expect("valid metric");
         let gauge = |name: &str, help: &str| {
             IntGaugeVec::new(Opts::new(name, help), &["account_id"]).expect("valid metric")
         };
@@ -158,6 +205,11 @@ impl Metrics {
         for c in [
             Box::new(neard_restarts.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(doppelganger.clone()),
+            Box::new(guard_up.clone()),
+            Box::new(lock_held.clone()),
+            Box::new(consul_up.clone()),
+            Box::new(consul_errors.clone()),
+            Box::new(consul_latency.clone()),
             Box::new(production[0].clone()),
             Box::new(production[1].clone()),
             Box::new(production[2].clone()),
@@ -190,6 +242,11 @@ impl Metrics {
             priority,
             may_take_over,
             doppelganger,
+            guard_up,
+            lock_held,
+            consul_up,
+            consul_errors,
+            consul_latency,
             production,
             production_ratio,
             kickout_margin,

@@ -273,6 +273,12 @@ impl Supervisor {
         let may_take_over = self.machine.may_take_over();
         self.metrics.may_take_over.set(i64::from(may_take_over));
         self.metrics.paused.set(i64::from(self.machine.paused()));
+        self.metrics
+            .guard_up
+            .set(i64::from(self.machine.guard_ok()));
+        self.metrics
+            .lock_held
+            .set(i64::from(self.machine.holds_lock()));
         self.published.send_replace(Published {
             state,
             neard_pid: self.neard.as_ref().map(Neard::pid),

@@ -179,6 +179,8 @@ pub async fn watch_leader(
             }
             Err(e) => {
                 log::warn!("watching {key}: {e}");
+                metrics.consul_up.set(0);
+                metrics.consul_errors.with_label_values(&["watch"]).inc();
                 index = 0;
                 tokio::time::sleep(WATCH_RETRY).await;
             }
@@ -237,11 +239,20 @@ pub async fn watch_cluster(
             }
             Err(e) => {
                 log::warn!("watching {prefix}: {e}");
+                metrics.consul_errors.with_label_values(&["watch"]).inc();
                 index = 0;
                 tokio::time::sleep(WATCH_RETRY).await;
             }
         }
     }
+}
+
+/// Whether an error means Consul gave no usable answer (as opposed to a refusal).
+fn is_failure(e: &ConsulError) -> bool {
+    !matches!(
+        e,
+        ConsulError::SessionGone(_) | ConsulError::Rejected { .. }
+    )
 }
 
 /// Sends `event` to the main loop (it only fails when the loop is gone).
@@ -262,10 +273,34 @@ pub fn consul_request(
     use crate::machine::Command as C;
     tokio::spawn(async move {
         let count = |op: &str| metrics.consul_requests.with_label_values(&[op]).inc();
+        let started = std::time::Instant::now();
+        let op = match &cmd {
+            C::CreateSession => "create",
+            C::Renew(_) => "renew",
+            C::Heartbeat { .. } => "heartbeat",
+            C::Acquire { .. } => "acquire",
+            C::Release { .. } => "release",
+            C::DestroySession(_) => "destroy",
+            C::ReadKey => "read",
+            _ => "other",
+        };
+        // Whether Consul gave a usable answer (a refusal or a gone session is one).
+        let answered = |ok: bool| {
+            metrics
+                .consul_latency
+                .with_label_values(&[op])
+                .observe(started.elapsed().as_secs_f64());
+            metrics.consul_up.set(i64::from(ok));
+            if !ok {
+                metrics.consul_errors.with_label_values(&[op]).inc();
+            }
+        };
         match cmd {
             C::CreateSession => {
                 count("create");
-                match consul.create_session(&node_id, ttl).await {
+                let r = consul.create_session(&node_id, ttl).await;
+                answered(r.is_ok());
+                match r {
                     Ok(id) => {
                         log::info!("created Consul session {id}");
                         report(&tx, Event::SessionCreated(id));
@@ -278,7 +313,9 @@ pub fn consul_request(
             }
             C::Renew(session) => {
                 count("renew");
-                match consul.renew(&session).await {
+                let r = consul.renew(&session).await;
+                answered(!matches!(r, Err(ref e) if is_failure(e)));
+                match r {
                     Ok(()) => report(&tx, Event::Renewed { session }),
                     Err(ConsulError::SessionGone(id)) => {
                         log::warn!("Consul session {id} is gone");
@@ -298,10 +335,11 @@ pub fn consul_request(
             } => {
                 count("heartbeat");
                 let sent = clock::now();
-                match consul
+                let r = consul
                     .check_and_lock(&key, Some(expected_index), &session, &value)
-                    .await
-                {
+                    .await;
+                answered(!matches!(r, Err(ref e) if is_failure(e)));
+                match r {
                     Ok(index) => report(&tx, Event::HeartbeatAcked { seq, sent, index }),
                     Err(ConsulError::SessionGone(id)) => report(&tx, Event::SessionGone(id)),
                     Err(ConsulError::Rejected { what, .. }) => {
@@ -321,10 +359,11 @@ pub fn consul_request(
             } => {
                 count("acquire");
                 let sent = clock::now();
-                match consul
+                let r = consul
                     .check_and_lock(&key, expected_index, &session, &value)
-                    .await
-                {
+                    .await;
+                answered(!matches!(r, Err(ref e) if is_failure(e)));
+                match r {
                     Ok(index) => report(&tx, Event::Acquired { sent, index }),
                     Err(ConsulError::SessionGone(id)) => {
                         report(&tx, Event::AcquireRejected);
@@ -342,7 +381,9 @@ pub fn consul_request(
             }
             C::Release { session, value } => {
                 count("release");
-                match consul.release(&key, &session, &value).await {
+                let r = consul.release(&key, &session, &value).await;
+                answered(r.is_ok());
+                match r {
                     Ok(released) => {
                         if released {
                             log::info!("released {key}");
@@ -357,7 +398,9 @@ pub fn consul_request(
             }
             C::DestroySession(session) => {
                 count("destroy");
-                let ok = match consul.destroy_session(&session).await {
+                let r = consul.destroy_session(&session).await;
+                answered(r.is_ok());
+                let ok = match r {
                     Ok(()) => {
                         log::info!("destroyed Consul session {session}");
                         true
@@ -371,7 +414,9 @@ pub fn consul_request(
             }
             C::ReadKey => {
                 count("read");
-                match consul.get_key(&key, None, true).await {
+                let r = consul.get_key(&key, None, true).await;
+                answered(r.is_ok());
+                match r {
                     Ok((entry, index)) => report(
                         &tx,
                         Event::KeyObserved {
