@@ -1,0 +1,310 @@
+//! How events become facts: what each event tells the machine, before any decision.
+
+use super::*;
+
+impl Machine {
+    pub(super) fn apply(&mut self, event: Event, out: &mut Vec<Command>) {
+        let now = self.now;
+        match event {
+            Event::Tick | Event::StatusFailed => {}
+            Event::NeardSpawned { pid, role } => {
+                if !matches!(self.proc, Proc::Spawning(_)) {
+                    return; // not ours to believe: no spawn was asked for
+                }
+                self.backoff.started(now);
+                self.proc = Proc::Up(Up {
+                    pid,
+                    role,
+                    started: now,
+                    last_ok: None,
+                    poll: None,
+                    syncing_since: None,
+                });
+                self.key_live = role == Role::Validator;
+                // Announce the polling again for the new process.
+                self.polling = None;
+            }
+            Event::NeardSpawnFailed => {
+                if !matches!(self.proc, Proc::Spawning(_)) {
+                    return;
+                }
+                let wait = self.backoff.failed(now);
+                self.proc = Proc::Down(Some((Role::Voter, now + wait)));
+                self.neard_gone(StepDown::NeardExited, out);
+            }
+            Event::NeardExited { pid } => {
+                if self.neard_pid() != Some(pid) {
+                    return;
+                }
+                let deliberate = matches!(self.proc, Proc::Stopping { .. } | Proc::Dying { .. });
+                if deliberate {
+                    self.proc = Proc::Down(self.then_start.take().map(|r| (r, now)));
+                    self.key_live = false;
+                } else {
+                    let wait = self.backoff.failed(now);
+                    self.proc = Proc::Down(Some((Role::Voter, now + wait)));
+                    self.neard_gone(StepDown::NeardExited, out);
+                }
+            }
+            Event::NeardKilled { pid } => {
+                if self.neard_pid() == Some(pid) {
+                    self.key_live = false;
+                    self.proc = Proc::Dying { pid };
+                }
+            }
+            Event::Status(poll) => {
+                self.on_poll(poll);
+                if let Some(p) = poll.production {
+                    let cluster = self.cluster_view();
+                    if let Some(change) = self.doppelganger.observe(now, poll.head, p, cluster) {
+                        out.push(Command::Doppelganger(change));
+                    }
+                }
+            }
+            Event::SessionCreated(id) => {
+                self.session = Session::Live {
+                    id,
+                    renew_at: now + self.cfg.timing.renew_interval,
+                    renewing: false,
+                };
+            }
+            Event::SessionCreateFailed => {
+                self.session = Session::None {
+                    retry_at: now + self.cfg.timing.retry,
+                };
+            }
+            Event::Renewed { session } => {
+                if let Session::Live { id, renewing, .. } = &mut self.session {
+                    if *id == session {
+                        *renewing = false;
+                    }
+                }
+            }
+            Event::RenewFailed { session } => {
+                let retry = self.cfg.timing.retry;
+                if let Session::Live {
+                    id,
+                    renewing,
+                    renew_at,
+                } = &mut self.session
+                {
+                    if *id == session {
+                        *renewing = false;
+                        *renew_at = now + retry;
+                    }
+                }
+            }
+            Event::SessionGone(id) => {
+                if self.session() == Some(id.as_str()) {
+                    self.session = Session::None { retry_at: now };
+                    if self.exiting {
+                        self.exit_destroy = Some(true);
+                    }
+                    self.lock_lost(Lost::SessionGone, out);
+                }
+            }
+            Event::HeartbeatAcked { seq, sent, index } => {
+                if let Some(lease) = self.lease.as_mut() {
+                    lease.acked(seq, sent, index);
+                }
+            }
+            Event::HeartbeatRejected => {
+                if let Some(lease) = self.lease.as_mut() {
+                    lease.unacknowledged();
+                }
+                self.lock_lost(Lost::CheckFailed, out);
+            }
+            Event::HeartbeatFailed => {
+                if let Some(lease) = self.lease.as_mut() {
+                    lease.unacknowledged();
+                }
+                self.beat_at = self.beat_at.min(now + self.cfg.timing.retry);
+            }
+            Event::KeyObserved { key, index } => {
+                self.reading = false;
+                self.observer.observe(key, index, now);
+                let lost = match (&self.lease, self.observer.seen()) {
+                    (Some(lease), Some(seen)) => lease.check(seen).err(),
+                    _ => None,
+                };
+                if let Some(lost) = lost {
+                    self.lock_lost(lost, out);
+                }
+            }
+            Event::WatchReset => {
+                self.reading = false;
+                self.observer.reset();
+            }
+            Event::Acquired { sent, index } => {
+                if let Some((plan, record)) = self.acquiring.take() {
+                    self.lease = Some(Lease::new(
+                        record,
+                        index,
+                        sent,
+                        self.cfg.timing.step_down_after,
+                    ));
+                    self.beat_at = sent + self.cfg.timing.heartbeat_interval;
+                    if self.exiting || !matches!(self.phase, Phase::Idle) || !self.synced() {
+                        // Not ready to lead any more: give it back, value unchanged.
+                        self.start_release(Letgo::Unchanged, self.after_standby(false));
+                    } else {
+                        self.phase = Phase::Promoting(Promotion {
+                            fence: Fence::new(plan.activation, now),
+                            acquired: now,
+                            step: PromoteStep::Fencing,
+                        });
+                    }
+                }
+            }
+            Event::AcquireRejected | Event::AcquireFailed => self.acquiring = None,
+            Event::Released(_) => {
+                self.releasing_own = false;
+                if let Phase::Releasing(r) = &self.phase {
+                    let after = r.after;
+                    self.finish_release(after);
+                }
+            }
+            Event::ReleaseFailed => {
+                self.releasing_own = false;
+                let retry = now + self.cfg.timing.retry;
+                if let Phase::Releasing(r) = &mut self.phase {
+                    r.in_flight = false;
+                    r.retry_at = retry;
+                }
+            }
+            Event::Destroyed { session, .. } => {
+                if self.destroying.as_deref() == Some(session.as_str()) {
+                    self.destroying = None;
+                }
+                if self.exiting && self.session() == Some(session.as_str()) {
+                    self.exit_destroy = Some(true);
+                }
+            }
+            Event::GuardAck(seq) => {
+                let g = &mut self.guard;
+                if let Some(pos) = g.pending.iter().rposition(|(s, _, _)| *s <= seq) {
+                    for (_, order, _) in g.pending.drain(..=pos) {
+                        if order != GuardOrder::Ping {
+                            g.acked = Some(order);
+                        }
+                    }
+                }
+            }
+            Event::GuardLost => self.guard_lost(out),
+            Event::GuardSpawned => {
+                let g = &mut self.guard;
+                g.alive = true;
+                g.respawning = false;
+                g.pending.clear();
+                g.last = None;
+                g.acked = Some(GuardOrder::Disarm);
+                g.last_sent = now;
+            }
+            Event::GuardSpawnFailed => {
+                let g = &mut self.guard;
+                g.alive = false;
+                g.respawning = false;
+                g.retry_at = now + GUARD_RETRY;
+            }
+            Event::ClockJump(_) => {
+                if self.key_live {
+                    self.step_down(StepDown::ClockJump, out);
+                }
+            }
+            Event::Shutdown => {
+                if !self.exiting {
+                    self.exiting = true;
+                    self.then_start = None;
+                    match &self.phase {
+                        Phase::Validating => self.step_down(StepDown::Shutdown, out),
+                        Phase::Promoting(_) => {
+                            if self.key_live {
+                                self.step_down(StepDown::Shutdown, out);
+                            } else {
+                                out.push(Command::SteppedDown(StepDown::Shutdown));
+                                self.start_release(Letgo::Unchanged, After::Exit);
+                            }
+                        }
+                        Phase::Demoting(_) => self.step_down(StepDown::Shutdown, out),
+                        Phase::Releasing(_) | Phase::Idle => {
+                            if let Phase::Releasing(r) = &mut self.phase {
+                                r.after = After::Exit;
+                                r.give_up_at = Some(now + self.cfg.timing.heartbeat_interval);
+                            }
+                        }
+                    }
+                }
+            }
+            Event::HandOver => {
+                if matches!(self.phase, Phase::Validating) {
+                    self.step_down(StepDown::HandOver, out);
+                }
+            }
+            Event::ClusterObserved { control, peers } => {
+                if control.switchover.is_none() {
+                    self.switchover = None;
+                    self.windows = None;
+                }
+                self.control = control;
+                self.peers = peers;
+            }
+            Event::NeardVersion(v) => self.neard_version = Some(v),
+            Event::Windows(w) => {
+                self.windows_pending = false;
+                self.windows_at = now;
+                self.windows = Some(w);
+            }
+        }
+    }
+
+    pub(super) fn on_poll(&mut self, poll: Poll) {
+        let now = self.now;
+        let Proc::Up(up) = &mut self.proc else {
+            return;
+        };
+        up.last_ok = Some(now);
+        up.syncing_since = match (poll.syncing, up.syncing_since) {
+            (false, _) => None,
+            (true, since) => since.or(Some(now)),
+        };
+        up.poll = Some(poll);
+        self.lag.observe(poll.head, poll.block_ms, poll.wall_ms);
+        if poll.hot_swap_capable.is_some() {
+            self.hot_swap_capable = poll.hot_swap_capable;
+        }
+        if self.key_live || matches!(self.phase, Phase::Promoting(_)) {
+            self.horizon = self.horizon.max(Horizon {
+                head: Some(poll.head),
+                target: poll.target,
+                exact: false,
+            });
+        }
+    }
+
+    pub(super) fn synced(&self) -> bool {
+        self.own_view().is_some()
+    }
+
+    pub(super) fn own_view(&self) -> Option<OwnView> {
+        match &self.proc {
+            Proc::Up(Up { poll: Some(p), .. }) if !p.syncing => Some(OwnView {
+                head: p.head,
+                target: p.target,
+            }),
+            _ => None,
+        }
+    }
+
+    pub(super) fn after_standby(&self, handover: bool) -> After {
+        if self.exiting {
+            return After::Exit;
+        }
+        let t = &self.cfg.timing;
+        let hold = if handover {
+            t.handover_holdoff
+        } else {
+            t.retake_holdoff
+        };
+        After::Standby(self.now + hold)
+    }
+}

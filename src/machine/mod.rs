@@ -1,0 +1,550 @@
+//! Every decision kuutamod makes, as one pure state machine.
+//!
+//! [`Machine::handle`] takes an [`Event`] (a poll result, a Consul answer, a signal, the time
+//! passing) with the current time and returns the [`Command`]s to carry out. It does no I/O: the
+//! [`supervisor`](crate::supervisor) runs the commands and turns their outcomes into events, and
+//! unit tests (and a simulator) drive it with virtual time. It is *level-triggered*: an event
+//! only updates what the machine knows; [`Machine::reconcile`] then derives from that everything
+//! that must happen now, so a lost or repeated event cannot leave a step undone.
+//!
+//! The order of reconciliation is the order of priorities: first the fence (a node whose neard
+//! may hold the key and can no longer be sure it is the leader stops it), then the progress of
+//! a promotion, demotion or release, then the session and the lease, and last a standby's
+//! moves. The lock is released only after neard is fenced, and the key goes live only after
+//! the guard has acknowledged its deadline and the [`fence`](crate::fence) has opened; see
+//! `docs/failover.md` for the argument.
+
+use std::time::Duration;
+
+use crate::backoff::{Backoff, BackoffConfig};
+use crate::clock::Instant;
+use crate::doppelganger::{Change, Cluster, Doppelganger};
+use crate::fence::{Closed, Fence, LagTracker, OwnView};
+use crate::lease::{
+    AcquirePlan, Horizon, KeyState, Lease, Lost, Observer, Record, RecordState, StandbyMove,
+};
+use crate::neard::rpc::Production;
+use crate::neard::Role;
+use crate::records::{Control, NodeRecord, SwitchoverStatus};
+use crate::timing::{
+    Timing, FAST_POLL, RECORD_INTERVAL, STATUS_FAIL_AFTER, STATUS_INTERVAL, SWITCHOVER_WINDOW,
+    VALIDATOR_BOOT_LIMIT,
+};
+
+mod facts;
+mod fencing;
+mod process;
+mod standby;
+mod vocabulary;
+
+pub use vocabulary::*;
+
+/// The machine's fixed settings.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// This node's id.
+    pub node_id: String,
+    /// This host's name.
+    pub hostname: String,
+    /// The validator account.
+    pub account: String,
+    /// Hot-swap failover (else restart).
+    pub hot_swap: bool,
+    /// The derived timings.
+    pub timing: Timing,
+    /// How long a validating neard may report syncing.
+    pub syncing_grace: Duration,
+    /// neard restart back-off.
+    pub backoff: BackoffConfig,
+    /// Priority among the standbys (0: never take the lock).
+    pub priority: u32,
+    /// Silent heights after which a doppelganger alarm clears (0: no detection).
+    pub doppelganger_heights: u64,
+}
+
+/// The neard process as the machine knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Proc {
+    /// Not running; start in `role` at the instant, if any.
+    Down(Option<(Role, Instant)>),
+    /// Spawn requested.
+    Spawning(Role),
+    /// Running.
+    Up(Up),
+    /// SIGTERM sent; SIGKILL at `kill_at`.
+    Stopping { pid: u32, kill_at: Instant },
+    /// SIGKILL sent; waiting for the exit.
+    Dying { pid: u32 },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Up {
+    pid: u32,
+    role: Role,
+    started: Instant,
+    last_ok: Option<Instant>,
+    poll: Option<Poll>,
+    syncing_since: Option<Instant>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Session {
+    None {
+        retry_at: Instant,
+    },
+    Creating,
+    Live {
+        id: String,
+        renew_at: Instant,
+        renewing: bool,
+    },
+}
+
+/// Where a node goes after it stepped down and released.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum After {
+    /// Stay a standby, not acquiring before the instant.
+    Standby(Instant),
+    /// Exit.
+    Exit,
+}
+
+/// How a node lets go of the lock after it stopped leading.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Letgo {
+    /// Its key was live after a legitimate activation and neard is fenced now: release with
+    /// a released record (the next leader need not wait).
+    Clean,
+    /// It never activated: release with the value unchanged, so that the next leader's wait
+    /// still counts from the previous leader's last heartbeat.
+    Unchanged,
+    /// The key is not ours any more: nothing to release.
+    NotOurs,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Phase {
+    /// No lock.
+    Idle,
+    /// Holds the lock; activating.
+    Promoting(Promotion),
+    /// The key is live.
+    Validating,
+    /// Fencing neard.
+    Demoting(Demotion),
+    /// Fenced; releasing the lock.
+    Releasing(Release),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Promotion {
+    fence: Fence,
+    acquired: Instant,
+    step: PromoteStep,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum PromoteStep {
+    /// Waiting for the guard to acknowledge its deadline, then for the fence.
+    Fencing,
+    /// Key written, SIGHUP sent; waiting for neard to show it.
+    Swapping {
+        deadline: Instant,
+        reloads_before: Option<u64>,
+    },
+    /// Restarting neard with the key.
+    Restarting,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Demotion {
+    after: After,
+    letgo: Letgo,
+    step: DemoteStep,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum DemoteStep {
+    /// Key removed, SIGHUP sent; waiting until the deadline for neard to show no key with a
+    /// reload counter past `reloads_before`.
+    Unloading {
+        deadline: Instant,
+        reloads_before: u64,
+    },
+    /// neard is being stopped or killed.
+    Stopping,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Release {
+    value: Vec<u8>,
+    after: After,
+    retry_at: Instant,
+    in_flight: bool,
+    give_up_at: Option<Instant>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Guard {
+    alive: bool,
+    respawning: bool,
+    next_seq: u64,
+    /// Sent, not yet acknowledged: (seq, order, sent at).
+    pending: Vec<(u64, GuardOrder, Instant)>,
+    /// The last arm/disarm order sent (acknowledged or not).
+    last: Option<GuardOrder>,
+    /// The last arm/disarm order acknowledged.
+    acked: Option<GuardOrder>,
+    last_sent: Instant,
+    retry_at: Instant,
+}
+
+/// How often a switchover waiting for a maintenance window asks neard for them again (they
+/// change with the epoch).
+const WINDOWS_REFRESH: Duration = Duration::from_secs(10);
+
+/// How long to wait before trying again to start a guard that could not be started.
+const GUARD_RETRY: Duration = Duration::from_secs(1);
+
+/// The machine.
+#[derive(Debug, Clone)]
+pub struct Machine {
+    cfg: Config,
+    now: Instant,
+    proc: Proc,
+    /// What to start once a deliberately stopped neard is gone.
+    then_start: Option<Role>,
+    backoff: Backoff,
+    lag: LagTracker,
+    /// The current neard may hold the validator key.
+    key_live: bool,
+    /// The key file is in neard's home.
+    key_file: bool,
+    hot_swap_capable: Option<bool>,
+    /// The largest horizon seen while the key was live (or about to be).
+    horizon: Horizon,
+    session: Session,
+    lease: Option<Lease>,
+    /// When the leader's next heartbeat is due.
+    beat_at: Instant,
+    observer: Observer,
+    acquiring: Option<(AcquirePlan, Record)>,
+    destroying: Option<String>,
+    reading: bool,
+    releasing_own: bool,
+    holdoff_until: Option<Instant>,
+    phase: Phase,
+    guard: Guard,
+    exiting: bool,
+    /// While exiting: None = session not yet destroyed, Some(false) = in flight, Some(true) =
+    /// done (or failed: the TTL ends it).
+    exit_destroy: Option<bool>,
+    polling: Option<Polling>,
+    exited: bool,
+    control: Control,
+    peers: Vec<NodeRecord>,
+    /// The switchover request last acted on (or found impossible), by id.
+    handled_switchover: Option<String>,
+    /// The leader's progress on the current switchover.
+    switchover: Option<SwitchoverStatus>,
+    /// The node the next clean release is meant for (a switchover).
+    successor: Option<String>,
+    windows: Option<Result<Vec<(u64, u64)>, String>>,
+    windows_pending: bool,
+    windows_at: Instant,
+    published: Option<NodeFacts>,
+    published_at: Instant,
+    /// neard was started at least once (a paused cluster does not restart it).
+    started_once: bool,
+    neard_version: Option<String>,
+    activated_at: Option<Instant>,
+    fenced_at: Option<Instant>,
+    doppelganger: Doppelganger,
+}
+impl Machine {
+    /// A machine at `now`: neard is started as voter at once, and a guard is wanted.
+    pub fn new(cfg: Config, now: Instant) -> Machine {
+        Machine {
+            backoff: Backoff::new(cfg.backoff),
+            cfg: cfg.clone(),
+            now,
+            proc: Proc::Down(Some((Role::Voter, now))),
+            then_start: None,
+            lag: LagTracker::default(),
+            key_live: false,
+            key_file: false,
+            hot_swap_capable: None,
+            horizon: Horizon::default(),
+            session: Session::None { retry_at: now },
+            lease: None,
+            beat_at: now,
+            observer: Observer::default(),
+            acquiring: None,
+            destroying: None,
+            reading: false,
+            releasing_own: false,
+            holdoff_until: None,
+            phase: Phase::Idle,
+            guard: Guard {
+                alive: false,
+                respawning: false,
+                next_seq: 1,
+                pending: Vec::new(),
+                last: None,
+                acked: None,
+                last_sent: now,
+                retry_at: now,
+            },
+            exiting: false,
+            exit_destroy: None,
+            polling: None,
+            exited: false,
+            control: Control::default(),
+            peers: Vec::new(),
+            handled_switchover: None,
+            switchover: None,
+            successor: None,
+            windows: None,
+            windows_pending: false,
+            windows_at: now,
+            published: None,
+            published_at: now,
+            started_once: false,
+            neard_version: None,
+            activated_at: None,
+            fenced_at: None,
+            doppelganger: Doppelganger::new(
+                cfg.doppelganger_heights,
+                cfg.timing.heartbeat_interval,
+            ),
+        }
+    }
+
+    /// The state to report. A node whose neard may hold the key reports Validating, also while
+    /// it is being fenced: the state never claims neard is keyless before it is.
+    pub fn state(&self) -> State {
+        if self.key_live || matches!(self.phase, Phase::Validating | Phase::Demoting(_)) {
+            return State::Validating;
+        }
+        if self.exiting {
+            return State::Shutdown;
+        }
+        if let Phase::Promoting(_) = self.phase {
+            return State::Promoting;
+        }
+        match &self.proc {
+            Proc::Up(up) => match &up.poll {
+                None => State::Startup,
+                Some(p) if p.syncing => State::Syncing,
+                Some(_) => match self.session {
+                    Session::Live { .. } => State::Voting,
+                    _ => State::Registering,
+                },
+            },
+            _ => State::Startup,
+        }
+    }
+
+    /// Whether the guard process runs and has acknowledged every order in time.
+    pub fn guard_ok(&self) -> bool {
+        self.guard.alive
+            && self
+                .guard
+                .pending
+                .first()
+                .is_none_or(|(_, _, sent)| self.now < *sent + self.cfg.timing.guard_ack)
+    }
+
+    /// Whether the cluster is paused (`kuutamoctl pause`).
+    pub fn paused(&self) -> bool {
+        self.control.paused
+    }
+
+    /// Whether neard may hold the validator key now.
+    pub fn key_live(&self) -> bool {
+        self.key_live
+    }
+
+    /// Whether the node holds the lock (as far as it knows).
+    pub fn holds_lock(&self) -> bool {
+        self.lease.is_some()
+    }
+
+    /// Whether the machine has finished (after [`Command::Exit`]).
+    pub fn exited(&self) -> bool {
+        self.exited
+    }
+
+    /// The lease deadline, while it matters (the key is or will soon be live).
+    pub fn lease_deadline(&self) -> Option<Instant> {
+        let matters = self.key_live
+            || matches!(
+                self.phase,
+                Phase::Promoting(_) | Phase::Validating | Phase::Demoting(_)
+            );
+        self.lease.as_ref().filter(|_| matters).map(Lease::deadline)
+    }
+
+    /// Our session, if any.
+    pub fn session(&self) -> Option<&str> {
+        match &self.session {
+            Session::Live { id, .. } => Some(id),
+            _ => None,
+        }
+    }
+
+    /// neard's pid, while a process exists.
+    pub fn neard_pid(&self) -> Option<u32> {
+        match &self.proc {
+            Proc::Up(up) => Some(up.pid),
+            Proc::Stopping { pid, .. } | Proc::Dying { pid } => Some(*pid),
+            _ => None,
+        }
+    }
+
+    /// neard's last poll.
+    pub fn last_poll(&self) -> Option<Poll> {
+        match &self.proc {
+            Proc::Up(up) => up.poll,
+            _ => None,
+        }
+    }
+
+    /// The fence of the promotion in progress, if any, and why it is still closed.
+    pub fn fence_status(&self) -> Option<Result<(), Closed>> {
+        let Phase::Promoting(p) = &self.phase else {
+            return None;
+        };
+        let own = self.own_view()?;
+        Some(p.fence.check(self.now, own, self.lag.lag()))
+    }
+
+    /// Feeds one event at `now`; returns the commands to carry out, in order.
+    pub fn handle(&mut self, event: Event, now: Instant) -> Vec<Command> {
+        self.now = now.max(self.now);
+        let mut out = Vec::new();
+        if !self.exited {
+            self.apply(event, &mut out);
+            self.reconcile(&mut out);
+        }
+        out
+    }
+
+    /// The next instant at which time alone changes a decision.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        let t = &self.cfg.timing;
+        let mut d: Vec<Instant> = Vec::new();
+        match &self.proc {
+            Proc::Down(Some((_, at))) => d.push(*at),
+            Proc::Stopping { kill_at, .. } => d.push(*kill_at),
+            Proc::Up(up) => {
+                if let Some(ok) = up.last_ok {
+                    d.push(ok + STATUS_FAIL_AFTER);
+                }
+                if let Some(s) = up.syncing_since {
+                    d.push(s + self.cfg.syncing_grace);
+                }
+                if up.role == Role::Validator && up.last_ok.is_none() {
+                    d.push(up.started + VALIDATOR_BOOT_LIMIT);
+                }
+            }
+            _ => {}
+        }
+        match &self.session {
+            Session::None { retry_at } => d.push(*retry_at),
+            Session::Live { renew_at, .. } => d.push(*renew_at),
+            Session::Creating => {}
+        }
+        if let Some(l) = self.lease_deadline() {
+            d.push(l);
+        }
+        if self.lease.is_some() && matches!(self.phase, Phase::Promoting(_) | Phase::Validating) {
+            d.push(self.beat_at);
+        }
+        if let Some((_, _, sent)) = self.guard.pending.first() {
+            d.push(*sent + t.guard_ack);
+        }
+        if self.guard.alive {
+            d.push(self.guard.last_sent + t.heartbeat_interval);
+        } else {
+            d.push(self.guard.retry_at);
+        }
+        match &self.phase {
+            Phase::Promoting(p) => match &p.step {
+                PromoteStep::Fencing => d.push(p.fence.not_before(self.lag.lag())),
+                PromoteStep::Swapping { deadline, .. } => d.push(*deadline),
+                PromoteStep::Restarting => {}
+            },
+            Phase::Demoting(dm) => {
+                if let DemoteStep::Unloading { deadline, .. } = dm.step {
+                    d.push(deadline);
+                }
+            }
+            Phase::Releasing(r) => {
+                d.push(r.retry_at);
+                if let Some(g) = r.give_up_at {
+                    d.push(g);
+                }
+            }
+            _ => {}
+        }
+        if let Some(h) = self.holdoff_until {
+            d.push(h);
+        }
+        d.push(self.published_at + RECORD_INTERVAL);
+        if let Some(seen) = self.observer.seen() {
+            // A switchover's successor that does not come, and the priority yield.
+            d.push(seen.value_since + t.ttl);
+            d.push(seen.value_since + t.heartbeat_interval);
+        }
+        if let Some(seen) = self.observer.seen() {
+            if seen.key.as_ref().is_some_and(|k| k.session.is_some()) {
+                d.push(seen.value_since + t.ttl);
+            }
+        }
+        d.into_iter().filter(|x| *x > self.now).min()
+    }
+
+    /// Derives everything that must happen now, repeating until nothing changes (a step that
+    /// finishes, such as a fence, can enable the next, such as the release, at once).
+    fn reconcile(&mut self, out: &mut Vec<Command>) {
+        for _ in 0..8 {
+            let before = (self.shape(), out.len());
+            self.reconcile_guard(out);
+            self.reconcile_neard_health(out);
+            self.reconcile_lease(out);
+            self.reconcile_phase(out);
+            self.reconcile_neard_start(out);
+            self.reconcile_guard(out);
+            self.reconcile_session(out);
+            self.reconcile_switchover(out);
+            self.reconcile_standby(out);
+            self.reconcile_polling(out);
+            self.reconcile_publish(out);
+            self.reconcile_exit(out);
+            if (self.shape(), out.len()) == before || self.exited {
+                return;
+            }
+        }
+    }
+
+    /// A summary of the state that one reconciliation pass can change.
+    fn shape(
+        &self,
+    ) -> (
+        std::mem::Discriminant<Phase>,
+        std::mem::Discriminant<Proc>,
+        bool,
+        bool,
+    ) {
+        (
+            std::mem::discriminant(&self.phase),
+            std::mem::discriminant(&self.proc),
+            self.key_live,
+            self.lease.is_some(),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests;

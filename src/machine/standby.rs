@@ -1,0 +1,298 @@
+//! The session, heartbeats, a standby's moves (acquire, destroy a silent holder), priorities,
+//! the doppelganger check, planned switchovers, and the node's status record.
+
+use super::*;
+
+impl Machine {
+    pub(super) fn reconcile_session(&mut self, out: &mut Vec<Command>) {
+        let now = self.now;
+        let t = self.cfg.timing;
+        let synced = self.synced();
+        match &mut self.session {
+            Session::None { retry_at } => {
+                if synced && !self.exiting && now >= *retry_at {
+                    self.session = Session::Creating;
+                    out.push(Command::CreateSession);
+                }
+            }
+            Session::Creating => {}
+            Session::Live {
+                id,
+                renew_at,
+                renewing,
+            } => {
+                let id = id.clone();
+                if now >= *renew_at && !*renewing {
+                    *renewing = true;
+                    *renew_at = now + t.renew_interval;
+                    out.push(Command::Renew(id.clone()));
+                }
+                let beating = matches!(self.phase, Phase::Promoting(_) | Phase::Validating);
+                if let (true, Some(lease)) = (beating, self.lease.as_mut()) {
+                    if now >= self.beat_at && !lease.in_flight() {
+                        self.beat_at = now + t.heartbeat_interval;
+                        let beat = lease.beat(self.horizon);
+                        out.push(Command::Heartbeat {
+                            session: id,
+                            expected_index: beat.expected_index,
+                            value: beat.value,
+                            seq: beat.seq,
+                        });
+                    }
+                }
+            }
+        }
+    }
+
+    /// Whether this node would take the lock now if it were free: a synced standby with a
+    /// session and a guard, a priority above 0, in an unpaused cluster.
+    pub fn may_take_over(&self) -> bool {
+        matches!(self.phase, Phase::Idle)
+            && !self.exiting
+            && self.synced()
+            && self.session().is_some()
+            && self.guard.alive
+            && self.cfg.priority > 0
+            && !self.control.paused
+            && !self.doppelganger.alarmed()
+    }
+
+    /// Whether the doppelganger alarm is raised (and why).
+    pub fn doppelganger(&self) -> Option<&str> {
+        self.doppelganger.evidence()
+    }
+
+    /// What this cluster is doing, for the doppelganger check: this node validates; another
+    /// node of ours holds the lock and heartbeats; or nobody of ours validates.
+    pub(super) fn cluster_view(&self) -> Cluster {
+        if matches!(self.phase, Phase::Validating) && self.key_live {
+            return Cluster::Leading;
+        }
+        let live_other = self.observer.seen().is_some_and(|s| {
+            s.key.as_ref().is_some_and(|k| {
+                k.session.is_some()
+                    && k.session.as_deref() != self.session()
+                    && self.now < s.value_since + self.cfg.timing.heartbeat_interval * 2
+            })
+        });
+        if live_other {
+            Cluster::OtherLeads
+        } else {
+            Cluster::Leaderless
+        }
+    }
+
+    /// Whether a peer with a higher priority would take the lock now.
+    pub(super) fn better_peer(&self) -> bool {
+        self.peers
+            .iter()
+            .any(|p| p.may_take_over && p.priority > self.cfg.priority)
+    }
+
+    pub(super) fn reconcile_standby(&mut self, out: &mut Vec<Command>) {
+        let now = self.now;
+        if self.exiting
+            || !matches!(self.phase, Phase::Idle)
+            || self.acquiring.is_some()
+            || self.releasing_own
+            || !self.guard.alive
+        {
+            return;
+        }
+        let (Some(view), Some(own)) = (self.own_view(), self.session().map(str::to_string)) else {
+            return;
+        };
+        let me = self.cfg.node_id.clone();
+        let movement = self
+            .observer
+            .standby_move(&own, &me, now, self.cfg.timing.ttl);
+        let automatic =
+            self.cfg.priority > 0 && !self.control.paused && !self.doppelganger.alarmed();
+        match movement {
+            StandbyMove::Wait => {}
+            StandbyMove::Acquire(plan) => {
+                let for_me = self
+                    .observer
+                    .record()
+                    .and_then(|r| r.successor)
+                    .is_some_and(|s| s == me);
+                if !automatic {
+                    return;
+                }
+                if !for_me {
+                    if self.holdoff_until.is_some_and(|h| now < h) {
+                        return;
+                    }
+                    // A better standby gets the first chance.
+                    let since = self.observer.seen().map_or(now, |s| s.value_since);
+                    if self.better_peer() && now < since + self.cfg.timing.heartbeat_interval {
+                        return;
+                    }
+                }
+                let record = Record {
+                    hostname: self.cfg.hostname.clone(),
+                    node_id: me,
+                    account: self.cfg.account.clone(),
+                    session: own.clone(),
+                    seq: 1,
+                    state: RecordState::Active,
+                    horizon: Horizon {
+                        head: Some(view.head),
+                        target: view.target,
+                        exact: false,
+                    },
+                    successor: None,
+                };
+                out.push(Command::Acquire {
+                    session: own,
+                    expected_index: plan.expected_index,
+                    value: record.to_bytes(),
+                });
+                self.acquiring = Some((plan, record));
+            }
+            StandbyMove::DestroyHolder(s) => {
+                if automatic && self.destroying.as_deref() != Some(s.as_str()) {
+                    self.destroying = Some(s.clone());
+                    out.push(Command::DestroySession(s));
+                }
+            }
+            StandbyMove::Reread => {
+                if automatic && !self.reading {
+                    self.reading = true;
+                    out.push(Command::ReadKey);
+                }
+            }
+            StandbyMove::ReleaseOwn => {
+                if let Some(key) = self.observer.key() {
+                    self.releasing_own = true;
+                    out.push(Command::Release {
+                        session: own,
+                        value: key.value.clone(),
+                    });
+                }
+            }
+        }
+    }
+
+    /// A planned switchover, carried out by the leader: pick the target, wait for a
+    /// maintenance window if asked, then hand over with the target named in the released
+    /// record.
+    pub(super) fn reconcile_switchover(&mut self, out: &mut Vec<Command>) {
+        let Some(sw) = self.control.switchover.clone() else {
+            return;
+        };
+        if self.handled_switchover.as_deref() == Some(sw.id.as_str()) {
+            return;
+        }
+        if !matches!(self.phase, Phase::Validating) {
+            return;
+        }
+        let status = |text: String, failed: bool| SwitchoverStatus {
+            id: sw.id.clone(),
+            status: text,
+            failed,
+        };
+        if sw.to.as_deref() == Some(self.cfg.node_id.as_str()) {
+            self.switchover = Some(status("this node already validates".into(), false));
+            self.handled_switchover = Some(sw.id);
+            return;
+        }
+        let eligible = |p: &&NodeRecord| p.may_take_over && p.priority > 0;
+        let target = match &sw.to {
+            Some(to) => self
+                .peers
+                .iter()
+                .filter(eligible)
+                .find(|p| &p.node_id == to),
+            None => self
+                .peers
+                .iter()
+                .filter(eligible)
+                .max_by_key(|p| p.priority),
+        }
+        .map(|p| p.node_id.clone());
+        let Some(target) = target else {
+            let who = sw.to.clone().unwrap_or_else(|| "any node".into());
+            self.switchover = Some(status(
+                format!("waiting: {who} is not a synced standby that may take over"),
+                false,
+            ));
+            return;
+        };
+        if sw.in_window {
+            match &self.windows {
+                None => {
+                    if !self.windows_pending {
+                        self.windows_pending = true;
+                        out.push(Command::QueryWindows);
+                    }
+                    self.switchover =
+                        Some(status("waiting for a maintenance window".into(), false));
+                    return;
+                }
+                Some(Err(e)) => {
+                    self.switchover = Some(status(
+                        format!("neard cannot tell its maintenance windows ({e}); switch over without --in-window"),
+                        true,
+                    ));
+                    self.handled_switchover = Some(sw.id);
+                    return;
+                }
+                Some(Ok(windows)) => {
+                    let head = self.own_view().map_or(0, |v| v.head);
+                    let inside = windows
+                        .iter()
+                        .any(|(a, b)| *a <= head + 1 && head + SWITCHOVER_WINDOW < *b);
+                    if !inside {
+                        // The windows hold for the epoch: check them against each new head,
+                        // and ask again when they are used up or old.
+                        let used_up = windows.iter().all(|(_, b)| *b <= head + 1);
+                        if (used_up || self.now >= self.windows_at + WINDOWS_REFRESH)
+                            && !self.windows_pending
+                        {
+                            self.windows_pending = true;
+                            out.push(Command::QueryWindows);
+                        }
+                        self.switchover =
+                            Some(status("waiting for a maintenance window".into(), false));
+                        return;
+                    }
+                }
+            }
+        }
+        self.switchover = Some(status(format!("handing over to {target}"), false));
+        self.handled_switchover = Some(sw.id);
+        self.successor = Some(target);
+        self.step_down(StepDown::HandOver, out);
+    }
+
+    /// This node's status record, published on every change and every [`RECORD_INTERVAL`].
+    pub(super) fn reconcile_publish(&mut self, out: &mut Vec<Command>) {
+        let facts = NodeFacts {
+            state: self.state(),
+            synced: self.synced(),
+            head: self.own_view().map(|v| v.head),
+            neard_version: self.neard_version.clone(),
+            priority: self.cfg.priority,
+            paused: self.control.paused,
+            may_take_over: self.may_take_over(),
+            session: self.session().map(str::to_string),
+            validating_for: match (&self.phase, self.activated_at) {
+                (Phase::Validating, Some(at)) => Some(self.now.saturating_duration_since(at)),
+                _ => None,
+            },
+            switchover: self.switchover.clone(),
+            fenced_for: self
+                .fenced_at
+                .map(|at| self.now.saturating_duration_since(at)),
+        };
+        // A fence just now is news: publish it at once (a switchover measures its gap by it).
+        let fresh_fence = self.fenced_at == Some(self.now);
+        let due = fresh_fence || self.now >= self.published_at + RECORD_INTERVAL;
+        if due || self.published.as_ref().is_none_or(|p| p.differs(&facts)) {
+            self.published_at = self.now;
+            self.published = Some(facts.clone());
+            out.push(Command::Publish(facts));
+        }
+    }
+}

@@ -1,0 +1,412 @@
+//! The machine's vocabulary: its inputs ([`Event`]), outputs ([`Command`]), and the states and
+//! reasons it reports.
+
+use super::*;
+
+/// The states kuutamod reports (`kuutamod_state{type}` and `/health`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum State {
+    /// neard was (re)started and has not answered `/status` yet, or is not running.
+    Startup,
+    /// neard answers but is not in sync.
+    Syncing,
+    /// neard is in sync; a Consul session is being created.
+    Registering,
+    /// A session exists; this node is a standby.
+    Voting,
+    /// This node holds the lock; the key is not live yet (waiting for the guard, the previous
+    /// leader's fence and the height fence).
+    Promoting,
+    /// This node's neard holds the validator key (or may still hold it while being fenced).
+    Validating,
+    /// Stopping.
+    Shutdown,
+}
+
+impl State {
+    /// Every state, in order.
+    pub const ALL: [State; 7] = [
+        State::Startup,
+        State::Syncing,
+        State::Registering,
+        State::Voting,
+        State::Promoting,
+        State::Validating,
+        State::Shutdown,
+    ];
+
+    /// The name used in logs and in `kuutamod_state{type=...}`.
+    pub fn name(self) -> &'static str {
+        match self {
+            State::Startup => "Startup",
+            State::Syncing => "Syncing",
+            State::Registering => "Registering",
+            State::Voting => "Voting",
+            State::Promoting => "Promoting",
+            State::Validating => "Validating",
+            State::Shutdown => "Shutdown",
+        }
+    }
+}
+
+/// Which validator key neard's `/status` shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyShown {
+    /// None.
+    None,
+    /// Ours.
+    Ours,
+    /// Another one.
+    Other,
+}
+
+/// One successful poll of neard's `/status` (and `/metrics`, when asked for).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Poll {
+    /// `sync_info.syncing`.
+    pub syncing: bool,
+    /// `sync_info.latest_block_height`.
+    pub head: u64,
+    /// `sync_info.latest_block_time` as unix ms, when it parses.
+    pub block_ms: Option<u64>,
+    /// Unix ms at which the poll was answered.
+    pub wall_ms: u64,
+    /// The validator key neard has loaded.
+    pub key: KeyShown,
+    /// Whether this neard drops a key on SIGHUP (>= 2.3), when its version says.
+    pub hot_swap_capable: Option<bool>,
+    /// `near_largest_target_height`, when `/metrics` was polled and has it.
+    pub target: Option<u64>,
+    /// `near_config_reloads_total`, when `/metrics` was polled and has it.
+    pub reloads: Option<u64>,
+    /// Our account's production and this neard's own, when `/metrics` was polled and has them.
+    pub production: Option<Production>,
+}
+
+/// What the guard is told.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GuardOrder {
+    /// Kill neard `pid` at `deadline` unless told otherwise first.
+    Arm {
+        /// neard's pid.
+        pid: u32,
+        /// When.
+        deadline: Instant,
+    },
+    /// Nothing to enforce.
+    Disarm,
+    /// Only answer (a liveness check).
+    Ping,
+}
+
+/// Inputs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// Time passed (a timer of [`Machine::next_deadline`] or a periodic tick).
+    Tick,
+    /// neard was spawned (its home prepared for `role`).
+    NeardSpawned {
+        /// Its pid.
+        pid: u32,
+        /// Its role.
+        role: Role,
+    },
+    /// neard could not be spawned (or its home prepared).
+    NeardSpawnFailed,
+    /// neard exited and was reaped.
+    NeardExited {
+        /// Its pid.
+        pid: u32,
+    },
+    /// SIGKILL was delivered to neard (it cannot sign any more; it may not be reaped yet).
+    NeardKilled {
+        /// Its pid.
+        pid: u32,
+    },
+    /// A successful poll.
+    Status(Poll),
+    /// A failed poll (no answer in time, an error status, garbage).
+    StatusFailed,
+    /// A session was created.
+    SessionCreated(String),
+    /// Creating a session failed.
+    SessionCreateFailed,
+    /// A renew request sent at `sent` succeeded.
+    Renewed {
+        /// The session.
+        session: String,
+    },
+    /// A renew failed (no verdict).
+    RenewFailed {
+        /// The session.
+        session: String,
+    },
+    /// Consul says the session does not exist.
+    SessionGone(String),
+    /// The heartbeat with sequence `seq`, sent at `sent`, was applied at `index`.
+    HeartbeatAcked {
+        /// Its sequence number.
+        seq: u64,
+        /// When it was sent.
+        sent: Instant,
+        /// The key's new index.
+        index: u64,
+    },
+    /// The heartbeat's check failed: the key is not as we left it.
+    HeartbeatRejected,
+    /// The heartbeat got no verdict.
+    HeartbeatFailed,
+    /// A read of the leader key (`None`: absent) answered at Consul index `index`.
+    KeyObserved {
+        /// The key.
+        key: Option<KeyState>,
+        /// `X-Consul-Index` of the answer.
+        index: u64,
+    },
+    /// The watch lost track (an index reset): forget what was seen.
+    WatchReset,
+    /// The acquisition sent at `sent` succeeded; the key is at `index`.
+    Acquired {
+        /// When it was sent.
+        sent: Instant,
+        /// The key's index.
+        index: u64,
+    },
+    /// The acquisition's check or lock failed (someone else was faster, or the key changed).
+    AcquireRejected,
+    /// The acquisition got no verdict.
+    AcquireFailed,
+    /// The release got an answer: `true` if it released our lock.
+    Released(bool),
+    /// The release got no verdict.
+    ReleaseFailed,
+    /// A destroy of `session` got an answer (or failed, `ok` false).
+    Destroyed {
+        /// The session.
+        session: String,
+        /// Whether Consul confirmed.
+        ok: bool,
+    },
+    /// The guard acknowledged every order up to `seq`.
+    GuardAck(u64),
+    /// The guard is gone, refused an order, or its pipe is full.
+    GuardLost,
+    /// A new guard process runs.
+    GuardSpawned,
+    /// No guard could be started.
+    GuardSpawnFailed,
+    /// The host was suspended for this long.
+    ClockJump(Duration),
+    /// SIGTERM or SIGINT.
+    Shutdown,
+    /// SIGUSR1: hand the lock over.
+    HandOver,
+    /// The account's records as the cluster watch read them: the control record, and the
+    /// other nodes' status records (stale and expired ones already dropped).
+    ClusterObserved {
+        /// Pause and switchover.
+        control: Control,
+        /// The other nodes.
+        peers: Vec<NodeRecord>,
+    },
+    /// neard's version, when it changes.
+    NeardVersion(String),
+    /// neard's maintenance windows for our account (height ranges, end exclusive), or why
+    /// they could not be read.
+    Windows(Result<Vec<(u64, u64)>, String>),
+}
+
+/// How fast, and whether with `/metrics`, the supervisor polls neard.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Polling {
+    /// Time between polls.
+    pub interval: Duration,
+    /// Also read `/metrics` (largest target, reload counter).
+    pub metrics: bool,
+}
+
+/// Outputs, to be carried out in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// Prepare neard's home for `role` (the validator key installed only for
+    /// [`Role::Validator`], removed otherwise) and spawn neard.
+    StartNeard(Role),
+    /// SIGTERM to neard.
+    TermNeard,
+    /// SIGKILL to neard; report [`Event::NeardKilled`] once delivered.
+    KillNeard,
+    /// Hot swap: write the validator key into the running neard's home.
+    InstallKey,
+    /// Remove the validator key file from neard's home (durably).
+    RemoveKey,
+    /// SIGHUP to neard (reload the key).
+    Sighup,
+    /// Change how neard is polled.
+    SetPolling(Polling),
+    /// Create a session.
+    CreateSession,
+    /// Renew the session.
+    Renew(String),
+    /// Read the leader key now (consistently) and report [`Event::KeyObserved`].
+    ReadKey,
+    /// Write a heartbeat: check the key is at `expected_index`, lock it with `value`.
+    Heartbeat {
+        /// Our session.
+        session: String,
+        /// The check.
+        expected_index: u64,
+        /// The record.
+        value: Vec<u8>,
+        /// Its sequence number.
+        seq: u64,
+    },
+    /// Acquire the key: check-index (or check-not-exists for `None`), then lock with `value`.
+    Acquire {
+        /// Our session.
+        session: String,
+        /// The check.
+        expected_index: Option<u64>,
+        /// The record.
+        value: Vec<u8>,
+    },
+    /// Release our lock, writing `value`.
+    Release {
+        /// Our session.
+        session: String,
+        /// The value.
+        value: Vec<u8>,
+    },
+    /// Destroy a session (ours, or a silent holder's).
+    DestroySession(String),
+    /// Send an order to the guard.
+    Guard {
+        /// Sequence number the guard acknowledges.
+        seq: u64,
+        /// The order.
+        order: GuardOrder,
+    },
+    /// Kill the guard process and start a new one.
+    RespawnGuard,
+    /// Count and log a step-down.
+    SteppedDown(StepDown),
+    /// The key is confirmed live, `took` after the lock was acquired.
+    Activated {
+        /// Lock to live key.
+        took: Duration,
+        /// Whether it was a hot swap (else a restart with the key).
+        hot_swap: bool,
+    },
+    /// A hot swap fell back to a restart for this reason.
+    HotSwapFallback(&'static str),
+    /// Publish this node's status record.
+    Publish(NodeFacts),
+    /// Ask neard for our account's maintenance windows; report [`Event::Windows`].
+    QueryWindows,
+    /// The doppelganger alarm changed (log it).
+    Doppelganger(Change),
+    /// Exit the process (status 0).
+    Exit,
+}
+
+/// What a node's status record says, as the machine knows it (the supervisor adds wall-clock
+/// times).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeFacts {
+    /// The reported state.
+    pub state: State,
+    /// neard in sync.
+    pub synced: bool,
+    /// neard's head.
+    pub head: Option<u64>,
+    /// neard's version.
+    pub neard_version: Option<String>,
+    /// This node's priority.
+    pub priority: u32,
+    /// Whether the cluster is paused.
+    pub paused: bool,
+    /// Whether this node would take over now.
+    pub may_take_over: bool,
+    /// The session.
+    pub session: Option<String>,
+    /// How long the key has been live, while it is.
+    pub validating_for: Option<Duration>,
+    /// How long ago this node's neard was last fenced after validating.
+    pub fenced_for: Option<Duration>,
+    /// The switchover this node works on as leader.
+    pub switchover: Option<SwitchoverStatus>,
+}
+
+impl NodeFacts {
+    /// Whether `other` says something new (head and durations move all the time and are only
+    /// refreshed periodically).
+    pub(super) fn differs(&self, other: &NodeFacts) -> bool {
+        let strip = |f: &NodeFacts| NodeFacts {
+            head: None,
+            validating_for: f.validating_for.map(|_| Duration::ZERO),
+            fenced_for: f.fenced_for.map(|_| Duration::ZERO),
+            ..f.clone()
+        };
+        strip(self) != strip(other)
+    }
+}
+
+/// Why a node stopped validating (the `reason` label of `kuutamod_step_downs_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StepDown {
+    /// No acknowledged heartbeat before the lease deadline.
+    LeaseExpired,
+    /// The key is not ours any more.
+    KeyLost(Lost),
+    /// neard exited.
+    NeardExited,
+    /// neard stopped answering `/status`.
+    NeardFailed,
+    /// neard kept reporting syncing past the grace.
+    Syncing,
+    /// The guard did not acknowledge.
+    GuardLost,
+    /// The host was suspended.
+    ClockJump,
+    /// SIGUSR1.
+    HandOver,
+    /// SIGTERM/SIGINT.
+    Shutdown,
+    /// A restart with the key did not come up in time.
+    BootTimeout,
+}
+
+impl StepDown {
+    /// The metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            StepDown::LeaseExpired => "lease_expired",
+            StepDown::KeyLost(_) => "key_lost",
+            StepDown::NeardExited => "neard_exited",
+            StepDown::NeardFailed => "neard_failed",
+            StepDown::Syncing => "syncing",
+            StepDown::GuardLost => "guard_lost",
+            StepDown::ClockJump => "clock_jump",
+            StepDown::HandOver => "hand_over",
+            StepDown::Shutdown => "shutdown",
+            StepDown::BootTimeout => "boot_timeout",
+        }
+    }
+
+    /// For logs.
+    pub fn describe(self) -> String {
+        match self {
+            StepDown::LeaseExpired => {
+                "no acknowledged heartbeat before the lease deadline".to_string()
+            }
+            StepDown::KeyLost(l) => l.describe().to_string(),
+            StepDown::NeardExited => "neard exited".into(),
+            StepDown::NeardFailed => "neard stopped answering /status".into(),
+            StepDown::Syncing => "neard kept reporting syncing past the syncing grace".into(),
+            StepDown::GuardLost => "the guard process did not acknowledge".into(),
+            StepDown::ClockJump => "the host was suspended".into(),
+            StepDown::HandOver => "asked to hand over (SIGUSR1)".into(),
+            StepDown::Shutdown => "asked to stop".into(),
+            StepDown::BootTimeout => "neard did not come up with the key in time".into(),
+        }
+    }
+}
