@@ -112,7 +112,9 @@ impl Machine {
                 if let Some(lease) = self.lease.as_mut() {
                     lease.unacknowledged();
                 }
-                self.lock_lost(Lost::CheckFailed, out);
+                if !self.cfg.mutations.on(|m| m.leader_ignores_key) {
+                    self.lock_lost(Lost::CheckFailed, out);
+                }
             }
             Event::HeartbeatFailed => {
                 if let Some(lease) = self.lease.as_mut() {
@@ -128,7 +130,9 @@ impl Machine {
                     _ => None,
                 };
                 if let Some(lost) = lost {
-                    self.lock_lost(lost, out);
+                    if !self.cfg.mutations.on(|m| m.leader_ignores_key) {
+                        self.lock_lost(lost, out);
+                    }
                 }
             }
             Event::WatchReset => {
@@ -148,9 +152,21 @@ impl Machine {
                         // Not ready to lead any more: give it back, value unchanged.
                         self.start_release(Letgo::Unchanged, self.after_standby(false));
                     } else {
+                        let mut activation = plan.activation;
+                        if self.cfg.mutations.on(|m| m.no_standby_wait) {
+                            activation = crate::lease::Activation::Clean(Horizon {
+                                exact: true,
+                                ..self
+                                    .observer
+                                    .record()
+                                    .map(|r| r.horizon)
+                                    .unwrap_or_default()
+                            });
+                        }
                         self.phase = Phase::Promoting(Promotion {
-                            fence: Fence::new(plan.activation, now),
+                            fence: Fence::new(activation, now),
                             acquired: now,
+                            head0: self.own_view().map(|v| v.head),
                             step: PromoteStep::Fencing,
                         });
                     }

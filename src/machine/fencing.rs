@@ -98,6 +98,7 @@ impl Machine {
             _ => self.after_standby(false),
         };
         out.push(Command::SteppedDown(reason));
+        self.last_step_down = Some(reason);
         if !self.key_live {
             self.fenced(letgo, after, out);
             return;
@@ -190,8 +191,11 @@ impl Machine {
         if self.exiting {
             self.then_start = None;
         }
+        let keep = self.cfg.mutations.on(|m| m.keep_lock_after_step_down)
+            && self.last_step_down == Some(StepDown::LeaseExpired);
         match letgo {
             Letgo::NotOurs => self.finish_release(after),
+            _ if keep => self.keep_lock(after),
             _ => self.start_release(letgo, after),
         }
     }
@@ -215,6 +219,17 @@ impl Machine {
             give_up_at: (after == After::Exit)
                 .then(|| self.now + self.cfg.timing.heartbeat_interval),
         });
+    }
+
+    /// [`Mutations::keep_lock_after_step_down`]: forget the lease but leave the lock with our
+    /// session, as kuutamod did before it released after every step-down.
+    pub(super) fn keep_lock(&mut self, after: After) {
+        self.lease = None;
+        self.phase = Phase::Idle;
+        self.horizon = Horizon::default();
+        if let After::Standby(until) = after {
+            self.holdoff_until = Some(until);
+        }
     }
 
     pub(super) fn finish_release(&mut self, after: After) {
@@ -260,7 +275,13 @@ impl Machine {
                         return;
                     }
                     let Some(own) = self.own_view() else { return };
-                    if p.fence.check(now, own, self.lag.lag()).is_ok() {
+                    let open = if self.cfg.mutations.on(|m| m.timeout_fence) {
+                        p.head0.is_some_and(|h| own.head > h)
+                            || now >= p.acquired + Duration::from_secs(5)
+                    } else {
+                        p.fence.check(now, own, self.lag.lag()).is_ok()
+                    };
+                    if open {
                         self.activate(p, out);
                     }
                 }

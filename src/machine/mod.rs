@@ -60,6 +60,35 @@ pub struct Config {
     pub priority: u32,
     /// Silent heights after which a doppelganger alarm clears (0: no detection).
     pub doppelganger_heights: u64,
+    /// Fixes switched off, for the deterministic simulation only (they take effect only when
+    /// kuutamod is built with the `mutations` feature; never set them elsewhere).
+    pub mutations: Mutations,
+}
+
+/// Fixes that the deterministic simulation (`dst/`) switches off, to show that it finds the
+/// holes they close. Each field restores one earlier behaviour. Without the `mutations` cargo
+/// feature the machine ignores them (`cfg!` removes the branches).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Mutations {
+    /// A new leader activates as soon as it holds the lock, without waiting a TTL after the
+    /// previous leader's last heartbeat (the session-based fence: agent restarts, key deletes).
+    pub no_standby_wait: bool,
+    /// A leader ignores what happens to its key (deleted, overwritten, taken).
+    pub leader_ignores_key: bool,
+    /// A node that stepped down on its lease keeps the lock (the stuck lock).
+    pub keep_lock_after_step_down: bool,
+    /// The old height fence: open once the head moved past the head at acquisition, or after
+    /// 5 s in any case.
+    pub timeout_fence: bool,
+    /// Promote and keep validating without the guard's acknowledgements.
+    pub no_guard_ack: bool,
+}
+
+impl Mutations {
+    /// Whether mutation `m` is on (always false without the `mutations` feature).
+    fn on(self, m: fn(&Mutations) -> bool) -> bool {
+        cfg!(feature = "mutations") && m(&self)
+    }
 }
 
 /// The neard process as the machine knows it.
@@ -140,6 +169,8 @@ enum Phase {
 struct Promotion {
     fence: Fence,
     acquired: Instant,
+    /// Our head when the lock was acquired (for the old fence of [`Mutations::timeout_fence`]).
+    head0: Option<u64>,
     step: PromoteStep,
 }
 
@@ -260,6 +291,7 @@ pub struct Machine {
     activated_at: Option<Instant>,
     fenced_at: Option<Instant>,
     doppelganger: Doppelganger,
+    last_step_down: Option<StepDown>,
 }
 impl Machine {
     /// A machine at `now`: neard is started as voter at once, and a guard is wanted.
@@ -317,6 +349,7 @@ impl Machine {
                 cfg.doppelganger_heights,
                 cfg.timing.heartbeat_interval,
             ),
+            last_step_down: None,
         }
     }
 

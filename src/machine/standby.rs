@@ -162,6 +162,28 @@ impl Machine {
                     out.push(Command::ReadKey);
                 }
             }
+            StandbyMove::ReleaseOwn if self.cfg.mutations.on(|m| m.keep_lock_after_step_down) => {
+                // The old way: take our own lock back once neard is in sync.
+                if let (Some(key), Some(r)) = (self.observer.key(), self.observer.record()) {
+                    let record = Record {
+                        seq: r.seq + 1,
+                        ..r
+                    };
+                    out.push(Command::Acquire {
+                        session: own,
+                        expected_index: Some(key.index),
+                        value: record.to_bytes(),
+                    });
+                    let plan = crate::lease::AcquirePlan {
+                        expected_index: Some(key.index),
+                        activation: crate::lease::Activation::Clean(Horizon {
+                            exact: true,
+                            ..record.horizon
+                        }),
+                    };
+                    self.acquiring = Some((plan, record));
+                }
+            }
             StandbyMove::ReleaseOwn => {
                 if let Some(key) = self.observer.key() {
                     self.releasing_own = true;

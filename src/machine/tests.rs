@@ -19,6 +19,7 @@ fn config(hot_swap: bool) -> Config {
         backoff: BackoffConfig::DEFAULT,
         priority: 1,
         doppelganger_heights: 20,
+        mutations: Mutations::default(),
     }
 }
 

@@ -101,6 +101,7 @@ pub async fn run(
         backoff: crate::backoff::BackoffConfig::DEFAULT,
         priority: settings.priority,
         doppelganger_heights: settings.doppelganger_heights,
+        mutations: crate::machine::Mutations::default(),
     };
     let mut sup = Supervisor {
         machine: Machine::new(config, clock::now()),
