@@ -572,7 +572,7 @@ fn get(url: &str) -> Result<String, String> {
 /// A Consul dev agent with ACLs on (default deny), on ports chosen for this test.
 struct Consul {
     url: String,
-    _proc: Proc,
+    proc: Proc,
 }
 
 impl Consul {
@@ -612,7 +612,7 @@ impl Consul {
                     .send()
                     .is_ok_and(|r| r.status().is_success());
                 if ok {
-                    return Consul { url, _proc: proc };
+                    return Consul { url, proc };
                 }
                 std::thread::sleep(POLL);
             }
@@ -777,7 +777,7 @@ fn every_metric_in_the_rules_and_dashboard_is_exported_and_the_acl_policies_suff
         eprintln!("keeping {}", dir.path().display());
     }
     let dir = scopeguard(dir);
-    let consul = Consul::start(dir.path());
+    let mut consul = Consul::start(dir.path());
     let kuutamod_token = consul.token_for("contrib/consul/kuutamod-policy.hcl", "kuutamod-node-a");
     let ctl_token = consul.token_for("contrib/consul/kuutamoctl-policy.hcl", "kuutamoctl");
 
@@ -901,7 +901,6 @@ fn every_metric_in_the_rules_and_dashboard_is_exported_and_the_acl_policies_suff
     let (_, out) = ctl(&["active-validator"]);
     assert!(out.contains("node-a"), "kuutamoctl names the leader: {out}");
 
-    let text = scrape(&mut kuutamod).expect("a last scrape");
     let sim =
         get(&format!("http://127.0.0.1:{rpc_port}/metrics")).expect("the simulator's metrics");
     let neard_has_production = sim.contains(&format!(
@@ -919,11 +918,20 @@ fn every_metric_in_the_rules_and_dashboard_is_exported_and_the_acl_policies_suff
             },
         );
     }
-    let text = if neard_has_production {
-        scrape(&mut kuutamod).expect("a scrape")
-    } else {
-        text
-    };
+    // Consul goes away: kuutamod_consul_up drops to 0 and kuutamod_consul_errors_total{op}
+    // appears (it has no series before the first error).
+    let _ = consul.proc.child.kill();
+    let _ = consul.proc.child.wait();
+    let text = until(STEP_LIMIT, "kuutamod to count Consul errors", || {
+        let m = scrape(&mut kuutamod)?;
+        let errors = m.contains("kuutamod_consul_errors_total{");
+        let down = sample(&m, "kuutamod_consul_up") == Some(0.0);
+        if errors && down {
+            Ok(m)
+        } else {
+            Err(format!("errors counted {errors}, consul_up 0 {down}"))
+        }
+    });
     let exported = exported_names(&text);
     let sim_names = exported_names(&sim);
 
