@@ -102,13 +102,26 @@ in
     aarch64-linux = [
       "default"
       "kuutamod"
+      "monitoring"
     ];
     x86_64-linux = [
       "default"
       "kuutamod"
+      "monitoring"
       "neard"
     ];
   })
+  (expectEq "monitoring package: checks the rules with promtool, installs contrib's files"
+    {
+      inherit (self.packages.${x86}.monitoring) name;
+      promtool = map (d: d.name) self.packages.${x86}.monitoring.nativeBuildInputs;
+      checks = lib.hasInfix "promtool check rules $src/prometheus/kuutamod-alerts.yml" self.packages.${x86}.monitoring.script;
+    }
+    {
+      name = "kuutamod-monitoring";
+      promtool = [ "prometheus-cli" ];
+      checks = true;
+    })
   (expectEq "checks per system" (lib.mapAttrs (_: builtins.attrNames) self.checks) {
     aarch64-linux = [
       "integration-tests"
