@@ -163,9 +163,40 @@ impl Consul {
     /// A client for the agent at `base` (e.g. `http://localhost:8500`), sending `token` as
     /// `X-Consul-Token` when given.
     pub fn new(base: &str, token: Option<String>) -> anyhow::Result<Self> {
-        let http = reqwest::Client::builder()
+        Self::with_ca(base, token, None)
+    }
+
+    /// Like [`Consul::new`], trusting the PEM certificate(s) in `ca` for an `https` URL (e.g.
+    /// Consul's own CA).
+    pub fn with_ca(
+        base: &str,
+        token: Option<String>,
+        ca: Option<&std::path::Path>,
+    ) -> anyhow::Result<Self> {
+        let mut builder = reqwest::Client::builder()
             .connect_timeout(REQUEST_TIMEOUT)
-            .pool_idle_timeout(Duration::from_secs(60))
+            .pool_idle_timeout(Duration::from_secs(60));
+        if let Some(path) = ca {
+            let pem = std::fs::read(path).map_err(|e| {
+                anyhow::anyhow!("cannot read KUUTAMO_CONSUL_CA_FILE {}: {e}", path.display())
+            })?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
+                anyhow::anyhow!(
+                    "KUUTAMO_CONSUL_CA_FILE {} is not a PEM certificate: {e}",
+                    path.display()
+                )
+            })?;
+            if certs.is_empty() {
+                anyhow::bail!(
+                    "KUUTAMO_CONSUL_CA_FILE {} holds no PEM certificate",
+                    path.display()
+                );
+            }
+            for c in certs {
+                builder = builder.add_root_certificate(c);
+            }
+        }
+        let http = builder
             .build()
             .map_err(|e| anyhow::anyhow!("cannot build an HTTP client: {e}"))?;
         Ok(Consul {
@@ -545,6 +576,25 @@ mod tests {
         );
         assert!(err.contains("cannot connect"), "{err}");
         assert!(err.to_lowercase().contains("refused"), "{err}");
+    }
+
+    #[test]
+    fn a_bad_ca_file_is_refused_with_its_name() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let missing = dir.path().join("missing.pem");
+        let err = Consul::with_ca("https://consul:8501", None, Some(&missing))
+            .expect_err("missing")
+            .to_string();
+        assert!(
+            err.contains("KUUTAMO_CONSUL_CA_FILE") && err.contains("missing.pem"),
+            "{err}"
+        );
+        let junk = dir.path().join("junk.pem");
+        std::fs::write(&junk, "not a certificate").expect("write");
+        let err = Consul::with_ca("https://consul:8501", None, Some(&junk))
+            .expect_err("junk")
+            .to_string();
+        assert!(err.contains("junk.pem"), "{err}");
     }
 
     #[test]

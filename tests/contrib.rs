@@ -57,22 +57,6 @@ fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// Whether `contrib/` is beside the test. It is in a checkout (scripts/test, CI); the Nix
-/// package source keeps only what cargo needs, so the flake's `integration-tests` check runs
-/// this binary without it, and the tests that read contrib/ say so and stop there.
-fn contrib_present(test: &str) -> bool {
-    let present = repo()
-        .join("contrib/prometheus/kuutamod-alerts.yml")
-        .exists();
-    if !present {
-        eprintln!(
-            "{test}: skipped: no contrib/ in {} (the Nix package source); scripts/test runs it",
-            repo().display()
-        );
-    }
-    present
-}
-
 fn read(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
 }
@@ -768,9 +752,6 @@ fn the_rules_reader_reads_every_expr() {
 /// exports with every metric the rules and dashboard use.
 #[test]
 fn every_metric_in_the_rules_and_dashboard_is_exported_and_the_acl_policies_suffice() {
-    if !contrib_present("every_metric_in_the_rules_and_dashboard_is_exported") {
-        return;
-    }
     let used = used_by_contrib();
     let dir = tempfile::tempdir().expect("tempdir");
     if std::env::var_os("CONTRIB_TEST_KEEP").is_some() {
@@ -977,25 +958,4 @@ fn every_metric_in_the_rules_and_dashboard_is_exported_and_the_acl_policies_suff
         .insert("near_no_such_metric".into(), ["a panel".to_string()].into());
     let reported = missing(&wrong, &exported, neard_has_production, &mut Vec::new());
     assert_eq!(reported.len(), 2, "{reported:?}");
-}
-
-#[test]
-fn every_listed_neard_metric_is_in_the_neard_notes() {
-    if !contrib_present("every_listed_neard_metric_is_in_the_neard_notes") {
-        return;
-    }
-    let notes = repo().join("../shared/neard-interface.md");
-    let Ok(text) = std::fs::read_to_string(&notes) else {
-        eprintln!(
-            "note: {} is not beside the repository; the neard list is not cross-checked",
-            notes.display()
-        );
-        return;
-    };
-    for name in neard_list() {
-        assert!(
-            text.contains(&format!("`{name}`")),
-            "contrib/neard-metrics.txt lists {name}, which the neard notes do not document"
-        );
-    }
 }

@@ -165,6 +165,8 @@ pub enum Event {
     },
     /// The watch lost track (an index reset): forget what was seen.
     WatchReset,
+    /// A watch query failed (Consul unreachable).
+    WatchFailed,
     /// The acquisition sent at `sent` succeeded; the key is at `index`.
     Acquired {
         /// When it was sent.
@@ -376,6 +378,20 @@ pub enum StepDown {
 }
 
 impl StepDown {
+    /// Every label, so the metric's series exist from the start.
+    pub const LABELS: [&'static str; 10] = [
+        "lease_expired",
+        "key_lost",
+        "neard_exited",
+        "neard_failed",
+        "syncing",
+        "guard_lost",
+        "clock_jump",
+        "hand_over",
+        "shutdown",
+        "boot_timeout",
+    ];
+
     /// The metric label.
     pub fn label(self) -> &'static str {
         match self {

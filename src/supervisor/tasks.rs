@@ -181,6 +181,15 @@ pub async fn watch_leader(
                 log::warn!("watching {key}: {e}");
                 metrics.consul_up.set(0);
                 metrics.consul_errors.with_label_values(&["watch"]).inc();
+                if tx
+                    .send(Report {
+                        event: Event::WatchFailed,
+                        pid: None,
+                    })
+                    .is_err()
+                {
+                    return;
+                }
                 index = 0;
                 tokio::time::sleep(WATCH_RETRY).await;
             }
