@@ -347,6 +347,23 @@ impl Consul {
         session: &str,
         value: &[u8],
     ) -> Result<u64, ConsulError> {
+        let lock = serde_json::json!({"KV": {
+            "Verb": "lock",
+            "Key": key,
+            "Session": session,
+            "Value": base64::engine::general_purpose::STANDARD.encode(value),
+        }});
+        self.check_then(key, expected, lock).await
+    }
+
+    /// A transaction of two operations: check `key`'s index (or that it does not exist), then
+    /// `op`. Returns the key's new index.
+    async fn check_then(
+        &self,
+        key: &str,
+        expected: Option<u64>,
+        op: serde_json::Value,
+    ) -> Result<u64, ConsulError> {
         let path = "/v1/txn";
         let check = match expected {
             Some(index) => {
@@ -354,13 +371,7 @@ impl Consul {
             }
             None => serde_json::json!({"KV": {"Verb": "check-not-exists", "Key": key}}),
         };
-        let lock = serde_json::json!({"KV": {
-            "Verb": "lock",
-            "Key": key,
-            "Session": session,
-            "Value": base64::engine::general_purpose::STANDARD.encode(value),
-        }});
-        let body = serde_json::to_vec(&[check, lock]).map_err(|e| ConsulError::Garbage {
+        let body = serde_json::to_vec(&[check, op]).map_err(|e| ConsulError::Garbage {
             url: self.url(path),
             reason: e.to_string(),
         })?;
@@ -393,7 +404,11 @@ impl Consul {
                 .map(|e| e.what)
                 .collect::<Vec<_>>()
                 .join("; ");
-            if what.contains("invalid session") {
+            if let Some(session) = what
+                .split("invalid session \"")
+                .nth(1)
+                .and_then(|r| r.split('"').next())
+            {
                 return Err(ConsulError::SessionGone(session.to_string()));
             }
             return Err(ConsulError::Rejected {
@@ -418,27 +433,28 @@ impl Consul {
             })
     }
 
-    /// Releases `key` held by `session`, writing `value`. `Ok(false)`: `session` did not hold
-    /// it (nothing was written).
+    /// Releases `key` held by `session`, writing `value`, in one transaction that first
+    /// checks the key is at index `expected`. `Ok(false)`: it was not (or not held by
+    /// `session`), and nothing was written. A plain `?release=` checks only the session: a
+    /// release retried and applied late could release a later term of the same session.
     pub async fn release(
         &self,
         key: &str,
+        expected: u64,
         session: &str,
         value: &[u8],
     ) -> Result<bool, ConsulError> {
-        let path = format!("/v1/kv/{key}?release={session}");
-        let (status, _, body) = self
-            .send(
-                reqwest::Method::PUT,
-                &path,
-                Some(value.to_vec()),
-                REQUEST_TIMEOUT,
-            )
-            .await?;
-        if !status.is_success() {
-            return Err(self.status_error(&path, status, &body));
+        let unlock = serde_json::json!({"KV": {
+            "Verb": "unlock",
+            "Key": key,
+            "Session": session,
+            "Value": base64::engine::general_purpose::STANDARD.encode(value),
+        }});
+        match self.check_then(key, Some(expected), unlock).await {
+            Ok(_) => Ok(true),
+            Err(ConsulError::Rejected { .. }) => Ok(false),
+            Err(e) => Err(e),
         }
-        self.parse(&path, &body)
     }
 
     /// Reads `key`. With `blocking` (index and wait), a blocking query that returns when the

@@ -44,6 +44,7 @@ impl Machine {
                     syncing_since: None,
                 });
                 self.key_live = role == Role::Validator;
+                self.lag.restart();
                 // Announce the polling again for the new process.
                 self.polling = None;
             }
@@ -79,7 +80,10 @@ impl Machine {
                 self.on_poll(poll);
                 if let Some(p) = poll.production {
                     let cluster = self.cluster_view();
-                    if let Some(change) = self.doppelganger.observe(now, poll.head, p, cluster) {
+                    // Heights for the alarm's silence: the doomslug target moves on while the
+                    // chain is stalled, the head does not.
+                    let height = poll.head.max(poll.target.unwrap_or(0));
+                    if let Some(change) = self.doppelganger.observe(now, height, p, cluster) {
                         out.push(Command::Doppelganger(change));
                     }
                 }
@@ -201,6 +205,9 @@ impl Machine {
             }
             Event::AcquireRejected | Event::AcquireFailed => self.acquiring = None,
             Event::Released(_) => {
+                // Released, or the key was not as we left it (taken, released by Consul, or
+                // moved by a heartbeat of ours whose answer was lost): in the last case the
+                // watch shows our session on it and the standby's ReleaseOwn gives it back.
                 self.releasing_own = false;
                 if let Phase::Releasing(r) = &self.phase {
                     let after = r.after;

@@ -190,6 +190,7 @@ impl Machine {
                     self.releasing_own = true;
                     out.push(Command::Release {
                         session: own,
+                        expected_index: key.index,
                         value: key.value.clone(),
                     });
                 }

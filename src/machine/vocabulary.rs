@@ -178,7 +178,8 @@ pub enum Event {
     AcquireRejected,
     /// The acquisition got no verdict.
     AcquireFailed,
-    /// The release got an answer: `true` if it released our lock.
+    /// The release got an answer: `true` if it released our lock, `false` if the key was not
+    /// at the expected index or not held by our session (nothing was written).
     Released(bool),
     /// The release got no verdict.
     ReleaseFailed,
@@ -275,6 +276,9 @@ pub enum Command {
     Release {
         /// Our session.
         session: String,
+        /// The index the key must still have (the last one we wrote or saw with our lock): a
+        /// release that arrives late must not release a later term of the same session.
+        expected_index: u64,
         /// The value.
         value: Vec<u8>,
     },

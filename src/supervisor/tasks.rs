@@ -388,9 +388,13 @@ pub fn consul_request(
                     }
                 }
             }
-            C::Release { session, value } => {
+            C::Release {
+                session,
+                expected_index,
+                value,
+            } => {
                 count("release");
-                let r = consul.release(&key, &session, &value).await;
+                let r = consul.release(&key, expected_index, &session, &value).await;
                 answered(r.is_ok());
                 match r {
                     Ok(released) => {
