@@ -95,6 +95,8 @@ pub struct Spec {
     pub env: Vec<(String, String)>,
     /// Extra environment per node index (after [`Spec::env`]).
     pub node_env: BTreeMap<usize, Vec<(String, String)>>,
+    /// The kuutamod binary; `None`: [`kuutamod_bin`] (beside the running executable).
+    pub kuutamod_bin: Option<PathBuf>,
 }
 
 impl Spec {
@@ -110,6 +112,7 @@ impl Spec {
             opts,
             env: Vec::new(),
             node_env: BTreeMap::new(),
+            kuutamod_bin: None,
         }
     }
 
@@ -164,6 +167,7 @@ pub struct Node {
     pub voter_port: u16,
     /// kuutamod's log (appended to across restarts).
     pub log: PathBuf,
+    bin: PathBuf,
     env: Vec<(String, String)>,
     child: Option<OwnedChild>,
 }
@@ -242,13 +246,14 @@ impl Cluster {
                 dir: dir.clone(),
             })?);
         }
-        for a in &agents {
-            a.wait_ready(START_LIMIT)?;
+        for a in &mut agents {
+            a.ready_or_repick(START_LIMIT)?;
         }
         // Further per-cluster processes (the chain) start here, before the nodes.
         let shared = dir.join("keys/shared");
         sim_init(&shared, &spec.account)?;
         let ledger = dir.join("ledger.jsonl");
+        let bin = spec.kuutamod_bin.clone().unwrap_or_else(kuutamod_bin);
         let mut nodes = Vec::new();
         for (i, (host, agent)) in hosts.into_iter().zip(agents).enumerate() {
             let id = format!("node{i}");
@@ -317,6 +322,7 @@ impl Cluster {
                 rpc_port,
                 validator_port,
                 voter_port,
+                bin: bin.clone(),
                 env,
                 child: None,
             });
@@ -571,10 +577,10 @@ impl Node {
             // `ip netns exec` execs the program: the pid stays kuutamod's.
             Some(ns) => {
                 let mut c = Command::new("ip");
-                c.args(["netns", "exec", ns]).arg(kuutamod_bin());
+                c.args(["netns", "exec", ns]).arg(&self.bin);
                 c
             }
-            None => Command::new(kuutamod_bin()),
+            None => Command::new(&self.bin),
         };
         let child = cmd
             .envs(self.env.iter().map(|(k, v)| (k, v)))

@@ -29,6 +29,9 @@ pub const START_LIMIT: Duration = Duration::from_secs(60);
 /// How long a gracefully stopped agent may take to leave and exit.
 const LEAVE_LIMIT: Duration = Duration::from_secs(15);
 
+/// Starts of one agent before its start-up failures are an error.
+const START_TRIES: usize = 3;
+
 /// Timeout of the harness's own HTTP calls.
 pub const HTTP_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -80,10 +83,10 @@ pub struct Ports {
 }
 
 impl Ports {
-    /// Free ports on `ip` (inside a fresh namespace every port is free; the root namespace's
-    /// loopback stands in for the choice).
+    /// Free ports on `ip`; for an address of another namespace (where every port is free),
+    /// the root namespace's loopback stands in for the choice.
     pub fn pick(ip: IpAddr) -> Ports {
-        let ip = if ip.is_loopback() {
+        let ip = if std::net::TcpListener::bind((ip, 0)).is_ok() {
             ip
         } else {
             IpAddr::from([127, 0, 0, 1])
@@ -138,6 +141,28 @@ impl Agent {
         };
         agent.launch()?;
         Ok(agent)
+    }
+
+    /// Waits until the agent is ready; if it exited at start (a port another process took
+    /// between the choice and the bind, TCP or UDP), picks new ports and starts it again, up
+    /// to [`START_TRIES`] times. Only for agents whose ports nobody else was told yet.
+    pub fn ready_or_repick(&mut self, limit: Duration) -> anyhow::Result<()> {
+        let mut tries = 1;
+        loop {
+            match self.wait_ready(limit) {
+                Err(e) if !self.running() && tries < START_TRIES => {
+                    eprintln!(
+                        "consul agent {} failed to start ({e:#}); new ports",
+                        self.spec.name
+                    );
+                    tries += 1;
+                    self.spec.ports = Ports::pick(self.spec.bind);
+                    self.url = format!("http://{}:{}", self.spec.bind, self.spec.ports.http);
+                    self.launch()?;
+                }
+                other => return other,
+            }
+        }
     }
 
     /// Starts the process again (same name, ports, data directory) if it is not running.
@@ -264,30 +289,46 @@ impl Agent {
         }
     }
 
-    /// One KV write through this agent (it knows a leader and the servers commit).
-    pub fn write_probe(&self) -> Result<(), String> {
-        self.leader()?;
-        http_put(&format!("{}/v1/kv/kuutamod-bench/ready", self.url), "1").map(|_| ())
-    }
-
     /// Waits until this agent serves KV writes and, for a client, its node is in the catalog
-    /// (a session can be created on it).
-    pub fn wait_ready(&self, limit: Duration) -> anyhow::Result<()> {
+    /// (a session can be created on it); fails at once if the agent exited.
+    pub fn wait_ready(&mut self, limit: Duration) -> anyhow::Result<()> {
         let client = matches!(self.spec.role, Role::Client { .. });
         let node = format!("{}/v1/catalog/node/{}", self.url, self.spec.name);
-        wait::until(
+        let name = self.spec.name.clone();
+        let child = self.child.as_mut().context("agent not started")?;
+        let exited = std::cell::Cell::new(false);
+        let agent_url = self.url.clone();
+        let me = |path: &str| format!("{agent_url}{path}");
+        let r = wait::until(
             limit,
-            &format!("Consul agent {} to serve writes", self.spec.name),
+            &format!("Consul agent {name} to serve writes"),
             || {
-                self.write_probe()?;
+                if exited.get() || child.exited() {
+                    exited.set(true);
+                    return Ok(());
+                }
+                http_get(&me("/v1/status/leader")).and_then(|l| {
+                    if l.trim().trim_matches('"').is_empty() {
+                        Err("no leader".into())
+                    } else {
+                        Ok(())
+                    }
+                })?;
+                http_put(&me("/v1/kv/kuutamod-bench/ready"), "1")?;
                 if client && http_get(&node)?.trim() == "null" {
                     return Err("node not in the catalog yet".to_string());
                 }
                 Ok(())
             },
         )
-        .map(|_| ())
-        .with_context(|| format!("see {}", self.log.display()))
+        .with_context(|| format!("see {}", self.log.display()));
+        if exited.get() {
+            anyhow::bail!(
+                "Consul agent {name} exited at start; see {}",
+                self.log.display()
+            );
+        }
+        r
     }
 }
 
@@ -337,9 +378,13 @@ impl Servers {
                 dir: dir.to_path_buf(),
             })?);
         }
-        let servers = Servers { agents };
-        for a in &servers.agents {
-            a.wait_ready(START_LIMIT)?;
+        let mut servers = Servers { agents };
+        for a in &mut servers.agents {
+            if count == 1 {
+                a.ready_or_repick(START_LIMIT)?;
+            } else {
+                a.wait_ready(START_LIMIT)?;
+            }
         }
         Ok(servers)
     }

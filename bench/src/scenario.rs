@@ -77,7 +77,8 @@ pub enum Scenario {
     StandbyPartition,
     /// 7a: the Consul leader server of three killed (quorum kept).
     ConsulLeaderKill,
-    /// 7b: two of three servers paused for 0.4 x TTL.
+    /// 7b: two of three servers paused for half the outage a leader survives in any heartbeat
+    /// phase (with Consul's re-election, the outage stays shorter than that).
     QuorumLossShort,
     /// 7c: two of three servers paused for 2 x TTL + 1 s.
     QuorumLossLong,
@@ -493,7 +494,17 @@ impl World {
         let sampler = Sampler::start(&cluster.nodes.iter().map(|n| n.exporter).collect::<Vec<_>>());
         std::thread::sleep(BASELINE);
         let t0 = now_ms();
-        let observed = inject(scenario, &mut cluster, leader, standby, t0, timing, mode)?;
+        let observed = inject(
+            scenario,
+            Fault {
+                cluster: &mut cluster,
+                leader,
+                standby,
+                t0,
+                timing,
+                mode,
+            },
+        )?;
         let heal = now_ms();
         let recovered = cluster
             .until(
@@ -709,18 +720,27 @@ fn restart_agent(agent: &mut Agent, graceful: bool) -> anyhow::Result<()> {
     agent.wait_ready(START_LIMIT)
 }
 
-/// Injects `scenario`'s fault into a steady cluster at `t0`, holds it, and heals it.
-fn inject(
-    scenario: Scenario,
-    cluster: &mut Cluster,
+/// A steady cluster at the moment of the fault.
+struct Fault<'a> {
+    cluster: &'a mut Cluster,
     leader: usize,
     standby: usize,
+    /// When the fault is injected (unix ms).
     t0: u64,
-    timing: &Timing,
-    mode: &str,
-) -> anyhow::Result<Observed> {
-    let limit = timing.limit();
+    timing: &'a Timing,
+    mode: &'a str,
+}
+
+/// Injects `scenario`'s fault into a steady cluster at `t0`, holds it, and heals it.
+fn inject(scenario: Scenario, f: Fault<'_>) -> anyhow::Result<Observed> {
     let mut seen = Observed::default();
+    if scenario == Scenario::CrashLoop {
+        crash_loop(&f, &mut seen)?;
+        return Ok(seen);
+    }
+    let (leader, standby, t0, timing) = (f.leader, f.standby, f.t0, f.timing);
+    let cluster = f.cluster;
+    let limit = timing.limit();
     match scenario {
         Scenario::NeardKill => {
             let pid = cluster.nodes[leader]
@@ -780,7 +800,7 @@ fn inject(
             }
             let probe = outage_probe(cluster.nodes[leader].agent.url.clone(), start);
             std::thread::sleep(if scenario == Scenario::QuorumLossShort {
-                timing.ttl * 2 / 5
+                timing.survivable_outage() / 2
             } else {
                 timing.beyond_ttl()
             });
@@ -908,8 +928,9 @@ fn inject(
                 signal(guard, Signal::SIGKILL);
             }
         }
-        Scenario::CrashLoop => crash_loop(cluster, leader, standby, t0, timing, mode, &mut seen)?,
-        Scenario::WrongAccount | Scenario::ElectionRace => unreachable!("handled by World::run"),
+        Scenario::CrashLoop | Scenario::WrongAccount | Scenario::ElectionRace => {
+            unreachable!("handled elsewhere")
+        }
     }
     Ok(seen)
 }
@@ -942,15 +963,9 @@ fn steal_key(cluster: &Cluster) -> anyhow::Result<()> {
 /// on, its neard aborts at every start. The standby must sign within 2 x TTL of the step-down
 /// (plus a neard boot in restart mode), and the crashing neard must be started at most
 /// [`MAX_STARTS_PER_MIN`] times a minute.
-fn crash_loop(
-    cluster: &mut Cluster,
-    leader: usize,
-    standby: usize,
-    t0: u64,
-    timing: &Timing,
-    mode: &str,
-    seen: &mut Observed,
-) -> anyhow::Result<()> {
+fn crash_loop(f: &Fault<'_>, seen: &mut Observed) -> anyhow::Result<()> {
+    let cluster: &Cluster = f.cluster;
+    let (leader, standby, t0, timing, mode) = (f.leader, f.standby, f.t0, f.timing, f.mode);
     let node = &cluster.nodes[leader];
     let lease_expired = "kuutamod_step_downs_total{reason=\"lease_expired\"}";
     node.host.partition(node.exporter.port())?;
