@@ -24,6 +24,7 @@ use crate::consul::{http_get, Agent, AgentSpec, Ports, Role, Servers, START_LIMI
 use crate::netns::Host;
 use crate::procs::{
     alive, free_port, guard_of, kuutamod_bin, neard_sim_bin, now_ms, signal, OwnedChild,
+    KUUTAMOD_GUARD_ARGV0,
 };
 use crate::proxy::Proxy;
 use crate::wait;
@@ -518,11 +519,19 @@ impl Cluster {
         self.kill_orphans();
     }
 
-    /// Kills simulators whose kuutamod is gone (a SIGKILLed supervisor may leave its child).
+    /// Kills what a node's kuutamod left behind (a SIGKILLed supervisor's neard, a frozen
+    /// host's guard and neard): neard-sim processes whose command line names a node's home, and
+    /// `kuutamod-guard` processes whose environment does. SIGKILL only: a stopped process must
+    /// not run (and sign) again on its way out.
     pub fn kill_orphans(&self) {
         let Ok(procs) = std::fs::read_dir("/proc") else {
             return;
         };
+        let homes: Vec<String> = self
+            .nodes
+            .iter()
+            .map(|n| n.home.to_string_lossy().into_owned())
+            .collect();
         for entry in procs.flatten() {
             let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
                 continue;
@@ -531,12 +540,17 @@ impl Cluster {
                 continue;
             };
             let cmd = String::from_utf8_lossy(&cmd);
-            if self
-                .nodes
-                .iter()
-                .any(|n| cmd.contains("neard-sim") && cmd.contains(&*n.home.to_string_lossy()))
-            {
-                signal(pid, Signal::SIGCONT);
+            let ours = if cmd.starts_with(KUUTAMOD_GUARD_ARGV0) {
+                let env = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+                let env = String::from_utf8_lossy(&env);
+                homes.iter().any(|h| {
+                    env.split('\0')
+                        .any(|kv| kv == format!("KUUTAMO_NEARD_HOME={h}"))
+                })
+            } else {
+                cmd.contains("neard-sim") && homes.iter().any(|h| cmd.contains(h.as_str()))
+            };
+            if ours {
                 signal(pid, Signal::SIGKILL);
             }
         }

@@ -55,6 +55,10 @@ const OUTSIDER_SESSION_TTL: &str = "300s";
 /// Pause between the harness's Consul write probes during an outage.
 const PROBE_PAUSE: Duration = Duration::from_millis(20);
 
+/// Timeout of one write probe: a probe stuck in a paused server is abandoned this soon, so the
+/// outage is measured to within about this much.
+const PROBE_TIMEOUT: Duration = Duration::from_millis(250);
+
 /// Height of the simulators at unix time `ms` (their shared clock-derived height).
 fn height_at(ms: u64) -> u64 {
     ms.saturating_sub(1_600_000_000_000) / BLOCK_TIME_MS
@@ -688,14 +692,24 @@ fn thaw(cluster: &Cluster, leader: usize) {
     n.signal_group(Signal::SIGCONT);
 }
 
-/// Probes Consul writes through `agent` from `t0` until one succeeds after `healed` is set;
-/// returns when the first write sent after `t0` was answered (ms after `t0`).
+/// Probes Consul writes through the agent at `agent_url`, one after the other from `t0` on;
+/// returns when the first of them succeeded (ms after `t0`): Consul's write outage as a
+/// client agent sees it, to within [`PROBE_TIMEOUT`].
 fn outage_probe(agent_url: String, t0: u64) -> std::thread::JoinHandle<Option<u64>> {
     std::thread::spawn(move || {
         let url = format!("{agent_url}/v1/kv/kuutamod-bench/probe");
+        let client = reqwest::blocking::Client::builder()
+            .timeout(PROBE_TIMEOUT)
+            .build()
+            .ok()?;
         let limit = now_ms() + 120_000;
         while now_ms() < limit {
-            if http_put(&url, "1").is_ok() {
+            let ok = client
+                .put(&url)
+                .body("1")
+                .send()
+                .is_ok_and(|r| r.status().is_success());
+            if ok {
                 return Some(now_ms() - t0);
             }
             std::thread::sleep(PROBE_PAUSE);
