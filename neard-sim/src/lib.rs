@@ -8,6 +8,11 @@
 //!
 //! # Layout
 //!
+//! - [`spec`]: a localnet's genesis: validators and stakes, "ours", shards, epochs, timers.
+//! - [`blocks`]: what validators sign (approvals, blocks, chunks) and block finality.
+//! - [`epoch`]: stake-weighted block and chunk producer assignment, per-epoch counters,
+//!   maintenance windows.
+//! - [`doomslug`]: nearcore's doomslug timer and approval counting.
 //! - [`chain`]: the shared-clock chain model (heights, hashes, block times).
 //! - [`keys`]: key files (`node_key.json`, `validator_key.json`): generating, writing, reading.
 //! - [`config`]: `config.json` and `genesis.json`: reading, and writing them for `init` and
@@ -19,11 +24,15 @@
 //! - [`settings`]: run-time tuning from `NEARD_SIM_*` environment variables.
 //! - [`node`]: the running simulator (`run`): HTTP, network listener, signing, signals.
 
+pub mod blocks;
 pub mod chain;
 pub mod config;
 pub mod control;
+pub mod doomslug;
+pub mod epoch;
 pub mod keys;
 pub mod ledger;
 pub mod node;
 pub mod settings;
+pub mod spec;
 pub mod status;
