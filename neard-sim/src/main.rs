@@ -3,6 +3,7 @@
 //!
 //! Thin on purpose: parse the CLI like neard's, then call into the library.
 
+use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -321,6 +322,8 @@ fn main() -> ExitCode {
 }
 
 fn ledger_report(files: &[PathBuf], account: &str, strict: bool) -> ExitCode {
+    // A reader that stops early (`| head`) ends the report, not the verdict.
+    let mut out = std::io::stdout().lock();
     let entries = match neard_sim::ledger::read_all(files) {
         Ok(e) => e,
         Err(e) => {
@@ -330,10 +333,15 @@ fn ledger_report(files: &[PathBuf], account: &str, strict: bool) -> ExitCode {
     };
     let r = neard_sim::ledger::analyze(&entries, account);
     let (Some(first), Some(last)) = (r.first_height, r.last_height) else {
-        println!("{account}: no signed heights in {} entries", entries.len());
+        let _ = writeln!(
+            out,
+            "{account}: no signed heights in {} entries",
+            entries.len()
+        );
         return ExitCode::SUCCESS;
     };
-    println!(
+    let _ = writeln!(
+        out,
         "{account}: heights {first}..={last}, {} signatures, {} missed heights in {} gaps, {} double-signed heights, {} conflicting, {} duplicated",
         r.entries.len(),
         r.missed_heights(),
@@ -344,7 +352,7 @@ fn ledger_report(files: &[PathBuf], account: &str, strict: bool) -> ExitCode {
     );
     for (node, runs) in &r.intervals {
         let shown: Vec<String> = runs.iter().map(|(a, b)| format!("{a}..={b}")).collect();
-        println!("  {node}: {}", shown.join(", "));
+        let _ = writeln!(out, "  {node}: {}", shown.join(", "));
     }
     for c in r.conflicting.iter().take(20) {
         let sigs: Vec<String> = c
@@ -368,7 +376,8 @@ fn ledger_report(files: &[PathBuf], account: &str, strict: bool) -> ExitCode {
             .slot
             .shard
             .map_or(String::new(), |s| format!(" shard {s}"));
-        println!(
+        let _ = writeln!(
+            out,
             "  CONFLICTING {} {}{shard}: {}",
             c.slot.kind.name(),
             c.slot.height,
@@ -377,7 +386,8 @@ fn ledger_report(files: &[PathBuf], account: &str, strict: bool) -> ExitCode {
     }
     for d in r.duplicates.iter().take(10) {
         let nodes: Vec<&str> = d.nodes.iter().map(String::as_str).collect();
-        println!(
+        let _ = writeln!(
+            out,
             "  duplicate {} {}: identical from {}",
             d.slot.kind.name(),
             d.slot.height,
@@ -386,7 +396,7 @@ fn ledger_report(files: &[PathBuf], account: &str, strict: bool) -> ExitCode {
     }
     for (height, nodes) in r.double_signed.iter().take(20) {
         let nodes: Vec<&str> = nodes.iter().map(String::as_str).collect();
-        println!("  DOUBLE SIGNED height {height}: {}", nodes.join(", "));
+        let _ = writeln!(out, "  DOUBLE SIGNED height {height}: {}", nodes.join(", "));
     }
     if r.no_conflicts() && (!strict || r.is_safe()) {
         ExitCode::SUCCESS
