@@ -7,7 +7,7 @@
 //! ([`crate::client`]) signing into the ledger while it holds a key, SIGHUP reloads, and
 //! SIGTERM/SIGINT stops.
 //!
-//! All mutable state sits in one [`Shared`] value behind `Arc`: the fault knobs in a `watch`
+//! All mutable state sits in one `Shared` value behind `Arc`: the fault knobs in a `watch`
 //! channel (tasks wait on "not frozen"), the rest in a mutex held only for short, non-async
 //! sections.
 

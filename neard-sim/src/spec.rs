@@ -202,6 +202,31 @@ pub enum SpecError {
 }
 
 impl ChainSpec {
+    /// A localnet spec (chain id `localnet`, genesis height 0, default epoch length, one
+    /// shard, seed 0): `ours` accounts are signed only by key holders, `virtuals` by the chain.
+    /// Change the public fields for more.
+    pub fn localnet(ours: &[(&str, u128)], virtuals: &[(&str, u128)], timers: Timers) -> ChainSpec {
+        let v = |(a, s): &(&str, u128), ours: bool| ValidatorSpec {
+            account_id: (*a).to_owned(),
+            stake: *s,
+            ours,
+            public_key: None,
+        };
+        ChainSpec {
+            chain_id: "localnet".to_owned(),
+            genesis_height: 0,
+            epoch_length: DEFAULT_EPOCH_LENGTH,
+            num_shards: 1,
+            seed: 0,
+            validators: ours
+                .iter()
+                .map(|x| v(x, true))
+                .chain(virtuals.iter().map(|x| v(x, false)))
+                .collect(),
+            consensus: timers,
+        }
+    }
+
     /// Checks the invariants the rest of the simulator relies on.
     pub fn validate(&self) -> Result<(), String> {
         if self.validators.is_empty() {
@@ -365,6 +390,12 @@ mod tests {
         let text = std::fs::read_to_string(&path).expect("read");
         assert!(text.contains("\"nanos\": 60000000"), "{text}");
         assert!(text.contains("\"50000000000000000000000000000\""), "{text}");
+        let l = ChainSpec::localnet(&[("pool.near", 1)], &[("v1", 3)], Timers::sped_up(10));
+        assert_eq!(
+            (l.total_stake(), l.stake_of("v1"), l.validators[0].ours),
+            (4, 3, true)
+        );
+        assert!(l.validate().is_ok());
         let mut bad = spec.clone();
         bad.validators[1].account_id = "pool.near".into();
         assert!(bad.validate().is_err());
