@@ -247,6 +247,7 @@ impl Schedule {
             })
             .collect();
         faults.sort_by_key(|f| f.at);
+        let faults = within_claim(faults);
         Schedule { scenario, faults }
     }
 
@@ -281,6 +282,36 @@ impl Schedule {
         faults.sort_by_key(|f| f.at);
         Ok(Schedule { scenario, faults })
     }
+}
+
+/// Drops the faults that would leave a host with neither kuutamod nor its guard able to act
+/// (`docs/failover.md`, assumption 5: the guard is not stopped together with kuutamod): a guard
+/// stopped, or killed (kuutamod needs a moment to start a new one), while kuutamod or its
+/// process group is stopped.
+fn within_claim(faults: Vec<Fault>) -> Vec<Fault> {
+    use FaultKind::*;
+    let mut kept: Vec<Fault> = Vec::new();
+    for f in faults {
+        let span = |g: &Fault| -> Option<(usize, u64, u64, bool)> {
+            match g.kind {
+                KuutamodStop { host, .. } | GroupStop { host, .. } => {
+                    Some((host, g.at, g.heals_at(), true))
+                }
+                GuardStop { host, .. } => Some((host, g.at, g.heals_at(), false)),
+                GuardKill { host } => Some((host, g.at, g.at + 1000, false)),
+                _ => None,
+            }
+        };
+        let clash = span(&f).is_some_and(|(h, a, b, kd)| {
+            kept.iter().filter_map(span).any(|(h2, a2, b2, kd2)| {
+                h == h2 && kd != kd2 && a < b2 && a2 < b
+            })
+        });
+        if !clash {
+            kept.push(f);
+        }
+    }
+    kept
 }
 
 fn random_kind(r: &mut Rng, hosts: usize, ttl: u64) -> FaultKind {
