@@ -146,6 +146,10 @@ fn print_summary(s: &Summary, from: u64, to: u64, m: Mutation, threads: usize) {
         "largest recovery after the last fault: {} ms",
         s.max_recovery_ms
     );
+    println!(
+        "liveness not checked (chain model without fork choice): {}",
+        s.model_stalls
+    );
     println!("violations: {}", s.failed);
 }
 

@@ -49,6 +49,8 @@ pub struct Summary {
     pub first_failure: Option<u64>,
     /// Largest time from the last fault's heal to the first activation after it, ms.
     pub max_recovery_ms: u64,
+    /// Runs whose liveness check was skipped because the chain model has no fork choice.
+    pub model_stalls: u64,
 }
 
 /// Runs seeds `from..to` on `threads` threads. Stops handing out seeds after the first
@@ -83,6 +85,7 @@ pub fn run_range(
                     local.events += o.events;
                     local.virtual_ms += o.end_ms;
                     local.max_recovery_ms = local.max_recovery_ms.max(o.recovery_ms.unwrap_or(0));
+                    local.model_stalls += u64::from(o.model_stall);
                     if let Some(v) = o.violation {
                         local.failed += 1;
                         local.failures.push(Failure { seed, violation: v });
@@ -96,6 +99,7 @@ pub fn run_range(
                 t.events += local.events;
                 t.virtual_ms += local.virtual_ms;
                 t.failed += local.failed;
+                t.model_stalls += local.model_stalls;
                 t.max_recovery_ms = t.max_recovery_ms.max(local.max_recovery_ms);
                 t.failures.extend(local.failures);
             });

@@ -239,6 +239,9 @@ pub struct Outcome {
     pub ledger: Vec<neard_sim::ledger::Entry>,
     /// After the last fault: how long until one node validated (ms).
     pub recovery_ms: Option<u64>,
+    /// Liveness was not reached because the chain model has no fork choice (see
+    /// `docs/dst.md`): not a violation.
+    pub model_stall: bool,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -504,6 +507,7 @@ struct Consul {
     lossy: (u64, u64),
     control: Control,
     control_pending: bool,
+    switchover_from: Option<Option<usize>>,
     foreign: Option<String>,
     holder: Option<usize>,
 }
@@ -525,6 +529,7 @@ pub struct World {
     timers: Timers,
     chain_head_at: u64,
     chain_head: u64,
+    max_node_tip: u64,
     conflicts: Conflicts,
     out: Outcome,
     end: u64,
@@ -613,6 +618,7 @@ impl World {
                 lossy: (0, 0),
                 control: Control::default(),
                 control_pending: false,
+                switchover_from: None,
                 foreign: None,
                 holder: None,
             },
@@ -622,6 +628,7 @@ impl World {
             timers,
             chain_head_at: 0,
             chain_head: 0,
+            max_node_tip: 0,
             conflicts: Conflicts::new(settings.keep_ledger),
             out: Outcome::default(),
             end,
@@ -769,6 +776,14 @@ impl World {
             [] => Some("no neard holds the key".to_string()),
             _ => Some(format!("hosts {holders:?} hold the key")),
         };
+        if what.is_some() && self.max_node_tip > self.net.head().height {
+            // A neard of ours has a tip the chain never accepted: the chain model has no fork
+            // choice (docs/neard-sim.md), so with our stake above 1/3 the chain stays below
+            // that tip and a new leader's height fence waits for it forever. Real neard would
+            // have taken the higher block. Counted, not reported as a violation.
+            self.out.model_stall = true;
+            return;
+        }
         if let Some(what) = what {
             self.violate(Violation::Liveness {
                 at_ms: self.t / MS,
@@ -1651,6 +1666,15 @@ impl World {
                 self.hosts[old].last_lock = Some(self.t);
             }
             self.consul.holder = holder;
+            // `kuutamoctl switchover --wait` clears its request once another node holds the
+            // lock.
+            if holder.is_some()
+                && self.consul.switchover_from.is_some_and(|from| from != holder)
+            {
+                self.consul.switchover_from = None;
+                self.consul.control.switchover = None;
+                self.write_control();
+            }
         }
         self.wake_waiters(false);
     }
@@ -2208,6 +2232,12 @@ impl World {
             fx
         };
         self.neard_effects(h, pid, fx);
+        let tip = self.hosts[h]
+            .neard
+            .as_ref()
+            .and_then(|n| n.client.tip().map(|b| b.height))
+            .unwrap_or(0);
+        self.max_node_tip = self.max_node_tip.max(tip);
         let step = self.timers.doomslug_step_period.as_nanos() as u64;
         self.after(step, Ev::NeardStep { h, pid });
     }
@@ -2480,6 +2510,7 @@ impl World {
                     in_window: false,
                     expires_ms,
                 });
+                self.consul.switchover_from = Some(self.consul.holder);
                 self.write_control();
             }
         }
