@@ -294,6 +294,17 @@ fn within_claim(faults: Vec<Fault>) -> Vec<Fault> {
     use FaultKind::*;
     let mut kept: Vec<Fault> = Vec::new();
     for f in faults {
+        // Nothing happens to a suspended host's processes until it resumes.
+        let suspended = f.host().is_some_and(|h| {
+            kept.iter().any(|g| {
+                matches!(g.kind, HostSuspend { host, .. } if host == h)
+                    && g.at <= f.at
+                    && f.at < g.heals_at()
+            })
+        });
+        if suspended {
+            continue;
+        }
         let span = |g: &Fault| -> Option<(usize, u64, u64, bool)> {
             match g.kind {
                 KuutamodStop { host, .. } | GroupStop { host, .. } => {

@@ -2659,6 +2659,11 @@ impl World {
         // kuutamod runs before neard does (its suspend detection kills a validating neard at
         // once): the race in which neard signs first is outside the claim (docs/failover.md,
         // "What this does not cover"), so the model leaves it out (docs/dst.md).
+        if self.kd_runnable(h) {
+            if let Some(inst) = self.hosts[h].kd.as_ref().map(|k| k.inst) {
+                self.to_kd(h, inst, Inc::Wake);
+            }
+        }
         self.kd_resume(h, 0);
     }
 }
