@@ -34,7 +34,8 @@ struct Args {
     #[arg(long, default_value = "none")]
     mutation: String,
     /// For each mutation (or the one given with --mutation): run seeds from 0 until one
-    /// fails, at most this many, and print the seed count (exit status 1 if one is not found).
+    /// breaks a safety invariant, at most this many, and print the seed count (exit status 1
+    /// if one is not found).
     #[arg(long)]
     find: Option<u64>,
     /// Print the mutation names.
@@ -103,7 +104,7 @@ fn main() -> anyhow::Result<()> {
     let Some((from, to)) = args.seeds else {
         bail!("give --seeds A..B, --replay SEED or --find N");
     };
-    let s = run_range(from, to, threads, settings, args.drift_ppm, false, 20);
+    let s = run_range(from, to, threads, settings, args.drift_ppm, false, 20, false);
     print_summary(&s, from, to, mutation, threads);
     for f in &s.failures {
         println!("seed {}: {}", f.seed, f.violation);
@@ -221,6 +222,7 @@ fn find(args: &Args, max: u64, threads: usize, settings: Settings) -> anyhow::Re
             args.drift_ppm,
             true,
             1,
+            true,
         );
         match s.failures.first() {
             Some(f) => println!(

@@ -56,7 +56,9 @@ pub struct Summary {
 
 /// Runs seeds `from..to` on `threads` threads. Stops handing out seeds after the first
 /// failure when `stop_at_first` (the lowest failing seed is still exact: seeds are handed out
-/// in order and every seed below a failure is run).
+/// in order and every seed below a failure is run). With `safety_only`, liveness violations
+/// do not count (a mutation must be found by what it breaks, not by what the daemon misses
+/// anyway).
 pub fn run_range(
     from: u64,
     to: u64,
@@ -65,6 +67,7 @@ pub fn run_range(
     drift_ppm: u64,
     stop_at_first: bool,
     keep: usize,
+    safety_only: bool,
 ) -> Summary {
     let next = AtomicU64::new(from);
     let stop_below = AtomicU64::new(u64::MAX);
@@ -87,7 +90,7 @@ pub fn run_range(
                     local.virtual_ms += o.end_ms;
                     local.max_recovery_ms = local.max_recovery_ms.max(o.recovery_ms.unwrap_or(0));
                     local.model_stalls += u64::from(o.model_stall);
-                    if let Some(v) = o.violation {
+                    if let Some(v) = o.violation.filter(|v| !safety_only || v.is_safety()) {
                         local.failed += 1;
                         local.failures.push(Failure { seed, violation: v });
                         if stop_at_first {
