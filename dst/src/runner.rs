@@ -56,9 +56,9 @@ pub struct Summary {
 
 /// Runs seeds `from..to` on `threads` threads. Stops handing out seeds after the first
 /// failure when `stop_at_first` (the lowest failing seed is still exact: seeds are handed out
-/// in order and every seed below a failure is run). With `safety_only`, liveness violations
-/// do not count (a mutation must be found by what it breaks, not by what the daemon misses
-/// anyway).
+/// in order and every seed below a failure is run). With `safety_only`, a liveness violation
+/// counts only if the unmutated daemon passes the same seed (a mutation must be found by what
+/// it breaks, not by what the daemon misses anyway).
 pub fn run_range(
     from: u64,
     to: u64,
@@ -90,7 +90,23 @@ pub fn run_range(
                     local.virtual_ms += o.end_ms;
                     local.max_recovery_ms = local.max_recovery_ms.max(o.recovery_ms.unwrap_or(0));
                     local.model_stalls += u64::from(o.model_stall);
-                    if let Some(v) = o.violation.filter(|v| !safety_only || v.is_safety()) {
+                    // A liveness violation counts for a mutation only where the daemon as
+                    // it is passes the same schedule.
+                    let counts = |v: &Violation| {
+                        !safety_only
+                            || v.is_safety()
+                            || run(
+                                seed,
+                                &sched,
+                                Settings {
+                                    mutation: crate::world::Mutation::None,
+                                    ..settings
+                                },
+                            )
+                            .violation
+                            .is_none()
+                    };
+                    if let Some(v) = o.violation.filter(counts) {
                         local.failed += 1;
                         local.failures.push(Failure { seed, violation: v });
                         if stop_at_first {

@@ -288,8 +288,8 @@ impl Schedule {
 
 /// Drops the faults that would leave a host with neither kuutamod nor its guard able to act
 /// (`docs/failover.md`, assumption 5: the guard is not stopped together with kuutamod): a guard
-/// stopped, or killed (kuutamod needs a moment to start a new one), while kuutamod or its
-/// process group is stopped.
+/// stopped or killed while kuutamod or its process group is stopped, or kuutamod stopped
+/// within a second of its guard (before it could notice and start a new one).
 fn within_claim(faults: Vec<Fault>) -> Vec<Fault> {
     use FaultKind::*;
     let mut kept: Vec<Fault> = Vec::new();
@@ -315,9 +315,13 @@ fn within_claim(faults: Vec<Fault>) -> Vec<Fault> {
                 _ => None,
             }
         };
+        // Outside the claim: the guard stopped or killed while kuutamod is stopped, or
+        // kuutamod stopped before it could replace a guard that stopped answering (the
+        // acknowledgement limit, with room).
         let clash = span(&f).is_some_and(|(h, a, b, kd)| {
             kept.iter().filter_map(span).any(|(h2, a2, b2, kd2)| {
-                h == h2 && kd != kd2 && a < b2 && a2 < b
+                let (k, g) = if kd { ((a, b), a2) } else { ((a2, b2), a) };
+                h == h2 && kd != kd2 && ((k.0 <= g && g < k.1) || (g <= k.0 && k.0 < g + 1000))
             })
         });
         if !clash {
