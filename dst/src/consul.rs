@@ -449,7 +449,9 @@ mod tests {
     fn check_index_fails_after_any_write_and_on_a_missing_key() {
         let (mut s, a) = store_with(Owner::Host(0));
         let i = s.check_and_lock("k", None, &a, b"v1", 0).expect("free");
-        let j = s.check_and_lock("k", Some(i), &a, b"v2", 0).expect("heartbeat");
+        let j = s
+            .check_and_lock("k", Some(i), &a, b"v2", 0)
+            .expect("heartbeat");
         assert!(j > i, "every write moves the index");
         assert_eq!(
             s.check_and_lock("k", Some(i), &a, b"v3", 0),
@@ -559,7 +561,8 @@ mod tests {
         assert!(s.release("k", &a, b"v"));
         let b = s.create_session(Owner::Host(1), TTL, 0, 0, TTL);
         let j = s.get("k").1;
-        s.check_and_lock("k", Some(j), &b, b"v", 0).expect("free again");
+        s.check_and_lock("k", Some(j), &b, b"v", 0)
+            .expect("free again");
         assert_eq!(s.get("k").0.map(|e| e.lock_index), Some(2));
     }
 

@@ -104,7 +104,16 @@ fn main() -> anyhow::Result<()> {
     let Some((from, to)) = args.seeds else {
         bail!("give --seeds A..B, --replay SEED or --find N");
     };
-    let s = run_range(from, to, threads, settings, args.drift_ppm, false, 20, false);
+    let s = run_range(
+        from,
+        to,
+        threads,
+        settings,
+        args.drift_ppm,
+        false,
+        20,
+        false,
+    );
     print_summary(&s, from, to, mutation, threads);
     for f in &s.failures {
         println!("seed {}: {}", f.seed, f.violation);
@@ -184,8 +193,7 @@ fn replay(args: &Args, seed: u64, settings: Settings) -> anyhow::Result<()> {
     if args.shrink {
         let (small, sv, runs) = shrink(seed, &sched, settings, &v);
         let file = format!("dst-{seed}.schedule");
-        std::fs::write(&file, small.to_string())
-            .with_context(|| format!("cannot write {file}"))?;
+        std::fs::write(&file, small.to_string()).with_context(|| format!("cannot write {file}"))?;
         println!("shrunk in {runs} runs to:");
         print!("{small}");
         println!("VIOLATION: {sv}");

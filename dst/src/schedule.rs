@@ -513,7 +513,10 @@ impl fmt::Display for Schedule {
 
 fn words(s: &str) -> Result<Vec<(&str, &str)>, String> {
     s.split_whitespace()
-        .map(|w| w.split_once('=').ok_or(format!("expected key=value, got {w:?}")))
+        .map(|w| {
+            w.split_once('=')
+                .ok_or(format!("expected key=value, got {w:?}"))
+        })
         .collect()
 }
 

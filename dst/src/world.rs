@@ -201,11 +201,7 @@ pub fn liveness_bound_ms(sched: &Schedule) -> u64 {
         + 2 * boot
         + backoff
         + 2000
-        + if foreign {
-            OUTSIDER_LOCK_DELAY / MS
-        } else {
-            0
-        }
+        + if foreign { OUTSIDER_LOCK_DELAY / MS } else { 0 }
 }
 
 /// The derived timing of the simulated nodes.
@@ -246,24 +242,70 @@ pub struct Outcome {
 #[derive(Debug)]
 enum Ev {
     KdStart(usize),
-    KdWake { h: usize, gen: u64 },
+    KdWake {
+        h: usize,
+        gen: u64,
+    },
     /// Something for kuutamod's process (instance `inst`).
-    ToKd { h: usize, inst: u64, inc: Inc },
-    PollTick { h: usize, inst: u64, gen: u64 },
-    NeardStep { h: usize, pid: u32 },
-    NeardRpcUp { h: usize, pid: u32 },
-    NeardReloadRead { h: usize, pid: u32 },
-    NeardReloadApply { h: usize, pid: u32, gen: u64, key: bool },
-    NeardExit { h: usize, pid: u32 },
+    ToKd {
+        h: usize,
+        inst: u64,
+        inc: Inc,
+    },
+    PollTick {
+        h: usize,
+        inst: u64,
+        gen: u64,
+    },
+    NeardStep {
+        h: usize,
+        pid: u32,
+    },
+    NeardRpcUp {
+        h: usize,
+        pid: u32,
+    },
+    NeardReloadRead {
+        h: usize,
+        pid: u32,
+    },
+    NeardReloadApply {
+        h: usize,
+        pid: u32,
+        gen: u64,
+        key: bool,
+    },
+    NeardExit {
+        h: usize,
+        pid: u32,
+    },
     ChainTick,
-    ToNode { h: usize, pid: u32, msg: ToNode },
-    ToChain { h: usize, pid: u32, msg: ToChain },
-    GuardRun { h: usize, gen: u64 },
-    GuardTimer { h: usize, gen: u64, tgen: u64 },
+    ToNode {
+        h: usize,
+        pid: u32,
+        msg: ToNode,
+    },
+    ToChain {
+        h: usize,
+        pid: u32,
+        msg: ToChain,
+    },
+    GuardRun {
+        h: usize,
+        gen: u64,
+    },
+    GuardTimer {
+        h: usize,
+        gen: u64,
+        tgen: u64,
+    },
     ReqAtServer(usize),
     RespAtAgent(usize),
     ReqTimeout(usize),
-    SessionExpire { id: String, generation: u64 },
+    SessionExpire {
+        id: String,
+        generation: u64,
+    },
     FaultStart(usize),
     FaultEnd(usize),
     Liveness,
@@ -302,7 +344,10 @@ impl Ev {
 enum Inc {
     Wake,
     Signal(Event),
-    GuardNote { gen: u64, ack: Option<u64> },
+    GuardNote {
+        gen: u64,
+        ack: Option<u64>,
+    },
     NeardExited(u32),
     PollDone {
         pid: u32,
@@ -978,7 +1023,11 @@ impl World {
             Inc::Wake => self.kd_feed(h, Event::Tick),
             Inc::Signal(e) => self.kd_feed(h, e),
             Inc::GuardNote { gen, ack } => {
-                if self.hosts[h].kd.as_ref().is_some_and(|k| k.guard_gen == gen) {
+                if self.hosts[h]
+                    .kd
+                    .as_ref()
+                    .is_some_and(|k| k.guard_gen == gen)
+                {
                     match ack {
                         Some(seq) => self.kd_feed(h, Event::GuardAck(seq)),
                         None => self.kd_feed(h, Event::GuardLost),
@@ -998,12 +1047,20 @@ impl World {
             Inc::PollDone { pid, gen, poll } => self.poll_done(h, pid, gen, poll),
             Inc::Consul(id) => self.consul_done(h, id),
             Inc::WatchRetry(gen) => {
-                if self.hosts[h].kd.as_ref().is_some_and(|k| k.watch_gen == gen) {
+                if self.hosts[h]
+                    .kd
+                    .as_ref()
+                    .is_some_and(|k| k.watch_gen == gen)
+                {
                     self.watch_query(h);
                 }
             }
             Inc::ClusterRetry(gen) => {
-                if self.hosts[h].kd.as_ref().is_some_and(|k| k.cluster_gen == gen) {
+                if self.hosts[h]
+                    .kd
+                    .as_ref()
+                    .is_some_and(|k| k.cluster_gen == gen)
+                {
                     self.cluster_query(h);
                 }
             }
@@ -1063,11 +1120,7 @@ impl World {
     }
 
     fn arm_wake(&mut self, h: usize) {
-        let Some(d) = self.hosts[h]
-            .kd
-            .as_ref()
-            .and_then(|k| k.m.next_deadline())
-        else {
+        let Some(d) = self.hosts[h].kd.as_ref().and_then(|k| k.m.next_deadline()) else {
             return;
         };
         let t = self.clock_reaches(h, d.as_nanos());
@@ -1091,11 +1144,14 @@ impl World {
         for ev in deferred {
             self.after(delay, ev);
         }
-        self.after(delay, Ev::ToKd {
-            h,
-            inst,
-            inc: Inc::Wake,
-        });
+        self.after(
+            delay,
+            Ev::ToKd {
+                h,
+                inst,
+                inc: Inc::Wake,
+            },
+        );
     }
 
     fn exec(&mut self, h: usize, c: Command) -> Option<Event> {
@@ -1175,12 +1231,19 @@ impl World {
                     }
                     None => Err("neard does not answer".to_string()),
                 };
-                let d = if answer.is_ok() { 2 * MS } else { STATUS_TIMEOUT };
-                self.after(d, Ev::ToKd {
-                    h,
-                    inst,
-                    inc: Inc::Windows(answer),
-                });
+                let d = if answer.is_ok() {
+                    2 * MS
+                } else {
+                    STATUS_TIMEOUT
+                };
+                self.after(
+                    d,
+                    Ev::ToKd {
+                        h,
+                        inst,
+                        inc: Inc::Windows(answer),
+                    },
+                );
                 None
             }
             Command::SteppedDown(_) => {
@@ -1295,8 +1358,7 @@ impl World {
             return;
         };
         let metrics_due = k.poll.metrics
-            || k
-                .poll
+            || k.poll
                 .metrics_at
                 .is_none_or(|m| self.t >= m + METRICS_INTERVAL);
         let (answer, delay) = match self.neard_answers(h) {
@@ -1307,7 +1369,10 @@ impl World {
                 } else {
                     "2.6.0"
                 };
-                (Some((poll, version.to_string())), self.rng.range(MS / 2, 3 * MS))
+                (
+                    Some((poll, version.to_string())),
+                    self.rng.range(MS / 2, 3 * MS),
+                )
             }
             _ => {
                 let alive = self.hosts[h]
@@ -1323,15 +1388,18 @@ impl World {
                 k.poll.metrics_at = Some(self.t);
             }
             let gen = k.poll.gen;
-            self.after(delay, Ev::ToKd {
-                h,
-                inst,
-                inc: Inc::PollDone {
-                    pid,
-                    gen,
-                    poll: answer,
+            self.after(
+                delay,
+                Ev::ToKd {
+                    h,
+                    inst,
+                    inc: Inc::PollDone {
+                        pid,
+                        gen,
+                        poll: answer,
+                    },
                 },
-            });
+            );
         }
     }
 
@@ -1354,11 +1422,10 @@ impl World {
                 version_event = Some(v.clone());
             }
         }
-        self.after(if changed { 0 } else { interval }, Ev::PollTick {
-            h,
-            inst,
-            gen: gen2,
-        });
+        self.after(
+            if changed { 0 } else { interval },
+            Ev::PollTick { h, inst, gen: gen2 },
+        );
         if !current {
             return;
         }
@@ -1450,7 +1517,10 @@ impl World {
             self.hosts[h].agent.cut.push(Ev::ReqAtServer(id));
             return;
         }
-        let blocking = matches!(self.reqs[id].purpose, Purpose::Watch(_) | Purpose::Cluster(_));
+        let blocking = matches!(
+            self.reqs[id].purpose,
+            Purpose::Watch(_) | Purpose::Cluster(_)
+        );
         if !blocking && self.t < self.consul.lossy.1 && self.rng.chance(self.consul.lossy.0) {
             return; // lost on the way: the client times out
         }
@@ -1593,10 +1663,13 @@ impl World {
     fn schedule_expiry(&mut self, id: &str) {
         if let Some(s) = self.consul.store.session(id) {
             let (t, generation) = (s.expires, s.generation);
-            self.at(t, Ev::SessionExpire {
-                id: id.to_string(),
-                generation,
-            });
+            self.at(
+                t,
+                Ev::SessionExpire {
+                    id: id.to_string(),
+                    generation,
+                },
+            );
         }
     }
 
@@ -1608,7 +1681,10 @@ impl World {
             self.hosts[h].agent.cut.push(Ev::RespAtAgent(id));
             return;
         }
-        let blocking = matches!(self.reqs[id].purpose, Purpose::Watch(_) | Purpose::Cluster(_));
+        let blocking = matches!(
+            self.reqs[id].purpose,
+            Purpose::Watch(_) | Purpose::Cluster(_)
+        );
         if !blocking && self.t < self.consul.lossy.1 && self.rng.chance(self.consul.lossy.0) {
             return; // the answer is lost: the client times out
         }
@@ -1636,11 +1712,14 @@ impl World {
         self.reqs[id].resolved = true;
         self.reqs[id].result = Some(res);
         let (h, inst) = (self.reqs[id].h, self.reqs[id].inst);
-        self.after(d, Ev::ToKd {
-            h,
-            inst,
-            inc: Inc::Consul(id),
-        });
+        self.after(
+            d,
+            Ev::ToKd {
+                h,
+                inst,
+                inc: Inc::Consul(id),
+            },
+        );
     }
 
     fn resolve(&mut self, id: usize, res: Res) {
@@ -1666,7 +1745,10 @@ impl World {
             // `kuutamoctl switchover --wait` clears its request once another node holds the
             // lock.
             if holder.is_some()
-                && self.consul.switchover_from.is_some_and(|from| from != holder)
+                && self
+                    .consul
+                    .switchover_from
+                    .is_some_and(|from| from != holder)
             {
                 self.consul.switchover_from = None;
                 self.consul.control.switchover = None;
@@ -1705,7 +1787,12 @@ impl World {
         self.consul
             .store
             .reset_timers(now, |ttl| ttl + rng.below(ttl + 1));
-        let ids: Vec<String> = self.consul.store.sessions().map(|(i, _)| i.clone()).collect();
+        let ids: Vec<String> = self
+            .consul
+            .store
+            .sessions()
+            .map(|(i, _)| i.clone())
+            .collect();
         for id in ids {
             self.schedule_expiry(&id);
         }
@@ -1805,27 +1892,36 @@ impl World {
                     return;
                 }
                 k.watch_index = new_index;
-                self.kd_feed(h, Event::KeyObserved {
-                    key,
-                    index: new_index,
-                });
+                self.kd_feed(
+                    h,
+                    Event::KeyObserved {
+                        key,
+                        index: new_index,
+                    },
+                );
                 if unchanged {
-                    self.after(WATCH_IDLE, Ev::ToKd {
-                        h,
-                        inst,
-                        inc: Inc::WatchRetry(gen),
-                    });
+                    self.after(
+                        WATCH_IDLE,
+                        Ev::ToKd {
+                            h,
+                            inst,
+                            inc: Inc::WatchRetry(gen),
+                        },
+                    );
                 } else {
                     self.watch_query(h);
                 }
             }
             _ => {
                 k.watch_index = 0;
-                self.after(WATCH_RETRY, Ev::ToKd {
-                    h,
-                    inst,
-                    inc: Inc::WatchRetry(gen),
-                });
+                self.after(
+                    WATCH_RETRY,
+                    Ev::ToKd {
+                        h,
+                        inst,
+                        inc: Inc::WatchRetry(gen),
+                    },
+                );
             }
         }
     }
@@ -1871,22 +1967,28 @@ impl World {
                 }
                 self.kd_feed(h, Event::ClusterObserved { control, peers });
                 if unchanged {
-                    self.after(WATCH_IDLE, Ev::ToKd {
-                        h,
-                        inst,
-                        inc: Inc::ClusterRetry(gen),
-                    });
+                    self.after(
+                        WATCH_IDLE,
+                        Ev::ToKd {
+                            h,
+                            inst,
+                            inc: Inc::ClusterRetry(gen),
+                        },
+                    );
                 } else {
                     self.cluster_query(h);
                 }
             }
             _ => {
                 k.cluster_index = 0;
-                self.after(WATCH_RETRY, Ev::ToKd {
-                    h,
-                    inst,
-                    inc: Inc::ClusterRetry(gen),
-                });
+                self.after(
+                    WATCH_RETRY,
+                    Ev::ToKd {
+                        h,
+                        inst,
+                        inc: Inc::ClusterRetry(gen),
+                    },
+                );
             }
         }
     }
@@ -1958,7 +2060,10 @@ impl World {
         }
         let inst = self.hosts[h].kd.as_ref().map(|k| k.inst);
         loop {
-            let Some((seq, order)) = self.hosts[h].guard.as_mut().and_then(|g| g.pipe.pop_front())
+            let Some((seq, order)) = self.hosts[h]
+                .guard
+                .as_mut()
+                .and_then(|g| g.pipe.pop_front())
             else {
                 break;
             };
@@ -1987,11 +2092,14 @@ impl World {
             };
             if let Some(inst) = inst {
                 let d = self.rng.range(MS / 20, MS / 2);
-                self.after(d, Ev::ToKd {
-                    h,
-                    inst,
-                    inc: Inc::GuardNote { gen, ack: note },
-                });
+                self.after(
+                    d,
+                    Ev::ToKd {
+                        h,
+                        inst,
+                        inc: Inc::GuardNote { gen, ack: note },
+                    },
+                );
             }
         }
         let unblock = self.hosts[h].kd.as_ref().is_some_and(|k| k.blocked);
@@ -2073,11 +2181,14 @@ impl World {
         let gen = g.gen;
         self.hosts[h].guard = None;
         if let Some(inst) = self.hosts[h].kd.as_ref().map(|k| k.inst) {
-            self.after(MS / 10, Ev::ToKd {
-                h,
-                inst,
-                inc: Inc::GuardNote { gen, ack: None },
-            });
+            self.after(
+                MS / 10,
+                Ev::ToKd {
+                    h,
+                    inst,
+                    inc: Inc::GuardNote { gen, ack: None },
+                },
+            );
         }
         let unblock = self.hosts[h].kd.as_ref().is_some_and(|k| k.blocked);
         if unblock {
@@ -2143,7 +2254,9 @@ impl World {
             k.neard = Some(pid);
         }
         self.after(boot, Ev::NeardRpcUp { h, pid });
-        let phase = self.rng.below(self.timers.doomslug_step_period.as_nanos() as u64);
+        let phase = self
+            .rng
+            .below(self.timers.doomslug_step_period.as_nanos() as u64);
         self.after(boot + phase, Ev::NeardStep { h, pid });
         self.poll_target_changed(h);
         self.trace(|| format!("host {h} starts neard {pid} as {role:?}"));
@@ -2164,23 +2277,29 @@ impl World {
         let host = &mut self.hosts[h];
         host.stored_target = host.stored_target.max(target);
         if let Some(inst) = self.hosts[h].kd.as_ref().map(|k| k.inst) {
-            self.after(MS / 10, Ev::ToKd {
-                h,
-                inst,
-                inc: Inc::NeardExited(pid),
-            });
+            self.after(
+                MS / 10,
+                Ev::ToKd {
+                    h,
+                    inst,
+                    inc: Inc::NeardExited(pid),
+                },
+            );
         }
     }
 
     fn neard_hello(&mut self, h: usize, pid: u32) {
         let lag = self.lag(h);
-        self.after(lag, Ev::ToChain {
-            h,
-            pid,
-            msg: ToChain::Hello {
-                node: format!("n{h}"),
+        self.after(
+            lag,
+            Ev::ToChain {
+                h,
+                pid,
+                msg: ToChain::Hello {
+                    node: format!("n{h}"),
+                },
             },
-        });
+        );
     }
 
     fn lag(&mut self, h: usize) -> u64 {
@@ -2344,11 +2463,14 @@ impl World {
             };
             for m in &out.broadcast {
                 let lag = self.lag(h);
-                self.after(lag, Ev::ToNode {
-                    h,
-                    pid,
-                    msg: ToNode::from(m.clone()),
-                });
+                self.after(
+                    lag,
+                    Ev::ToNode {
+                        h,
+                        pid,
+                        msg: ToNode::from(m.clone()),
+                    },
+                );
             }
         }
     }
