@@ -37,6 +37,8 @@
         {
           default = kuutamod;
           inherit kuutamod;
+          # Alert rules and the Grafana dashboard (contrib/, docs/operations.md).
+          monitoring = pkgs.callPackage ./nix/monitoring.nix { };
         }
         // lib.optionalAttrs (hasNeard system) { neard = pkgs.callPackage ./nix/neard.nix { }; }
       );

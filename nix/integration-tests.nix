@@ -9,9 +9,20 @@
   consul,
   kuutamod,
 }:
+let
+  helpers = import ./lib.nix;
+  root = ../.;
+in
 rustPlatform.buildRustPackage {
   pname = "kuutamod-integration-tests";
-  inherit (kuutamod) version src;
+  inherit (kuutamod) version;
+  # The package's source plus contrib/: tests/contrib.rs checks the shipped alert rules and
+  # dashboard against a running kuutamod.
+  src = builtins.path {
+    name = "kuutamod-test-source";
+    path = root;
+    filter = helpers.cargoSourceFilter root (helpers.cargoSources root ++ [ "contrib" ]);
+  };
   cargoLock.lockFile = ../Cargo.lock;
 
   # A debug build is enough for tests and much faster than the release profile (LTO).

@@ -74,6 +74,9 @@ let
   // lib.optionalAttrs (cfg.onRoleChange != null) {
     KUUTAMO_ON_ROLE_CHANGE = cfg.onRoleChange;
   }
+  // lib.optionalAttrs (cfg.consulCaFile != null) {
+    KUUTAMO_CONSUL_CA_FILE = toString cfg.consulCaFile;
+  }
   // lib.optionalAttrs (cfg.accountId != null) {
     KUUTAMO_ACCOUNT_ID = cfg.accountId;
   }
@@ -287,6 +290,13 @@ in
       ];
       default = "none";
       description = "How kuutamod sets a voter's shard tracking in config.json, so that a hot swap finds the validator's shards ready.";
+    };
+
+    consulCaFile = mkOption {
+      type = types.nullOr types.str;
+      default = null;
+      example = "/etc/consul.d/consul-agent-ca.pem";
+      description = "PEM CA that signed Consul's HTTPS certificate, for an https `consulUrl` with a private CA (KUUTAMO_CONSUL_CA_FILE). Not secret: a path, read at start.";
     };
 
     priority = mkOption {

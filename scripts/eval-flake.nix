@@ -102,13 +102,26 @@ in
     aarch64-linux = [
       "default"
       "kuutamod"
+      "monitoring"
     ];
     x86_64-linux = [
       "default"
       "kuutamod"
+      "monitoring"
       "neard"
     ];
   })
+  (expectEq "monitoring package: checks the rules with promtool, installs contrib's files"
+    {
+      inherit (self.packages.${x86}.monitoring) name;
+      promtool = map (d: d.name) self.packages.${x86}.monitoring.nativeBuildInputs;
+      checks = lib.hasInfix "promtool check rules $src/prometheus/kuutamod-alerts.yml" self.packages.${x86}.monitoring.script;
+    }
+    {
+      name = "kuutamod-monitoring";
+      promtool = [ "prometheus-cli" ];
+      checks = true;
+    })
   (expectEq "checks per system" (lib.mapAttrs (_: builtins.attrNames) self.checks) {
     aarch64-linux = [
       "integration-tests"
@@ -156,13 +169,14 @@ in
     }
   )
   # What the source holds is scripts/check-nix-source's job (it copies it and runs cargo on
-  # it); here only that the flake's package uses it and the integration tests share it.
-  (expect "the package and the integration tests build from the filtered kuutamod-source"
+  # it); here only that the flake's package uses it, and that the integration tests use the
+  # same filter plus contrib/ (tests/contrib.rs reads the shipped rules and dashboard).
+  (expect "the package builds from kuutamod-source, the integration tests from kuutamod-test-source"
     (
       lib.hasSuffix "-kuutamod-source" pkg.src
-      && checks.integration-tests.src == pkg.src
+      && lib.hasSuffix "-kuutamod-test-source" checks.integration-tests.src
     )
-    pkg.src
+    [ pkg.src checks.integration-tests.src ]
   )
   (expectEq "neard: near-sandbox 2.13.4 with the pinned hash and patched for NixOS"
     {

@@ -163,9 +163,40 @@ impl Consul {
     /// A client for the agent at `base` (e.g. `http://localhost:8500`), sending `token` as
     /// `X-Consul-Token` when given.
     pub fn new(base: &str, token: Option<String>) -> anyhow::Result<Self> {
-        let http = reqwest::Client::builder()
+        Self::with_ca(base, token, None)
+    }
+
+    /// Like [`Consul::new`], trusting the PEM certificate(s) in `ca` for an `https` URL (e.g.
+    /// Consul's own CA).
+    pub fn with_ca(
+        base: &str,
+        token: Option<String>,
+        ca: Option<&std::path::Path>,
+    ) -> anyhow::Result<Self> {
+        let mut builder = reqwest::Client::builder()
             .connect_timeout(REQUEST_TIMEOUT)
-            .pool_idle_timeout(Duration::from_secs(60))
+            .pool_idle_timeout(Duration::from_secs(60));
+        if let Some(path) = ca {
+            let pem = std::fs::read(path).map_err(|e| {
+                anyhow::anyhow!("cannot read KUUTAMO_CONSUL_CA_FILE {}: {e}", path.display())
+            })?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
+                anyhow::anyhow!(
+                    "KUUTAMO_CONSUL_CA_FILE {} is not a PEM certificate: {e}",
+                    path.display()
+                )
+            })?;
+            if certs.is_empty() {
+                anyhow::bail!(
+                    "KUUTAMO_CONSUL_CA_FILE {} holds no PEM certificate",
+                    path.display()
+                );
+            }
+            for c in certs {
+                builder = builder.add_root_certificate(c);
+            }
+        }
+        let http = builder
             .build()
             .map_err(|e| anyhow::anyhow!("cannot build an HTTP client: {e}"))?;
         Ok(Consul {
@@ -316,6 +347,23 @@ impl Consul {
         session: &str,
         value: &[u8],
     ) -> Result<u64, ConsulError> {
+        let lock = serde_json::json!({"KV": {
+            "Verb": "lock",
+            "Key": key,
+            "Session": session,
+            "Value": base64::engine::general_purpose::STANDARD.encode(value),
+        }});
+        self.check_then(key, expected, lock).await
+    }
+
+    /// A transaction of two operations: check `key`'s index (or that it does not exist), then
+    /// `op`. Returns the key's new index.
+    async fn check_then(
+        &self,
+        key: &str,
+        expected: Option<u64>,
+        op: serde_json::Value,
+    ) -> Result<u64, ConsulError> {
         let path = "/v1/txn";
         let check = match expected {
             Some(index) => {
@@ -323,13 +371,7 @@ impl Consul {
             }
             None => serde_json::json!({"KV": {"Verb": "check-not-exists", "Key": key}}),
         };
-        let lock = serde_json::json!({"KV": {
-            "Verb": "lock",
-            "Key": key,
-            "Session": session,
-            "Value": base64::engine::general_purpose::STANDARD.encode(value),
-        }});
-        let body = serde_json::to_vec(&[check, lock]).map_err(|e| ConsulError::Garbage {
+        let body = serde_json::to_vec(&[check, op]).map_err(|e| ConsulError::Garbage {
             url: self.url(path),
             reason: e.to_string(),
         })?;
@@ -362,7 +404,11 @@ impl Consul {
                 .map(|e| e.what)
                 .collect::<Vec<_>>()
                 .join("; ");
-            if what.contains("invalid session") {
+            if let Some(session) = what
+                .split("invalid session \"")
+                .nth(1)
+                .and_then(|r| r.split('"').next())
+            {
                 return Err(ConsulError::SessionGone(session.to_string()));
             }
             return Err(ConsulError::Rejected {
@@ -387,27 +433,28 @@ impl Consul {
             })
     }
 
-    /// Releases `key` held by `session`, writing `value`. `Ok(false)`: `session` did not hold
-    /// it (nothing was written).
+    /// Releases `key` held by `session`, writing `value`, in one transaction that first
+    /// checks the key is at index `expected`. `Ok(false)`: it was not (or not held by
+    /// `session`), and nothing was written. A plain `?release=` checks only the session: a
+    /// release retried and applied late could release a later term of the same session.
     pub async fn release(
         &self,
         key: &str,
+        expected: u64,
         session: &str,
         value: &[u8],
     ) -> Result<bool, ConsulError> {
-        let path = format!("/v1/kv/{key}?release={session}");
-        let (status, _, body) = self
-            .send(
-                reqwest::Method::PUT,
-                &path,
-                Some(value.to_vec()),
-                REQUEST_TIMEOUT,
-            )
-            .await?;
-        if !status.is_success() {
-            return Err(self.status_error(&path, status, &body));
+        let unlock = serde_json::json!({"KV": {
+            "Verb": "unlock",
+            "Key": key,
+            "Session": session,
+            "Value": base64::engine::general_purpose::STANDARD.encode(value),
+        }});
+        match self.check_then(key, Some(expected), unlock).await {
+            Ok(_) => Ok(true),
+            Err(ConsulError::Rejected { .. }) => Ok(false),
+            Err(e) => Err(e),
         }
-        self.parse(&path, &body)
     }
 
     /// Reads `key`. With `blocking` (index and wait), a blocking query that returns when the
@@ -545,6 +592,25 @@ mod tests {
         );
         assert!(err.contains("cannot connect"), "{err}");
         assert!(err.to_lowercase().contains("refused"), "{err}");
+    }
+
+    #[test]
+    fn a_bad_ca_file_is_refused_with_its_name() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let missing = dir.path().join("missing.pem");
+        let err = Consul::with_ca("https://consul:8501", None, Some(&missing))
+            .expect_err("missing")
+            .to_string();
+        assert!(
+            err.contains("KUUTAMO_CONSUL_CA_FILE") && err.contains("missing.pem"),
+            "{err}"
+        );
+        let junk = dir.path().join("junk.pem");
+        std::fs::write(&junk, "not a certificate").expect("write");
+        let err = Consul::with_ca("https://consul:8501", None, Some(&junk))
+            .expect_err("junk")
+            .to_string();
+        assert!(err.contains("junk.pem"), "{err}");
     }
 
     #[test]

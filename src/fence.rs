@@ -175,18 +175,29 @@ pub struct LagTracker {
 }
 
 impl LagTracker {
-    /// A poll showed `head`, produced at unix ms `block_ms`, at unix ms `wall_ms`.
+    /// A poll showed `head`, produced at unix ms `block_ms`, at unix ms `wall_ms`. Only a tip
+    /// that arrived since the previous poll of the same neard is a sample: the first tip a
+    /// (re)started neard shows may be old (a stalled chain) without having arrived late.
     pub fn observe(&mut self, head: u64, block_ms: Option<u64>, wall_ms: u64) {
+        let first = self.last_head.is_none();
         if self.last_head == Some(head) {
             return;
         }
         self.last_head = Some(head);
+        if first {
+            return;
+        }
         let Some(block_ms) = block_ms else { return };
         let lag = Duration::from_millis(wall_ms.saturating_sub(block_ms)).min(MAX_LAG);
         if self.samples.len() == LAG_SAMPLES {
             self.samples.remove(0);
         }
         self.samples.push(lag);
+    }
+
+    /// A new neard process: its first tip is no sample.
+    pub fn restart(&mut self) {
+        self.last_head = None;
     }
 
     /// The estimate (zero before any sample with a block time).
@@ -301,8 +312,22 @@ mod tests {
     }
 
     #[test]
+    fn the_first_tip_of_a_neard_is_no_sample() {
+        // A neard started in a stalled chain shows a tip produced minutes ago.
+        let mut l = LagTracker::default();
+        l.observe(7, Some(1000), 300_000);
+        assert_eq!(l.lag(), Duration::ZERO);
+        l.observe(8, Some(300_050), 300_080);
+        assert_eq!(l.lag(), Duration::from_millis(30));
+        l.restart();
+        l.observe(8, Some(300_050), 900_000);
+        assert_eq!(l.lag(), Duration::from_millis(30));
+    }
+
+    #[test]
     fn the_lag_is_the_largest_recent_receipt_delay() {
         let mut l = LagTracker::default();
+        l.observe(0, None, 0);
         l.observe(1, Some(1000), 1100);
         l.observe(1, Some(1000), 5000); // same tip seen again: no new sample
         l.observe(2, Some(2000), 2300);

@@ -367,6 +367,8 @@ pub fn run_guard() -> ! {
     // Its own session and process group: stopping or signalling kuutamod's group does not
     // reach the guard.
     let _ = nix::unistd::setsid();
+    // Started through /proc/<pid>/fd/<n>, its command name would be the descriptor number.
+    let _ = nix::sys::prctl::set_name(c"kuutamod-guard");
     ignore_signals();
     let _ = set_nonblocking(std::io::stdout().as_fd());
     let timer = match TimerFd::new(ClockId::CLOCK_BOOTTIME, TimerFlags::TFD_CLOEXEC) {

@@ -8,6 +8,22 @@ use tokio::time::Instant;
 
 use crate::machine::State;
 
+/// The `reason` labels of `kuutamod_hot_swap_fallbacks_total`.
+pub const HOT_SWAP_FALLBACKS: [&str; 3] = ["unconfirmed", "neard_too_old", "demotion_unconfirmed"];
+
+/// The `op` labels of `kuutamod_consul_requests_total` and `kuutamod_consul_errors_total`.
+pub const CONSUL_OPS: [&str; 9] = [
+    "create",
+    "renew",
+    "heartbeat",
+    "acquire",
+    "release",
+    "destroy",
+    "read",
+    "watch",
+    "publish",
+];
+
 /// The metrics, handed to whoever updates them.
 #[derive(Debug, Clone)]
 pub struct Metrics {
@@ -252,6 +268,21 @@ impl Metrics {
             kickout_margin,
         };
         metrics.set_state(State::Startup);
+        // Every labelled series exists from the start, so that rate() and increase() see the
+        // first event.
+        for reason in crate::machine::StepDown::LABELS {
+            metrics.step_downs.with_label_values(&[reason]).reset();
+        }
+        for reason in HOT_SWAP_FALLBACKS {
+            metrics
+                .hot_swap_fallbacks
+                .with_label_values(&[reason])
+                .reset();
+        }
+        for op in CONSUL_OPS {
+            metrics.consul_requests.with_label_values(&[op]).reset();
+            metrics.consul_errors.with_label_values(&[op]).reset();
+        }
         metrics
     }
 

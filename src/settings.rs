@@ -60,6 +60,10 @@ pub struct Args {
     /// File holding the Consul ACL token.
     #[arg(long, env = "KUUTAMO_CONSUL_TOKEN_FILE")]
     pub consul_token_file: Option<PathBuf>,
+    /// PEM file of the CA that signed Consul's HTTPS certificate (for an https URL with a
+    /// private CA).
+    #[arg(long, env = "KUUTAMO_CONSUL_CA_FILE")]
+    pub consul_ca_file: Option<PathBuf>,
     /// Where /metrics, /health and /neard-pid are served.
     #[arg(
         long,
@@ -161,6 +165,8 @@ pub struct Settings {
     pub consul_url: String,
     /// Consul ACL token.
     pub consul_token: Option<String>,
+    /// CA file for Consul's HTTPS.
+    pub consul_ca_file: Option<PathBuf>,
     /// Exporter listen address.
     pub exporter_address: SocketAddr,
     /// The validator key.
@@ -386,6 +392,7 @@ impl Settings {
             account_id,
             consul_url: args.consul_url,
             consul_token,
+            consul_ca_file: args.consul_ca_file,
             exporter_address,
             validator_key,
             validator_node_key,

@@ -333,8 +333,22 @@ impl Store {
 
     /// `PUT ?release=`: writes `value` and clears the lock if `session` holds `key`.
     pub fn release(&mut self, key: &str, session: &str, value: &[u8]) -> bool {
+        self.release_at(key, None, session, value)
+    }
+
+    /// A release as kuutamod sends it: a transaction that checks the key's index first
+    /// (`check-index` + `unlock`); `None` is a plain `?release=`.
+    pub fn release_at(
+        &mut self,
+        key: &str,
+        expected: Option<u64>,
+        session: &str,
+        value: &[u8],
+    ) -> bool {
         match self.kv.get(key) {
-            Some(e) if e.session.as_deref() == Some(session) => {}
+            Some(e)
+                if e.session.as_deref() == Some(session)
+                    && expected.is_none_or(|i| i == e.modify_index) => {}
             _ => return false,
         }
         let idx = self.next_index();
@@ -559,11 +573,24 @@ mod tests {
         let i = s.check_and_lock("k", None, &a, b"v", 0).expect("free");
         assert_eq!(s.check_and_lock("k", Some(i), &a, b"v", 0), Ok(i));
         assert!(s.release("k", &a, b"v"));
+        // A release that checks an index of an earlier term of the same session does nothing
+        // (the case a plain `?release=`, applied late, got wrong).
+        let released = s.get("k").1;
+        let term2 = s
+            .check_and_lock("k", Some(released), &a, b"again", 0)
+            .expect("free again");
+        assert!(!s.release_at("k", Some(i), &a, b"stale"));
+        assert_eq!(s.get("k").1, term2);
+        assert!(s.release_at("k", Some(term2), &a, b"done"));
         let b = s.create_session(Owner::Host(1), TTL, 0, 0, TTL);
         let j = s.get("k").1;
         s.check_and_lock("k", Some(j), &b, b"v", 0)
             .expect("free again");
-        assert_eq!(s.get("k").0.map(|e| e.lock_index), Some(2));
+        assert_eq!(
+            s.get("k").0.map(|e| e.lock_index),
+            Some(3),
+            "a, a again (a new term), then b"
+        );
     }
 
     #[test]

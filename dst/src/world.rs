@@ -409,6 +409,7 @@ enum Op {
     },
     Release {
         session: String,
+        expected: u64,
         value: Vec<u8>,
     },
     Get {
@@ -1287,9 +1288,19 @@ impl World {
                 },
                 Purpose::Acquire,
             ),
-            Command::Release { session, value } => {
-                self.machine_req(h, Op::Release { session, value }, Purpose::Release)
-            }
+            Command::Release {
+                session,
+                expected_index,
+                value,
+            } => self.machine_req(
+                h,
+                Op::Release {
+                    session,
+                    expected: expected_index,
+                    value,
+                },
+                Purpose::Release,
+            ),
             Command::DestroySession(s) => self.machine_req(h, Op::Destroy(s), Purpose::Destroy),
             Command::ReadKey => self.machine_req(h, Op::Get { min_index: None }, Purpose::Read),
         }
@@ -1615,8 +1626,15 @@ impl World {
                 Err(TxnError::Rejected) => Res::Rejected,
                 Err(TxnError::InvalidSession) => Res::Gone,
             },
-            Op::Release { session, value } => {
-                let ok = self.consul.store.release(&key, &session, &value);
+            Op::Release {
+                session,
+                expected,
+                value,
+            } => {
+                let ok = self
+                    .consul
+                    .store
+                    .release_at(&key, Some(expected), &session, &value);
                 if ok {
                     self.store_changed();
                 }

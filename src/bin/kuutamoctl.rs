@@ -48,6 +48,9 @@ struct Cli {
     /// File holding the Consul ACL token.
     #[arg(long, env = "KUUTAMO_CONSUL_TOKEN_FILE")]
     consul_token_file: Option<std::path::PathBuf>,
+    /// PEM file of the CA that signed Consul's HTTPS certificate.
+    #[arg(long, env = "KUUTAMO_CONSUL_CA_FILE")]
+    consul_ca_file: Option<std::path::PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -134,7 +137,8 @@ async fn run(cli: Cli) -> Result<i32, String> {
         cli.consul_token.as_deref(),
         cli.consul_token_file.as_deref(),
     )?;
-    let consul = Consul::new(&cli.consul_url, token).map_err(|e| e.to_string())?;
+    let consul = Consul::with_ca(&cli.consul_url, token, cli.consul_ca_file.as_deref())
+        .map_err(|e| format!("{e:#}"))?;
     let account = account(&cli)?;
     match cli.command {
         Command::ActiveValidator { json } => active_validator(&consul, &account, json).await,

@@ -5,6 +5,29 @@ use super::*;
 impl Machine {
     pub(super) fn apply(&mut self, event: Event, out: &mut Vec<Command>) {
         let now = self.now;
+        // Whether Consul answered (a refusal is an answer) or failed: a standby that cannot
+        // reach Consul does not call itself ready.
+        match &event {
+            Event::SessionCreated(_)
+            | Event::Renewed { .. }
+            | Event::SessionGone(_)
+            | Event::HeartbeatAcked { .. }
+            | Event::HeartbeatRejected
+            | Event::KeyObserved { .. }
+            | Event::Acquired { .. }
+            | Event::AcquireRejected
+            | Event::Released(_)
+            | Event::Destroyed { ok: true, .. }
+            | Event::ClusterObserved { .. } => self.consul_ok = true,
+            Event::SessionCreateFailed
+            | Event::RenewFailed { .. }
+            | Event::HeartbeatFailed
+            | Event::AcquireFailed
+            | Event::ReleaseFailed
+            | Event::Destroyed { ok: false, .. }
+            | Event::WatchFailed => self.consul_ok = false,
+            _ => {}
+        }
         match event {
             Event::Tick | Event::StatusFailed => {}
             Event::NeardSpawned { pid, role } => {
@@ -21,6 +44,7 @@ impl Machine {
                     syncing_since: None,
                 });
                 self.key_live = role == Role::Validator;
+                self.lag.restart();
                 // Announce the polling again for the new process.
                 self.polling = None;
             }
@@ -56,7 +80,10 @@ impl Machine {
                 self.on_poll(poll);
                 if let Some(p) = poll.production {
                     let cluster = self.cluster_view();
-                    if let Some(change) = self.doppelganger.observe(now, poll.head, p, cluster) {
+                    // Heights for the alarm's silence: the doomslug target moves on while the
+                    // chain is stalled, the head does not.
+                    let height = poll.head.max(poll.target.unwrap_or(0));
+                    if let Some(change) = self.doppelganger.observe(now, height, p, cluster) {
                         out.push(Command::Doppelganger(change));
                     }
                 }
@@ -124,6 +151,9 @@ impl Machine {
             }
             Event::KeyObserved { key, index } => {
                 self.reading = false;
+                if key.as_ref().and_then(|k| k.session.as_deref()) != self.destroying.as_deref() {
+                    self.destroying = None;
+                }
                 self.observer.observe(key, index, now);
                 let lost = match (&self.lease, self.observer.seen()) {
                     (Some(lease), Some(seen)) => lease.check(seen).err(),
@@ -135,6 +165,7 @@ impl Machine {
                     }
                 }
             }
+            Event::WatchFailed => {}
             Event::WatchReset => {
                 self.reading = false;
                 self.observer.reset();
@@ -174,6 +205,9 @@ impl Machine {
             }
             Event::AcquireRejected | Event::AcquireFailed => self.acquiring = None,
             Event::Released(_) => {
+                // Released, or the key was not as we left it (taken, released by Consul, or
+                // moved by a heartbeat of ours whose answer was lost): in the last case the
+                // watch shows our session on it and the standby's ReleaseOwn gives it back.
                 self.releasing_own = false;
                 if let Phase::Releasing(r) = &self.phase {
                     let after = r.after;
@@ -188,8 +222,10 @@ impl Machine {
                     r.retry_at = retry;
                 }
             }
-            Event::Destroyed { session, .. } => {
-                if self.destroying.as_deref() == Some(session.as_str()) {
+            Event::Destroyed { session, ok } => {
+                // Keep a destroyed holder in mind until the watch shows the key without it, so
+                // that a stale read does not destroy it again; forget it if the destroy failed.
+                if !ok && self.destroying.as_deref() == Some(session.as_str()) {
                     self.destroying = None;
                 }
                 if self.exiting && self.session() == Some(session.as_str()) {
@@ -251,11 +287,16 @@ impl Machine {
                     }
                 }
             }
-            Event::HandOver => {
-                if matches!(self.phase, Phase::Validating) {
-                    self.step_down(StepDown::HandOver, out);
+            Event::HandOver => match &self.phase {
+                Phase::Validating => self.step_down(StepDown::HandOver, out),
+                // The key is being installed: hand over all the same.
+                Phase::Promoting(_) if self.key_live => self.step_down(StepDown::HandOver, out),
+                Phase::Promoting(_) => {
+                    out.push(Command::SteppedDown(StepDown::HandOver));
+                    self.start_release(Letgo::Unchanged, self.after_standby(true));
                 }
-            }
+                _ => {}
+            },
             Event::ClusterObserved { control, peers } => {
                 if control.switchover.is_none() {
                     self.switchover = None;

@@ -367,10 +367,11 @@ impl Machine {
                 if r.in_flight || now < r.retry_at {
                     return;
                 }
-                match self.session().map(str::to_string) {
-                    Some(session) if self.lease.is_some() => {
+                match (self.session().map(str::to_string), &self.lease) {
+                    (Some(session), Some(lease)) => {
                         out.push(Command::Release {
                             session,
+                            expected_index: lease.index(),
                             value: r.value.clone(),
                         });
                         if let Phase::Releasing(r) = &mut self.phase {

@@ -292,6 +292,8 @@ pub struct Machine {
     fenced_at: Option<Instant>,
     doppelganger: Doppelganger,
     last_step_down: Option<StepDown>,
+    /// Consul's last answer was usable.
+    consul_ok: bool,
 }
 impl Machine {
     /// A machine at `now`: neard is started as voter at once, and a guard is wanted.
@@ -350,6 +352,7 @@ impl Machine {
                 cfg.timing.heartbeat_interval,
             ),
             last_step_down: None,
+            consul_ok: false,
         }
     }
 

@@ -55,6 +55,7 @@ impl Machine {
             && self.cfg.priority > 0
             && !self.control.paused
             && !self.doppelganger.alarmed()
+            && self.consul_ok
     }
 
     /// Whether the doppelganger alarm is raised (and why).
@@ -189,6 +190,7 @@ impl Machine {
                     self.releasing_own = true;
                     out.push(Command::Release {
                         session: own,
+                        expected_index: key.index,
                         value: key.value.clone(),
                     });
                 }

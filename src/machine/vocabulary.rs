@@ -165,6 +165,8 @@ pub enum Event {
     },
     /// The watch lost track (an index reset): forget what was seen.
     WatchReset,
+    /// A watch query failed (Consul unreachable).
+    WatchFailed,
     /// The acquisition sent at `sent` succeeded; the key is at `index`.
     Acquired {
         /// When it was sent.
@@ -176,7 +178,8 @@ pub enum Event {
     AcquireRejected,
     /// The acquisition got no verdict.
     AcquireFailed,
-    /// The release got an answer: `true` if it released our lock.
+    /// The release got an answer: `true` if it released our lock, `false` if the key was not
+    /// at the expected index or not held by our session (nothing was written).
     Released(bool),
     /// The release got no verdict.
     ReleaseFailed,
@@ -273,6 +276,9 @@ pub enum Command {
     Release {
         /// Our session.
         session: String,
+        /// The index the key must still have (the last one we wrote or saw with our lock): a
+        /// release that arrives late must not release a later term of the same session.
+        expected_index: u64,
         /// The value.
         value: Vec<u8>,
     },
@@ -376,6 +382,20 @@ pub enum StepDown {
 }
 
 impl StepDown {
+    /// Every label, so the metric's series exist from the start.
+    pub const LABELS: [&'static str; 10] = [
+        "lease_expired",
+        "key_lost",
+        "neard_exited",
+        "neard_failed",
+        "syncing",
+        "guard_lost",
+        "clock_jump",
+        "hand_over",
+        "shutdown",
+        "boot_timeout",
+    ];
+
     /// The metric label.
     pub fn label(self) -> &'static str {
         match self {

@@ -45,7 +45,11 @@ pub async fn run(
     published: watch::Sender<Published>,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    let consul = Consul::new(&settings.consul_url, settings.consul_token.clone())?;
+    let consul = Consul::with_ca(
+        &settings.consul_url,
+        settings.consul_token.clone(),
+        settings.consul_ca_file.as_deref(),
+    )?;
     let rpc_addr = settings.neard_config.rpc_addr()?;
     let rpc = NeardRpc::new(rpc_addr, STATUS_TIMEOUT)?;
     let exe = Exe::pin().map_err(|e| anyhow::anyhow!("cannot open kuutamod's own binary: {e}"))?;

@@ -181,6 +181,15 @@ pub async fn watch_leader(
                 log::warn!("watching {key}: {e}");
                 metrics.consul_up.set(0);
                 metrics.consul_errors.with_label_values(&["watch"]).inc();
+                if tx
+                    .send(Report {
+                        event: Event::WatchFailed,
+                        pid: None,
+                    })
+                    .is_err()
+                {
+                    return;
+                }
                 index = 0;
                 tokio::time::sleep(WATCH_RETRY).await;
             }
@@ -379,9 +388,13 @@ pub fn consul_request(
                     }
                 }
             }
-            C::Release { session, value } => {
+            C::Release {
+                session,
+                expected_index,
+                value,
+            } => {
                 count("release");
-                let r = consul.release(&key, &session, &value).await;
+                let r = consul.release(&key, expected_index, &session, &value).await;
                 answered(r.is_ok());
                 match r {
                     Ok(released) => {
