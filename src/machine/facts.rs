@@ -172,6 +172,7 @@ impl Machine {
             }
             Event::Acquired { sent, index } => {
                 if let Some((plan, record)) = self.acquiring.take() {
+                    self.activated = false;
                     self.lease = Some(Lease::new(
                         record,
                         index,

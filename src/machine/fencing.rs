@@ -205,6 +205,12 @@ impl Machine {
             self.finish_release(after);
             return;
         };
+        // Only a term whose fence opened may say "released": before that, the previous
+        // leader's wait still holds, and the next one must inherit it (the value unchanged).
+        let letgo = match letgo {
+            Letgo::Clean if !self.activated => Letgo::Unchanged,
+            l => l,
+        };
         let value = match letgo {
             Letgo::Clean => lease
                 .released(self.horizon, self.successor.take())
@@ -385,6 +391,7 @@ impl Machine {
     }
 
     pub(super) fn activate(&mut self, p: Promotion, out: &mut Vec<Command>) {
+        self.activated = true;
         let hot = self.cfg.hot_swap && self.hot_swap_capable != Some(false);
         if !hot {
             if self.cfg.hot_swap {

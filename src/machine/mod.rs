@@ -294,6 +294,8 @@ pub struct Machine {
     last_step_down: Option<StepDown>,
     /// Consul's last answer was usable.
     consul_ok: bool,
+    /// The fence of the current term opened (its key went or may have gone live).
+    activated: bool,
 }
 impl Machine {
     /// A machine at `now`: neard is started as voter at once, and a guard is wanted.
@@ -353,6 +355,7 @@ impl Machine {
             ),
             last_step_down: None,
             consul_ok: false,
+            activated: false,
         }
     }
 

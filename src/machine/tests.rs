@@ -1135,3 +1135,41 @@ fn the_named_successor_takes_the_released_lock_at_once_others_wait() {
         "{out:?}"
     );
 }
+
+#[test]
+fn a_node_that_gives_the_lock_back_before_its_fence_opened_releases_the_value_unchanged() {
+    // Found by the deterministic simulation (seed 27522): the previous leader's session ended
+    // (its agent restarted) while it still validated; this node acquired, and its neard failed
+    // before the wait was over. A "released" record would let the next node activate at once.
+    let mut d = Driver::new(true);
+    d.reach_voting();
+    let hb = Record {
+        hostname: "h0".into(),
+        node_id: "n0".into(),
+        account: "pool.near".into(),
+        session: "s0".into(),
+        seq: 4,
+        state: RecordState::Active,
+        horizon: Horizon::default(),
+        successor: None,
+    };
+    let key = KeyState {
+        index: 25,
+        session: None,
+        value: hb.to_bytes(),
+    };
+    d.observe(Some(key.clone()), 25);
+    let sent = d.now;
+    d.feed(Event::Acquired { sent, index: 26 });
+    d.ack_guard();
+    assert_eq!(d.m.state(), State::Promoting);
+    // neard stops answering for 3 s: the node steps down before its fence opened.
+    let out = d.advance(Duration::from_millis(3100));
+    let released = out.iter().find_map(|c| match c {
+        Command::Release { value, .. } => Record::parse(value),
+        _ => None,
+    });
+    let released = released.expect("the lock is given back");
+    assert_eq!(released.state, RecordState::Active, "{released:?}");
+    assert_eq!(d.count(|c| *c == Command::InstallKey), 0);
+}
