@@ -504,7 +504,7 @@ impl Machine {
             d.push(*sent + t.guard_ack);
         }
         if self.guard.alive {
-            d.push(self.guard.last_sent + t.heartbeat_interval);
+            d.push(self.guard.last_sent + self.guard_ping_interval());
         } else {
             d.push(self.guard.retry_at);
         }

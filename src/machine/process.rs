@@ -44,10 +44,11 @@ impl Machine {
             }
         }
         let want = self.guard_want();
+        let ping = self.guard_ping_interval();
         let g = &mut self.guard;
         let order = if g.last != Some(want) {
             Some(want)
-        } else if g.pending.is_empty() && now >= g.last_sent + t.heartbeat_interval {
+        } else if g.pending.is_empty() && now >= g.last_sent + ping {
             Some(GuardOrder::Ping)
         } else {
             None
@@ -61,6 +62,18 @@ impl Machine {
                 g.last = Some(order);
             }
             out.push(Command::Guard { seq, order });
+        }
+    }
+
+    /// How often the guard is pinged: while it is armed, often enough that a stopped guard is
+    /// noticed within `1.5 x guard_ack` (then the leader steps down and starts a new one; a
+    /// kuutamod stopped within that window of its guard is the double fault the safety
+    /// argument excludes); otherwise once a heartbeat interval.
+    pub(super) fn guard_ping_interval(&self) -> Duration {
+        let t = &self.cfg.timing;
+        match self.guard.last {
+            Some(GuardOrder::Arm { .. }) => t.guard_ack / 2,
+            _ => t.heartbeat_interval,
         }
     }
 
