@@ -26,11 +26,23 @@
 //! stake: the head stays, but the keyless standby's doomslug timers advance its largest target
 //! past `T`, and its first approval unstalls the chain above the old leader's.
 //!
-//! When the horizon is not *exact* (the old leader was killed, or vanished, and its last
-//! published values may be stale), the new leader additionally waits, after the moment by
-//! which the old leader has certainly stopped, for as long as its own neard lags in receiving
-//! blocks ([`LagTracker`]): from then on its head and timers are at least where the old
-//! leader's were when it stopped. No rule activates on a timeout alone.
+//! When the horizon is not *exact* (the old leader's neard died or was killed, or the old leader
+//! vanished, and its last published values may be stale), the new leader also waits, after the
+//! moment `F` by which the old leader has certainly stopped, for one of:
+//!
+//! - **caught up**: its own tip is a block produced after `F` (the block's timestamp is past `F`
+//!   on our wall clock plus [`WALL_SKEW`]), so it extends every block the old leader saw, and
+//!   endorsed, before it stopped; and its largest target is above `T` by as many skips as the
+//!   old leader could have sent while its values were stale (skips come at most one per
+//!   `max_block_production_delay`). This is what opens the fence in a live chain, within a
+//!   block or two;
+//! - **outrun**: its largest target is above `T` by as many targets as the old leader's
+//!   doomslug could have added while its values were stale, endorsing or skipping (at most one
+//!   per `min_block_production_delay`, nearcore's endorsement rate). This opens the fence in a
+//!   chain stalled for want of our validator, where no new block can come: the keyless
+//!   standby's timers keep advancing its target.
+//!
+//! No rule activates on a timeout alone.
 
 use std::time::Duration;
 
@@ -44,6 +56,10 @@ pub struct OwnView {
     pub head: u64,
     /// `near_largest_target_height`, when neard exports it.
     pub target: Option<u64>,
+    /// The head block's timestamp (unix ms), when known.
+    pub tip_ms: Option<u64>,
+    /// Our wall clock (unix ms) at the poll.
+    pub wall_ms: u64,
 }
 
 impl OwnView {
@@ -52,6 +68,40 @@ impl OwnView {
     fn approvals_above(&self) -> u64 {
         self.target.unwrap_or(self.head)
     }
+}
+
+/// How far apart the wall clocks of our host and of the block producers may be (NTP keeps them
+/// within milliseconds; this errs long). Only the "caught up" rule uses wall clocks.
+pub const WALL_SKEW: Duration = Duration::from_millis(500);
+
+/// neard's block production delays (`consensus.min_block_production_delay` and
+/// `consensus.max_block_production_delay`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BlockDelays {
+    /// A neard endorses a block this long after the previous one at the earliest: its largest
+    /// target grows at most one per this.
+    pub min: Duration,
+    /// A neard sends a skip this long after its previous approval at the earliest: without
+    /// blocks, its largest target grows at most one per this.
+    pub max: Duration,
+}
+
+impl BlockDelays {
+    /// neard's defaults (also localnet's): 600 ms and 2 s.
+    pub const NEARD: BlockDelays = BlockDelays {
+        min: Duration::from_millis(600),
+        max: Duration::from_secs(2),
+    };
+}
+
+/// What the stale-horizon rules need to know about the chain and the timing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FenceParams {
+    /// neard's block production delays.
+    pub delays: BlockDelays,
+    /// How stale a heartbeat's horizon can be when the old leader is fenced: the TTL plus a
+    /// poll interval.
+    pub heartbeat_staleness: Duration,
 }
 
 /// The fence of one promotion.
@@ -63,6 +113,8 @@ pub struct Fence {
     /// By when the old leader has certainly stopped; `None` when its horizon is exact and no
     /// time needs to pass.
     fenced_by: Option<Instant>,
+    /// How stale the horizon may be (for the "outrun" rule); `None`: unbounded.
+    stale: Option<Duration>,
 }
 
 /// Why the fence is still closed.
@@ -84,46 +136,69 @@ pub enum Closed {
         /// Required.
         need: u64,
     },
+    /// The horizon is stale: our view has not caught up past the old leader's fence, and our
+    /// target has not outrun what it could have reached.
+    Stale {
+        /// Our target.
+        own: u64,
+        /// The target that would outrun it (`None`: no bound).
+        outrun: Option<u64>,
+    },
 }
 
 impl std::fmt::Display for Closed {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Closed::Time(_) => write!(f, "the previous leader may still be validating"),
-            Closed::Head { own, need } => {
-                write!(f, "head {own} below the previous leader's {need}")
-            }
+            Closed::Head { own, need } => write!(f, "head {own} below the previous leader's {need}"),
             Closed::Target { own, need } => write!(
                 f,
                 "largest approval target {own} below the previous leader's {need}"
             ),
+            Closed::Stale { own, outrun } => match outrun {
+                Some(t) => write!(
+                    f,
+                    "waiting for a block produced after the previous leader stopped, or for our target ({own}) to reach {t}"
+                ),
+                None => write!(
+                    f,
+                    "waiting for a block produced after the previous leader stopped"
+                ),
+            },
         }
     }
 }
 
 impl Fence {
     /// The fence for a lock acquired (acknowledged) at `acquired` under `activation`.
-    pub fn new(activation: Activation, acquired: Instant) -> Fence {
-        let (horizon, fenced_by) = match activation {
+    pub fn new(activation: Activation, acquired: Instant, params: &FenceParams) -> Fence {
+        match activation {
             // A clean release came after the old neard was fenced, so before our acquisition.
-            Activation::Clean(horizon) => (horizon, (!horizon.exact).then_some(acquired)),
-            Activation::NotBefore { at, horizon } => (horizon, Some(at)),
-            Activation::AfterAck { wait } => (Horizon::default(), Some(acquired + wait)),
-        };
-        Fence {
-            horizon,
-            acquired,
-            fenced_by,
+            Activation::Clean(horizon) => Fence {
+                horizon,
+                acquired,
+                fenced_by: (!horizon.exact).then_some(acquired),
+                stale: horizon.stale_ms.map(Duration::from_millis),
+            },
+            Activation::NotBefore { at, horizon } => Fence {
+                horizon,
+                acquired,
+                fenced_by: Some(at),
+                stale: Some(params.heartbeat_staleness),
+            },
+            Activation::AfterAck { wait } => Fence {
+                horizon: Horizon::default(),
+                acquired,
+                fenced_by: Some(acquired + wait),
+                stale: None,
+            },
         }
     }
 
-    /// The earliest time the fence can open (for timers): after the acquisition, and after
-    /// the old leader has stopped plus our block-receipt lag.
-    pub fn not_before(&self, lag: Duration) -> Instant {
-        match self.fenced_by {
-            Some(f) => self.acquired.max(f + lag),
-            None => self.acquired,
-        }
+    /// The earliest time the fence can open (for timers).
+    pub fn not_before(&self) -> Instant {
+        self.fenced_by
+            .map_or(self.acquired, |f| f.max(self.acquired))
     }
 
     /// The old leader's horizon this fence waits for.
@@ -131,9 +206,9 @@ impl Fence {
         self.horizon
     }
 
-    /// Whether the key may go live now; `lag` is our neard's block-receipt lag.
-    pub fn check(&self, now: Instant, own: OwnView, lag: Duration) -> Result<(), Closed> {
-        let at = self.not_before(lag);
+    /// Whether the key may go live now.
+    pub fn check(&self, now: Instant, own: OwnView, params: &FenceParams) -> Result<(), Closed> {
+        let at = self.not_before();
         if now < at {
             return Err(Closed::Time(at));
         }
@@ -147,63 +222,52 @@ impl Fence {
         }
         // Without a published target, the old leader at least endorsed its head + 1.
         let need = self.horizon.target.or(self.horizon.head.map(|h| h + 1));
+        let own_target = own.approvals_above();
         if let Some(need) = need {
-            let own = own.approvals_above();
-            if own < need {
-                return Err(Closed::Target { own, need });
+            if own_target < need {
+                return Err(Closed::Target {
+                    own: own_target,
+                    need,
+                });
             }
         }
-        Ok(())
+        let Some(fenced_by) = self.fenced_by else {
+            return Ok(()); // exact
+        };
+        // Targets the old leader may have added while its values were stale, at one per
+        // `per` at most.
+        let beyond = |per: Duration| -> Option<u64> {
+            let (need, stale) = (need?, self.stale?);
+            let steps = stale.as_nanos().div_ceil(per.as_nanos().max(1));
+            Some(need + u64::try_from(steps).unwrap_or(u64::MAX / 2) + 1)
+        };
+        // Caught up: our tip was produced after the old leader stopped, so it extends every
+        // block the old leader saw (and endorsed) before; and our target is above the skips it
+        // could have sent meanwhile without blocks.
+        let fence_wall = own
+            .wall_ms
+            .saturating_sub(millis(now.saturating_duration_since(fenced_by)));
+        let after_fence = own
+            .tip_ms
+            .is_some_and(|tip| tip >= fence_wall + millis(WALL_SKEW));
+        if after_fence && beyond(params.delays.max).is_none_or(|t| own_target >= t) {
+            return Ok(());
+        }
+        // Outrun: our target is past anything the old leader could have reached, endorsing
+        // or skipping.
+        let outrun = beyond(params.delays.min);
+        match outrun {
+            Some(t) if own_target >= t => Ok(()),
+            _ => Err(Closed::Stale {
+                own: own_target,
+                outrun,
+            }),
+        }
     }
 }
 
-/// Longest block-receipt lag believed; a larger measurement means a badly wrong clock, and is
-/// capped so a promotion still ends (the head and target conditions still hold).
-pub const MAX_LAG: Duration = Duration::from_secs(60);
-
-/// Tips remembered for the lag estimate.
-const LAG_SAMPLES: usize = 16;
-
-/// Estimates how late this node's neard receives blocks: for each new tip, the wall time at
-/// which kuutamod first saw it minus the block's timestamp (the producer's wall clock). The
-/// estimate is the largest of the recent samples, so it includes kuutamod's polling delay and
-/// errs long.
-#[derive(Debug, Clone, Default)]
-pub struct LagTracker {
-    last_head: Option<u64>,
-    samples: Vec<Duration>,
-}
-
-impl LagTracker {
-    /// A poll showed `head`, produced at unix ms `block_ms`, at unix ms `wall_ms`. Only a tip
-    /// that arrived since the previous poll of the same neard is a sample: the first tip a
-    /// (re)started neard shows may be old (a stalled chain) without having arrived late.
-    pub fn observe(&mut self, head: u64, block_ms: Option<u64>, wall_ms: u64) {
-        let first = self.last_head.is_none();
-        if self.last_head == Some(head) {
-            return;
-        }
-        self.last_head = Some(head);
-        if first {
-            return;
-        }
-        let Some(block_ms) = block_ms else { return };
-        let lag = Duration::from_millis(wall_ms.saturating_sub(block_ms)).min(MAX_LAG);
-        if self.samples.len() == LAG_SAMPLES {
-            self.samples.remove(0);
-        }
-        self.samples.push(lag);
-    }
-
-    /// A new neard process: its first tip is no sample.
-    pub fn restart(&mut self) {
-        self.last_head = None;
-    }
-
-    /// The estimate (zero before any sample with a block time).
-    pub fn lag(&self) -> Duration {
-        self.samples.iter().copied().max().unwrap_or_default()
-    }
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 #[cfg(test)]
@@ -214,61 +278,67 @@ mod tests {
         Instant::from_nanos(ms * 1_000_000)
     }
 
-    fn own(head: u64, target: Option<u64>) -> OwnView {
-        OwnView { head, target }
+    /// Our view at poll time `now_ms` (our wall clock = 1_000_000 + now_ms): head, target, and
+    /// the tip's block time on the same wall clock.
+    fn own(head: u64, target: Option<u64>, tip_wall: u64, now_ms: u64) -> OwnView {
+        OwnView {
+            head,
+            target,
+            tip_ms: Some(1_000_000 + tip_wall),
+            wall_ms: 1_000_000 + now_ms,
+        }
     }
 
-    const NO_LAG: Duration = Duration::ZERO;
+    const P: FenceParams = FenceParams {
+        delays: BlockDelays::NEARD,
+        heartbeat_staleness: Duration::from_secs(31),
+    };
+
+    fn exact(head: u64, target: u64) -> Horizon {
+        Horizon {
+            head: Some(head),
+            target: Some(target),
+            exact: true,
+            stale_ms: None,
+        }
+    }
 
     #[test]
     fn an_exact_horizon_needs_only_head_and_target() {
-        let f = Fence::new(
-            Activation::Clean(Horizon {
-                head: Some(100),
-                target: Some(103),
-                exact: true,
-            }),
-            t(0),
-        );
+        let f = Fence::new(Activation::Clean(exact(100, 103)), t(0), &P);
         assert_eq!(
-            f.check(t(0), own(99, Some(103)), NO_LAG),
+            f.check(t(0), own(99, Some(103), 0, 0), &P),
             Err(Closed::Head { own: 99, need: 100 })
         );
         assert_eq!(
-            f.check(t(0), own(100, Some(102)), NO_LAG),
+            f.check(t(0), own(100, Some(102), 0, 0), &P),
             Err(Closed::Target {
                 own: 102,
                 need: 103
             })
         );
-        assert_eq!(f.check(t(0), own(100, Some(103)), NO_LAG), Ok(()));
+        assert_eq!(f.check(t(0), own(100, Some(103), 0, 0), &P), Ok(()));
         // A neard without the metric: its next endorsement targets head + 1.
-        assert!(f.check(t(0), own(102, None), NO_LAG).is_err());
-        assert_eq!(f.check(t(0), own(103, None), NO_LAG), Ok(()));
+        assert!(f.check(t(0), own(102, None, 0, 0), &P).is_err());
+        assert_eq!(f.check(t(0), own(103, None, 0, 0), &P), Ok(()));
     }
 
     #[test]
     fn a_stalled_chain_opens_on_the_standby_s_own_timers() {
         // The old leader sent skips up to 107 from head 100; the chain stalls at 100 without
         // us. The keyless standby's doomslug reaches 107 on the same timers.
-        let f = Fence::new(
-            Activation::Clean(Horizon {
-                head: Some(100),
-                target: Some(107),
-                exact: true,
-            }),
-            t(0),
-        );
-        assert!(f.check(t(0), own(100, Some(105)), NO_LAG).is_err());
-        assert_eq!(f.check(t(0), own(100, Some(107)), NO_LAG), Ok(()));
+        let f = Fence::new(Activation::Clean(exact(100, 107)), t(0), &P);
+        assert!(f.check(t(0), own(100, Some(105), 0, 0), &P).is_err());
+        assert_eq!(f.check(t(0), own(100, Some(107), 0, 0), &P), Ok(()));
     }
 
     #[test]
-    fn a_stale_horizon_also_waits_for_time_and_lag() {
+    fn a_stale_horizon_opens_once_we_have_a_block_from_after_the_old_leader_stopped() {
         let hb = Horizon {
             head: Some(50),
             target: Some(51),
             exact: false,
+            stale_ms: None,
         };
         let f = Fence::new(
             Activation::NotBefore {
@@ -276,68 +346,73 @@ mod tests {
                 horizon: hb,
             },
             t(1000),
+            &P,
         );
-        let lag = Duration::from_millis(400);
         assert_eq!(
-            f.check(t(30_000), own(80, Some(81)), lag),
-            Err(Closed::Time(t(30_400)))
+            f.check(t(29_999), own(80, Some(81), 29_900, 29_999), &P),
+            Err(Closed::Time(t(30_000)))
         );
-        assert_eq!(f.check(t(30_400), own(80, Some(81)), lag), Ok(()));
-        // The lag counts from when the old leader stopped, not from the acquisition.
-        let f = Fence::new(
-            Activation::NotBefore {
-                at: t(5000),
-                horizon: hb,
-            },
-            t(9000),
+        // Our tip is older than the fence (plus the skew): our view may lag behind.
+        assert!(matches!(
+            f.check(t(30_400), own(80, Some(81), 30_200, 30_400), &P),
+            Err(Closed::Stale { .. })
+        ));
+        assert_eq!(
+            f.check(t(30_600), own(81, Some(82), 30_500, 30_600), &P),
+            Ok(())
         );
-        assert_eq!(f.check(t(9000), own(80, Some(81)), lag), Ok(()));
-        // A released record from a killed neard: not exact, so the lag wait applies from the
-        // acquisition.
-        let f = Fence::new(Activation::Clean(hb), t(1000));
-        assert!(f.check(t(1399), own(80, Some(81)), lag).is_err());
-        assert_eq!(f.check(t(1400), own(80, Some(81)), lag), Ok(()));
+        // A fresh tip, but the old leader, cut off from blocks, may have skipped ahead for the
+        // 31 s its heartbeat's values were stale: one skip per 2 s at most, so 51 + 16 + 1.
+        assert!(matches!(
+            f.check(t(30_600), own(66, Some(67), 30_500, 30_600), &P),
+            Err(Closed::Stale { .. })
+        ));
+        assert_eq!(
+            f.check(t(30_600), own(67, Some(68), 30_500, 30_600), &P),
+            Ok(())
+        );
     }
 
     #[test]
-    fn an_absent_key_waits_a_full_wait_after_the_acknowledgement() {
+    fn a_stale_horizon_in_a_stalled_chain_opens_when_our_target_outruns_it() {
+        // The old leader's neard died; its last poll (target 107) was read 1 s before: it
+        // could have added ceil(1000 / 600) = 2 targets, so 107 + 2 + 1 = 110 outruns it.
+        let released = Horizon {
+            head: Some(100),
+            target: Some(107),
+            exact: false,
+            stale_ms: Some(1000),
+        };
+        let f = Fence::new(Activation::Clean(released), t(5000), &P);
+        // The chain is stalled at 100, its tip from long ago.
+        let stalled = |target| own(100, Some(target), 0, 5000);
+        assert_eq!(
+            f.check(t(5000), stalled(109), &P),
+            Err(Closed::Stale {
+                own: 109,
+                outrun: Some(110)
+            })
+        );
+        assert_eq!(f.check(t(5000), stalled(110), &P), Ok(()));
+    }
+
+    #[test]
+    fn an_absent_key_waits_a_full_wait_then_for_a_fresh_block() {
         let f = Fence::new(
             Activation::AfterAck {
                 wait: Duration::from_secs(3),
             },
             t(1000),
+            &P,
         );
-        assert!(f.check(t(3999), own(9, Some(10)), NO_LAG).is_err());
-        assert_eq!(f.check(t(4000), own(9, Some(10)), NO_LAG), Ok(()));
-    }
-
-    #[test]
-    fn the_first_tip_of_a_neard_is_no_sample() {
-        // A neard started in a stalled chain shows a tip produced minutes ago.
-        let mut l = LagTracker::default();
-        l.observe(7, Some(1000), 300_000);
-        assert_eq!(l.lag(), Duration::ZERO);
-        l.observe(8, Some(300_050), 300_080);
-        assert_eq!(l.lag(), Duration::from_millis(30));
-        l.restart();
-        l.observe(8, Some(300_050), 900_000);
-        assert_eq!(l.lag(), Duration::from_millis(30));
-    }
-
-    #[test]
-    fn the_lag_is_the_largest_recent_receipt_delay() {
-        let mut l = LagTracker::default();
-        l.observe(0, None, 0);
-        l.observe(1, Some(1000), 1100);
-        l.observe(1, Some(1000), 5000); // same tip seen again: no new sample
-        l.observe(2, Some(2000), 2300);
-        l.observe(3, None, 4000);
-        assert_eq!(l.lag(), Duration::from_millis(300));
-        l.observe(4, Some(9000), 8000); // clock skew: counts as zero
-        assert_eq!(l.lag(), Duration::from_millis(300));
-        for h in 5..30 {
-            l.observe(h, Some(h * 100), h * 100 + 10);
-        }
-        assert_eq!(l.lag(), Duration::from_millis(10), "old samples age out");
+        assert!(f.check(t(3999), own(9, Some(10), 3900, 3999), &P).is_err());
+        assert!(
+            matches!(
+                f.check(t(4000), own(9, Some(10), 3900, 4000), &P),
+                Err(Closed::Stale { outrun: None, .. })
+            ),
+            "no horizon: only a fresh block opens it"
+        );
+        assert_eq!(f.check(t(4600), own(10, Some(11), 4550, 4600), &P), Ok(()));
     }
 }

@@ -74,6 +74,10 @@ pub struct Horizon {
     /// killed or while it still validated.
     #[serde(rename = "Final", default)]
     pub exact: bool,
+    /// For a horizon that is not exact, in a released record: how long before its neard was
+    /// fenced these values were read (at most; a heartbeat's horizon has no such bound).
+    #[serde(rename = "StaleMs", default, skip_serializing_if = "Option::is_none")]
+    pub stale_ms: Option<u64>,
 }
 
 impl Horizon {
@@ -88,6 +92,7 @@ impl Horizon {
             head: m(self.head, other.head),
             target: m(self.target, other.target),
             exact: self.exact && other.exact,
+            stale_ms: m(self.stale_ms, other.stale_ms),
         }
     }
 }
@@ -219,6 +224,7 @@ impl Lease {
         record.seq += 1;
         record.horizon = Horizon {
             exact: false,
+            stale_ms: None,
             ..horizon
         };
         let beat = Beat {
@@ -506,6 +512,7 @@ mod tests {
                 head: Some(10 + seq),
                 target: Some(11 + seq),
                 exact: state == RecordState::Released,
+                stale_ms: None,
             },
             successor: None,
         }

@@ -17,6 +17,10 @@ pub const GUARD_ACK_MAX: Duration = Duration::from_secs(1);
 /// enough to cost neard nothing.
 pub const STATUS_INTERVAL: Duration = Duration::from_secs(1);
 
+/// Timeout of one `/status` or `/metrics` request; neard answers from memory, so a second
+/// means trouble. (A poll's values were read at most this long before it was answered.)
+pub const STATUS_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// Poll interval while a promotion or a demotion waits for neard: every millisecond here is a
 /// millisecond without a validator (or with a fence still open).
 pub const FAST_POLL: Duration = Duration::from_millis(10);

@@ -44,7 +44,6 @@ impl Machine {
                     syncing_since: None,
                 });
                 self.key_live = role == Role::Validator;
-                self.lag.restart();
                 // Announce the polling again for the new process.
                 self.polling = None;
             }
@@ -196,7 +195,7 @@ impl Machine {
                             });
                         }
                         self.phase = Phase::Promoting(Promotion {
-                            fence: Fence::new(activation, now),
+                            fence: Fence::new(activation, now, &self.fence_params()),
                             acquired: now,
                             head0: self.own_view().map(|v| v.head),
                             step: PromoteStep::Fencing,
@@ -326,7 +325,6 @@ impl Machine {
             (true, since) => since.or(Some(now)),
         };
         up.poll = Some(poll);
-        self.lag.observe(poll.head, poll.block_ms, poll.wall_ms);
         if poll.hot_swap_capable.is_some() {
             self.hot_swap_capable = poll.hot_swap_capable;
         }
@@ -335,7 +333,9 @@ impl Machine {
                 head: Some(poll.head),
                 target: poll.target,
                 exact: false,
+                stale_ms: None,
             });
+            self.horizon_at = Some(now);
         }
     }
 
@@ -348,6 +348,8 @@ impl Machine {
             Proc::Up(Up { poll: Some(p), .. }) if !p.syncing => Some(OwnView {
                 head: p.head,
                 target: p.target,
+                tip_ms: p.block_ms,
+                wall_ms: p.wall_ms,
             }),
             _ => None,
         }

@@ -186,6 +186,14 @@ impl Machine {
     pub(super) fn fenced(&mut self, letgo: Letgo, after: After, out: &mut Vec<Command>) {
         self.key_live = false;
         self.fenced_at = Some(self.now);
+        if !self.horizon.exact {
+            // Read from a neard that could still sign afterwards: say how stale, at most (the
+            // poll's values were read up to its timeout before it was answered).
+            self.horizon.stale_ms = self.horizon_at.map(|at| {
+                u64::try_from((self.now.saturating_duration_since(at) + STATUS_TIMEOUT).as_millis())
+                    .unwrap_or(u64::MAX)
+            });
+        }
         out.push(Command::RemoveKey);
         self.key_file = false;
         if self.exiting {
@@ -233,6 +241,7 @@ impl Machine {
         self.lease = None;
         self.phase = Phase::Idle;
         self.horizon = Horizon::default();
+        self.horizon_at = None;
         if let After::Standby(until) = after {
             self.holdoff_until = Some(until);
         }
@@ -242,6 +251,7 @@ impl Machine {
         self.lease = None;
         self.phase = Phase::Idle;
         self.horizon = Horizon::default();
+        self.horizon_at = None;
         if let After::Standby(until) = after {
             self.holdoff_until = Some(until);
         }
@@ -285,7 +295,7 @@ impl Machine {
                         p.head0.is_some_and(|h| own.head > h)
                             || now >= p.acquired + Duration::from_secs(5)
                     } else {
-                        p.fence.check(now, own, self.lag.lag()).is_ok()
+                        p.fence.check(now, own, &self.fence_params()).is_ok()
                     };
                     if open {
                         self.activate(p, out);
@@ -337,6 +347,7 @@ impl Machine {
                             head: Some(p.head),
                             target: p.target,
                             exact: true,
+                            stale_ms: None,
                         });
                         self.horizon.exact = p.target.is_some();
                         self.fenced(d.letgo, d.after, out);

@@ -19,7 +19,7 @@ use std::time::Duration;
 use crate::backoff::{Backoff, BackoffConfig};
 use crate::clock::Instant;
 use crate::doppelganger::{Change, Cluster, Doppelganger};
-use crate::fence::{Closed, Fence, LagTracker, OwnView};
+use crate::fence::{BlockDelays, Closed, Fence, FenceParams, OwnView};
 use crate::lease::{
     AcquirePlan, Horizon, KeyState, Lease, Lost, Observer, Record, RecordState, StandbyMove,
 };
@@ -27,8 +27,8 @@ use crate::neard::rpc::Production;
 use crate::neard::Role;
 use crate::records::{Control, NodeRecord, SwitchoverStatus};
 use crate::timing::{
-    Timing, FAST_POLL, RECORD_INTERVAL, STATUS_FAIL_AFTER, STATUS_INTERVAL, SWITCHOVER_WINDOW,
-    VALIDATOR_BOOT_LIMIT,
+    Timing, FAST_POLL, RECORD_INTERVAL, STATUS_FAIL_AFTER, STATUS_INTERVAL, STATUS_TIMEOUT,
+    SWITCHOVER_WINDOW, VALIDATOR_BOOT_LIMIT,
 };
 
 mod facts;
@@ -60,6 +60,8 @@ pub struct Config {
     pub priority: u32,
     /// Silent heights after which a doppelganger alarm clears (0: no detection).
     pub doppelganger_heights: u64,
+    /// neard's block production delays (how fast its largest approval target can grow).
+    pub block_delays: BlockDelays,
     /// Fixes switched off, for the deterministic simulation only (they take effect only when
     /// kuutamod is built with the `mutations` feature; never set them elsewhere).
     pub mutations: Mutations,
@@ -246,7 +248,8 @@ pub struct Machine {
     /// What to start once a deliberately stopped neard is gone.
     then_start: Option<Role>,
     backoff: Backoff,
-    lag: LagTracker,
+    /// When the last poll that fed `horizon` was answered.
+    horizon_at: Option<Instant>,
     /// The current neard may hold the validator key.
     key_live: bool,
     /// The key file is in neard's home.
@@ -306,7 +309,7 @@ impl Machine {
             now,
             proc: Proc::Down(Some((Role::Voter, now))),
             then_start: None,
-            lag: LagTracker::default(),
+            horizon_at: None,
             key_live: false,
             key_file: false,
             hot_swap_capable: None,
@@ -384,6 +387,14 @@ impl Machine {
         }
     }
 
+    /// What the height fence needs to know about the chain and the timing.
+    fn fence_params(&self) -> FenceParams {
+        FenceParams {
+            delays: self.cfg.block_delays,
+            heartbeat_staleness: self.cfg.timing.ttl + STATUS_INTERVAL,
+        }
+    }
+
     /// Whether the guard process runs and has acknowledged every order in time.
     pub fn guard_ok(&self) -> bool {
         self.guard.alive
@@ -455,7 +466,7 @@ impl Machine {
             return None;
         };
         let own = self.own_view()?;
-        Some(p.fence.check(self.now, own, self.lag.lag()))
+        Some(p.fence.check(self.now, own, &self.fence_params()))
     }
 
     /// Feeds one event at `now`; returns the commands to carry out, in order.
@@ -510,7 +521,10 @@ impl Machine {
         }
         match &self.phase {
             Phase::Promoting(p) => match &p.step {
-                PromoteStep::Fencing => d.push(p.fence.not_before(self.lag.lag())),
+                PromoteStep::Fencing => {
+                    d.push(p.fence.not_before());
+                    // The "caught up" rule opens with a poll; the polls are fast meanwhile.
+                }
                 PromoteStep::Swapping { deadline, .. } => d.push(*deadline),
                 PromoteStep::Restarting => {}
             },

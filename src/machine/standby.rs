@@ -141,6 +141,7 @@ impl Machine {
                         head: Some(view.head),
                         target: view.target,
                         exact: false,
+                        stale_ms: None,
                     },
                     successor: None,
                 };

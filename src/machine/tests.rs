@@ -19,6 +19,7 @@ fn config(hot_swap: bool) -> Config {
         backoff: BackoffConfig::DEFAULT,
         priority: 1,
         doppelganger_heights: 20,
+        block_delays: crate::fence::BlockDelays::NEARD,
         mutations: Mutations::default(),
     }
 }
@@ -61,12 +62,19 @@ impl Driver {
         self.feed(Event::Tick)
     }
 
+    /// A poll of a live chain: the tip was produced 10 ms before the poll (on a wall clock that
+    /// runs with the test's monotonic clock).
     fn poll(&self) -> Poll {
+        let wall_ms = 1_000_000
+            + self
+                .now
+                .saturating_duration_since(Instant::from_nanos(0))
+                .as_millis() as u64;
         Poll {
             syncing: false,
             head: self.head,
-            block_ms: Some(1_000),
-            wall_ms: 1_010,
+            block_ms: Some(wall_ms - 10),
+            wall_ms,
             key: self.key,
             hot_swap_capable: Some(true),
             target: Some(self.target),
@@ -128,6 +136,7 @@ impl Driver {
                 head: Some(40),
                 target: Some(41),
                 exact: true,
+                stale_ms: None,
             },
             successor: None,
         };
@@ -233,8 +242,16 @@ fn an_absent_key_waits_a_full_ttl_after_the_acquisition() {
         }
     }
     let waited = installed.expect("the key went live");
-    assert!(waited >= TTL, "activated after {waited:?}");
-    assert!(waited < TTL + Duration::from_millis(200), "{waited:?}");
+    // Nothing is known of a previous leader: after the TTL, our tip must also be a block
+    // produced after it (WALL_SKEW later on the wall clock).
+    assert!(
+        waited >= TTL + crate::fence::WALL_SKEW,
+        "activated after {waited:?}"
+    );
+    assert!(
+        waited < TTL + crate::fence::WALL_SKEW + Duration::from_millis(200),
+        "{waited:?}"
+    );
 }
 
 #[test]
@@ -276,7 +293,8 @@ fn the_leader_steps_down_at_its_lease_deadline_and_releases_cleanly() {
         Horizon {
             head: Some(60),
             target: Some(62),
-            exact: true
+            exact: true,
+            stale_ms: None,
         }
     );
     assert!(!d.m.key_live());

@@ -5,9 +5,11 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde_json::{Map, Value};
 
+use crate::fence::BlockDelays;
 use crate::keys::write_atomic;
 
 /// Errors reading or writing `config.json`. Each names the file.
@@ -82,6 +84,7 @@ impl NeardConfig {
         config.rpc_addr()?;
         config.file_name("validator_key_file", "validator_key.json")?;
         config.file_name("node_key_file", "node_key.json")?;
+        config.block_delays()?;
         Ok(config)
     }
 
@@ -123,6 +126,39 @@ impl NeardConfig {
             });
         }
         Ok(addr)
+    }
+
+    /// `consensus.min_block_production_delay` and `consensus.max_block_production_delay`
+    /// (`{"secs": N, "nanos": M}`; neard's defaults when absent): how fast neard's largest
+    /// approval target can grow, which the height fence counts in.
+    pub fn block_delays(&self) -> Result<BlockDelays, ConfigError> {
+        let min = self.consensus_duration("min_block_production_delay", BlockDelays::NEARD.min)?;
+        let max = self.consensus_duration("max_block_production_delay", BlockDelays::NEARD.max)?;
+        if max < min {
+            return Err(self.field_error(format!(
+                "consensus.max_block_production_delay ({max:?}) is below consensus.min_block_production_delay ({min:?}); neard needs min <= max"
+            )));
+        }
+        Ok(BlockDelays { min, max })
+    }
+
+    fn consensus_duration(&self, field: &str, default: Duration) -> Result<Duration, ConfigError> {
+        let Some(value) = self.value.get("consensus").and_then(|c| c.get(field)) else {
+            return Ok(default);
+        };
+        let secs = value.get("secs").and_then(Value::as_u64);
+        let nanos = match value.get("nanos") {
+            None => Some(0),
+            Some(n) => n.as_u64().and_then(|n| u32::try_from(n).ok()),
+        };
+        match (secs, nanos) {
+            (Some(secs), Some(nanos)) if nanos < 1_000_000_000 && (secs, nanos) != (0, 0) => {
+                Ok(Duration::new(secs, nanos))
+            }
+            _ => Err(self.field_error(format!(
+                "consensus.{field} {value} is not a positive {{\"secs\": N, \"nanos\": M}} duration"
+            ))),
+        }
     }
 
     fn file_name(&self, field: &str, default: &str) -> Result<PathBuf, ConfigError> {
@@ -235,6 +271,18 @@ mod tests {
             c.validator_key_path(),
             dir.path().join("validator_key.json")
         );
+        assert_eq!(c.block_delays().expect("default"), BlockDelays::NEARD);
+        let dir = home_with(
+            r#"{"rpc": {"addr": "127.0.0.1:1"}, "consensus": {"min_block_production_delay": {"secs": 1, "nanos": 300000000}}}"#,
+        );
+        let c = NeardConfig::load(dir.path()).expect("loads");
+        assert_eq!(
+            c.block_delays().expect("set"),
+            BlockDelays {
+                min: Duration::from_millis(1300),
+                max: Duration::from_secs(2)
+            }
+        );
     }
 
     #[test]
@@ -253,6 +301,18 @@ mod tests {
             (
                 r#"{"rpc": {"addr": "127.0.0.1:1"}, "node_key_file": 5}"#,
                 "node_key_file",
+            ),
+            (
+                r#"{"rpc": {"addr": "127.0.0.1:1"}, "consensus": {"min_block_production_delay": 600}}"#,
+                "min_block_production_delay",
+            ),
+            (
+                r#"{"rpc": {"addr": "127.0.0.1:1"}, "consensus": {"min_block_production_delay": {"secs": 0, "nanos": 0}}}"#,
+                "min_block_production_delay",
+            ),
+            (
+                r#"{"rpc": {"addr": "127.0.0.1:1"}, "consensus": {"min_block_production_delay": {"secs": 3}}}"#,
+                "max_block_production_delay",
             ),
         ] {
             let dir = home_with(text);

@@ -28,11 +28,7 @@ use crate::neard::rpc::NeardRpc;
 use crate::neard::Role;
 use crate::settings::{leader_key, FailoverMode, Settings};
 use crate::supervisor::tasks::{PollTarget, Report};
-use crate::timing::STATUS_INTERVAL;
-
-/// Timeout of one `/status` or `/metrics` request; neard answers from memory, so a second
-/// means trouble.
-pub const STATUS_TIMEOUT: Duration = Duration::from_secs(1);
+use crate::timing::{STATUS_INTERVAL, STATUS_TIMEOUT};
 
 /// The loop wakes at least this often, to notice a host suspend (a jump of `CLOCK_BOOTTIME`
 /// past `CLOCK_MONOTONIC`) even when no deadline is near.
@@ -105,6 +101,7 @@ pub async fn run(
         backoff: crate::backoff::BackoffConfig::DEFAULT,
         priority: settings.priority,
         doppelganger_heights: settings.doppelganger_heights,
+        block_delays: settings.neard_config.block_delays()?,
         mutations: crate::machine::Mutations::default(),
     };
     let mut sup = Supervisor {
