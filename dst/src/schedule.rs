@@ -286,6 +286,11 @@ impl Schedule {
     }
 }
 
+/// Whether `faults` are all within the claim (what [`within_claim`] would keep).
+pub fn is_within_claim(faults: &[Fault]) -> bool {
+    within_claim(faults.to_vec()).len() == faults.len()
+}
+
 /// Drops the faults that would leave a host with neither kuutamod nor its guard able to act
 /// (`docs/failover.md`, assumption 5: the guard is not stopped together with kuutamod): a guard
 /// stopped or killed while kuutamod or its process group is stopped, or kuutamod stopped
@@ -316,8 +321,9 @@ fn within_claim(faults: Vec<Fault>) -> Vec<Fault> {
             }
         };
         // Outside the claim: the guard stopped or killed while kuutamod is stopped, or
-        // kuutamod stopped before it could replace a guard that stopped answering (the
-        // acknowledgement limit, with room).
+        // kuutamod stopped before it could notice a guard that stopped answering (an armed
+        // guard is pinged every guard_ack/2 and late after guard_ack: 900 ms at TTL 3 s; the
+        // window has 100 ms of room).
         let clash = span(&f).is_some_and(|(h, a, b, kd)| {
             kept.iter().filter_map(span).any(|(h2, a2, b2, kd2)| {
                 let (k, g) = if kd { ((a, b), a2) } else { ((a2, b2), a) };

@@ -78,6 +78,10 @@ pub fn shrink(
     let mut best_v = want.clone();
     let mut runs = 0u64;
     let try_it = |cand: &Schedule, runs: &mut u64| -> Option<Violation> {
+        // A shrunk schedule must stay within the claim, as every generated one is.
+        if !crate::schedule::is_within_claim(&cand.faults) {
+            return None;
+        }
         *runs += 1;
         let v = run(seed, cand, settings).violation;
         same(&v, want).then(|| v.unwrap_or_else(|| want.clone()))
