@@ -170,8 +170,15 @@ impl std::fmt::Display for Closed {
 }
 
 impl Fence {
-    /// The fence for a lock acquired (acknowledged) at `acquired` under `activation`.
-    pub fn new(activation: Activation, acquired: Instant, params: &FenceParams) -> Fence {
+    /// The fence for a lock acquired (acknowledged) at `acquired` under `activation`; `own` is
+    /// our neard's last view before the acquisition, read at most `own_age` before it.
+    pub fn new(
+        activation: Activation,
+        acquired: Instant,
+        own: Option<OwnView>,
+        own_age: Duration,
+        params: &FenceParams,
+    ) -> Fence {
         match activation {
             // A clean release came after the old neard was fenced, so before our acquisition.
             Activation::Clean(horizon) => Fence {
@@ -186,11 +193,19 @@ impl Fence {
                 fenced_by: Some(at),
                 stale: Some(params.heartbeat_staleness),
             },
+            // No record of a previous leader: none ever ran, or the key was deleted. Our own
+            // view stands in for its horizon, as stale as the wait: a leader that existed saw
+            // the same chain.
             Activation::AfterAck { wait } => Fence {
-                horizon: Horizon::default(),
+                horizon: Horizon {
+                    head: None,
+                    target: own.map(|v| v.approvals_above()),
+                    exact: false,
+                    stale_ms: None,
+                },
                 acquired,
                 fenced_by: Some(acquired + wait),
-                stale: None,
+                stale: own.map(|_| wait + own_age),
             },
         }
     }
@@ -305,7 +320,13 @@ mod tests {
 
     #[test]
     fn an_exact_horizon_needs_only_head_and_target() {
-        let f = Fence::new(Activation::Clean(exact(100, 103)), t(0), &P);
+        let f = Fence::new(
+            Activation::Clean(exact(100, 103)),
+            t(0),
+            None,
+            Duration::ZERO,
+            &P,
+        );
         assert_eq!(
             f.check(t(0), own(99, Some(103), 0, 0), &P),
             Err(Closed::Head { own: 99, need: 100 })
@@ -327,7 +348,13 @@ mod tests {
     fn a_stalled_chain_opens_on_the_standby_s_own_timers() {
         // The old leader sent skips up to 107 from head 100; the chain stalls at 100 without
         // us. The keyless standby's doomslug reaches 107 on the same timers.
-        let f = Fence::new(Activation::Clean(exact(100, 107)), t(0), &P);
+        let f = Fence::new(
+            Activation::Clean(exact(100, 107)),
+            t(0),
+            None,
+            Duration::ZERO,
+            &P,
+        );
         assert!(f.check(t(0), own(100, Some(105), 0, 0), &P).is_err());
         assert_eq!(f.check(t(0), own(100, Some(107), 0, 0), &P), Ok(()));
     }
@@ -346,6 +373,8 @@ mod tests {
                 horizon: hb,
             },
             t(1000),
+            None,
+            Duration::ZERO,
             &P,
         );
         assert_eq!(
@@ -383,7 +412,13 @@ mod tests {
             exact: false,
             stale_ms: Some(1000),
         };
-        let f = Fence::new(Activation::Clean(released), t(5000), &P);
+        let f = Fence::new(
+            Activation::Clean(released),
+            t(5000),
+            None,
+            Duration::ZERO,
+            &P,
+        );
         // The chain is stalled at 100, its tip from long ago.
         let stalled = |target| own(100, Some(target), 0, 5000);
         assert_eq!(
@@ -403,6 +438,8 @@ mod tests {
                 wait: Duration::from_secs(3),
             },
             t(1000),
+            None,
+            Duration::ZERO,
             &P,
         );
         assert!(f.check(t(3999), own(9, Some(10), 3900, 3999), &P).is_err());
@@ -414,5 +451,31 @@ mod tests {
             "no horizon: only a fresh block opens it"
         );
         assert_eq!(f.check(t(4600), own(10, Some(11), 4550, 4600), &P), Ok(()));
+    }
+
+    #[test]
+    fn an_absent_key_in_a_stalled_chain_outruns_our_own_view_at_the_acquisition() {
+        // A fresh chain that needs our stake: stalled at genesis, our target 18 at the
+        // acquisition (read at most 1 s before it). A leader that existed could have added
+        // ceil(4000 / 600) = 7 targets until fenced: 18 + 7 + 1 = 26.
+        let before = own(0, Some(18), 0, 999);
+        let f = Fence::new(
+            Activation::AfterAck {
+                wait: Duration::from_secs(3),
+            },
+            t(1000),
+            Some(before),
+            Duration::from_secs(1),
+            &P,
+        );
+        let stalled = |target| own(0, Some(target), 0, 9000);
+        assert_eq!(
+            f.check(t(9000), stalled(25), &P),
+            Err(Closed::Stale {
+                own: 25,
+                outrun: Some(26)
+            })
+        );
+        assert_eq!(f.check(t(9000), stalled(26), &P), Ok(()));
     }
 }

@@ -195,7 +195,13 @@ impl Machine {
                             });
                         }
                         self.phase = Phase::Promoting(Promotion {
-                            fence: Fence::new(activation, now, &self.fence_params()),
+                            fence: Fence::new(
+                                activation,
+                                now,
+                                self.own_view(),
+                                STATUS_INTERVAL + STATUS_TIMEOUT,
+                                &self.fence_params(),
+                            ),
                             acquired: now,
                             head0: self.own_view().map(|v| v.head),
                             step: PromoteStep::Fencing,

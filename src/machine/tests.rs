@@ -220,9 +220,13 @@ fn an_absent_key_waits_a_full_ttl_after_the_acquisition() {
     let sent = d.now;
     d.feed(Event::Acquired { sent, index: 6 });
     d.ack_guard();
-    // Heartbeats keep the lease alive meanwhile.
+    // Heartbeats keep the lease alive meanwhile; the chain makes a block every 600 ms.
     let mut installed = None;
-    for _ in 0..40 {
+    for i in 1..=60 {
+        if i % 6 == 0 {
+            d.head += 1;
+            d.target += 1;
+        }
         let out = d.advance(Duration::from_millis(100));
         for c in &out {
             if let Command::Heartbeat { seq, .. } = c {
