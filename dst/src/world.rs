@@ -177,9 +177,9 @@ impl Default for Settings {
     }
 }
 
-/// The liveness bound after the last fault healed (ms), derived from the timing and the
-/// schedule (see `docs/dst.md`).
-pub fn liveness_bound_ms(sched: &Schedule) -> u64 {
+/// The liveness bound after the last fault healed (ms), derived from the timing, the chain's
+/// timers and the schedule (see `docs/dst.md`).
+pub fn liveness_bound_ms(sched: &Schedule, timers: &Timers) -> u64 {
     let t = timing();
     let ms = |d: Duration| d.as_millis() as u64;
     let boot = sched.scenario.boot_ms.iter().copied().max().unwrap_or(0);
@@ -202,6 +202,22 @@ pub fn liveness_bound_ms(sched: &Schedule) -> u64 {
         + backoff
         + 2000
         + if foreign { OUTSIDER_LOCK_DELAY / MS } else { 0 }
+        + if sched.scenario.stall {
+            stall_outrun_ms(timers)
+        } else {
+            0
+        }
+}
+
+/// In a chain stalled for want of our stake, a new leader that inherits a heartbeat's (stale)
+/// horizon waits until its own target outruns everything the old leader could have signed:
+/// one target per `min_block_production_delay` over the heartbeat's staleness, plus one,
+/// reached by skips that come one per `max_block_wait_delay` in a long stall.
+fn stall_outrun_ms(timers: &Timers) -> u64 {
+    let ms = |d: Duration| d.as_millis() as u64;
+    let stale = ms(timing().ttl) + ms(kuutamod::timing::STATUS_INTERVAL);
+    let targets = stale.div_ceil(ms(timers.min_block_production_delay).max(1)) + 2;
+    targets * ms(timers.max_block_wait_delay)
 }
 
 /// The derived timing of the simulated nodes.
@@ -642,7 +658,7 @@ impl World {
             })
             .collect();
         let healed = sched.healed_at() * MS;
-        let end = healed + liveness_bound_ms(&sched) * MS;
+        let end = healed + liveness_bound_ms(&sched, &timers) * MS;
         let mut w = World {
             t: 0,
             seq: 0,
@@ -833,7 +849,7 @@ impl World {
                 what: format!(
                     "{what} {} ms after the last fault healed (bound {} ms)",
                     (self.t - self.healed) / MS,
-                    liveness_bound_ms(&self.sched)
+                    liveness_bound_ms(&self.sched, &self.timers)
                 ),
             });
         }
@@ -958,6 +974,11 @@ impl World {
             backoff: BackoffConfig::DEFAULT,
             priority: self.sched.scenario.priority[h],
             doppelganger_heights: DOPPELGANGER_HEIGHTS,
+            // What kuutamod reads from neard's config.json: the chain's own timers.
+            block_delays: kuutamod::fence::BlockDelays {
+                min: self.timers.min_block_production_delay,
+                max: self.timers.max_block_production_delay,
+            },
             mutations: self.settings.mutation.machine(),
         };
         let now = self.clock_now(h);
