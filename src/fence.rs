@@ -182,7 +182,7 @@ impl Fence {
         own_age: Duration,
         params: &FenceParams,
     ) -> Fence {
-        match activation {
+        let fence = match activation {
             // A clean release came after the old neard was fenced, so before our acquisition.
             Activation::Clean(horizon) => Fence {
                 horizon,
@@ -198,21 +198,33 @@ impl Fence {
                 stale: Some(params.heartbeat_staleness),
                 unseen_blocks: true,
             },
-            // No record of a previous leader: none ever ran, or the key was deleted. Our own
-            // view stands in for its horizon, as stale as the wait: a leader that existed saw
-            // the same chain (so, without new blocks, it could only have skipped).
             Activation::AfterAck { wait } => Fence {
-                horizon: Horizon {
-                    head: None,
-                    target: own.map(|v| v.approvals_above()),
-                    exact: false,
-                    stale_ms: None,
-                },
+                horizon: Horizon::default(),
                 acquired,
                 fenced_by: Some(acquired + wait),
-                stale: own.map(|_| wait + own_age),
-                unseen_blocks: false,
+                stale: None,
+                unseen_blocks: true,
             },
+        };
+        if fence.horizon.head.is_some() || fence.horizon.target.is_some() {
+            return fence;
+        }
+        // No horizon: no leader ever ran, or the key was deleted or overwritten. Our own view
+        // stands in for it, as stale as the time until that leader was surely fenced: a leader
+        // that existed saw the same chain (so, without new blocks, it could only have skipped).
+        let Some(own) = own else { return fence };
+        let fenced_by = fence.fenced_by.unwrap_or(acquired);
+        Fence {
+            horizon: Horizon {
+                head: None,
+                target: Some(own.approvals_above()),
+                exact: false,
+                stale_ms: None,
+            },
+            fenced_by: Some(fenced_by),
+            stale: Some(fenced_by.saturating_duration_since(acquired) + own_age),
+            unseen_blocks: false,
+            ..fence
         }
     }
 

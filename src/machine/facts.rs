@@ -214,15 +214,19 @@ impl Machine {
                 // Released, or the key was not as we left it (taken, released by Consul, or
                 // moved by a heartbeat of ours whose answer was lost): in the last case the
                 // watch shows our session on it and the standby's ReleaseOwn gives it back.
-                self.releasing_own = false;
+                if let Some(index) = self.releasing_own.take() {
+                    self.released_own = Some((index, None));
+                }
                 if let Phase::Releasing(r) = &self.phase {
                     let after = r.after;
                     self.finish_release(after);
                 }
             }
             Event::ReleaseFailed => {
-                self.releasing_own = false;
                 let retry = now + self.cfg.timing.retry;
+                if let Some(index) = self.releasing_own.take() {
+                    self.released_own = Some((index, Some(retry)));
+                }
                 if let Phase::Releasing(r) = &mut self.phase {
                     r.in_flight = false;
                     r.retry_at = retry;

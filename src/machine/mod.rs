@@ -265,7 +265,12 @@ pub struct Machine {
     acquiring: Option<(AcquirePlan, Record)>,
     destroying: Option<String>,
     reading: bool,
-    releasing_own: bool,
+    /// A release of a key the watch shows under our own session (as a standby) in flight: the
+    /// index it expects.
+    releasing_own: Option<u64>,
+    /// The last such release, answered: its index, and when it may be tried again (`None`:
+    /// never, Consul said the key had moved on; the watch will show where).
+    released_own: Option<(u64, Option<Instant>)>,
     holdoff_until: Option<Instant>,
     phase: Phase,
     guard: Guard,
@@ -321,7 +326,8 @@ impl Machine {
             acquiring: None,
             destroying: None,
             reading: false,
-            releasing_own: false,
+            releasing_own: None,
+            released_own: None,
             holdoff_until: None,
             phase: Phase::Idle,
             guard: Guard {

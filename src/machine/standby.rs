@@ -95,7 +95,7 @@ impl Machine {
         if self.exiting
             || !matches!(self.phase, Phase::Idle)
             || self.acquiring.is_some()
-            || self.releasing_own
+            || self.releasing_own.is_some()
             || !self.guard.alive
         {
             return;
@@ -188,7 +188,12 @@ impl Machine {
             }
             StandbyMove::ReleaseOwn => {
                 if let Some(key) = self.observer.key() {
-                    self.releasing_own = true;
+                    if let Some((index, retry)) = self.released_own {
+                        if index == key.index && retry.is_none_or(|at| now < at) {
+                            return;
+                        }
+                    }
+                    self.releasing_own = Some(key.index);
                     out.push(Command::Release {
                         session: own,
                         expected_index: key.index,

@@ -246,16 +246,11 @@ fn an_absent_key_waits_a_full_ttl_after_the_acquisition() {
         }
     }
     let waited = installed.expect("the key went live");
-    // Nothing is known of a previous leader: after the TTL, our tip must also be a block
-    // produced after it (WALL_SKEW later on the wall clock).
-    assert!(
-        waited >= TTL + crate::fence::WALL_SKEW,
-        "activated after {waited:?}"
-    );
-    assert!(
-        waited < TTL + crate::fence::WALL_SKEW + Duration::from_millis(200),
-        "{waited:?}"
-    );
+    // Nothing is known of a previous leader: after the TTL, our target must also be above our
+    // acquisition-time target by the skips such a leader could have sent (51 + 3 + 1), which
+    // the live chain reached by then.
+    assert!(waited >= TTL, "activated after {waited:?}");
+    assert!(waited < TTL + Duration::from_millis(200), "{waited:?}");
 }
 
 #[test]
@@ -512,7 +507,12 @@ fn a_silent_holder_is_destroyed_only_on_a_fresh_read() {
         session: "s0".into(),
         seq: 4,
         state: RecordState::Active,
-        horizon: Horizon::default(),
+        horizon: Horizon {
+            head: Some(45),
+            target: Some(46),
+            exact: false,
+            stale_ms: None,
+        },
         successor: None,
     };
     let held = KeyState {
@@ -1194,4 +1194,45 @@ fn a_node_that_gives_the_lock_back_before_its_fence_opened_releases_the_value_un
     let released = released.expect("the lock is given back");
     assert_eq!(released.state, RecordState::Active, "{released:?}");
     assert_eq!(d.count(|c| *c == Command::InstallKey), 0);
+}
+
+#[test]
+fn a_standby_gives_back_a_key_under_its_own_session_once_per_index() {
+    // Found by the deterministic simulation (seed 133): a standby whose watch lagged showed the
+    // key under its own session at an index Consul had moved past; each refused release was
+    // retried at once, a request every few milliseconds until the watch caught up.
+    let mut d = Driver::new(true);
+    d.reach_voting();
+    let mine = KeyState {
+        index: 28,
+        session: Some("s1".into()),
+        value: b"{}".to_vec(),
+    };
+    let releases = |d: &Driver| d.count(|c| matches!(c, Command::Release { .. }));
+    d.observe(Some(mine.clone()), 28);
+    d.status();
+    assert_eq!(releases(&d), 1, "{:?}", d.log);
+    // Consul: the key is no longer at index 28.
+    d.feed(Event::Released(false));
+    for _ in 0..5 {
+        d.advance(Duration::from_millis(10));
+        d.status();
+    }
+    assert_eq!(
+        releases(&d),
+        1,
+        "no retry of a refused release: {:?}",
+        d.log
+    );
+    // The watch shows the key at a new index, still ours (a heartbeat answer was lost): give
+    // it back, and after a transport failure, again only after the retry delay.
+    d.observe(Some(KeyState { index: 31, ..mine }), 31);
+    d.status();
+    assert_eq!(releases(&d), 2);
+    d.feed(Event::ReleaseFailed);
+    d.status();
+    assert_eq!(releases(&d), 2, "not at once after a failure");
+    d.advance(Duration::from_secs(1));
+    d.status();
+    assert_eq!(releases(&d), 3, "retried after the delay");
 }
