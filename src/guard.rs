@@ -24,8 +24,9 @@
 //!
 //! The guard answers `ack <seq>` once an order is in force (for `arm`, once it holds a pidfd of
 //! neard, so a recycled pid can never be hit), or `nack <seq> <reason>`. kuutamod treats a
-//! missing acknowledgement as a lost guard: it steps down if it validates, and starts a new
-//! guard. If its stdin closes (kuutamod exited or was killed), an armed guard kills neard at
+//! missing acknowledgement, or a refusal of its latest arm or disarm, as a lost guard: it steps
+//! down if it validates, and starts a new guard (a refused `arm` of a neard that has exited
+//! since, followed by an order for the next one, is only stale). If its stdin closes (kuutamod exited or was killed), an armed guard kills neard at
 //! once and exits.
 
 use std::io::{BufRead, Write};
@@ -79,7 +80,16 @@ pub enum Note {
         /// The sequence number.
         seq: u64,
     },
-    /// The guard is gone or refused an order.
+    /// The guard refused order `seq`.
+    Nack {
+        /// The guard's generation.
+        generation: u64,
+        /// The refused order.
+        seq: u64,
+        /// Why.
+        why: String,
+    },
+    /// The guard is gone.
     Lost {
         /// The guard's generation.
         generation: u64,
@@ -197,9 +207,16 @@ fn read_notes(
                 Ok(seq) => Note::Ack { generation, seq },
                 Err(_) => continue,
             },
-            ["nack", _seq, why @ ..] => Note::Lost {
-                generation,
-                why: why.join(" "),
+            ["nack", seq, why @ ..] => match seq.parse() {
+                Ok(seq) => Note::Nack {
+                    generation,
+                    seq,
+                    why: why.join(" "),
+                },
+                Err(_) => Note::Lost {
+                    generation,
+                    why: format!("unreadable answer {line:?}"),
+                },
             },
             _ => continue,
         };

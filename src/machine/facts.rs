@@ -252,6 +252,20 @@ impl Machine {
                     }
                 }
             }
+            Event::GuardNack(seq) => {
+                // A refusal matters unless a later arm or disarm replaced the order (an arm of
+                // a neard that exited before the guard read it): that one's answer decides.
+                let g = &mut self.guard;
+                let replaced = g
+                    .pending
+                    .iter()
+                    .any(|(s, order, _)| *s > seq && *order != GuardOrder::Ping);
+                if replaced {
+                    g.pending.retain(|(s, _, _)| *s != seq);
+                } else {
+                    self.guard_lost(out);
+                }
+            }
             Event::GuardLost => self.guard_lost(out),
             Event::GuardSpawned => {
                 let g = &mut self.guard;

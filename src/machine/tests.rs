@@ -1236,3 +1236,60 @@ fn a_standby_gives_back_a_key_under_its_own_session_once_per_index() {
     d.status();
     assert_eq!(releases(&d), 3, "retried after the delay");
 }
+
+#[test]
+fn a_refused_arm_replaced_by_a_later_order_is_stale_one_not_replaced_is_a_lost_guard() {
+    // Found by the deterministic simulation (seed 3510): in restart mode the leader re-armed the
+    // guard for its voter neard just before replacing it with the validator neard; the guard
+    // read the arm after the voter had exited and refused it, and the leader stepped down
+    // although the next arm (for the new neard) was already on its way.
+    let mut d = Driver::new(true);
+    d.reach_validating();
+    let arms = |d: &Driver| -> Vec<u64> {
+        d.log
+            .iter()
+            .filter_map(|c| match c {
+                Command::Guard {
+                    seq,
+                    order: GuardOrder::Arm { .. },
+                } => Some(*seq),
+                _ => None,
+            })
+            .collect()
+    };
+    let first = *arms(&d).last().expect("armed");
+    // A heartbeat is acknowledged: the leader re-arms with the later deadline.
+    let mut later = None;
+    for _ in 0..30 {
+        let out = d.advance(Duration::from_millis(100));
+        for c in &out {
+            if let Command::Heartbeat { seq, .. } = c {
+                let (seq, sent) = (*seq, d.now);
+                d.feed(Event::HeartbeatAcked {
+                    seq,
+                    sent,
+                    index: 20 + seq,
+                });
+            }
+        }
+        if let Some(&a) = arms(&d).last().filter(|&&a| a > first) {
+            later = Some(a);
+            break;
+        }
+        d.ack_guard();
+    }
+    let later = later.expect("re-armed after a heartbeat");
+    d.feed(Event::GuardNack(first));
+    assert!(
+        !d.log.iter().any(|c| matches!(c, Command::SteppedDown(_))),
+        "a replaced order's refusal is stale"
+    );
+    let respawns = d.count(|c| *c == Command::RespawnGuard);
+    d.feed(Event::GuardNack(later));
+    assert_eq!(d.count(|c| *c == Command::RespawnGuard), respawns + 1);
+    assert!(
+        d.log
+            .contains(&Command::SteppedDown(crate::machine::StepDown::GuardLost)),
+        "the latest arm refused: step down"
+    );
+}

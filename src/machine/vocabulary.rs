@@ -192,7 +192,9 @@ pub enum Event {
     },
     /// The guard acknowledged every order up to `seq`.
     GuardAck(u64),
-    /// The guard is gone, refused an order, or its pipe is full.
+    /// The guard refused order `seq`.
+    GuardNack(u64),
+    /// The guard is gone, or its pipe is full.
     GuardLost,
     /// A new guard process runs.
     GuardSpawned,

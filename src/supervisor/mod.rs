@@ -200,6 +200,10 @@ impl Supervisor {
                     Note::Ack { generation, seq } if generation == self.guard_generation => {
                         Event::GuardAck(seq)
                     }
+                    Note::Nack { generation, seq, why } if generation == self.guard_generation => {
+                        log::warn!("the guard refused order {seq}: {why}");
+                        Event::GuardNack(seq)
+                    }
                     Note::Lost { generation, why } if generation == self.guard_generation => {
                         log::error!("the guard process is lost: {why}");
                         Event::GuardLost
