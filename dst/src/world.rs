@@ -360,9 +360,11 @@ impl Ev {
 enum Inc {
     Wake,
     Signal(Event),
+    /// A line from the guard (`Ok`: ack, `Err`: nack of that order), or the guard gone
+    /// (`None`).
     GuardNote {
         gen: u64,
-        ack: Option<u64>,
+        ack: Option<Result<u64, u64>>,
     },
     NeardExited(u32),
     PollDone {
@@ -816,7 +818,9 @@ impl World {
 
     fn check_liveness(&mut self) {
         let holders = self.holders();
-        let recent = 2 * S;
+        // A validator approves at least once per max_block_wait_delay, skipping, even while a
+        // chain stalled without it recovers; twice that, with room for its network lag.
+        let recent = (2 * S).max(2 * self.timers.max_block_wait_delay.as_nanos() as u64);
         let what = match holders.as_slice() {
             [h] => {
                 let n = self.hosts[*h].neard.as_ref();
@@ -825,7 +829,8 @@ impl World {
                     Some(format!("host {h} holds the key but is not in sync"))
                 } else if signing.is_none_or(|s| s + recent < self.t) {
                     Some(format!(
-                        "host {h} holds the key but signed nothing for 2 s (last: {:?} ms)",
+                        "host {h} holds the key but signed nothing for {} ms (last: {:?} ms)",
+                        recent / MS,
                         signing.map(|s| s / MS)
                     ))
                 } else {
@@ -1051,7 +1056,8 @@ impl World {
                     .is_some_and(|k| k.guard_gen == gen)
                 {
                     match ack {
-                        Some(seq) => self.kd_feed(h, Event::GuardAck(seq)),
+                        Some(Ok(seq)) => self.kd_feed(h, Event::GuardAck(seq)),
+                        Some(Err(seq)) => self.kd_feed(h, Event::GuardNack(seq)),
                         None => self.kd_feed(h, Event::GuardLost),
                     }
                 }
@@ -2116,18 +2122,23 @@ impl World {
                         g.tgen += 1;
                         let tgen = g.tgen;
                         self.at(t, Ev::GuardTimer { h, gen, tgen });
-                        Some(seq)
+                        Ok(seq)
                     } else {
-                        None
+                        // As the real guard: no pidfd for a neard that is gone; it drops what
+                        // it held and refuses.
+                        let g = self.hosts[h].guard.as_mut().expect("runnable guard");
+                        g.armed = None;
+                        g.tgen += 1;
+                        Err(seq)
                     }
                 }
                 GuardOrder::Disarm => {
                     let g = self.hosts[h].guard.as_mut().expect("runnable guard");
                     g.armed = None;
                     g.tgen += 1;
-                    Some(seq)
+                    Ok(seq)
                 }
-                GuardOrder::Ping => Some(seq),
+                GuardOrder::Ping => Ok(seq),
             };
             if let Some(inst) = inst {
                 let d = self.rng.range(MS / 20, MS / 2);
@@ -2136,7 +2147,10 @@ impl World {
                     Ev::ToKd {
                         h,
                         inst,
-                        inc: Inc::GuardNote { gen, ack: note },
+                        inc: Inc::GuardNote {
+                            gen,
+                            ack: Some(note),
+                        },
                     },
                 );
             }
