@@ -99,9 +99,12 @@ impl BlockDelays {
 pub struct FenceParams {
     /// neard's block production delays.
     pub delays: BlockDelays,
-    /// How stale a heartbeat's horizon can be when the old leader is fenced: the TTL plus a
-    /// poll interval.
+    /// How stale a heartbeat's horizon can be when the old leader is fenced, for records that
+    /// do not say how old it was: the TTL plus the longest neard may go unanswered before its
+    /// leader steps down, plus a poll's timeout.
     pub heartbeat_staleness: Duration,
+    /// The TTL: a heartbeat's writer stopped signing within this after sending it.
+    pub ttl: Duration,
 }
 
 /// The fence of one promotion.
@@ -191,11 +194,15 @@ impl Fence {
                 stale: horizon.stale_ms.map(Duration::from_millis),
                 unseen_blocks: true,
             },
+            // A heartbeat's horizon was `StaleMs` old when sent, and its writer stopped
+            // signing within the TTL after (records without the field: the most it can be).
             Activation::NotBefore { at, horizon } => Fence {
                 horizon,
                 acquired,
                 fenced_by: Some(at),
-                stale: Some(params.heartbeat_staleness),
+                stale: Some(horizon.stale_ms.map_or(params.heartbeat_staleness, |age| {
+                    Duration::from_millis(age) + params.ttl
+                })),
                 unseen_blocks: true,
             },
             Activation::AfterAck { wait } => Fence {
@@ -329,6 +336,7 @@ mod tests {
     const P: FenceParams = FenceParams {
         delays: BlockDelays::NEARD,
         heartbeat_staleness: Duration::from_secs(31),
+        ttl: Duration::from_secs(30),
     };
 
     fn exact(head: u64, target: u64) -> Horizon {
@@ -499,5 +507,35 @@ mod tests {
             })
         );
         assert_eq!(f.check(t(9000), stalled(21), &P), Ok(()));
+    }
+
+    #[test]
+    fn a_heartbeat_s_horizon_is_stale_by_its_age_plus_the_ttl() {
+        let hb = |stale_ms| Horizon {
+            head: Some(100),
+            target: Some(107),
+            exact: false,
+            stale_ms,
+        };
+        let outrun = |h| {
+            let f = Fence::new(
+                Activation::NotBefore {
+                    at: t(0),
+                    horizon: h,
+                },
+                t(0),
+                None,
+                Duration::ZERO,
+                &P,
+            );
+            match f.check(t(0), own(100, Some(107), 0, 0), &P) {
+                Err(Closed::Stale { outrun, .. }) => outrun,
+                other => panic!("{other:?}"),
+            }
+        };
+        // 1.5 s old when sent, and its writer signed for at most 30 s more: ceil(31.5 / 0.6).
+        assert_eq!(outrun(hb(Some(1500))), Some(107 + 53 + 1));
+        // A record that does not say: the most a heartbeat's horizon can be (31 s here).
+        assert_eq!(outrun(hb(None)), Some(107 + 52 + 1));
     }
 }

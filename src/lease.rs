@@ -74,8 +74,8 @@ pub struct Horizon {
     /// killed or while it still validated.
     #[serde(rename = "Final", default)]
     pub exact: bool,
-    /// For a horizon that is not exact, in a released record: how long before its neard was
-    /// fenced these values were read (at most; a heartbeat's horizon has no such bound).
+    /// For a horizon that is not exact: how old these values were (at most) when the record
+    /// was written; in a released record, when its neard was fenced.
     #[serde(rename = "StaleMs", default, skip_serializing_if = "Option::is_none")]
     pub stale_ms: Option<u64>,
 }
@@ -218,13 +218,12 @@ impl Lease {
         self.pending.is_some()
     }
 
-    /// The next heartbeat, carrying `horizon`; marks it in flight.
+    /// The next heartbeat, carrying `horizon` (with its age); marks it in flight.
     pub fn beat(&mut self, horizon: Horizon) -> Beat {
         let mut record = self.record.clone();
         record.seq += 1;
         record.horizon = Horizon {
             exact: false,
-            stale_ms: None,
             ..horizon
         };
         let beat = Beat {

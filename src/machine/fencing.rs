@@ -188,9 +188,16 @@ impl Machine {
         self.fenced_at = Some(self.now);
         if !self.horizon.exact {
             // Read from a neard that could still sign afterwards: say how stale, at most (the
-            // poll's values were read up to its timeout before it was answered).
+            // poll's values were read up to its timeout before it was answered). It signed
+            // nothing after now, nor after the guard's deadline: a live key had the guard armed
+            // for its neard, with at most the lease deadline plus the stop grace (this matters
+            // when kuutamod was stopped and the guard killed neard long ago).
+            let end = match &self.lease {
+                Some(l) => self.now.min(l.deadline() + self.cfg.timing.stop_grace),
+                None => self.now,
+            };
             self.horizon.stale_ms = self.horizon_at.map(|at| {
-                u64::try_from((self.now.saturating_duration_since(at) + STATUS_TIMEOUT).as_millis())
+                u64::try_from((end.saturating_duration_since(at) + STATUS_TIMEOUT).as_millis())
                     .unwrap_or(u64::MAX)
             });
         }

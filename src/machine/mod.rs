@@ -393,11 +393,24 @@ impl Machine {
         }
     }
 
+    /// Our horizon as published now: `StaleMs` is how old its values may be (the poll's
+    /// values were read up to its timeout before it was answered).
+    fn horizon_now(&self) -> Horizon {
+        Horizon {
+            stale_ms: self.horizon_at.map(|at| {
+                u64::try_from((self.now.saturating_duration_since(at) + STATUS_TIMEOUT).as_millis())
+                    .unwrap_or(u64::MAX)
+            }),
+            ..self.horizon
+        }
+    }
+
     /// What the height fence needs to know about the chain and the timing.
     fn fence_params(&self) -> FenceParams {
         FenceParams {
             delays: self.cfg.block_delays,
-            heartbeat_staleness: self.cfg.timing.ttl + STATUS_INTERVAL,
+            heartbeat_staleness: self.cfg.timing.ttl + STATUS_FAIL_AFTER + STATUS_TIMEOUT,
+            ttl: self.cfg.timing.ttl,
         }
     }
 

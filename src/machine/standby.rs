@@ -28,10 +28,11 @@ impl Machine {
                     out.push(Command::Renew(id.clone()));
                 }
                 let beating = matches!(self.phase, Phase::Promoting(_) | Phase::Validating);
+                let horizon = self.horizon_now();
                 if let (true, Some(lease)) = (beating, self.lease.as_mut()) {
                     if now >= self.beat_at && !lease.in_flight() {
                         self.beat_at = now + t.heartbeat_interval;
-                        let beat = lease.beat(self.horizon);
+                        let beat = lease.beat(horizon);
                         out.push(Command::Heartbeat {
                             session: id,
                             expected_index: beat.expected_index,
@@ -141,7 +142,11 @@ impl Machine {
                         head: Some(view.head),
                         target: view.target,
                         exact: false,
-                        stale_ms: None,
+                        // Our last poll, at most this old.
+                        stale_ms: Some(
+                            u64::try_from((STATUS_INTERVAL + STATUS_TIMEOUT).as_millis())
+                                .unwrap_or(u64::MAX),
+                        ),
                     },
                     successor: None,
                 };

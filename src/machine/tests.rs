@@ -1293,3 +1293,61 @@ fn a_refused_arm_replaced_by_a_later_order_is_stale_one_not_replaced_is_a_lost_g
         "the latest arm refused: step down"
     );
 }
+
+#[test]
+fn a_leader_stopped_past_its_lease_says_its_horizon_is_stale_only_until_the_guard_s_deadline() {
+    // Found by the deterministic simulation (seed 25782): kuutamod was stopped for 6 s while
+    // the guard killed neard at the lease deadline; the released record said the horizon was
+    // stale for the whole stop, and in a chain stalled without our stake the next leader
+    // waited a minute for its target to outrun that.
+    let mut d = Driver::new(true);
+    d.reach_validating();
+    d.status();
+    let polled = d.now;
+    // Stopped: nothing happens for 20 s; then neard is found dead (the guard killed it).
+    d.now = d.now + Duration::from_secs(20);
+    d.feed(Event::NeardExited { pid: d.pid });
+    d.feed(Event::Tick);
+    let released = d
+        .log
+        .iter()
+        .rev()
+        .find_map(|c| match c {
+            Command::Release { value, .. } => Record::parse(value),
+            _ => None,
+        })
+        .expect("released");
+    let stale = Duration::from_millis(released.horizon.stale_ms.expect("stale horizon"));
+    // At most: the lease deadline (< TTL after the last heartbeat, itself before the poll)
+    // plus the stop grace, from the poll, plus the poll's timeout.
+    let bound = TTL + GRACE + crate::timing::STATUS_TIMEOUT;
+    assert!(stale <= bound, "{stale:?} > {bound:?}");
+    assert!(d.now.saturating_duration_since(polled) > bound);
+}
+
+#[test]
+fn heartbeats_say_how_old_their_horizon_is() {
+    let mut d = Driver::new(true);
+    d.reach_validating();
+    d.status();
+    let polled = d.now;
+    let mut beat = None;
+    for _ in 0..20 {
+        let out = d.advance(Duration::from_millis(100));
+        d.ack_guard();
+        beat = out.iter().find_map(|c| match c {
+            Command::Heartbeat { value, .. } => Record::parse(value),
+            _ => None,
+        });
+        if beat.is_some() {
+            break;
+        }
+    }
+    let beat = beat.expect("a heartbeat");
+    let age = d.now.saturating_duration_since(polled) + crate::timing::STATUS_TIMEOUT;
+    assert_eq!(
+        beat.horizon.stale_ms,
+        Some(age.as_millis() as u64),
+        "{beat:?}"
+    );
+}
