@@ -15,6 +15,7 @@ use serde_json::{json, Value};
 
 use crate::chain;
 use crate::keys::{self, KeyFile, Kind};
+use crate::spec::Timers;
 
 /// Name of the config file in the home.
 pub const CONFIG_FILE: &str = "config.json";
@@ -53,6 +54,10 @@ pub struct Config {
     pub min_block_production_delay: Duration,
     /// `consensus.max_block_production_delay`; ×10 is the health check's staleness limit.
     pub max_block_production_delay: Duration,
+    /// All consensus timers the simulator uses (`consensus.min_block_production_delay`,
+    /// `max_block_production_delay`, `max_block_wait_delay`, `doomslug_step_period`,
+    /// `block_production_tracking_delay`; neard's defaults for absent fields).
+    pub timers: Timers,
     /// Top-level fields the simulator does not know (neard warns about these).
     pub unknown_fields: Vec<String>,
 }
@@ -118,6 +123,9 @@ impl Default for RawNetwork {
 struct RawConsensus {
     min_block_production_delay: Option<JsonDuration>,
     max_block_production_delay: Option<JsonDuration>,
+    max_block_wait_delay: Option<JsonDuration>,
+    doomslug_step_period: Option<JsonDuration>,
+    block_production_tracking_delay: Option<JsonDuration>,
 }
 
 #[derive(Deserialize)]
@@ -187,6 +195,25 @@ impl Config {
     /// Parses a `config.json` body.
     pub fn parse(body: &[u8]) -> Result<Config, serde_json::Error> {
         let raw: RawConfig = serde_json::from_slice(body)?;
+        let neard = Timers::neard();
+        let c = raw.consensus;
+        let timers = Timers {
+            min_block_production_delay: c
+                .min_block_production_delay
+                .map_or(neard.min_block_production_delay, Duration::from),
+            max_block_production_delay: c
+                .max_block_production_delay
+                .map_or(neard.max_block_production_delay, Duration::from),
+            max_block_wait_delay: c
+                .max_block_wait_delay
+                .map_or(neard.max_block_wait_delay, Duration::from),
+            doomslug_step_period: c
+                .doomslug_step_period
+                .map_or(neard.doomslug_step_period, Duration::from),
+            block_production_tracking_delay: c
+                .block_production_tracking_delay
+                .map_or(neard.block_production_tracking_delay, Duration::from),
+        };
         let template = default_config_json(DEFAULT_RPC_ADDR, DEFAULT_NETWORK_ADDR, "");
         let unknown_fields = raw
             .rest
@@ -202,14 +229,9 @@ impl Config {
             genesis_file: raw.genesis_file,
             validator_key_file: raw.validator_key_file,
             node_key_file: raw.node_key_file,
-            min_block_production_delay: raw
-                .consensus
-                .min_block_production_delay
-                .map_or(DEFAULT_MIN_BLOCK_PRODUCTION_DELAY, Duration::from),
-            max_block_production_delay: raw
-                .consensus
-                .max_block_production_delay
-                .map_or(DEFAULT_MAX_BLOCK_PRODUCTION_DELAY, Duration::from),
+            min_block_production_delay: timers.min_block_production_delay,
+            max_block_production_delay: timers.max_block_production_delay,
+            timers,
             unknown_fields,
         })
     }
@@ -222,6 +244,12 @@ pub struct Genesis {
     pub chain_id: String,
     /// Account ids of the genesis validators, in file order.
     pub validators: Vec<String>,
+    /// The genesis validators with their stakes (`amount`), in file order.
+    pub stakes: Vec<(String, u128)>,
+    /// `epoch_length` ([`crate::spec::DEFAULT_EPOCH_LENGTH`] if absent).
+    pub epoch_length: u64,
+    /// Number of shards (`shard_layout`, 1 if absent).
+    pub num_shards: u64,
     /// A stable hash of the file's chain id and validators (stands in for the genesis block
     /// hash).
     pub hash: String,
@@ -234,19 +262,45 @@ impl Genesis {
         let body = std::fs::read(path).ok()?;
         let v: Value = serde_json::from_slice(&body).ok()?;
         let chain_id = v.get("chain_id")?.as_str()?.to_owned();
-        let validators: Vec<String> = v
+        let stakes: Vec<(String, u128)> = v
             .get("validators")
             .and_then(Value::as_array)
             .map(|vs| {
                 vs.iter()
-                    .filter_map(|x| x.get("account_id")?.as_str().map(str::to_owned))
+                    .filter_map(|x| {
+                        let account = x.get("account_id")?.as_str()?.to_owned();
+                        let amount = match x.get("amount") {
+                            Some(Value::String(s)) => s.parse().unwrap_or(1),
+                            Some(Value::Number(n)) => n.as_u64().map_or(1, u128::from),
+                            _ => 1,
+                        };
+                        Some((account, amount))
+                    })
                     .collect()
             })
             .unwrap_or_default();
+        let validators: Vec<String> = stakes.iter().map(|(a, _)| a.clone()).collect();
         let hash = chain::hash(&format!("genesis:{chain_id}:{}", validators.join(",")), 0);
+        let num_shards = v
+            .pointer("/shard_layout/V0/num_shards")
+            .and_then(Value::as_u64)
+            .or_else(|| {
+                v.get("num_block_producer_seats_per_shard")
+                    .and_then(Value::as_array)
+                    .map(|a| a.len() as u64)
+            })
+            .unwrap_or(1)
+            .max(1);
         Some(Genesis {
             chain_id,
             validators,
+            stakes,
+            epoch_length: v
+                .get("epoch_length")
+                .and_then(Value::as_u64)
+                .unwrap_or(crate::spec::DEFAULT_EPOCH_LENGTH)
+                .max(1),
+            num_shards,
             hash,
         })
     }
@@ -357,8 +411,70 @@ pub fn default_config_json(rpc_addr: &str, network_addr: &str, boot_nodes: &str)
 }
 
 /// A genesis for a test chain whose validators are `validators` (account, public key), with
-/// equal stakes.
+/// equal stakes, one shard.
 pub fn genesis_json(chain_id: &str, validators: &[(String, String)]) -> Value {
+    genesis_json_with(chain_id, validators, &InitOptions::default())
+}
+
+/// Options of `init` and `localnet` beyond neard's basic ones.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct InitOptions {
+    /// Number of shards (`init --num-shards`, `localnet --shards`); 0 means 1.
+    pub num_shards: u64,
+    /// neard's `init --fast`: min/max block production delay 120/500 ms and an epoch of 60
+    /// heights (nearcore `FAST_MIN_BLOCK_PRODUCTION_DELAY`, `FAST_MAX_BLOCK_PRODUCTION_DELAY`,
+    /// `FAST_EPOCH_LENGTH`).
+    pub fast: bool,
+    /// Simulator only (`--speed-up N`): every consensus timer of neard's defaults divided by N
+    /// (10: 60 ms / 200 ms / 600 ms, steps of 10 ms).
+    pub speed_up: Option<u32>,
+}
+
+/// nearcore's `FAST_EPOCH_LENGTH`.
+const FAST_EPOCH_LENGTH: u64 = 60;
+
+impl InitOptions {
+    fn shards(&self) -> u64 {
+        self.num_shards.max(1)
+    }
+
+    fn epoch_length(&self) -> u64 {
+        if self.fast {
+            FAST_EPOCH_LENGTH
+        } else {
+            chain::EPOCH_LENGTH
+        }
+    }
+
+    /// Applies the timer options to a config.json value.
+    fn apply(&self, config: &mut Value) {
+        if self.fast {
+            config["consensus"]["min_block_production_delay"] =
+                duration_json(Duration::from_millis(120));
+            config["consensus"]["max_block_production_delay"] =
+                duration_json(Duration::from_millis(500));
+        }
+        if let Some(n) = self.speed_up {
+            let t = Timers::sped_up(n);
+            let c = &mut config["consensus"];
+            c["min_block_production_delay"] = duration_json(t.min_block_production_delay);
+            c["max_block_production_delay"] = duration_json(t.max_block_production_delay);
+            c["max_block_wait_delay"] = duration_json(t.max_block_wait_delay);
+            c["doomslug_step_period"] = duration_json(t.doomslug_step_period);
+            c["block_production_tracking_delay"] = duration_json(t.block_production_tracking_delay);
+        }
+    }
+}
+
+/// [`genesis_json`] with the shard count and epoch length of `opts`.
+pub fn genesis_json_with(
+    chain_id: &str,
+    validators: &[(String, String)],
+    opts: &InitOptions,
+) -> Value {
+    let shards = opts.shards();
+    let seats = vec![json!(50); shards as usize];
+    let hidden = vec![json!(0); shards as usize];
     let vs: Vec<Value> = validators
         .iter()
         .map(|(account, pk)| json!({"account_id": account, "public_key": pk, "amount": TESTING_INIT_STAKE}))
@@ -381,10 +497,10 @@ pub fn genesis_json(chain_id: &str, validators: &[(String, String)]) -> Value {
         "chain_id": chain_id,
         "genesis_height": 0,
         "num_block_producer_seats": 50,
-        "num_block_producer_seats_per_shard": [50],
-        "avg_hidden_validator_seats_per_shard": [0],
+        "num_block_producer_seats_per_shard": seats,
+        "avg_hidden_validator_seats_per_shard": hidden,
         "dynamic_resharding": false,
-        "epoch_length": chain::EPOCH_LENGTH,
+        "epoch_length": opts.epoch_length(),
         "gas_limit": 1_000_000_000_000_000u64,
         "min_gas_price": "100000000",
         "max_gas_price": "10000000000000000000000",
@@ -403,7 +519,7 @@ pub fn genesis_json(chain_id: &str, validators: &[(String, String)]) -> Value {
         "protocol_treasury_account": "test.near",
         "fishermen_threshold": "10000000000000000000000000",
         "minimum_stake_divisor": 10,
-        "shard_layout": {"V0": {"num_shards": 1, "version": 0}},
+        "shard_layout": {"V0": {"num_shards": shards, "version": 0}},
         "records": records
     })
 }
@@ -479,6 +595,16 @@ pub fn init(
     chain_id: Option<&str>,
     account_id: Option<&str>,
 ) -> io::Result<InitReport> {
+    init_with(home, chain_id, account_id, &InitOptions::default())
+}
+
+/// [`init`] with [`InitOptions`] (shards, `--fast`, `--speed-up`).
+pub fn init_with(
+    home: &Path,
+    chain_id: Option<&str>,
+    account_id: Option<&str>,
+    opts: &InitOptions,
+) -> io::Result<InitReport> {
     std::fs::create_dir_all(home)?;
     let mut report = InitReport::default();
     let account = account_id.unwrap_or("test.near");
@@ -487,11 +613,9 @@ pub fn init(
         Some(_) => return Err(io::Error::other("--chain-id must not be empty")),
         None => random_chain_id()?,
     };
-    write_new_json(
-        &home.join(CONFIG_FILE),
-        &default_config_json(DEFAULT_RPC_ADDR, DEFAULT_NETWORK_ADDR, ""),
-        &mut report,
-    )?;
+    let mut config = default_config_json(DEFAULT_RPC_ADDR, DEFAULT_NETWORK_ADDR, "");
+    opts.apply(&mut config);
+    write_new_json(&home.join(CONFIG_FILE), &config, &mut report)?;
     ensure_key(&home.join("node_key.json"), Kind::Node, "node", &mut report)?;
     let pk = ensure_key(
         &home.join("validator_key.json"),
@@ -501,7 +625,7 @@ pub fn init(
     )?;
     write_new_json(
         &home.join("genesis.json"),
-        &genesis_json(&chain_id, &[(account.to_owned(), pk)]),
+        &genesis_json_with(&chain_id, &[(account.to_owned(), pk)], opts),
         &mut report,
     )?;
     Ok(report)
@@ -523,6 +647,16 @@ pub fn free_ports(n: usize) -> io::Result<Vec<u16>> {
 /// `rpc.addr` and `network.addr`, and `network.boot_nodes` of every node but the first pointing
 /// at node 0. Refuses to touch a home that already has a config.json.
 pub fn localnet(home: &Path, n: usize, prefix: &str) -> io::Result<InitReport> {
+    localnet_with(home, n, prefix, &InitOptions::default())
+}
+
+/// [`localnet`] with [`InitOptions`] (shards, `--speed-up`).
+pub fn localnet_with(
+    home: &Path,
+    n: usize,
+    prefix: &str,
+    opts: &InitOptions,
+) -> io::Result<InitReport> {
     if n == 0 {
         return Err(io::Error::other("localnet needs at least one validator"));
     }
@@ -552,7 +686,7 @@ pub fn localnet(home: &Path, n: usize, prefix: &str) -> io::Result<InitReport> {
             node0_pk = node_pk;
         }
     }
-    let genesis = genesis_json("localnet", &validators);
+    let genesis = genesis_json_with("localnet", &validators, opts);
     for (i, dir) in dirs.iter().enumerate() {
         let boot_nodes = if i == 0 {
             String::new()
@@ -567,6 +701,7 @@ pub fn localnet(home: &Path, n: usize, prefix: &str) -> io::Result<InitReport> {
         config["rpc"]["enable_debug_rpc"] = json!(true);
         config["network"]["skip_sync_wait"] = json!(n == 1);
         config["consensus"]["min_num_peers"] = json!((n - 1).min(3));
+        opts.apply(&mut config);
         write_new_json(&dir.join(CONFIG_FILE), &config, &mut report)?;
         write_new_json(&dir.join("genesis.json"), &genesis, &mut report)?;
     }

@@ -2,37 +2,43 @@
 //!
 //! [`prepare`] does everything neard does before it starts serving and that can fail with a
 //! panic in neard (config, addresses, keys); the binary aborts on its error. [`run`] then
-//! plays the node's life: boot delay, RPC and network listeners, a sync period, signing each
-//! height into the ledger while it holds a key, SIGHUP reloads, and SIGTERM/SIGINT stops.
+//! plays the node's life: boot delay, RPC and network listeners, the link to the chain (a chain
+//! process's socket, or a private chain in-process), a sync period, the consensus client
+//! ([`crate::client`]) signing into the ledger while it holds a key, SIGHUP reloads, and
+//! SIGTERM/SIGINT stops.
 //!
-//! All mutable state sits in one [`Shared`] value behind `Arc`: the fault knobs in a `watch`
+//! All mutable state sits in one `Shared` value behind `Arc`: the fault knobs in a `watch`
 //! channel (tasks wait on "not frozen"), the rest in a mutex held only for short, non-async
 //! sections.
 
-use std::convert::Infallible;
+use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use http_body_util::{BodyExt, Full};
-use hyper::body::{Bytes, Incoming};
-use hyper::{Method, Request, Response, StatusCode};
-use serde_json::{json, Value};
 use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::{mpsc, watch};
 
 use crate::chain;
+use crate::client::{Client, Effects};
 use crate::config::{Config, ConfigError, Genesis};
-use crate::control::{self, Control, StatusMode};
+use crate::control::{self, Control};
 use crate::keys::{self, Key, KeyError, Kind};
 use crate::ledger;
+use crate::network::Network;
 use crate::settings::Settings;
-use crate::status::{self, Snapshot};
+use crate::spec::ChainSpec;
+use crate::status::{BlockRef, StatusView};
+use crate::wire::{self, Conn, Engine, ToChain, ToNode};
 
-/// Upper bound on the signing loop's period: a new height is signed within this of its start.
-const MAX_SIGN_TICK: Duration = Duration::from_millis(10);
+/// Where the node keeps doomslug's largest target height (neard keeps it in its database,
+/// `save_largest_target_height`), relative to the home.
+pub const LARGEST_TARGET_FILE: &str = "data/neard-sim-largest-target-height";
+
+/// Longest the client loop sleeps when nothing is due (it also wakes on every message).
+const MAX_IDLE: Duration = Duration::from_millis(50);
 
 /// Overrides `run` takes on the command line.
 #[derive(Debug, Clone, Default)]
@@ -47,6 +53,8 @@ pub struct RunArgs {
     pub network_addr: Option<String>,
     /// `--ledger` (wins over `NEARD_SIM_LEDGER`).
     pub ledger: Option<PathBuf>,
+    /// `--chain` (wins over `NEARD_SIM_CHAIN`).
+    pub chain: Option<PathBuf>,
 }
 
 /// Why the node cannot start. neard panics (and, built with `panic = abort`, aborts) on all of
@@ -101,6 +109,7 @@ pub struct Prepared {
     validator_key: Option<Key>,
     genesis: Option<Genesis>,
     ledger: Option<ledger::Writer>,
+    stored_target: u64,
 }
 
 impl Prepared {
@@ -174,6 +183,9 @@ pub fn prepare(args: RunArgs, mut settings: Settings) -> Result<Prepared, StartE
     if let Some(p) = args.ledger {
         settings.ledger = Some(p);
     }
+    if let Some(p) = args.chain {
+        settings.chain = Some(p);
+    }
     let ledger = match &settings.ledger {
         Some(path) => Some(
             ledger::Writer::open(path).map_err(|source| StartError::Ledger {
@@ -183,6 +195,7 @@ pub fn prepare(args: RunArgs, mut settings: Settings) -> Result<Prepared, StartE
         ),
         None => None,
     };
+    let stored_target = read_largest_target(&home);
     Ok(Prepared {
         home,
         settings,
@@ -191,6 +204,7 @@ pub fn prepare(args: RunArgs, mut settings: Settings) -> Result<Prepared, StartE
         validator_key,
         genesis,
         ledger,
+        stored_target,
     })
 }
 
@@ -210,50 +224,64 @@ pub fn abort(msg: &str) -> ! {
     std::process::abort()
 }
 
+/// The largest target height in the home's store (0 when absent or unreadable).
+pub fn read_largest_target(home: &Path) -> u64 {
+    std::fs::read_to_string(home.join(LARGEST_TARGET_FILE))
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Stores the largest target height (temp file and rename; like neard's store it is written
+/// before the approvals go out, not fsynced).
+fn write_largest_target(home: &Path, value: u64) -> std::io::Result<()> {
+    let path = home.join(LARGEST_TARGET_FILE);
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = keys::tmp_path(&path);
+    std::fs::write(&tmp, value.to_string())?;
+    std::fs::rename(&tmp, &path)
+}
+
 /// Mutable node state (short critical sections only; never held across an await).
-struct State {
-    config: Config,
-    key: Option<Key>,
+pub(crate) struct State {
+    pub(crate) config: Config,
+    pub(crate) key: Option<Key>,
     /// Bumped by every reload, so a delayed key drop knows whether it is still current.
     key_generation: u64,
     booted_ms: Option<u64>,
-    earliest_height: u64,
-    stopping: bool,
-    /// Head height pinned while the chain is stalled or the process frozen.
-    stalled_at: Option<u64>,
-    last_signed: Option<u64>,
-    blocks_produced: u64,
-    reloads_total: u64,
-    reload_timestamp_ms: u64,
-    config_correct: bool,
+    pub(crate) stopping: bool,
+    pub(crate) client: Client,
+    pub(crate) reloads_total: u64,
+    pub(crate) reload_timestamp_ms: u64,
+    pub(crate) config_correct: bool,
     ledger: Option<ledger::Writer>,
 }
 
 /// What every task of the node shares.
-struct Shared {
+pub(crate) struct Shared {
     home: PathBuf,
-    settings: Settings,
+    pub(crate) settings: Settings,
     chain_id: String,
     genesis_hash: String,
     genesis_validators: Vec<String>,
     node_public_key: String,
     rpc_addr: Option<SocketAddr>,
     network_addr: SocketAddr,
-    started_ms: u64,
-    control: watch::Sender<Control>,
-    rpc_down: watch::Sender<bool>,
+    pub(crate) started_ms: u64,
+    pub(crate) control: watch::Sender<Control>,
+    pub(crate) rpc_down: watch::Sender<bool>,
     state: Mutex<State>,
+    /// The private chain, when there is no chain process.
+    embedded: Option<Engine>,
 }
 
 impl Shared {
-    fn state(&self) -> MutexGuard<'_, State> {
+    pub(crate) fn state(&self) -> MutexGuard<'_, State> {
         // A panic while holding the lock aborts the process (panic = abort semantics are what
         // neard has), so a poisoned lock can only be seen in debug builds: keep going.
         self.state.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn block_time_ms(&self) -> u64 {
-        u64::try_from(self.settings.block_time.as_millis()).unwrap_or(u64::MAX)
     }
 
     fn syncing(&self, st: &State, now_ms: u64) -> bool {
@@ -261,21 +289,56 @@ impl Shared {
         let booting = st
             .booted_ms
             .is_none_or(|b| now_ms < b.saturating_add(sync_ms));
-        booting || self.control.borrow().force_syncing
+        // No word from the chain yet: neard's AwaitingPeers, which counts as syncing.
+        booting || self.control.borrow().force_syncing || !st.client.has_view()
     }
 
-    fn snapshot(&self, now_ms: u64) -> (Snapshot, Duration) {
-        let st = self.state();
-        let head = st
-            .stalled_at
-            .unwrap_or_else(|| chain::height_at(now_ms, self.block_time_ms()));
-        let mut validators = self.genesis_validators.clone();
-        if let Some(k) = &st.key {
-            if !validators.contains(&k.account_id) {
-                validators.push(k.account_id.clone());
-            }
+    /// Whether the node may sign now: a key, synced, not stopping, not frozen or stalled.
+    fn signing_key(&self, st: &State, now_ms: u64) -> Option<Key> {
+        let c = self.control.borrow();
+        let blocked = c.freeze || c.stall || c.force_syncing;
+        drop(c);
+        if blocked || st.stopping || self.syncing(st, now_ms) {
+            return None;
         }
-        let snap = Snapshot {
+        st.key.clone()
+    }
+
+    /// What /status shows now, and the health check's `max_block_production_delay`.
+    pub(crate) fn view(&self, now_ms: u64) -> (StatusView, Duration) {
+        let st = self.state();
+        let genesis = BlockRef {
+            height: 0,
+            hash: self.genesis_hash.clone(),
+            time_ms: self.started_ms,
+        };
+        let r = |b: &crate::blocks::Block| BlockRef {
+            height: b.height,
+            hash: b.hash.clone(),
+            time_ms: b.time_ms,
+        };
+        let head = st.client.tip().map_or(genesis.clone(), r);
+        let earliest = st.client.earliest().map_or(genesis, r);
+        let (validators, epoch_start) = match st.client.epochs() {
+            Some(e) => (
+                e.spec()
+                    .validators
+                    .iter()
+                    .map(|v| v.account_id.clone())
+                    .collect(),
+                e.epoch_start(e.epoch_of(head.height)),
+            ),
+            None => {
+                let mut v = self.genesis_validators.clone();
+                if let Some(k) = &st.key {
+                    if !v.contains(&k.account_id) {
+                        v.push(k.account_id.clone());
+                    }
+                }
+                (v, 0)
+            }
+        };
+        let view = StatusView {
             chain_id: self.chain_id.clone(),
             genesis_hash: self.genesis_hash.clone(),
             rpc_addr: self.rpc_addr.map(|a| a.to_string()),
@@ -285,17 +348,18 @@ impl Shared {
                 .as_ref()
                 .map(|k| (k.account_id.clone(), k.public_key.clone())),
             node_public_key: self.node_public_key.clone(),
-            head_height: head,
-            block_time_ms: self.block_time_ms(),
-            earliest_height: st.earliest_height.min(head),
+            epoch_id: chain::hash("epoch", epoch_start),
+            epoch_start_height: epoch_start,
+            head,
+            earliest,
             syncing: self.syncing(&st, now_ms),
             uptime_sec: i64::try_from(now_ms.saturating_sub(self.started_ms) / 1000)
                 .unwrap_or(i64::MAX),
         };
-        (snap, st.config.max_block_production_delay)
+        (view, st.config.max_block_production_delay)
     }
 
-    async fn wait_unfrozen(&self) {
+    pub(crate) async fn wait_unfrozen(&self) {
         let mut rx = self.control.subscribe();
         let _ = rx.wait_for(|c| !c.freeze).await;
     }
@@ -331,6 +395,46 @@ pub async fn run(p: Prepared) {
             &format!("Validator key {} ({})", k.account_id, k.public_key),
         );
     }
+    let embedded = match &p.settings.chain {
+        Some(path) => {
+            log(
+                "INFO",
+                "neard_sim",
+                &format!("chain process at {}", path.display()),
+            );
+            None
+        }
+        None => {
+            let spec = ChainSpec::from_home(
+                p.genesis.as_ref(),
+                p.config.timers,
+                p.validator_key.as_ref().map(|k| k.account_id.as_str()),
+            );
+            log(
+                "INFO",
+                "neard_sim",
+                &format!(
+                    "private chain: validators {:?}",
+                    spec.validators
+                        .iter()
+                        .map(|v| format!("{}{}", v.account_id, if v.ours { " (ours)" } else { "" }))
+                        .collect::<Vec<_>>()
+                ),
+            );
+            let step = spec
+                .consensus
+                .doomslug_step_period
+                .min(spec.consensus.block_production_tracking_delay);
+            let (events, mut rx) = mpsc::unbounded_channel();
+            tokio::spawn(async move { while rx.recv().await.is_some() {} });
+            Some(Engine::spawn(
+                Network::new(spec, Instant::now(), now),
+                step,
+                events,
+            ))
+        }
+    };
+    let client = Client::new(&p.settings.node_id, p.config.timers, p.stored_target);
     let shared = Arc::new(Shared {
         home: p.home.clone(),
         chain_id,
@@ -347,22 +451,19 @@ pub async fn run(p: Prepared) {
             key: p.validator_key,
             key_generation: 0,
             booted_ms: None,
-            earliest_height: 0,
             stopping: false,
-            stalled_at: None,
-            last_signed: None,
-            blocks_produced: 0,
+            client,
             reloads_total: 1,
             reload_timestamp_ms: now,
             config_correct: true,
             ledger: p.ledger,
         }),
         settings: p.settings,
+        embedded,
     });
 
     tokio::spawn(poll_control(shared.clone()));
     tokio::spawn(boot(shared.clone()));
-    tokio::spawn(sign_loop(shared.clone()));
     let (reload_tx, reload_rx) = mpsc::unbounded_channel();
     tokio::spawn(reload_loop(shared.clone(), reload_rx));
 
@@ -403,21 +504,14 @@ fn must<T>(r: std::io::Result<T>, what: &str) -> T {
     r.unwrap_or_else(|e| abort(&format!("cannot install {what}: {e}")))
 }
 
-/// Identity and version of a file: (device, inode, mtime s, mtime ns, size). A rename gives a
-/// new inode, so an atomic replacement is seen even within one mtime tick.
-type FileStamp = (u64, u64, i64, i64, u64);
-
 /// Watches the control file and applies changes (abort at once).
 async fn poll_control(shared: Arc<Shared>) {
-    use std::os::unix::fs::MetadataExt;
     let path = shared.settings.control.clone();
-    let mut seen: Option<Option<FileStamp>> = None;
+    let mut seen: Option<control::FileStamp> = None;
     let mut tick = tokio::time::interval(control::POLL_INTERVAL);
     loop {
         tick.tick().await;
-        let meta = std::fs::metadata(&path)
-            .ok()
-            .map(|m| (m.dev(), m.ino(), m.mtime(), m.mtime_nsec(), m.size()));
+        let meta = control::stamp(&path);
         if seen.as_ref() == Some(&meta) {
             continue;
         }
@@ -432,16 +526,6 @@ async fn poll_control(shared: Arc<Shared>) {
         if c.abort {
             abort("abort requested by the control file");
         }
-        {
-            let mut st = shared.state();
-            if c.freeze || c.stall {
-                if st.stalled_at.is_none() {
-                    st.stalled_at = Some(chain::height_at(chain::now_ms(), shared.block_time_ms()));
-                }
-            } else {
-                st.stalled_at = None;
-            }
-        }
         if *shared.control.borrow() != c {
             log("INFO", "neard_sim", &format!("control knobs now {c:?}"));
             shared.control.send_replace(c);
@@ -449,7 +533,8 @@ async fn poll_control(shared: Arc<Shared>) {
     }
 }
 
-/// After the boot delay, binds the RPC and network listeners and starts serving.
+/// After the boot delay, binds the RPC and network listeners, links up with the chain and
+/// starts serving.
 async fn boot(shared: Arc<Shared>) {
     tokio::time::sleep(shared.settings.boot_delay).await;
     if shared.state().stopping {
@@ -460,12 +545,19 @@ async fn boot(shared: Arc<Shared>) {
         Some(a) => Some(bind(a, "rpc.addr").await),
         None => None,
     };
-    {
-        let now = chain::now_ms();
-        let mut st = shared.state();
-        st.booted_ms = Some(now);
-        st.earliest_height = chain::height_at(now, shared.block_time_ms());
-    }
+    shared.state().booted_ms = Some(chain::now_ms());
+    let conn = match (&shared.embedded, &shared.settings.chain) {
+        (Some(engine), _) => {
+            let conn = engine.connect();
+            let _ = conn.to_chain.send(ToChain::Hello {
+                node: shared.settings.node_id.clone(),
+            });
+            conn
+        }
+        (None, Some(path)) => wire::connect_socket(path.clone(), shared.settings.node_id.clone()),
+        (None, None) => abort("neither a chain process nor a private chain"),
+    };
+    tokio::spawn(client_loop(shared.clone(), conn));
     tokio::spawn(serve_network(shared.clone(), network));
     if let Some(listener) = rpc {
         log(
@@ -476,7 +568,7 @@ async fn boot(shared: Arc<Shared>) {
                 shared.rpc_addr.map_or(String::new(), |a| a.to_string())
             ),
         );
-        tokio::spawn(serve_rpc(shared.clone(), listener));
+        tokio::spawn(crate::rpc::serve(shared.clone(), listener));
     }
 }
 
@@ -500,251 +592,115 @@ async fn serve_network(shared: Arc<Shared>, listener: TcpListener) {
     }
 }
 
-async fn serve_rpc(shared: Arc<Shared>, listener: TcpListener) {
-    let mut down = shared.rpc_down.subscribe();
+/// The node's consensus loop: receives from the chain (late by `lag_ms`, not at all while
+/// `network_offline` or `stall`), runs the doomslug and block production steps at their
+/// periods, appends what it signs to the ledger and sends it (unless offline).
+async fn client_loop(shared: Arc<Shared>, conn: Conn) {
+    let Conn {
+        to_chain,
+        mut from_chain,
+    } = conn;
+    let mut queue: VecDeque<(u64, ToNode)> = VecDeque::new();
+    let mut next_ds = Instant::now();
+    let mut next_bp = Instant::now();
+    let mut was_offline = false;
+    let mut stored_target = read_largest_target(&shared.home);
     loop {
-        let stream = tokio::select! {
-            r = listener.accept() => match r {
-                Ok((s, _)) => s,
-                Err(e) => {
-                    log("WARN", "network", &format!("accept on rpc.addr failed: {e}"));
-                    continue;
+        shared.wait_unfrozen().await;
+        let c = shared.control.borrow().clone();
+        let now_ms = chain::now_ms();
+        if c.network_offline && !was_offline {
+            log("INFO", "network", "cut off the chain (network_offline)");
+            queue.clear();
+        }
+        if !c.network_offline && was_offline {
+            log("INFO", "network", "back on the chain");
+            let _ = to_chain.send(ToChain::Hello {
+                node: shared.settings.node_id.clone(),
+            });
+        }
+        was_offline = c.network_offline;
+        while let Ok(m) = from_chain.try_recv() {
+            if !c.network_offline && !c.stall {
+                queue.push_back((now_ms, m));
+            }
+        }
+        let (effects, target) = {
+            let mut st = shared.state();
+            let now = Instant::now();
+            let key = shared.signing_key(&st, now_ms);
+            let mut fx = Effects::default();
+            while queue
+                .front()
+                .is_some_and(|(at, _)| at.saturating_add(c.lag_ms) <= now_ms)
+            {
+                if let Some((_, m)) = queue.pop_front() {
+                    let e = st.client.on_message(m, now, now_ms, key.as_ref());
+                    fx.send.extend(e.send);
+                    fx.ledger.extend(e.ledger);
                 }
-            },
-            _ = down.wait_for(|d| *d) => return,
-        };
-        let shared = shared.clone();
-        let mut down = shared.rpc_down.subscribe();
-        tokio::spawn(async move {
-            let svc = hyper::service::service_fn(move |req| handle(shared.clone(), req));
-            let conn = hyper::server::conn::http1::Builder::new()
-                .serve_connection(hyper_util::rt::TokioIo::new(stream), svc);
-            tokio::select! {
-                _ = conn => {}
-                _ = down.wait_for(|d| *d) => {}
             }
-        });
-    }
-}
-
-type Resp = Response<Full<Bytes>>;
-
-fn respond(code: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Resp {
-    let mut r = Response::new(Full::new(body.into()));
-    *r.status_mut() = code;
-    if let Ok(v) = content_type.parse() {
-        r.headers_mut().insert(hyper::header::CONTENT_TYPE, v);
-    }
-    r
-}
-
-fn json_resp(v: &Value) -> Resp {
-    respond(StatusCode::OK, "application/json", v.to_string())
-}
-
-fn empty(code: StatusCode) -> Resp {
-    respond(code, "text/plain", Bytes::new())
-}
-
-async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Resp, Infallible> {
-    shared.wait_unfrozen().await;
-    let get = matches!(*req.method(), Method::GET | Method::HEAD);
-    let resp = match (req.uri().path(), get, req.method() == Method::POST) {
-        ("/status", true, _) => match status_mode(&shared) {
-            StatusMode::Ok => json_resp(&status::response(&shared.snapshot(chain::now_ms()).0)),
-            StatusMode::Error503 => empty(StatusCode::SERVICE_UNAVAILABLE),
-            StatusMode::Hang => std::future::pending().await,
-        },
-        ("/health", true, _) => {
-            let (snap, max) = shared.snapshot(chain::now_ms());
-            match status::health(&snap, chain::now_ms(), max) {
-                Ok(()) => json_resp(&Value::Null),
-                Err(_) => empty(StatusCode::SERVICE_UNAVAILABLE),
+            if now >= next_ds {
+                let e = st.client.doomslug_step(now, now_ms, key.as_ref());
+                fx.send.extend(e.send);
+                fx.ledger.extend(e.ledger);
+                next_ds = now + st.config.timers.doomslug_step_period;
             }
-        }
-        ("/metrics", true, _) => respond(
-            StatusCode::OK,
-            "text/plain; version=0.0.4",
-            metrics(&shared),
-        ),
-        ("/", _, true) => {
-            let body = req.into_body().collect().await.map(|b| b.to_bytes());
-            json_resp(&jsonrpc(&shared, body.ok().as_deref().unwrap_or_default()).await)
-        }
-        _ => empty(StatusCode::NOT_FOUND),
-    };
-    Ok(resp)
-}
-
-fn status_mode(shared: &Shared) -> StatusMode {
-    shared.control.borrow().status
-}
-
-/// Answers a JSON-RPC request (`status`, `health`).
-async fn jsonrpc(shared: &Shared, body: &[u8]) -> Value {
-    let req: Value = match serde_json::from_slice(body) {
-        Ok(v) => v,
-        Err(e) => {
-            return json!({"jsonrpc": "2.0", "id": null, "error": {"code": -32700,
-                "message": "Parse error", "data": e.to_string(),
-                "name": "REQUEST_VALIDATION_ERROR", "cause": {"name": "PARSE_ERROR", "info": {}}}})
-        }
-    };
-    let id = req.get("id").cloned().unwrap_or(Value::Null);
-    let method = req
-        .get("method")
-        .and_then(Value::as_str)
-        .unwrap_or_default();
-    let result = match method {
-        "status" => match status_mode(shared) {
-            StatusMode::Ok => Ok(status::response(&shared.snapshot(chain::now_ms()).0)),
-            StatusMode::Hang => std::future::pending().await,
-            StatusMode::Error503 => Err(json!({"name": "HANDLER_ERROR",
-                "cause": {"name": "INTERNAL_ERROR", "info": {"error_message": "simulated failure"}},
-                "code": -32000, "message": "Server error", "data": "simulated failure"})),
-        },
-        "health" => {
-            let (snap, max) = shared.snapshot(chain::now_ms());
-            status::health(&snap, chain::now_ms(), max)
-                .map(|()| Value::Null)
-                .map_err(|u| u.rpc_error())
-        }
-        other => Err(json!({"name": "REQUEST_VALIDATION_ERROR",
-            "cause": {"name": "METHOD_NOT_FOUND", "info": {"method_name": other}},
-            "code": -32601, "message": "Method not found", "data": other})),
-    };
-    match result {
-        Ok(r) => json!({"jsonrpc": "2.0", "result": r, "id": id}),
-        Err(e) => json!({"jsonrpc": "2.0", "error": e, "id": id}),
-    }
-}
-
-/// Prometheus text exposition of the `near_*` metrics kuutamod and operators look at.
-fn metrics(shared: &Shared) -> String {
-    let now = chain::now_ms();
-    let (snap, _) = shared.snapshot(now);
-    let st = shared.state();
-    let validating = u8::from(st.key.is_some());
-    let lines: [(&str, &str, &str, String); 11] = [
-        (
-            "near_block_height_head",
-            "gauge",
-            "Height of the current head of the blockchain",
-            snap.head_height.to_string(),
-        ),
-        (
-            "near_sync_status",
-            "gauge",
-            "Node sync status (0 = NoSync, 4 = HeaderSync)",
-            if snap.syncing { "4" } else { "0" }.to_owned(),
-        ),
-        (
-            "near_is_validator",
-            "gauge",
-            "Bool to denote if it is validating in the current epoch",
-            validating.to_string(),
-        ),
-        (
-            "near_is_block_producer",
-            "gauge",
-            "Bool to denote if the node is a block producer in the current epoch",
-            validating.to_string(),
-        ),
-        (
-            "near_block_produced_total",
-            "counter",
-            "Total number of blocks produced since starting this node",
-            st.blocks_produced.to_string(),
-        ),
-        (
-            "near_chunk_produced_total",
-            "counter",
-            "Total number of chunks produced since starting this node",
-            st.blocks_produced.to_string(),
-        ),
-        (
-            "near_config_reloads_total",
-            "counter",
-            "Number of times the dynamic configs were reloaded (1 at startup)",
-            st.reloads_total.to_string(),
-        ),
-        (
-            "near_config_reload_timestamp_seconds",
-            "gauge",
-            "Timestamp of the last successful reload of dynamic configs",
-            format!("{:.3}", st.reload_timestamp_ms as f64 / 1000.0),
-        ),
-        (
-            "near_config_correct",
-            "gauge",
-            "Are the current dynamically loadable configs correct",
-            u8::from(st.config_correct).to_string(),
-        ),
-        (
-            "near_boot_time_seconds",
-            "gauge",
-            "Unix timestamp of the node's start",
-            (shared.started_ms / 1000).to_string(),
-        ),
-        (
-            "near_node_protocol_version",
-            "gauge",
-            "Max protocol version supported by the node",
-            chain::PROTOCOL_VERSION.to_string(),
-        ),
-    ];
-    let mut out = String::new();
-    for (name, kind, help, value) in lines {
-        out.push_str(&format!(
-            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"
-        ));
-    }
-    out.push_str(&format!(
-        "# HELP near_build_info Metric whose labels indicate node's version\n# TYPE near_build_info gauge\nnear_build_info{{release=\"{}\",build=\"neard-sim-{}\",rustc_version=\"1.80.0\"}} 1\n",
-        status::NEARD_VERSION,
-        env!("CARGO_PKG_VERSION")
-    ));
-    out
-}
-
-/// Signs the current height into the ledger whenever it is new and the node may sign.
-async fn sign_loop(shared: Arc<Shared>) {
-    let period = (shared.settings.block_time / 4).clamp(Duration::from_millis(1), MAX_SIGN_TICK);
-    let mut tick = tokio::time::interval(period);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    loop {
-        tick.tick().await;
-        let now = chain::now_ms();
-        let height = chain::height_at(now, shared.block_time_ms());
-        let blocked = {
-            let c = shared.control.borrow();
-            c.freeze || c.stall || c.force_syncing
+            if now >= next_bp {
+                let e = st.client.production_step(now, now_ms, key.as_ref());
+                fx.send.extend(e.send);
+                fx.ledger.extend(e.ledger);
+                next_bp = now + st.config.timers.block_production_tracking_delay;
+            }
+            if let Some(w) = st.ledger.as_mut() {
+                for entry in &fx.ledger {
+                    if let Err(e) = w.append(entry) {
+                        log(
+                            "ERROR",
+                            "neard_sim",
+                            &format!("ledger {}: {e}", w.path().display()),
+                        );
+                    }
+                }
+            }
+            (fx, st.client.largest_target_height())
         };
-        let mut st = shared.state();
-        if blocked || st.stopping || shared.syncing(&st, now) {
-            continue;
-        }
-        let Some(key) = st.key.clone() else { continue };
-        if st.last_signed.is_some_and(|l| height <= l) {
-            continue;
-        }
-        st.last_signed = Some(height);
-        st.blocks_produced += 1;
-        let entry = ledger::Entry {
-            height,
-            node: shared.settings.node_id.clone(),
-            account: key.account_id,
-            public_key: key.public_key,
-            time_ms: now,
-        };
-        if let Some(w) = st.ledger.as_mut() {
-            if let Err(e) = w.append(&entry) {
+        // neard saves the largest target height before sending the approvals.
+        if target != stored_target {
+            if let Err(e) = write_largest_target(&shared.home, target) {
                 log(
-                    "ERROR",
+                    "WARN",
                     "neard_sim",
-                    &format!("ledger {}: {e}", w.path().display()),
+                    &format!("cannot store the largest target height: {e}"),
                 );
             }
+            stored_target = target;
+        }
+        if !c.network_offline {
+            for m in effects.send {
+                let _ = to_chain.send(m);
+            }
+        }
+        let now = Instant::now();
+        let mut wake = next_ds.min(next_bp).min(now + MAX_IDLE);
+        if let Some((at, _)) = queue.front() {
+            let due_ms = at.saturating_add(c.lag_ms).saturating_sub(chain::now_ms());
+            wake = wake.min(now + Duration::from_millis(due_ms));
+        }
+        let mut control = shared.control.subscribe();
+        tokio::select! {
+            m = from_chain.recv() => {
+                if let Some(m) = m {
+                    let c = shared.control.borrow();
+                    if !c.network_offline && !c.stall {
+                        queue.push_back((chain::now_ms(), m));
+                    }
+                } else {
+                    tokio::time::sleep_until(wake.into()).await;
+                }
+            }
+            _ = tokio::time::sleep_until(wake.into()) => {}
+            _ = control.changed() => {}
         }
     }
 }
