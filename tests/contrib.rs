@@ -40,19 +40,6 @@ const POLL: Duration = Duration::from_millis(100);
 /// Metrics that Prometheus itself makes for every target.
 const PROMETHEUS_BUILTIN: &[&str] = &["up"];
 
-/// kuutamod metrics that kuutamod exports only when its neard's `/metrics` has our account's
-/// `near_validators_{blocks,chunks}_{produced,expected}` (real neard does, §2.2 of the neard
-/// notes). When the simulator lacks those, the test says so and checks that these names are
-/// at least registered in `src/metrics.rs`.
-const NEEDS_NEARD_PRODUCTION: &[&str] = &[
-    "kuutamod_validator_blocks_produced",
-    "kuutamod_validator_blocks_expected",
-    "kuutamod_validator_chunks_produced",
-    "kuutamod_validator_chunks_expected",
-    "kuutamod_validator_production_ratio",
-    "kuutamod_validator_kickout_margin",
-];
-
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
@@ -389,14 +376,8 @@ fn daemon_sources() -> String {
 }
 
 /// Names used by contrib that are not exported: returns (name, where used, why) for each.
-fn missing(
-    used: &Used,
-    kuutamod: &BTreeSet<String>,
-    neard_has_production: bool,
-    notes: &mut Vec<String>,
-) -> Vec<String> {
+fn missing(used: &Used, kuutamod: &BTreeSet<String>) -> Vec<String> {
     let listed = neard_list();
-    let metrics_rs = read(&repo().join("src/metrics.rs"));
     let mut out = Vec::new();
     for (name, files) in &used.names {
         let files = files.iter().cloned().collect::<Vec<_>>().join(", ");
@@ -409,19 +390,6 @@ fn missing(
                     "{name} (in {files}): a neard metric not listed in contrib/neard-metrics.txt"
                 ));
             }
-            continue;
-        }
-        if NEEDS_NEARD_PRODUCTION.contains(&name.as_str()) && !neard_has_production {
-            if metrics_rs.contains(&format!("\"{name}\"")) {
-                notes.push(format!(
-                    "{name}: not exported in this run because the neard simulator exports no \
-                     near_validators_* metrics; registered in src/metrics.rs"
-                ));
-                continue;
-            }
-            out.push(format!(
-                "{name} (in {files}): not registered in src/metrics.rs"
-            ));
             continue;
         }
         out.push(format!(
@@ -884,21 +852,24 @@ fn every_metric_in_the_rules_and_dashboard_is_exported_and_the_acl_policies_suff
 
     let sim =
         get(&format!("http://127.0.0.1:{rpc_port}/metrics")).expect("the simulator's metrics");
-    let neard_has_production = sim.contains(&format!(
-        "near_validators_blocks_expected{{account_id=\"{ACCOUNT}\""
-    ));
-    if neard_has_production {
-        until(
-            STEP_LIMIT,
-            "kuutamod to re-export our account's production",
-            || {
-                let m = scrape(&mut kuutamod)?;
-                m.contains("kuutamod_validator_kickout_margin{")
-                    .then_some(())
-                    .ok_or_else(|| "no kuutamod_validator_kickout_margin yet".to_string())
-            },
-        );
+    // The simulator exports our account's production (`near_validators_*`, as real neard
+    // does), so every `kuutamod_validator_*` series the rules and dashboard use must be there.
+    for kind in ["blocks", "chunks"] {
+        for what in ["produced", "expected"] {
+            let series = format!("near_validators_{kind}_{what}{{account_id=\"{ACCOUNT}\"");
+            assert!(sim.contains(&series), "the simulator lacks {series}: {sim}");
+        }
     }
+    until(
+        STEP_LIMIT,
+        "kuutamod to re-export our account's production",
+        || {
+            let m = scrape(&mut kuutamod)?;
+            m.contains("kuutamod_validator_kickout_margin{")
+                .then_some(())
+                .ok_or_else(|| "no kuutamod_validator_kickout_margin yet".to_string())
+        },
+    );
     // Consul goes away: kuutamod_consul_up drops to 0 and kuutamod_consul_errors_total{op}
     // appears (it has no series before the first error).
     let _ = consul.proc.child.kill();
@@ -916,12 +887,8 @@ fn every_metric_in_the_rules_and_dashboard_is_exported_and_the_acl_policies_suff
     let exported = exported_names(&text);
     let sim_names = exported_names(&sim);
 
-    let mut notes = Vec::new();
-    let missing_names = missing(&used, &exported, neard_has_production, &mut notes);
+    let missing_names = missing(&used, &exported);
     let bad_values = bad_label_values(&used, &text);
-    for n in &notes {
-        eprintln!("note: {n}");
-    }
     for name in neard_list() {
         eprintln!(
             "neard metric {name}: {}",
@@ -956,6 +923,6 @@ fn every_metric_in_the_rules_and_dashboard_is_exported_and_the_acl_policies_suff
     wrong
         .names
         .insert("near_no_such_metric".into(), ["a panel".to_string()].into());
-    let reported = missing(&wrong, &exported, neard_has_production, &mut Vec::new());
+    let reported = missing(&wrong, &exported);
     assert_eq!(reported.len(), 2, "{reported:?}");
 }

@@ -2,13 +2,15 @@
 //! servers, and per node a *host* (a network namespace on the LAN, or the root namespace's
 //! loopback) running that node's own Consul client agent, a request-counting proxy in front of
 //! the agent, and kuutamod supervising the neard simulator. All nodes share one validator key
-//! and one signing ledger; the ledger oracle tells double-signed heights and gaps.
+//! and one signing ledger, and every node's neard joins **one chain**: a `neard-sim chain run`
+//! process per cluster (our account plus virtual validators, [`ChainOpts`]), reached through its
+//! Unix socket, which crosses network namespaces. The ledger oracle tells conflicting and
+//! double-signed messages; the chain log tells what our account missed of what it was assigned.
 //!
-//! [`Spec`] says what to build (node count, hosts, server count, timing, environment for every
-//! node or one node); [`Cluster::start`] starts Consul and the agents and prepares the nodes;
-//! [`Node::start`] starts a kuutamod. More processes per cluster (the multi-validator chain
-//! process) belong in [`Cluster::start`] after the agents, with their address handed to the
-//! nodes through [`Spec::env`]; [`Cluster::spawn_aux`] owns such a process and its log.
+//! [`Spec`] says what to build (node count, hosts, server count, timing, the chain, environment
+//! for every node or one node); [`Cluster::start`] starts Consul, the agents and the chain and
+//! prepares the nodes; [`Node::start`] starts a kuutamod. [`Cluster::spawn_aux`] owns a further
+//! process of the cluster and its log (the chain is one).
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
@@ -29,12 +31,56 @@ use crate::procs::{
 use crate::proxy::Proxy;
 use crate::wait;
 
-/// Block time of the simulator: NEAR's ~1 s is scaled down ten times so takeovers are
-/// measured in heights that matter (the targets are stated for 100 ms heights).
-pub const BLOCK_TIME_MS: u64 = 100;
+/// The simulator's `--speed-up`: neard's default consensus timers divided by ten (60 ms / 200 ms
+/// / 600 ms), for the chain's virtual validators and every node's config.json alike, so that
+/// takeovers are measured in heights that matter (the targets are stated for ~100 ms heights)
+/// and kuutamod's height fence reads the same timers the chain runs on.
+pub const SPEED_UP: u32 = 10;
 
 /// Lines of each log shown when a wait fails.
 const LOG_LINES: usize = 40;
+
+/// How long the chain process may take to open its socket.
+const CHAIN_START_LIMIT: Duration = Duration::from_secs(20);
+
+/// The chain every node of a cluster joins: our account's stake and the virtual validators.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainOpts {
+    /// Stake of our account (the cluster's shared validator key).
+    pub ours: u128,
+    /// Virtual validators played by the chain process: (account, stake).
+    pub validators: Vec<(String, u128)>,
+}
+
+impl ChainOpts {
+    /// The default, a live chain: our account and three virtual validators of equal stake.
+    /// Ours holds a quarter, below a third, so the other three (3/4, more than 2/3) keep the
+    /// chain going while ours is down; a failover shows as skipped heights and missed chunks
+    /// of ours.
+    pub fn live() -> ChainOpts {
+        ChainOpts {
+            ours: 1,
+            validators: vec![("v1".into(), 1), ("v2".into(), 1), ("v3".into(), 1)],
+        }
+    }
+
+    /// A chain that stalls without us: ours 2 of 4 (a half, above a third), two virtual
+    /// validators of 1: nothing is produced while no node of ours approves.
+    pub fn stall() -> ChainOpts {
+        ChainOpts {
+            ours: 2,
+            validators: vec![("v1".into(), 1), ("v2".into(), 1)],
+        }
+    }
+
+    /// Whether the chain needs our account's approvals to reach more than 2/3 of the stake.
+    pub fn stalls_without_us(&self) -> bool {
+        let others: u128 = self.validators.iter().map(|(_, s)| s).sum();
+        let total = others + self.ours;
+        // Nothing is produced without strictly more than 2/3 (`approved > total*2/3`).
+        others * 3 <= total * 2
+    }
+}
 
 /// Timing and failover settings of every node.
 #[derive(Debug, Clone)]
@@ -98,6 +144,8 @@ pub struct Spec {
     pub node_env: BTreeMap<usize, Vec<(String, String)>>,
     /// The kuutamod binary; `None`: [`kuutamod_bin`] (beside the running executable).
     pub kuutamod_bin: Option<PathBuf>,
+    /// The chain the nodes join.
+    pub chain: ChainOpts,
 }
 
 impl Spec {
@@ -114,7 +162,18 @@ impl Spec {
             env: Vec::new(),
             node_env: BTreeMap::new(),
             kuutamod_bin: None,
+            chain: ChainOpts::live(),
         }
+    }
+
+    /// The same on a chain that stalls without us ([`ChainOpts::stall`]).
+    pub fn stall_chain(self) -> Spec {
+        self.chain(ChainOpts::stall())
+    }
+
+    /// The same on `chain`.
+    pub fn chain(self, chain: ChainOpts) -> Spec {
+        Spec { chain, ..self }
     }
 
     /// Sets `key=value` for node `i`.
@@ -139,7 +198,13 @@ pub struct Cluster {
     pub dir: PathBuf,
     /// The Consul servers.
     pub servers: Servers,
-    /// Further processes of the cluster (name, process), stopped with it.
+    /// The chain's directory (`chain.json`, `chain.sock`, `chain-log.jsonl`,
+    /// `chain-control.json`).
+    pub chain_dir: PathBuf,
+    /// The chain the nodes are on.
+    pub chain: ChainOpts,
+    /// Further processes of the cluster (name, process), stopped with it; the chain is
+    /// `chain`.
     pub aux: Vec<(String, OwnedChild)>,
     _tmp: Option<tempfile::TempDir>,
 }
@@ -173,17 +238,43 @@ pub struct Node {
     child: Option<OwnedChild>,
 }
 
-/// `neard-sim --home <home> init` for a localnet home whose validator key is for `account`.
+/// `neard-sim --home <home> init --speed-up 10` for a localnet home whose validator key is for
+/// `account`: config.json carries the sped-up consensus timers, which kuutamod's height fence
+/// reads (`min_block_production_delay`, `max_block_production_delay`).
 pub fn sim_init(home: &Path, account: &str) -> anyhow::Result<()> {
     let out = Command::new(neard_sim_bin())
         .arg("--home")
         .arg(home)
         .args(["init", "--chain-id", "localnet", "--account-id", account])
+        .args(["--speed-up", &SPEED_UP.to_string()])
         .output()
         .context("cannot run neard-sim")?;
     anyhow::ensure!(
         out.status.success(),
         "neard-sim init failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(())
+}
+
+/// `neard-sim chain init --dir <dir>` for `account` (ours) and `chain`'s virtual validators.
+pub fn chain_init(dir: &Path, account: &str, chain: &ChainOpts) -> anyhow::Result<()> {
+    let mut cmd = Command::new(neard_sim_bin());
+    cmd.args(["chain", "init", "--dir"]).arg(dir).args([
+        "--chain-id",
+        "localnet",
+        "--ours",
+        &format!("{account}:{}", chain.ours),
+        "--speed-up",
+        &SPEED_UP.to_string(),
+    ]);
+    for (v, stake) in &chain.validators {
+        cmd.args(["--validator", &format!("{v}:{stake}")]);
+    }
+    let out = cmd.output().context("cannot run neard-sim chain init")?;
+    anyhow::ensure!(
+        out.status.success(),
+        "neard-sim chain init failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
     Ok(())
@@ -250,7 +341,26 @@ impl Cluster {
         for a in &mut agents {
             a.ready_or_repick(START_LIMIT)?;
         }
-        // Further per-cluster processes (the chain) start here, before the nodes.
+        // The chain, before the nodes: every node's neard joins it through its socket.
+        let chain_dir = dir.join("chain");
+        chain_init(&chain_dir, &spec.account, &spec.chain)?;
+        let socket = chain_dir.join(neard_sim::chaind::SOCKET_FILE);
+        let mut aux = Vec::new();
+        let mut chain_cmd = Command::new(neard_sim_bin());
+        chain_cmd.args(["chain", "run", "--dir"]).arg(&chain_dir);
+        aux.push(("chain".to_string(), spawn_logged(&dir, "chain", chain_cmd)?));
+        wait::until(CHAIN_START_LIMIT, "the chain process's socket", || {
+            if socket.exists() {
+                Ok(())
+            } else if aux[0].1.exited() {
+                Err(format!(
+                    "the chain process exited: {}",
+                    tail(&dir.join("chain.log"), LOG_LINES)
+                ))
+            } else {
+                Err("no socket yet".into())
+            }
+        })?;
         let shared = dir.join("keys/shared");
         sim_init(&shared, &spec.account)?;
         let ledger = dir.join("ledger.jsonl");
@@ -306,7 +416,7 @@ impl Cluster {
                     "NEARD_SIM_BOOT_DELAY_MS".into(),
                     o.boot_delay_ms.to_string(),
                 ),
-                ("NEARD_SIM_BLOCK_TIME_MS".into(), BLOCK_TIME_MS.to_string()),
+                ("NEARD_SIM_CHAIN".into(), p(&socket)),
                 ("RUST_LOG".into(), "info".into()),
             ];
             env.extend(spec.env.iter().cloned());
@@ -334,21 +444,57 @@ impl Cluster {
             account: spec.account,
             dir,
             servers,
-            aux: Vec::new(),
+            chain_dir,
+            chain: spec.chain,
+            aux,
             _tmp: tmp,
         })
     }
 
     /// Starts `cmd` as a further process of the cluster, output to `<dir>/<name>.log`.
-    pub fn spawn_aux(&mut self, name: &str, mut cmd: Command) -> anyhow::Result<()> {
-        let log = std::fs::File::create(self.dir.join(format!("{name}.log")))?;
-        let child = cmd
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()
-            .with_context(|| format!("cannot start {name}"))?;
-        self.aux.push((name.into(), OwnedChild::new(child)));
+    pub fn spawn_aux(&mut self, name: &str, cmd: Command) -> anyhow::Result<()> {
+        let child = spawn_logged(&self.dir, name, cmd)?;
+        self.aux.push((name.into(), child));
+        Ok(())
+    }
+
+    /// The further process `name`, if it was started.
+    pub fn aux(&mut self, name: &str) -> Option<&mut OwnedChild> {
+        self.aux.iter_mut().find(|(n, _)| n == name).map(|(_, c)| c)
+    }
+
+    /// The chain process's socket (`NEARD_SIM_CHAIN` of every node).
+    pub fn chain_socket(&self) -> PathBuf {
+        self.chain_dir.join(neard_sim::chaind::SOCKET_FILE)
+    }
+
+    /// What the chain decided so far, one line per height (empty before the first).
+    pub fn chain_log(&self) -> Vec<neard_sim::chainlog::Line> {
+        neard_sim::chainlog::read(&self.chain_dir.join(neard_sim::chainlog::FILE))
+            .unwrap_or_default()
+    }
+
+    /// What our account was assigned and missed among the heights the chain decided in
+    /// `[from_ms, to_ms)`.
+    pub fn missed_assigned(&self, from_ms: u64, to_ms: u64) -> neard_sim::chainlog::Missed {
+        neard_sim::chainlog::missed_assigned(&self.chain_log(), &self.account, from_ms, to_ms)
+    }
+
+    /// The chain's highest decided height and whether a block was produced there.
+    pub fn chain_head(&self) -> Option<u64> {
+        self.chain_log()
+            .iter()
+            .filter(|l| l.produced)
+            .map(|l| l.height)
+            .max()
+    }
+
+    /// Takes the named virtual validators offline (they sign nothing; the others back online).
+    pub fn set_offline(&self, validators: &[&str]) -> anyhow::Result<()> {
+        neard_sim::control::ChainControl {
+            offline: validators.iter().map(|v| v.to_string()).collect(),
+        }
+        .write(&self.chain_dir.join(neard_sim::control::CHAIN_FILE))?;
         Ok(())
     }
 
@@ -486,16 +632,12 @@ impl Cluster {
         neard_sim::ledger::analyze(&self.entries(), &self.account)
     }
 
-    /// Fails when any height was signed by two nodes.
+    /// Fails on any conflicting signature of our account (two different blocks at a height,
+    /// two different chunks at a height and shard, an endorsement and another approval for
+    /// one target: the double signing that is slashed), and on any height signed by two nodes
+    /// (the strict bar: two key holders at once, even when they signed identically).
     pub fn check_no_double_signing(&self) -> anyhow::Result<()> {
-        let report = self.report();
-        anyhow::ensure!(
-            report.double_signed.is_empty(),
-            "double-signed heights: {:?}\n{}",
-            report.double_signed.iter().take(10).collect::<Vec<_>>(),
-            self.logs(LOG_LINES)
-        );
-        Ok(())
+        check_report(&self.report()).with_context(|| self.logs(LOG_LINES))
     }
 
     /// Fails unless node `old` signed for the last time before `first_new` (the new leader's
@@ -511,12 +653,16 @@ impl Cluster {
         Ok(())
     }
 
-    /// Stops every node (kuutamod gracefully, then any neard left behind).
+    /// Stops every node (kuutamod gracefully, then any neard left behind), then the further
+    /// processes (the chain last, SIGTERM: it closes its log).
     pub fn stop_all(&mut self) {
         for n in &mut self.nodes {
             n.stop();
         }
         self.kill_orphans();
+        for (_, c) in self.aux.iter_mut().rev() {
+            c.stop();
+        }
     }
 
     /// Kills what a node's kuutamod left behind (a SIGKILLed supervisor's neard, a frozen
@@ -556,14 +702,68 @@ impl Cluster {
         }
     }
 
-    /// The tails of every node's log.
+    /// The tails of every node's log and of the chain's.
     pub fn logs(&self, lines: usize) -> String {
         self.nodes
             .iter()
             .map(|n| n.log_tail(lines))
+            .chain([format!(
+                "--- chain ---\n{}",
+                tail(&self.dir.join("chain.log"), lines)
+            )])
             .collect::<Vec<_>>()
             .join("\n")
     }
+}
+
+/// The oracle's bar on a report: no conflicting signature and no height signed by two nodes.
+pub fn check_report(report: &neard_sim::ledger::Report) -> anyhow::Result<()> {
+    let conflicts: Vec<String> = report
+        .conflicting
+        .iter()
+        .take(10)
+        .map(|c| {
+            format!(
+                "{} {}{} by {:?}",
+                c.slot.kind.name(),
+                c.slot.height,
+                c.slot
+                    .shard
+                    .map_or(String::new(), |s| format!(" shard {s}")),
+                c.nodes
+            )
+        })
+        .collect();
+    anyhow::ensure!(
+        report.conflicting.is_empty(),
+        "{} conflicting signatures: {conflicts:?}",
+        report.conflicting.len()
+    );
+    anyhow::ensure!(
+        report.double_signed.is_empty(),
+        "heights signed by two nodes: {:?}",
+        report.double_signed.iter().take(10).collect::<Vec<_>>()
+    );
+    Ok(())
+}
+
+/// Starts `cmd` with its output to `<dir>/<name>.log`.
+fn spawn_logged(dir: &Path, name: &str, mut cmd: Command) -> anyhow::Result<OwnedChild> {
+    let log = std::fs::File::create(dir.join(format!("{name}.log")))?;
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()
+        .with_context(|| format!("cannot start {name}"))?;
+    Ok(OwnedChild::new(child))
+}
+
+/// The last `n` lines of the file at `path` (empty when unreadable).
+fn tail(path: &Path, n: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<_> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
 impl Drop for Cluster {

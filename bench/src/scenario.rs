@@ -14,11 +14,12 @@ use std::time::Duration;
 
 use anyhow::Context;
 use base64::Engine;
+use neard_sim::chainlog::{Line, Missed};
 use neard_sim::control::{Control, StatusMode};
 use nix::sys::signal::Signal;
 use serde::Serialize;
 
-use crate::cluster::{Cluster, Opts, Spec, BLOCK_TIME_MS};
+use crate::cluster::{Cluster, Opts, Spec};
 use crate::consul::{http_delete, http_put, Agent, START_LIMIT};
 use crate::netns::Lan;
 use crate::procs::{now_ms, signal};
@@ -58,11 +59,6 @@ const PROBE_PAUSE: Duration = Duration::from_millis(20);
 /// Timeout of one write probe: a probe stuck in a paused server is abandoned this soon, so the
 /// outage is measured to within about this much.
 const PROBE_TIMEOUT: Duration = Duration::from_millis(250);
-
-/// Height of the simulators at unix time `ms` (their shared clock-derived height).
-fn height_at(ms: u64) -> u64 {
-    ms.saturating_sub(1_600_000_000_000) / BLOCK_TIME_MS
-}
 
 /// One scenario.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -315,10 +311,17 @@ pub struct RunResult {
     pub takeover_ms: Option<u64>,
     /// Whether a node other than the old leader signed after the fault.
     pub moved: bool,
-    /// Heights after the fault that nobody signed.
-    pub missed_heights: u64,
-    /// Heights signed by two nodes.
+    /// What our account was assigned and missed among the heights the chain decided from the
+    /// fault to the end of the observation (the chain log).
+    pub missed: Missed,
+    /// The longest time the chain decided no block from the last block before the fault to
+    /// the end of the observation (ms): a stall.
+    pub stall_ms: Option<u64>,
+    /// Heights signed by two nodes (the strict bar: two key holders at once).
     pub double_signed: Vec<u64>,
+    /// Conflicting signatures of our account (the oracle's `conflicting`: the double signing
+    /// that is slashed).
+    pub conflicting: usize,
     /// Sampled moments with two nodes Validating.
     pub two_validators_seen: usize,
     /// Whether exactly one node validated and signed again after the fault within the limit.
@@ -347,8 +350,10 @@ impl RunResult {
             mode: mode.into(),
             takeover_ms: None,
             moved: false,
-            missed_heights: 0,
+            missed: Missed::default(),
+            stall_ms: None,
             double_signed: Vec::new(),
+            conflicting: 0,
             two_validators_seen: 0,
             recovered: false,
             bound_ms: None,
@@ -361,12 +366,14 @@ impl RunResult {
         }
     }
 
-    /// The CI bar: no double signing, never two validators, no harness error, a validator
+    /// The CI bar: no conflicting signature and no height signed by two nodes, never two
+    /// validators, no harness error, a validator
     /// again after every fault (not stuck), the lock moved where it must, and every scenario
     /// check held (including "the lock did not move" where it must not).
     pub fn passed(&self) -> bool {
         let must_move = Scenario::parse(&self.scenario).is_some_and(Scenario::must_move);
         self.double_signed.is_empty()
+            && self.conflicting == 0
             && self.two_validators_seen == 0
             && self.error.is_none()
             && self.recovered
@@ -536,7 +543,7 @@ impl World {
             )
             .is_ok();
         std::thread::sleep(OBSERVE_AFTER);
-        let end_height = height_at(now_ms());
+        let end = now_ms();
         let timelines = sampler.finish();
         thaw(&cluster, leader);
         cluster.stop_all();
@@ -548,20 +555,14 @@ impl World {
             .filter(|e| &e.node != old && e.time_ms > t0)
             .map(|e| e.time_ms - t0)
             .min();
-        let fault_height = height_at(t0);
-        let missed = report
-            .gaps
-            .iter()
-            .filter(|(_, end)| *end >= fault_height)
-            .map(|(start, end)| end - start.max(&fault_height) + 1)
-            .sum::<u64>()
-            // Heights after the last signature, up to the end of the observation.
-            + end_height.saturating_sub(report.last_height.unwrap_or(end_height).max(fault_height));
         let mut r = RunResult::empty(scenario, mode);
         r.takeover_ms = takeover;
         r.moved = takeover.is_some();
-        r.missed_heights = missed;
+        let chain = cluster.chain_log();
+        r.missed = neard_sim::chainlog::missed_assigned(&chain, &cluster.account, t0, end);
+        r.stall_ms = longest_stall(&chain, t0, end);
         r.double_signed = report.double_signed.keys().copied().collect();
+        r.conflicting = report.conflicting.len();
         r.two_validators_seen = two_validators(&timelines).len();
         r.recovered = recovered;
         r.consul_outage_ms = observed.consul_outage_ms;
@@ -650,6 +651,7 @@ impl World {
             r.failures.push("node1 signed".into());
         }
         r.double_signed = report.double_signed.keys().copied().collect();
+        r.conflicting = report.conflicting.len();
         r.two_validators_seen = two_validators(&timelines).len();
         Ok(r)
     }
@@ -683,14 +685,34 @@ impl World {
                 .iter()
                 .map(|e| e.time_ms - t0.min(e.time_ms))
                 .min();
-            r.missed_heights = report.missed_heights();
+            r.missed = cluster.missed_assigned(t0, now_ms());
             r.double_signed = report.double_signed.keys().copied().collect();
+            r.conflicting = report.conflicting.len();
             r.two_validators_seen = two_validators(&timelines).len();
             r.recovered = recovered;
             out.push(r);
         }
         Ok(out)
     }
+}
+
+/// The longest interval without a produced block among the chain's decisions in `[from_ms,
+/// to_ms)`, counted from the last block before `from_ms` and up to `to_ms`.
+pub fn longest_stall(lines: &[Line], from_ms: u64, to_ms: u64) -> Option<u64> {
+    let mut last = lines
+        .iter()
+        .filter(|l| l.produced && l.time_ms < from_ms)
+        .map(|l| l.time_ms)
+        .max()?;
+    let mut longest = 0;
+    for l in lines
+        .iter()
+        .filter(|l| l.produced && l.time_ms >= from_ms && l.time_ms < to_ms)
+    {
+        longest = longest.max(l.time_ms.saturating_sub(last));
+        last = l.time_ms;
+    }
+    Some(longest.max(to_ms.saturating_sub(last)))
 }
 
 /// Resumes whatever a scenario left stopped on the old leader's host, so that stopping the

@@ -66,6 +66,76 @@ fn single_node_validates_with_the_validator_keys_and_port() {
             .trim(),
         "Validating"
     );
+
+    // The home runs on the chain's sped-up timers (neard's defaults / 10), which kuutamod's
+    // height fence reads from config.json.
+    assert_eq!(
+        config["consensus"]["min_block_production_delay"],
+        serde_json::json!({"secs": 0, "nanos": 60_000_000})
+    );
+    assert_eq!(
+        config["consensus"]["max_block_production_delay"],
+        serde_json::json!({"secs": 0, "nanos": 200_000_000})
+    );
+    // On the shared chain our account produces blocks and chunks, the chain log says so, and
+    // kuutamod re-exports neard's per-validator counters for our account.
+    let produced = |kind: &str| format!("kuutamod_validator_{kind}{{account_id=\"{ACCOUNT}\"}}");
+    let m = wait::until(
+        LIMIT,
+        "our account's production in kuutamod's metrics",
+        || {
+            let m = node.metrics()?;
+            let got = |k: &str| m.get(&produced(k)).copied().unwrap_or(0.0);
+            if got("blocks_produced") >= 1.0 && got("chunks_produced") >= 1.0 {
+                Ok(m)
+            } else {
+                Err(format!(
+                    "{:?}",
+                    m.iter()
+                        .filter(|(k, _)| k.starts_with("kuutamod_validator_"))
+                        .collect::<Vec<_>>()
+                ))
+            }
+        },
+    );
+    for kind in ["blocks", "chunks"] {
+        let (p, e) = (
+            m[&produced(&format!("{kind}_produced"))],
+            m[&produced(&format!("{kind}_expected"))],
+        );
+        assert!(p <= e, "{kind}: produced {p} of {e} expected");
+    }
+    let log = cluster.chain_log();
+    assert!(
+        log.iter()
+            .any(|l| l.produced && l.block_producer == ACCOUNT),
+        "no block of ours in the chain log"
+    );
+    assert!(
+        log.iter()
+            .any(|l| l.produced && l.block_producer != ACCOUNT),
+        "the virtual validators produced nothing"
+    );
+    // The leader's heartbeat carries neard's `near_largest_target_height` as the horizon's
+    // target: the simulator exports it and kuutamod reads it.
+    let record = wait::until(LIMIT, "a heartbeat with a target", || {
+        let body = http_get(&format!(
+            "{}/v1/kv/{}?raw",
+            cluster.servers.url(),
+            cluster.lock_key()
+        ))?;
+        let v: serde_json::Value = serde_json::from_str(&body).map_err(|e| e.to_string())?;
+        match v["Horizon"]["Target"].as_u64() {
+            Some(t) if t > 0 => Ok(v),
+            _ => Err(body),
+        }
+    });
+    let (head, target) = (
+        record["Horizon"]["Head"].as_u64().expect("head"),
+        record["Horizon"]["Target"].as_u64().expect("target"),
+    );
+    assert!(target > head, "target {target} not above head {head}");
+    cluster.check_no_double_signing().must();
 }
 
 #[test]
