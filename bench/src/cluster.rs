@@ -25,8 +25,8 @@ use nix::sys::signal::Signal;
 use crate::consul::{http_get, Agent, AgentSpec, Ports, Role, Servers, START_LIMIT};
 use crate::netns::Host;
 use crate::procs::{
-    alive, free_port, guard_of, kuutamod_bin, neard_sim_bin, now_ms, signal, OwnedChild,
-    KUUTAMOD_GUARD_ARGV0,
+    alive, free_port, guard_of, kuutamoctl_bin, kuutamod_bin, neard_sim_bin, now_ms, signal,
+    OwnedChild, KUUTAMOD_GUARD_ARGV0,
 };
 use crate::proxy::Proxy;
 use crate::wait;
@@ -146,6 +146,8 @@ pub struct Spec {
     pub kuutamod_bin: Option<PathBuf>,
     /// The chain the nodes join.
     pub chain: ChainOpts,
+    /// The kuutamoctl binary; `None`: [`kuutamoctl_bin`] (beside the running executable).
+    pub kuutamoctl_bin: Option<PathBuf>,
 }
 
 impl Spec {
@@ -163,6 +165,7 @@ impl Spec {
             node_env: BTreeMap::new(),
             kuutamod_bin: None,
             chain: ChainOpts::live(),
+            kuutamoctl_bin: None,
         }
     }
 
@@ -203,6 +206,8 @@ pub struct Cluster {
     pub chain_dir: PathBuf,
     /// The chain the nodes are on.
     pub chain: ChainOpts,
+    /// The kuutamoctl binary.
+    pub kuutamoctl_bin: PathBuf,
     /// Further processes of the cluster (name, process), stopped with it; the chain is
     /// `chain`.
     pub aux: Vec<(String, OwnedChild)>,
@@ -446,6 +451,7 @@ impl Cluster {
             servers,
             chain_dir,
             chain: spec.chain,
+            kuutamoctl_bin: spec.kuutamoctl_bin.unwrap_or_else(kuutamoctl_bin),
             aux,
             _tmp: tmp,
         })
@@ -496,6 +502,21 @@ impl Cluster {
         }
         .write(&self.chain_dir.join(neard_sim::control::CHAIN_FILE))?;
         Ok(())
+    }
+
+    /// Runs `kuutamoctl <args>` against the first live Consul server for the cluster's
+    /// account; returns its exit code and its output (stdout, then stderr).
+    pub fn kuutamoctl(&self, args: &[&str]) -> anyhow::Result<(i32, String)> {
+        let out = Command::new(&self.kuutamoctl_bin)
+            .env_clear()
+            .env("KUUTAMO_CONSUL_URL", self.servers.url())
+            .env("KUUTAMO_ACCOUNT_ID", &self.account)
+            .args(args)
+            .output()
+            .context("cannot run kuutamoctl")?;
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        Ok((out.status.code().unwrap_or(-1), text))
     }
 
     /// The Consul key of the lock (`kuutamod-leader/<account>`).

@@ -18,6 +18,9 @@ pub struct Row {
     /// Takeover percentiles over the runs that moved (ms); for the election race, start to
     /// the first signed height.
     pub takeover_p50_ms: Option<u64>,
+    /// Median signing gap over the runs that moved (ms): the old leader's last signature to
+    /// the new leader's first.
+    pub gap_p50_ms: Option<u64>,
     /// 95th percentile (nearest rank).
     pub takeover_p95_ms: Option<u64>,
     /// Maximum.
@@ -96,6 +99,11 @@ pub fn rows(runs: &[RunResult]) -> Vec<Row> {
                 runs: rs.len(),
                 moved: rs.iter().filter(|r| r.moved).count(),
                 takeover_p50_ms: percentile(&t, 50.0),
+                gap_p50_ms: {
+                    let mut g: Vec<u64> = rs.iter().filter_map(|r| r.gap_ms).collect();
+                    g.sort_unstable();
+                    percentile(&g, 50.0)
+                },
                 takeover_p95_ms: percentile(&t, 95.0),
                 takeover_max_ms: t.last().copied(),
                 blocks_expected: rs.iter().map(|r| r.missed.blocks_expected).sum(),
@@ -161,12 +169,12 @@ fn notes(r: &Row) -> String {
 /// The table as printed (Markdown, so it pastes into the docs).
 pub fn table(rows: &[Row]) -> String {
     let mut out = String::from(
-        "| scenario | mode | runs | moved | takeover p50 ms | p95 ms | max ms | missed blocks | missed chunks | conflicting | double-signed | two validators seen | stuck | errors | failed | notes |\n\
-         |---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+        "| scenario | mode | runs | moved | takeover p50 ms | p95 ms | max ms | signing gap p50 ms | missed blocks | missed chunks | conflicting | double-signed | two validators seen | stuck | errors | failed | notes |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for r in rows {
         out.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {} | {} | {}/{} | {}/{} | {} | {} | {} | {} | {} | {} | {} |\n",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {}/{} | {}/{} | {} | {} | {} | {} | {} | {} | {} |\n",
             r.scenario,
             r.mode,
             r.runs,
@@ -174,6 +182,7 @@ pub fn table(rows: &[Row]) -> String {
             ms(r.takeover_p50_ms),
             ms(r.takeover_p95_ms),
             ms(r.takeover_max_ms),
+            ms(r.gap_p50_ms),
             r.blocks_missed,
             r.blocks_expected,
             r.chunks_missed,

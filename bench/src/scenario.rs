@@ -16,6 +16,7 @@ use anyhow::Context;
 use base64::Engine;
 use neard_sim::chainlog::{Line, Missed};
 use neard_sim::control::{Control, StatusMode};
+use neard_sim::ledger::Entry;
 use nix::sys::signal::Signal;
 use serde::Serialize;
 
@@ -37,6 +38,26 @@ const BEYOND_TTL: Duration = Duration::from_secs(1);
 
 /// Slack for start-up and recovery beyond what the timing predicts (a shared 2-core machine).
 const SLACK: Duration = Duration::from_secs(30);
+
+/// Extra time a stalled chain may take to resume under a new leader: its fence waits until the
+/// new leader's own target outruns everything the old leader could have signed while its
+/// horizon was stale, one target per `min_block_production_delay` of staleness, and in a stall
+/// those targets come only by skips, one per `max_block_wait_delay` at most (600 ms at the
+/// sped-up timers). Measured and reported, not a pass/fail bound.
+const STALL_RECOVERY: Duration = Duration::from_secs(120);
+
+/// How long the offline virtual validator of 14a/b is out before the fault, so that our
+/// leader has signed skips over its heights (tens of heights at ~60 ms).
+const SKIPS_BEFORE: Duration = Duration::from_secs(2);
+
+/// The virtual validator 14a/b take offline.
+const OFFLINE_VALIDATOR: &str = "v1";
+
+/// How long kuutamoctl's switchover may wait for a maintenance window and the hand-over.
+const SWITCHOVER_TIMEOUT: &str = "60s";
+
+/// The signing gap of a hot-swap switchover stated as the target (median).
+const SWITCHOVER_GAP_TARGET: Duration = Duration::from_millis(300);
 
 /// How long a node with a bad configuration may take to refuse to start.
 const REFUSE_LIMIT: Duration = Duration::from_secs(10);
@@ -120,6 +141,24 @@ pub enum Scenario {
     /// 13d: the leader cut off just longer than the step-down deadline, and its neard then
     /// crashes at every start.
     CrashLoop,
+    /// 14a: a virtual validator offline, so that our leader signs skips ahead of the head;
+    /// then the leader's neard SIGKILLed (the chain stalls until the new leader signs: the
+    /// others lack 2/3 without us).
+    SkipsNeardKill,
+    /// 14b: as 14a, but the leader's kuutamod SIGKILLed (its guard kills neard).
+    SkipsKuutamodKill,
+    /// 14c: a chain that stalls without us (ours 2 of 4), the whole leader host frozen.
+    StallHostFreeze,
+    /// 14d: a hand-over (SIGUSR1 to the leader) in the four-validator localnet.
+    HandOver,
+    /// 15a: `kuutamoctl switchover --to <standby> --in-window --wait`.
+    Switchover,
+    /// 15b: `kuutamoctl pause`, the leader's neard SIGKILLed and the pause held for 2 x TTL +
+    /// 1 s (nobody may take over), then `kuutamoctl resume`.
+    PauseNeardKill,
+    /// 15c: the standby runs with `KUUTAMO_PRIORITY=0`; the leader's neard SIGKILLed: the
+    /// standby must never validate, the old leader validates again.
+    PriorityZero,
     /// 12r (opt-in, not in [`ALL`]): the frozen host of 12 resumes once the standby signs,
     /// neard first (a VM resume wakes every process at once; neard first is the worst order).
     HostResume,
@@ -129,7 +168,7 @@ pub enum Scenario {
 pub const OPT_IN: [Scenario; 1] = [Scenario::HostResume];
 
 /// Every scenario, in order.
-pub const ALL: [Scenario; 26] = [
+pub const ALL: [Scenario; 33] = [
     Scenario::NeardKill,
     Scenario::KuutamodTerm,
     Scenario::KuutamodKill,
@@ -156,6 +195,13 @@ pub const ALL: [Scenario; 26] = [
     Scenario::GuardStop,
     Scenario::GuardKill,
     Scenario::CrashLoop,
+    Scenario::SkipsNeardKill,
+    Scenario::SkipsKuutamodKill,
+    Scenario::StallHostFreeze,
+    Scenario::HandOver,
+    Scenario::Switchover,
+    Scenario::PauseNeardKill,
+    Scenario::PriorityZero,
 ];
 
 impl Scenario {
@@ -189,6 +235,13 @@ impl Scenario {
             Scenario::GuardKill => "13c-guard-kill",
             Scenario::CrashLoop => "13d-crash-loop",
             Scenario::HostResume => "12r-host-resume",
+            Scenario::SkipsNeardKill => "14a-skips-neard-kill",
+            Scenario::SkipsKuutamodKill => "14b-skips-kuutamod-kill",
+            Scenario::StallHostFreeze => "14c-stall-host-freeze",
+            Scenario::HandOver => "14d-hand-over",
+            Scenario::Switchover => "15a-switchover",
+            Scenario::PauseNeardKill => "15b-pause-neard-kill",
+            Scenario::PriorityZero => "15c-priority-zero",
         }
     }
 
@@ -216,6 +269,11 @@ impl Scenario {
                 | Scenario::Status503
                 | Scenario::HostFreeze
                 | Scenario::HostResume
+                | Scenario::SkipsNeardKill
+                | Scenario::SkipsKuutamodKill
+                | Scenario::StallHostFreeze
+                | Scenario::HandOver
+                | Scenario::Switchover
                 | Scenario::GroupStop
                 | Scenario::GuardStop
                 | Scenario::GuardKill
@@ -229,6 +287,11 @@ impl Scenario {
             self,
             Scenario::LeaderPartition | Scenario::StandbyPartition | Scenario::CrashLoop
         )
+    }
+
+    /// Whether the chain stalls without our account ([`crate::cluster::ChainOpts::stall`]).
+    fn stall_chain(self) -> bool {
+        self == Scenario::StallHostFreeze
     }
 
     /// Whether the 3-server Consul cluster is used.
@@ -297,6 +360,18 @@ impl Timing {
     fn limit(&self) -> Duration {
         self.ttl * 3 + Duration::from_millis(self.boot_delay_ms * 3) + self.syncing_grace + SLACK
     }
+
+    /// The limit of a scenario: a stalled chain adds [`STALL_RECOVERY`].
+    fn limit_of(&self, scenario: Scenario) -> Duration {
+        if scenario.stall_chain()
+            || scenario == Scenario::SkipsNeardKill
+            || scenario == Scenario::SkipsKuutamodKill
+        {
+            self.limit() + STALL_RECOVERY
+        } else {
+            self.limit()
+        }
+    }
 }
 
 /// What one run measured.
@@ -311,6 +386,9 @@ pub struct RunResult {
     pub takeover_ms: Option<u64>,
     /// Whether a node other than the old leader signed after the fault.
     pub moved: bool,
+    /// The signing gap of a moved run: from the old leader's last signature before the new
+    /// leader's first to that first signature (ms).
+    pub gap_ms: Option<u64>,
     /// What our account was assigned and missed among the heights the chain decided from the
     /// fault to the end of the observation (the chain log).
     pub missed: Missed,
@@ -350,6 +428,7 @@ impl RunResult {
             mode: mode.into(),
             takeover_ms: None,
             moved: false,
+            gap_ms: None,
             missed: Missed::default(),
             stall_ms: None,
             double_signed: Vec::new(),
@@ -499,12 +578,18 @@ impl World {
             "{} needs network namespaces",
             scenario.name()
         );
-        let limit = timing.limit();
-        let spec = self.spec(
+        let limit = timing.limit_of(scenario);
+        let mut spec = self.spec(
             dir,
             Self::opts(mode, timing),
             scenario.needs_three_servers(),
         );
+        if scenario.stall_chain() {
+            spec = spec.stall_chain();
+        }
+        if scenario == Scenario::PriorityZero {
+            spec = spec.node_env(1, "KUUTAMO_PRIORITY", "0");
+        }
         let mut cluster = Cluster::start(spec)?;
         cluster.start_all()?;
         let leader = cluster
@@ -513,6 +598,14 @@ impl World {
         let standby = 1 - leader;
         let sampler = Sampler::start(&cluster.nodes.iter().map(|n| n.exporter).collect::<Vec<_>>());
         std::thread::sleep(BASELINE);
+        if matches!(
+            scenario,
+            Scenario::SkipsNeardKill | Scenario::SkipsKuutamodKill
+        ) {
+            // The leader approves skips over the offline validator's heights from here on.
+            cluster.set_offline(&[OFFLINE_VALIDATOR])?;
+            std::thread::sleep(SKIPS_BEFORE);
+        }
         let t0 = now_ms();
         let observed = inject(
             scenario,
@@ -558,6 +651,7 @@ impl World {
         let mut r = RunResult::empty(scenario, mode);
         r.takeover_ms = takeover;
         r.moved = takeover.is_some();
+        r.gap_ms = signing_gap(&report.entries, old, t0);
         let chain = cluster.chain_log();
         r.missed = neard_sim::chainlog::missed_assigned(&chain, &cluster.account, t0, end);
         r.stall_ms = longest_stall(&chain, t0, end);
@@ -574,10 +668,35 @@ impl World {
         } else if matches!(scenario, Scenario::KuutamodKill | Scenario::HostFreeze) {
             r.bound_ms = Some(timing.host_loss_bound(mode).as_millis() as u64);
             r.bounded_ms = takeover;
+        } else if scenario == Scenario::Switchover && mode == "hot-swap" {
+            r.bound_ms = Some(SWITCHOVER_GAP_TARGET.as_millis() as u64);
+            r.bounded_ms = r.gap_ms;
+        }
+        match scenario {
+            // A planned hot-swap hand-over in a maintenance window costs no block of ours.
+            Scenario::Switchover if mode == "hot-swap" && r.missed.blocks_missed > 0 => {
+                r.failures.push(format!(
+                    "the switchover missed assigned blocks at heights {:?}",
+                    r.missed.missed_block_heights
+                ));
+            }
+            Scenario::PriorityZero => {
+                let low = &cluster.nodes[1].id;
+                if report.intervals.contains_key(low) {
+                    r.failures
+                        .push(format!("{low} (KUUTAMO_PRIORITY=0) signed"));
+                }
+                if leader != 0 {
+                    r.failures
+                        .push(format!("{low} (KUUTAMO_PRIORITY=0) led before the fault"));
+                }
+            }
+            _ => {}
         }
         // A lock that moves where nothing forced it to.
         let no_move_expected = match scenario {
             Scenario::StandbyPartition => Some("the standby's host was cut off".to_string()),
+            Scenario::PriorityZero => Some("the standby has priority 0".to_string()),
             Scenario::ConsulLeaderKill | Scenario::QuorumLossShort => {
                 let survivable = timing.survivable_outage().as_millis() as u64;
                 match r.consul_outage_ms {
@@ -696,6 +815,22 @@ impl World {
     }
 }
 
+/// The signing gap after `t0`: from `old`'s last signature before another node's first one
+/// to that first signature (ms), if another node signed.
+pub fn signing_gap(entries: &[Entry], old: &str, t0: u64) -> Option<u64> {
+    let first_new = entries
+        .iter()
+        .filter(|e| e.node != old && e.time_ms > t0)
+        .map(|e| e.time_ms)
+        .min()?;
+    let last_old = entries
+        .iter()
+        .filter(|e| e.node == old && e.time_ms <= first_new)
+        .map(|e| e.time_ms)
+        .max()?;
+    Some(first_new - last_old)
+}
+
 /// The longest interval without a produced block among the chain's decisions in `[from_ms,
 /// to_ms)`, counted from the last block before `from_ms` and up to `to_ms`.
 pub fn longest_stall(lines: &[Line], from_ms: u64, to_ms: u64) -> Option<u64> {
@@ -785,16 +920,36 @@ fn inject(scenario: Scenario, f: Fault<'_>) -> anyhow::Result<Observed> {
     }
     let (leader, standby, t0, timing) = (f.leader, f.standby, f.t0, f.timing);
     let cluster = f.cluster;
-    let limit = timing.limit();
+    let limit = timing.limit_of(scenario);
     match scenario {
-        Scenario::NeardKill => {
+        Scenario::NeardKill | Scenario::SkipsNeardKill | Scenario::PriorityZero => {
             let pid = cluster.nodes[leader]
                 .neard_pid()
                 .context("leader's neard pid")?;
             signal(pid, Signal::SIGKILL);
         }
         Scenario::KuutamodTerm => cluster.nodes[leader].signal(Signal::SIGTERM),
-        Scenario::KuutamodKill => cluster.nodes[leader].kill(),
+        Scenario::KuutamodKill | Scenario::SkipsKuutamodKill => cluster.nodes[leader].kill(),
+        Scenario::HandOver => cluster.nodes[leader].signal(Signal::SIGUSR1),
+        Scenario::Switchover => {
+            let to = cluster.nodes[standby].id.clone();
+            let (code, out) = cluster.kuutamoctl(&[
+                "switchover",
+                "--to",
+                &to,
+                "--in-window",
+                "--wait",
+                "--timeout",
+                SWITCHOVER_TIMEOUT,
+            ])?;
+            if code != 0 {
+                seen.failures.push(format!(
+                    "kuutamoctl switchover exited {code}: {}",
+                    out.trim()
+                ));
+            }
+        }
+        Scenario::PauseNeardKill => pause_neard_kill(cluster, leader, standby, timing, &mut seen)?,
         Scenario::KuutamodStop => {
             cluster.nodes[leader].signal(Signal::SIGSTOP);
             std::thread::sleep(timing.beyond_ttl());
@@ -915,7 +1070,7 @@ fn inject(scenario: Scenario, f: Fault<'_>) -> anyhow::Result<Observed> {
             http_put(&key_url(cluster), &body.to_string()).map_err(anyhow::Error::msg)?;
         }
         Scenario::KeyStolen => steal_key(cluster).context("the outsider's theft")?,
-        Scenario::HostFreeze | Scenario::HostResume => {
+        Scenario::HostFreeze | Scenario::HostResume | Scenario::StallHostFreeze => {
             let node = &cluster.nodes[leader];
             let pids = [
                 node.agent.pid(),
@@ -983,6 +1138,57 @@ fn inject(scenario: Scenario, f: Fault<'_>) -> anyhow::Result<Observed> {
         }
     }
     Ok(seen)
+}
+
+/// 15b: `kuutamoctl pause`, then the leader's neard SIGKILLed; for 2 x TTL + 1 s nobody may
+/// sign or validate (no takeover, no neard restart); then `kuutamoctl resume`, after which a
+/// node must validate again (the run's recovery check).
+fn pause_neard_kill(
+    cluster: &Cluster,
+    leader: usize,
+    standby: usize,
+    timing: &Timing,
+    seen: &mut Observed,
+) -> anyhow::Result<()> {
+    let (code, out) = cluster.kuutamoctl(&["pause"])?;
+    anyhow::ensure!(code == 0, "kuutamoctl pause exited {code}: {out}");
+    cluster.until(timing.limit(), "both nodes to see the pause", || {
+        let paused: Vec<f64> = cluster
+            .nodes
+            .iter()
+            .map(|n| n.metric_sum("kuutamod_paused").unwrap_or(0.0))
+            .collect();
+        if paused.iter().all(|p| *p == 1.0) {
+            Ok(())
+        } else {
+            Err(paused)
+        }
+    })?;
+    let pid = cluster.nodes[leader]
+        .neard_pid()
+        .context("leader's neard pid")?;
+    let killed = now_ms();
+    signal(pid, Signal::SIGKILL);
+    std::thread::sleep(timing.beyond_ttl());
+    let resumed = now_ms();
+    let signed: Vec<String> = cluster
+        .entries()
+        .iter()
+        .filter(|e| e.time_ms > killed && e.time_ms < resumed)
+        .map(|e| format!("{} at {}", e.node, e.height))
+        .take(5)
+        .collect();
+    if !signed.is_empty() {
+        seen.failures
+            .push(format!("signed while paused after the crash: {signed:?}"));
+    }
+    if cluster.nodes[standby].state().as_deref() == Ok("Validating") {
+        seen.failures
+            .push("the standby validated while paused".to_string());
+    }
+    let (code, out) = cluster.kuutamoctl(&["resume"])?;
+    anyhow::ensure!(code == 0, "kuutamoctl resume exited {code}: {out}");
+    Ok(())
 }
 
 /// 11e: one transaction deletes the key and locks it with an outsider's session (created on

@@ -36,6 +36,7 @@ pub fn cluster(n: usize, opts: Opts) -> Cluster {
 /// cannot.
 pub fn spec_cluster(mut spec: Spec) -> Cluster {
     spec.kuutamod_bin = Some(kuutamod_bin());
+    spec.kuutamoctl_bin = Some(kuutamoctl_bin());
     Cluster::start(spec).must()
 }
 
