@@ -125,6 +125,10 @@ fn main() -> anyhow::Result<()> {
     let mut results = Vec::new();
     for scenario in &scenarios {
         for mode in &modes {
+            if args.quick && scenario.quick_leaves_out(mode) {
+                eprintln!("--quick leaves out {} in {mode} mode", scenario.name());
+                continue;
+            }
             for _ in 0..runs {
                 for r in world.run(*scenario, mode, &timing) {
                     eprintln!(

@@ -289,6 +289,15 @@ impl Scenario {
         )
     }
 
+    /// Whether `--quick` leaves the scenario out in `mode`: 14a and 14b in restart mode, where the
+    /// promoted node's freshly started neard re-signs, from the stalled tip, skips the crashed
+    /// leader had signed (identical messages: no conflict, but heights signed by two nodes,
+    /// which the strict bar fails; docs/fault-injection.md, "14a in restart mode"). The full
+    /// benchmark runs it.
+    pub fn quick_leaves_out(self, mode: &str) -> bool {
+        matches!(self, Scenario::SkipsNeardKill | Scenario::SkipsKuutamodKill) && mode == "restart"
+    }
+
     /// Whether the chain stalls without our account ([`crate::cluster::ChainOpts::stall`]).
     fn stall_chain(self) -> bool {
         self == Scenario::StallHostFreeze

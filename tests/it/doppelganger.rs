@@ -98,7 +98,8 @@ fn a_doppelganger_keeps_the_standby_from_promoting_until_it_is_silent() {
         }
     });
     assert!(
-        node.log_text().contains("DOPPELGANGER: our account produced"),
+        node.log_text()
+            .contains("DOPPELGANGER: our account produced"),
         "{}",
         node.log_tail(30)
     );
