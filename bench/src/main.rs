@@ -132,7 +132,7 @@ fn main() -> anyhow::Result<()> {
             for _ in 0..runs {
                 for r in world.run(*scenario, mode, &timing) {
                     eprintln!(
-                        "{:<22} {:<8} takeover {:>6} ms moved {} missed blocks {}/{} chunks {}/{} conflicting {} double-signed {} two-validators {} recovered {}{}{}{}",
+                        "{:<22} {:<8} takeover {:>6} ms moved {} missed blocks {}/{} chunks {}/{} conflicting {} slots-twice {} heights-twice {} two-validators {} recovered {}{}{}{}",
                         r.scenario,
                         r.mode,
                         r.takeover_ms.map_or("-".into(), |t| t.to_string()),
@@ -142,6 +142,7 @@ fn main() -> anyhow::Result<()> {
                         r.missed.chunks_missed,
                         r.missed.chunks_expected,
                         r.conflicting,
+                        r.two_node_slots,
                         r.double_signed.len(),
                         r.two_validators_seen,
                         r.recovered,

@@ -90,17 +90,7 @@ fn switchover_in_a_window_hot_swaps_without_missing_an_assigned_block() {
         cluster.nodes[standby].id.clone(),
     );
     let t0 = now_ms();
-    let (code, out) = cluster
-        .kuutamoctl(&[
-            "switchover",
-            "--to",
-            &to,
-            "--in-window",
-            "--wait",
-            "--timeout",
-            "60s",
-        ])
-        .must();
+    let (code, out) = cluster.switchover_in_window(standby, "60s").must();
     assert_eq!(code, 0, "{out}");
     assert!(
         out.contains(&format!("switched over: {old} -> {to}")),
@@ -122,20 +112,7 @@ fn switchover_in_a_window_hot_swaps_without_missing_an_assigned_block() {
 #[test]
 fn pause_holds_through_a_leader_neard_crash_and_resume_restores_failover() {
     let (cluster, leader, standby) = steady_pair(Opts::test());
-    let (code, out) = cluster.kuutamoctl(&["pause"]).must();
-    assert_eq!(code, 0, "{out}");
-    wait::until(LIMIT, "both nodes to see the pause", || {
-        let paused: Vec<_> = cluster
-            .nodes
-            .iter()
-            .map(|n| n.metric_sum("kuutamod_paused"))
-            .collect();
-        if paused.iter().all(|p| p.as_ref() == Ok(&1.0)) {
-            Ok(())
-        } else {
-            Err(paused)
-        }
-    });
+    cluster.pause(LIMIT).must();
     let pid = cluster.nodes[leader].neard_pid().expect("leader's neard");
     let crash = now_ms();
     kill(Pid::from_raw(pid), Signal::SIGKILL).expect("kill neard");

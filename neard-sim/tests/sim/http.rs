@@ -177,10 +177,14 @@ fn health_follows_sync_and_the_knobs() {
         stall: true,
         ..Control::default()
     });
+    // /health, /status and JSON-RPC health are read one after the other: a 503 read just
+    // before the knobs changed is the forced syncing's, so wait until the RPC says why.
     wait_for("/health to fail on a stalled head", |seen| {
         let got = get(port, "/health").ok()?;
-        *seen = format!("{got:?}");
-        (got.0 == 503 && sim.status()["sync_info"]["syncing"] == false).then_some(())
+        let why = rpc(port, "health")["error"]["cause"]["name"].clone();
+        *seen = format!("{got:?}, {why}");
+        (got.0 == 503 && why == "NO_NEW_BLOCKS" && sim.status()["sync_info"]["syncing"] == false)
+            .then_some(())
     });
     let h1 = sim.status()["sync_info"]["latest_block_height"].clone();
     let r = rpc(port, "health");
