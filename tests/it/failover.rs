@@ -9,6 +9,10 @@ use crate::helper::{alive, cluster, http_get, now_ms, wait, Cluster, Must, Opts,
 
 pub const LIMIT: Duration = Duration::from_secs(60);
 
+/// How far a validating neard's largest approval target may be from its head in a live chain
+/// (a few skips or a few fast blocks).
+const TARGET_FOLLOWS_HEAD: u64 = 10;
+
 fn public_key(path: &std::path::Path) -> String {
     let v: serde_json::Value =
         serde_json::from_slice(&std::fs::read(path).expect("key file")).expect("json");
@@ -134,7 +138,12 @@ fn single_node_validates_with_the_validator_keys_and_port() {
         record["Horizon"]["Head"].as_u64().expect("head"),
         record["Horizon"]["Target"].as_u64().expect("target"),
     );
-    assert!(target > head, "target {target} not above head {head}");
+    // A validator's largest target follows its head: tip + 1 once it endorsed the tip, the
+    // head or a little below between blocks that come fast, a few above after skips.
+    assert!(
+        head.abs_diff(target) <= TARGET_FOLLOWS_HEAD,
+        "target {target} far from head {head}"
+    );
     cluster.check_no_double_signing().must();
 }
 
