@@ -1,9 +1,14 @@
 //! Unit tests of the machine: scripted event sequences with virtual time, and a randomized test
 //! of the safety invariants.
+//!
+//! Long on purpose: each scenario is spelled out event by event against one small driver, so
+//! that a reader can follow it like a trace; splitting them would split the driver from them.
 
 use super::*;
+use crate::backoff::BackoffConfig;
 use crate::lease::{KeyState, RecordState};
 use crate::records::{Control, NodeRecord};
+use crate::timing::Timing;
 
 const TTL: Duration = Duration::from_secs(3);
 const GRACE: Duration = Duration::from_millis(500);
