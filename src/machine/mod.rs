@@ -76,6 +76,8 @@ pub struct Machine {
     acquiring: Option<(AcquirePlan, Record)>,
     destroying: Option<String>,
     reading: bool,
+    /// After a failed read, when to read again.
+    read_retry_at: Instant,
     /// A release of a key the watch shows under our own session (as a standby) in flight: the
     /// index it expects.
     releasing_own: Option<u64>,
@@ -137,6 +139,7 @@ impl Machine {
             acquiring: None,
             destroying: None,
             reading: false,
+            read_retry_at: now,
             releasing_own: None,
             released_own: None,
             holdoff_until: None,
@@ -348,6 +351,9 @@ impl Machine {
             d.push(self.guard.last_sent + self.guard_ping_interval());
         } else {
             d.push(self.guard.retry_at);
+        }
+        if self.read_retry_at > self.now {
+            d.push(self.read_retry_at);
         }
         match &self.phase {
             Phase::Promoting(p) => match &p.step {

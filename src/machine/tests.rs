@@ -1356,3 +1356,56 @@ fn heartbeats_say_how_old_their_horizon_is() {
         "{beat:?}"
     );
 }
+
+#[test]
+fn a_failed_fresh_read_keeps_the_view_and_is_retried() {
+    // Found by the deterministic simulation (seed 1325 with lag faults): a failed read made the
+    // node forget the key; the watch, blocked on an index that no longer changed, would have
+    // answered only after its 5 minute wait, and the silent holder was never destroyed.
+    let mut d = Driver::new(true);
+    d.reach_voting();
+    let hb = Record {
+        hostname: "h0".into(),
+        node_id: "n0".into(),
+        account: "pool.near".into(),
+        session: "s0".into(),
+        seq: 4,
+        state: RecordState::Active,
+        horizon: Horizon {
+            head: Some(45),
+            target: Some(46),
+            exact: false,
+            stale_ms: Some(1000),
+        },
+        successor: None,
+    };
+    let held = KeyState {
+        index: 20,
+        session: Some("s0".into()),
+        value: hb.to_bytes(),
+    };
+    d.observe(Some(held.clone()), 20);
+    let reads = |d: &Driver| d.count(|c| *c == Command::ReadKey);
+    for _ in 0..8 {
+        d.advance(Duration::from_millis(500));
+        d.ack_guard();
+        d.status();
+    }
+    assert_eq!(reads(&d), 1, "a silent holder: read it fresh once");
+    d.feed(Event::ReadFailed);
+    d.status();
+    assert_eq!(reads(&d), 1, "not again at once");
+    d.advance(Duration::from_secs(1));
+    d.ack_guard();
+    d.status();
+    assert_eq!(
+        reads(&d),
+        2,
+        "again after the retry delay, from the view kept"
+    );
+    let out = d.observe(Some(held), 20);
+    assert!(
+        out.contains(&Command::DestroySession("s0".into())),
+        "{out:?}"
+    );
+}
