@@ -882,8 +882,13 @@ fn every_metric_in_the_rules_and_dashboard_is_exported_and_the_acl_policies_suff
     let (_, out) = ctl(&["active-validator"]);
     assert!(out.contains("node-a"), "kuutamoctl names the leader: {out}");
 
-    let sim =
-        get(&format!("http://127.0.0.1:{rpc_port}/metrics")).expect("the simulator's metrics");
+    // kuutamod may be restarting neard at this moment (a hot swap it could not confirm falls
+    // back to a restart), so the simulator's metrics are polled, not read once.
+    let sim_metrics = format!("http://127.0.0.1:{rpc_port}/metrics");
+    let sim = until(STEP_LIMIT, "the simulator's metrics", || {
+        kuutamod.assert_running();
+        get(&sim_metrics)
+    });
     let neard_has_production = sim.contains(&format!(
         "near_validators_blocks_expected{{account_id=\"{ACCOUNT}\""
     ));
