@@ -850,8 +850,13 @@ fn every_metric_in_the_rules_and_dashboard_is_exported_and_the_acl_policies_suff
     let (_, out) = ctl(&["active-validator"]);
     assert!(out.contains("node-a"), "kuutamoctl names the leader: {out}");
 
-    let sim =
-        get(&format!("http://127.0.0.1:{rpc_port}/metrics")).expect("the simulator's metrics");
+    // kuutamod may be restarting neard at this moment (a hot swap it could not confirm falls
+    // back to a restart), so the simulator's metrics are polled, not read once.
+    let sim_metrics = format!("http://127.0.0.1:{rpc_port}/metrics");
+    let sim = until(STEP_LIMIT, "the simulator's metrics", || {
+        kuutamod.assert_running();
+        get(&sim_metrics)
+    });
     // The simulator exports our account's production (`near_validators_*`, as real neard
     // does), so every `kuutamod_validator_*` series the rules and dashboard use must be there.
     for kind in ["blocks", "chunks"] {
