@@ -12,8 +12,6 @@ use std::time::Duration;
 use base64::Engine;
 use serde::Deserialize;
 
-use crate::lease::KeyState;
-
 /// Timeout of every non-blocking Consul request. Short, because the lease must notice a dead
 /// Consul long before it runs out; long enough for a Raft write under load.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
@@ -21,133 +19,11 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 /// Extra time a blocking query may take beyond its `wait` (Consul adds up to wait/16 jitter).
 const BLOCKING_SLACK: Duration = Duration::from_secs(5);
 
-/// Consul errors that callers branch on. Each names the endpoint and the cause.
-#[derive(Debug, thiserror::Error)]
-pub enum ConsulError {
-    /// The session does not exist (any more).
-    #[error("Consul session {0} no longer exists")]
-    SessionGone(String),
-    /// A transaction's check failed, or its lock was refused: the key is not as expected.
-    #[error("Consul at {url} refused the transaction: {what}")]
-    Rejected {
-        /// The endpoint.
-        url: String,
-        /// Consul's reason.
-        what: String,
-    },
-    /// Consul could not be reached or did not answer in time.
-    #[error("Consul at {url} is unreachable: {}", describe_transport(source))]
-    Unreachable {
-        /// The endpoint.
-        url: String,
-        /// The transport error.
-        source: reqwest::Error,
-    },
-    /// Consul answered with an error status.
-    #[error("Consul at {url} answered {status}: {body}")]
-    Status {
-        /// The endpoint.
-        url: String,
-        /// The HTTP status.
-        status: reqwest::StatusCode,
-        /// The body, cut short.
-        body: String,
-    },
-    /// The answer could not be parsed.
-    #[error("Consul at {url} sent an unexpected answer: {reason}")]
-    Garbage {
-        /// The endpoint.
-        url: String,
-        /// What did not parse.
-        reason: String,
-    },
-}
+mod error;
+mod wire;
 
-/// Names the cause of a transport error: refused, timed out, TLS, DNS, reset, with the chain
-/// of underlying errors (reqwest's own message alone says only "error sending request").
-pub fn describe_transport(e: &reqwest::Error) -> String {
-    let kind = if e.is_timeout() {
-        "timed out"
-    } else if e.is_connect() {
-        "cannot connect"
-    } else if e.is_body() || e.is_decode() {
-        "the answer was cut off"
-    } else if e.is_request() {
-        "the request failed"
-    } else {
-        "transport error"
-    };
-    let mut causes = Vec::new();
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !causes.contains(&text) {
-            causes.push(text);
-        }
-        source = s.source();
-    }
-    if causes.is_empty() {
-        kind.to_string()
-    } else {
-        format!("{kind} ({})", causes.join(": "))
-    }
-}
-
-/// A KV entry as Consul returns it.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-pub struct KvEntry {
-    /// The key.
-    #[serde(rename = "Key")]
-    pub key: String,
-    /// Base64 of the value.
-    #[serde(rename = "Value", default)]
-    pub value: Option<String>,
-    /// The session holding the lock, if any.
-    #[serde(rename = "Session", default)]
-    pub session: Option<String>,
-    /// How often the lock was acquired.
-    #[serde(rename = "LockIndex", default)]
-    pub lock_index: u64,
-    /// The index of the last write.
-    #[serde(rename = "ModifyIndex", default)]
-    pub modify_index: u64,
-}
-
-impl KvEntry {
-    /// The decoded value (empty when absent or not base64).
-    pub fn bytes(&self) -> Vec<u8> {
-        self.value
-            .as_deref()
-            .and_then(|v| base64::engine::general_purpose::STANDARD.decode(v).ok())
-            .unwrap_or_default()
-    }
-
-    /// The entry as the lock logic sees it.
-    pub fn state(&self) -> KeyState {
-        KeyState {
-            index: self.modify_index,
-            session: self.session.clone().filter(|s| !s.is_empty()),
-            value: self.bytes(),
-        }
-    }
-}
-
-/// Session information.
-#[derive(Debug, Clone, Deserialize)]
-pub struct SessionInfo {
-    /// Session id.
-    #[serde(rename = "ID")]
-    pub id: String,
-    /// Session name (kuutamod: the node id).
-    #[serde(rename = "Name", default)]
-    pub name: String,
-    /// TTL as Consul writes it (`30s`).
-    #[serde(rename = "TTL", default)]
-    pub ttl: String,
-    /// The Consul node (agent) the session belongs to.
-    #[serde(rename = "Node", default)]
-    pub node: String,
-}
+pub use error::{describe_transport, ConsulError};
+pub use wire::{KvEntry, SessionInfo};
 
 /// The client.
 #[derive(Debug, Clone)]
@@ -570,62 +446,4 @@ impl Consul {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn unreachable_consul_names_the_endpoint_and_the_cause() {
-        // A port nobody listens on (bound, then dropped).
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .expect("a free port");
-        let c = Consul::new(&format!("http://127.0.0.1:{port}"), None).expect("client");
-        let err = c
-            .renew("abc")
-            .await
-            .expect_err("nobody listens")
-            .to_string();
-        assert!(
-            err.contains(&format!("127.0.0.1:{port}/v1/session/renew/abc")),
-            "{err}"
-        );
-        assert!(err.contains("cannot connect"), "{err}");
-        assert!(err.to_lowercase().contains("refused"), "{err}");
-    }
-
-    #[test]
-    fn a_bad_ca_file_is_refused_with_its_name() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let missing = dir.path().join("missing.pem");
-        let err = Consul::with_ca("https://consul:8501", None, Some(&missing))
-            .expect_err("missing")
-            .to_string();
-        assert!(
-            err.contains("KUUTAMO_CONSUL_CA_FILE") && err.contains("missing.pem"),
-            "{err}"
-        );
-        let junk = dir.path().join("junk.pem");
-        std::fs::write(&junk, "not a certificate").expect("write");
-        let err = Consul::with_ca("https://consul:8501", None, Some(&junk))
-            .expect_err("junk")
-            .to_string();
-        assert!(err.contains("junk.pem"), "{err}");
-    }
-
-    #[test]
-    fn entries_decode_their_value() {
-        let e: KvEntry = serde_json::from_str(
-            r#"{"Key":"k","Value":"aGk=","Session":"s","LockIndex":1,"ModifyIndex":7}"#,
-        )
-        .expect("parses");
-        assert_eq!(
-            e.state(),
-            KeyState {
-                index: 7,
-                session: Some("s".into()),
-                value: b"hi".to_vec()
-            }
-        );
-    }
-}
+mod tests;

@@ -1,25 +1,42 @@
-//! Clusters of real kuutamod processes, each supervising the neard simulator, sharing one
-//! validator key and one signing ledger. A node may live in its own network namespace; its
-//! Consul URL is whatever the scenario wires it to (a proxy, a client agent, a server).
+//! The one cluster builder, used by the benchmark and by the integration tests: real Consul
+//! servers, and per node a *host* (a network namespace on the LAN, or the root namespace's
+//! loopback) running that node's own Consul client agent, a request-counting proxy in front of
+//! the agent, and kuutamod supervising the neard simulator. All nodes share one validator key
+//! and one signing ledger; the ledger oracle tells double-signed heights and gaps.
+//!
+//! [`Spec`] says what to build (node count, hosts, server count, timing, environment for every
+//! node or one node); [`Cluster::start`] starts Consul and the agents and prepares the nodes;
+//! [`Node::start`] starts a kuutamod. More processes per cluster (the multi-validator chain
+//! process) belong in [`Cluster::start`] after the agents, with their address handed to the
+//! nodes through [`Spec::env`]; [`Cluster::spawn_aux`] owns such a process and its log.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Command, ExitStatus, Stdio};
 use std::time::Duration;
 
 use anyhow::Context;
 use nix::sys::signal::Signal;
 
-use crate::consul::http_get;
-use crate::procs::{alive, free_port, kuutamod_bin, neard_sim_bin, now_ms, signal, Guard};
+use crate::consul::{http_get, Agent, AgentSpec, Ports, Role, Servers, START_LIMIT};
+use crate::netns::Host;
+use crate::procs::{
+    alive, free_port, guard_of, kuutamod_bin, neard_sim_bin, now_ms, signal, OwnedChild,
+    KUUTAMOD_GUARD_ARGV0,
+};
+use crate::proxy::Proxy;
 use crate::wait;
 
 /// Block time of the simulator: NEAR's ~1 s is scaled down ten times so takeovers are
 /// measured in heights that matter (the targets are stated for 100 ms heights).
 pub const BLOCK_TIME_MS: u64 = 100;
 
-/// Timing and simulator settings of a cluster.
+/// Lines of each log shown when a wait fails.
+const LOG_LINES: usize = 40;
+
+/// Timing and failover settings of every node.
 #[derive(Debug, Clone)]
 pub struct Opts {
     /// KUUTAMO_SESSION_TTL.
@@ -32,22 +49,85 @@ pub struct Opts {
     pub failover_mode: String,
     /// NEARD_SIM_BOOT_DELAY_MS: neard's start-up time.
     pub boot_delay_ms: u64,
-    /// The validator account (also names the Consul lock, so runs sharing a Consul differ).
-    pub account: String,
 }
 
-/// How one node reaches the world.
+impl Opts {
+    /// The integration tests' timing: TTL 3 s, stop grace 500 ms, syncing grace 2 s, a 300 ms
+    /// neard boot, restart mode.
+    pub fn test() -> Opts {
+        Opts {
+            ttl: Duration::from_secs(3),
+            stop_grace: Duration::from_millis(500),
+            syncing_grace: Duration::from_secs(2),
+            failover_mode: "restart".into(),
+            boot_delay_ms: 300,
+        }
+    }
+
+    /// The same in `mode`.
+    pub fn mode(self, mode: &str) -> Opts {
+        Opts {
+            failover_mode: mode.into(),
+            ..self
+        }
+    }
+}
+
+/// What to build.
 #[derive(Debug, Clone)]
-pub struct Wiring {
-    /// KUUTAMO_CONSUL_URL.
-    pub consul_url: String,
-    /// Namespace to run in (`ip netns exec`), if any.
-    pub netns: Option<String>,
-    /// Address the exporter binds (reachable from the root namespace).
-    pub exporter_ip: IpAddr,
+pub struct Spec {
+    /// Where keys, homes, Consul data and logs go; `None`: a temporary directory the cluster
+    /// owns (deleted with it).
+    pub dir: Option<PathBuf>,
+    /// The validator account (also names the Consul lock).
+    pub account: String,
+    /// Number of nodes.
+    pub nodes: usize,
+    /// Host of each node (index modulo length); empty: every node on the root namespace's
+    /// loopback.
+    pub hosts: Vec<Host>,
+    /// Consul servers: 1 (a dev agent) or 3.
+    pub servers: usize,
+    /// Addresses the servers bind (the LAN's, or loopback).
+    pub server_ips: Vec<IpAddr>,
+    /// Timing and mode.
+    pub opts: Opts,
+    /// Extra environment for every node (after the defaults, so it overrides them).
+    pub env: Vec<(String, String)>,
+    /// Extra environment per node index (after [`Spec::env`]).
+    pub node_env: BTreeMap<usize, Vec<(String, String)>>,
+    /// The kuutamod binary; `None`: [`kuutamod_bin`] (beside the running executable).
+    pub kuutamod_bin: Option<PathBuf>,
 }
 
-/// A set of nodes sharing one validator key.
+impl Spec {
+    /// `nodes` nodes on loopback against one dev server, each with its own client agent.
+    pub fn new(nodes: usize, account: &str, opts: Opts) -> Spec {
+        Spec {
+            dir: None,
+            account: account.into(),
+            nodes,
+            hosts: Vec::new(),
+            servers: 1,
+            server_ips: vec![IpAddr::from([127, 0, 0, 1])],
+            opts,
+            env: Vec::new(),
+            node_env: BTreeMap::new(),
+            kuutamod_bin: None,
+        }
+    }
+
+    /// Sets `key=value` for node `i`.
+    pub fn node_env(mut self, i: usize, key: &str, value: &str) -> Spec {
+        self.node_env
+            .entry(i)
+            .or_default()
+            .push((key.into(), value.into()));
+        self
+    }
+}
+
+/// A set of nodes sharing one validator key, with their Consul.
 pub struct Cluster {
     /// The nodes.
     pub nodes: Vec<Node>,
@@ -57,24 +137,44 @@ pub struct Cluster {
     pub account: String,
     /// Keys, homes and logs.
     pub dir: PathBuf,
+    /// The Consul servers.
+    pub servers: Servers,
+    /// Further processes of the cluster (name, process), stopped with it.
+    pub aux: Vec<(String, OwnedChild)>,
+    _tmp: Option<tempfile::TempDir>,
 }
 
-/// One kuutamod + neard-sim node.
+/// One host: its Consul client agent, a proxy in front of it, kuutamod and its neard.
 pub struct Node {
     /// Node id (also the simulator's ledger id).
     pub id: String,
+    /// Where it lives.
+    pub host: Host,
+    /// Its own Consul client agent.
+    pub agent: Agent,
+    /// The proxy kuutamod talks through (counts requests, can delay them).
+    pub proxy: Proxy,
+    /// KUUTAMO_CONSUL_URL (the proxy, on the host's loopback).
+    pub consul_url: String,
     /// neard's home.
     pub home: PathBuf,
-    /// Exporter address.
+    /// Exporter address (reachable from the harness).
     pub exporter: SocketAddr,
-    /// kuutamod's log.
+    /// The simulator's RPC port (on the host's loopback).
+    pub rpc_port: u16,
+    /// network.addr port as validator.
+    pub validator_port: u16,
+    /// network.addr port as voter.
+    pub voter_port: u16,
+    /// kuutamod's log (appended to across restarts).
     pub log: PathBuf,
+    bin: PathBuf,
     env: Vec<(String, String)>,
-    netns: Option<String>,
-    guard: Option<Guard>,
+    child: Option<OwnedChild>,
 }
 
-fn sim_init(home: &Path, account: &str) -> anyhow::Result<()> {
+/// `neard-sim --home <home> init` for a localnet home whose validator key is for `account`.
+pub fn sim_init(home: &Path, account: &str) -> anyhow::Result<()> {
     let out = Command::new(neard_sim_bin())
         .arg("--home")
         .arg(home)
@@ -101,28 +201,81 @@ fn ms(d: Duration) -> String {
     format!("{}ms", d.as_millis())
 }
 
+fn p(path: &Path) -> String {
+    path.display().to_string()
+}
+
 impl Cluster {
-    /// Creates one node per `wiring` entry under `dir` (not started).
-    pub fn new(dir: &Path, wiring: &[Wiring], opts: &Opts) -> anyhow::Result<Cluster> {
-        std::fs::create_dir_all(dir)?;
+    /// Starts the Consul servers and one client agent per node (waiting until each serves
+    /// writes), and prepares every node (not started).
+    pub fn start(spec: Spec) -> anyhow::Result<Cluster> {
+        let (tmp, dir) = match &spec.dir {
+            Some(d) => (None, d.clone()),
+            None => {
+                let t = tempfile::Builder::new()
+                    .prefix("kuutamod-cluster")
+                    .tempdir()?;
+                let d = t.path().to_path_buf();
+                (Some(t), d)
+            }
+        };
+        std::fs::create_dir_all(&dir)?;
+        let servers = Servers::start(spec.servers, &spec.server_ips, &dir)?;
+        let hosts: Vec<Host> = (0..spec.nodes)
+            .map(|i| {
+                spec.hosts
+                    .get(i % spec.hosts.len().max(1))
+                    .cloned()
+                    .unwrap_or_else(Host::loopback)
+            })
+            .collect();
+        let mut agents = Vec::new();
+        for (i, host) in hosts.iter().enumerate() {
+            let mut http_addrs = vec![IpAddr::from([127, 0, 0, 1])];
+            if host.netns.is_some() {
+                http_addrs.push(host.ip);
+            }
+            agents.push(Agent::start(AgentSpec {
+                name: format!("host{i}"),
+                role: Role::Client {
+                    join: servers.lan(),
+                },
+                bind: host.ip,
+                http_addrs,
+                ports: Ports::pick(host.ip),
+                netns: host.netns.clone(),
+                dir: dir.clone(),
+            })?);
+        }
+        for a in &mut agents {
+            a.ready_or_repick(START_LIMIT)?;
+        }
+        // Further per-cluster processes (the chain) start here, before the nodes.
         let shared = dir.join("keys/shared");
-        sim_init(&shared, &opts.account)?;
+        sim_init(&shared, &spec.account)?;
         let ledger = dir.join("ledger.jsonl");
+        let bin = spec.kuutamod_bin.clone().unwrap_or_else(kuutamod_bin);
         let mut nodes = Vec::new();
-        for (i, w) in wiring.iter().enumerate() {
+        for (i, (host, agent)) in hosts.into_iter().zip(agents).enumerate() {
             let id = format!("node{i}");
             let home = dir.join(&id);
-            sim_init(&home, &opts.account)?;
+            sim_init(&home, &spec.account)?;
             let voter_key = dir.join(format!("keys/{id}-voter_node_key.json"));
             std::fs::copy(home.join("node_key.json"), &voter_key)?;
-            // Inside a namespace every port is free; outside, pick free ones.
-            set_rpc_addr(&home, free_port())?;
-            let exporter = SocketAddr::new(w.exporter_ip, free_port());
-            let p = |p: &Path| p.display().to_string();
-            let env: Vec<(String, String)> = vec![
+            // Inside a namespace every port is free; outside, the kernel's choice is free.
+            let rpc_port = free_port();
+            set_rpc_addr(&home, rpc_port)?;
+            let exporter = SocketAddr::new(host.ip, free_port());
+            let validator_port = free_port();
+            let voter_port = free_port();
+            let upstream = SocketAddr::new(IpAddr::from([127, 0, 0, 1]), agent.spec.ports.http);
+            let proxy = Proxy::start(host.netns.as_deref(), upstream)?;
+            let consul_url = format!("http://{}", proxy.addr);
+            let o = &spec.opts;
+            let mut env: Vec<(String, String)> = vec![
                 ("KUUTAMO_NODE_ID".into(), id.clone()),
-                ("KUUTAMO_ACCOUNT_ID".into(), opts.account.clone()),
-                ("KUUTAMO_CONSUL_URL".into(), w.consul_url.clone()),
+                ("KUUTAMO_ACCOUNT_ID".into(), spec.account.clone()),
+                ("KUUTAMO_CONSUL_URL".into(), consul_url.clone()),
                 ("KUUTAMO_EXPORTER_ADDRESS".into(), exporter.to_string()),
                 (
                     "KUUTAMO_VALIDATOR_KEY".into(),
@@ -137,41 +290,71 @@ impl Cluster {
                 ("KUUTAMO_NEARD_BIN".into(), p(&neard_sim_bin())),
                 (
                     "KUUTAMO_VALIDATOR_NETWORK_ADDR".into(),
-                    format!("127.0.0.1:{}", free_port()),
+                    format!("127.0.0.1:{validator_port}"),
                 ),
                 (
                     "KUUTAMO_VOTER_NETWORK_ADDR".into(),
-                    format!("127.0.0.1:{}", free_port()),
+                    format!("127.0.0.1:{voter_port}"),
                 ),
-                ("KUUTAMO_SESSION_TTL".into(), ms(opts.ttl)),
-                ("KUUTAMO_NEARD_STOP_GRACE".into(), ms(opts.stop_grace)),
-                ("KUUTAMO_SYNCING_GRACE".into(), ms(opts.syncing_grace)),
-                ("KUUTAMO_FAILOVER_MODE".into(), opts.failover_mode.clone()),
+                ("KUUTAMO_SESSION_TTL".into(), ms(o.ttl)),
+                ("KUUTAMO_NEARD_STOP_GRACE".into(), ms(o.stop_grace)),
+                ("KUUTAMO_SYNCING_GRACE".into(), ms(o.syncing_grace)),
+                ("KUUTAMO_FAILOVER_MODE".into(), o.failover_mode.clone()),
                 ("NEARD_SIM_LEDGER".into(), p(&ledger)),
                 ("NEARD_SIM_NODE_ID".into(), id.clone()),
                 (
                     "NEARD_SIM_BOOT_DELAY_MS".into(),
-                    opts.boot_delay_ms.to_string(),
+                    o.boot_delay_ms.to_string(),
                 ),
                 ("NEARD_SIM_BLOCK_TIME_MS".into(), BLOCK_TIME_MS.to_string()),
                 ("RUST_LOG".into(), "info".into()),
             ];
+            env.extend(spec.env.iter().cloned());
+            env.extend(spec.node_env.get(&i).into_iter().flatten().cloned());
             nodes.push(Node {
                 log: dir.join(format!("{id}.log")),
                 id,
+                host,
+                agent,
+                proxy,
+                consul_url,
                 home,
                 exporter,
+                rpc_port,
+                validator_port,
+                voter_port,
+                bin: bin.clone(),
                 env,
-                netns: w.netns.clone(),
-                guard: None,
+                child: None,
             });
         }
         Ok(Cluster {
             nodes,
             ledger,
-            account: opts.account.clone(),
-            dir: dir.to_path_buf(),
+            account: spec.account,
+            dir,
+            servers,
+            aux: Vec::new(),
+            _tmp: tmp,
         })
+    }
+
+    /// Starts `cmd` as a further process of the cluster, output to `<dir>/<name>.log`.
+    pub fn spawn_aux(&mut self, name: &str, mut cmd: Command) -> anyhow::Result<()> {
+        let log = std::fs::File::create(self.dir.join(format!("{name}.log")))?;
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("cannot start {name}"))?;
+        self.aux.push((name.into(), OwnedChild::new(child)));
+        Ok(())
+    }
+
+    /// The Consul key of the lock (`kuutamod-leader/<account>`).
+    pub fn lock_key(&self) -> String {
+        format!("kuutamod-leader/{}", self.account)
     }
 
     /// Starts every node.
@@ -187,11 +370,30 @@ impl Cluster {
         self.nodes.iter().map(Node::state).collect()
     }
 
+    /// Each node's state, for messages.
+    pub fn describe(&self) -> String {
+        self.nodes
+            .iter()
+            .map(|n| format!("{}={}", n.id, n.state().unwrap_or_else(|e| e)))
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    /// Polls like [`wait::until`]; a timeout's error carries the tail of every node's log.
+    pub fn until<T, E: std::fmt::Debug>(
+        &self,
+        limit: Duration,
+        what: &str,
+        probe: impl FnMut() -> Result<T, E>,
+    ) -> anyhow::Result<T> {
+        wait::until(limit, what, probe).with_context(|| self.logs(LOG_LINES))
+    }
+
     /// Waits until exactly one node is Validating, it signs, and all others are Voting;
     /// returns the leader's index.
     pub fn wait_steady(&self, limit: Duration) -> anyhow::Result<usize> {
         let since = now_ms();
-        wait::until(limit, "one signing leader, the others Voting", || {
+        self.until(limit, "one signing leader, the others Voting", || {
             let states = self.states();
             let leaders: Vec<usize> = (0..states.len())
                 .filter(|i| states[*i].as_deref() == Ok("Validating"))
@@ -207,15 +409,71 @@ impl Cluster {
         })
     }
 
+    /// Waits until exactly one node is Validating and returns its index.
+    pub fn wait_for_leader(&self, limit: Duration) -> anyhow::Result<usize> {
+        self.until(limit, "exactly one node in Validating", || {
+            let states = self.states();
+            let leaders: Vec<usize> = (0..states.len())
+                .filter(|i| states[*i].as_deref() == Ok("Validating"))
+                .collect();
+            match leaders.as_slice() {
+                [one] => Ok(*one),
+                _ => Err(states),
+            }
+        })
+    }
+
+    /// Waits until node `i` signs a height after `after_ms`; returns that signature's time.
+    pub fn wait_for_signing(
+        &self,
+        i: usize,
+        after_ms: u64,
+        limit: Duration,
+    ) -> anyhow::Result<u64> {
+        let id = self.nodes[i].id.clone();
+        self.until(limit, &format!("{id} to sign a height"), || {
+            self.first_signed_after(i, after_ms)
+                .ok_or_else(|| self.describe())
+        })
+    }
+
+    /// Waits until node `i` is in state `want`.
+    pub fn wait_state(&self, i: usize, want: &str, limit: Duration) -> anyhow::Result<()> {
+        let node = &self.nodes[i];
+        self.until(limit, &format!("{} to be {want}", node.id), || {
+            match node.state() {
+                Ok(s) if s == want => Ok(()),
+                other => Err(other),
+            }
+        })
+    }
+
     /// Whether node `i` signed a height after `after_ms`.
     pub fn signed_after(&self, i: usize, after_ms: u64) -> bool {
+        self.first_signed_after(i, after_ms).is_some()
+    }
+
+    /// Time of node `i`'s first signature after `after_ms`.
+    pub fn first_signed_after(&self, i: usize, after_ms: u64) -> Option<u64> {
         let id = &self.nodes[i].id;
         self.entries()
             .iter()
-            .any(|e| &e.node == id && e.time_ms > after_ms)
+            .filter(|e| &e.node == id && e.time_ms > after_ms)
+            .map(|e| e.time_ms)
+            .min()
     }
 
-    /// All ledger entries so far.
+    /// Time of node `i`'s last signature.
+    pub fn last_signed(&self, i: usize) -> Option<u64> {
+        let id = &self.nodes[i].id;
+        self.entries()
+            .iter()
+            .filter(|e| &e.node == id)
+            .map(|e| e.time_ms)
+            .max()
+    }
+
+    /// All ledger entries so far (empty before the first signature).
     pub fn entries(&self) -> Vec<neard_sim::ledger::Entry> {
         if !self.ledger.exists() {
             return Vec::new();
@@ -228,6 +486,31 @@ impl Cluster {
         neard_sim::ledger::analyze(&self.entries(), &self.account)
     }
 
+    /// Fails when any height was signed by two nodes.
+    pub fn check_no_double_signing(&self) -> anyhow::Result<()> {
+        let report = self.report();
+        anyhow::ensure!(
+            report.double_signed.is_empty(),
+            "double-signed heights: {:?}\n{}",
+            report.double_signed.iter().take(10).collect::<Vec<_>>(),
+            self.logs(LOG_LINES)
+        );
+        Ok(())
+    }
+
+    /// Fails unless node `old` signed for the last time before `first_new` (the new leader's
+    /// first signature): the old leader stopped before the new one began.
+    pub fn check_stopped_before(&self, old: usize, first_new: u64) -> anyhow::Result<()> {
+        let last_old = self
+            .last_signed(old)
+            .context("the old leader never signed")?;
+        anyhow::ensure!(
+            last_old < first_new,
+            "old leader signed at {last_old}, new at {first_new}"
+        );
+        Ok(())
+    }
+
     /// Stops every node (kuutamod gracefully, then any neard left behind).
     pub fn stop_all(&mut self) {
         for n in &mut self.nodes {
@@ -236,24 +519,38 @@ impl Cluster {
         self.kill_orphans();
     }
 
-    /// Kills simulators whose kuutamod is gone (a SIGKILLed supervisor may leave its child).
+    /// Kills what a node's kuutamod left behind (a SIGKILLed supervisor's neard, a frozen
+    /// host's guard and neard): neard-sim processes whose command line names a node's home, and
+    /// `kuutamod-guard` processes whose environment does. SIGKILL only: a stopped process must
+    /// not run (and sign) again on its way out.
     pub fn kill_orphans(&self) {
         let Ok(procs) = std::fs::read_dir("/proc") else {
             return;
         };
-        for p in procs.flatten() {
-            let Ok(pid) = p.file_name().to_string_lossy().parse::<i32>() else {
+        let homes: Vec<String> = self
+            .nodes
+            .iter()
+            .map(|n| n.home.to_string_lossy().into_owned())
+            .collect();
+        for entry in procs.flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
                 continue;
             };
             let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
                 continue;
             };
             let cmd = String::from_utf8_lossy(&cmd);
-            if self
-                .nodes
-                .iter()
-                .any(|n| cmd.contains("neard-sim") && cmd.contains(&*n.home.to_string_lossy()))
-            {
+            let ours = if cmd.starts_with(KUUTAMOD_GUARD_ARGV0) {
+                let env = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+                let env = String::from_utf8_lossy(&env);
+                homes.iter().any(|h| {
+                    env.split('\0')
+                        .any(|kv| kv == format!("KUUTAMO_NEARD_HOME={h}"))
+                })
+            } else {
+                cmd.contains("neard-sim") && homes.iter().any(|h| cmd.contains(h.as_str()))
+            };
+            if ours {
                 signal(pid, Signal::SIGKILL);
             }
         }
@@ -272,46 +569,49 @@ impl Cluster {
 impl Drop for Cluster {
     fn drop(&mut self) {
         for n in &mut self.nodes {
-            if let Some(mut g) = n.guard.take() {
-                g.kill();
+            if let Some(mut c) = n.child.take() {
+                c.kill();
             }
+            n.agent.signal(Signal::SIGCONT);
         }
         self.kill_orphans();
     }
 }
 
 impl Node {
-    /// Starts kuutamod (in its namespace, if any), output to the node's log.
+    /// Starts kuutamod (in the host's namespace, if any) as the leader of its own process
+    /// group, output appended to the node's log.
     pub fn start(&mut self) -> anyhow::Result<()> {
-        anyhow::ensure!(self.guard.is_none(), "{} already running", self.id);
+        anyhow::ensure!(self.child.is_none(), "{} already running", self.id);
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&self.log)?;
-        let mut cmd = match &self.netns {
+        let mut cmd = match &self.host.netns {
             // `ip netns exec` execs the program: the pid stays kuutamod's.
             Some(ns) => {
                 let mut c = Command::new("ip");
-                c.args(["netns", "exec", ns]).arg(kuutamod_bin());
+                c.args(["netns", "exec", ns]).arg(&self.bin);
                 c
             }
-            None => Command::new(kuutamod_bin()),
+            None => Command::new(&self.bin),
         };
         let child = cmd
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .env_remove("CREDENTIALS_DIRECTORY")
+            .process_group(0)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
             .spawn()
             .context("cannot start kuutamod")?;
-        self.guard = Some(Guard::new(child));
+        self.child = Some(OwnedChild::new(child));
         Ok(())
     }
 
-    /// kuutamod's pid, while it runs.
+    /// kuutamod's pid (also its process group), while it runs.
     pub fn pid(&self) -> Option<i32> {
-        self.guard.as_ref().and_then(Guard::pid)
+        self.child.as_ref().and_then(OwnedChild::pid)
     }
 
     /// Sends `sig` to kuutamod.
@@ -321,29 +621,62 @@ impl Node {
         }
     }
 
+    /// Sends `sig` to kuutamod's process group (`kill -SIG -<pgid>`).
+    pub fn signal_group(&self, sig: Signal) {
+        if let Some(pid) = self.pid() {
+            signal(-pid, sig);
+        }
+    }
+
     /// Whether kuutamod has exited.
     pub fn exited(&mut self) -> bool {
-        self.guard.as_mut().is_none_or(Guard::exited)
+        self.child.as_mut().is_none_or(OwnedChild::exited)
+    }
+
+    /// Waits for kuutamod to exit and returns its status.
+    pub fn wait_exit(&mut self, limit: Duration) -> anyhow::Result<ExitStatus> {
+        let child = self.child.as_mut().context("kuutamod is not running")?;
+        let status = wait::until(limit, "kuutamod to exit", || {
+            child.try_status().ok_or("running")
+        })?;
+        self.child = None;
+        Ok(status)
     }
 
     /// Stops kuutamod gracefully (SIGCONT, SIGTERM, then SIGKILL).
     pub fn stop(&mut self) {
-        if let Some(mut g) = self.guard.take() {
-            g.stop();
+        if let Some(mut c) = self.child.take() {
+            c.stop();
         }
     }
 
     /// SIGKILLs kuutamod and forgets it (its neard may live on: that is the point).
     pub fn kill(&mut self) {
-        if let Some(mut g) = self.guard.take() {
-            g.kill();
+        if let Some(mut c) = self.child.take() {
+            c.kill();
         }
+    }
+
+    /// Sets an environment variable for this node's next start.
+    pub fn set_env(&mut self, key: &str, value: &str) {
+        self.env.retain(|(k, _)| k != key);
+        self.env.push((key.into(), value.into()));
     }
 
     /// The Prometheus metrics, as `name{labels}` -> value.
     pub fn metrics(&self) -> Result<BTreeMap<String, f64>, String> {
         let body = http_get(&format!("http://{}/metrics", self.exporter))?;
         Ok(parse_metrics(&body))
+    }
+
+    /// The sum of every series of metric `name` (all label values), or an error when the
+    /// exporter does not answer.
+    pub fn metric_sum(&self, name: &str) -> Result<f64, String> {
+        let m = self.metrics()?;
+        Ok(m.iter()
+            .filter(|(k, _)| *k == name || k.starts_with(&format!("{name}{{")))
+            .map(|(_, v)| v)
+            .sum())
     }
 
     /// The current state (the `kuutamod_state` series that is 1).
@@ -361,15 +694,30 @@ impl Node {
         alive(pid).then_some(pid)
     }
 
+    /// pid of kuutamod's fencing process (`kuutamod-guard`), if it runs.
+    pub fn guard_pid(&self) -> Option<i32> {
+        guard_of(self.pid()?)
+    }
+
+    /// Whether the validator key file is in neard's home.
+    pub fn has_validator_key(&self) -> bool {
+        self.home.join("validator_key.json").exists()
+    }
+
     /// Sets the simulator's fault knobs.
     pub fn control(&self, control: &neard_sim::control::Control) -> anyhow::Result<()> {
         control.write(&self.home.join("neard-sim-control.json"))?;
         Ok(())
     }
 
+    /// kuutamod's whole log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
     /// The last `n` lines of kuutamod's log.
     pub fn log_tail(&self, n: usize) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let text = self.log_text();
         let lines: Vec<_> = text.lines().collect();
         format!(
             "--- {} ---\n{}",

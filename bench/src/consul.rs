@@ -1,6 +1,8 @@
-//! Real Consul agents on ports chosen per run: a dev agent, and a three-server cluster on
-//! 127.0.0.2, .3 and .4 with one client agent per kuutamod node on .5, .6, ... (how a
-//! production host runs: kuutamod talks to its local agent, the agent to the servers).
+//! Real Consul agents on ports chosen per cluster: one dev server or three servers, and one
+//! client agent per kuutamod host (production's topology: kuutamod talks to its local agent,
+//! the agent to the servers). An agent can be signalled, stopped gracefully (a client agent
+//! *leaves*, deregistering its node), killed, and started again with the same name, ports and
+//! data directory.
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -8,11 +10,12 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use anyhow::Context;
+use nix::sys::signal::Signal;
 
-use crate::procs::{free_port_on, Guard};
+use crate::procs::{free_port_on, signal, OwnedChild};
 use crate::wait;
 
-/// Shortest session TTL the agents accept (the default floor is 10 s; the quick subset runs
+/// Shortest session TTL the servers accept (the default floor is 10 s; the scenarios run
 /// with 3 s).
 const SESSION_TTL_MIN: &str = "session_ttl_min = \"1s\"";
 
@@ -20,8 +23,14 @@ const SESSION_TTL_MIN: &str = "session_ttl_min = \"1s\"";
 /// (the default 5 is for tiny development VMs) and elects a new leader within ~2 s.
 const RAFT_TIMING: &str = "performance { raft_multiplier = 1 }";
 
-/// How long agents may take to come up and elect a leader.
-const START_LIMIT: Duration = Duration::from_secs(60);
+/// How long agents may take to come up, join and elect a leader.
+pub const START_LIMIT: Duration = Duration::from_secs(60);
+
+/// How long a gracefully stopped agent may take to leave and exit.
+const LEAVE_LIMIT: Duration = Duration::from_secs(15);
+
+/// Starts of one agent before its start-up failures are an error.
+const START_TRIES: usize = 3;
 
 /// Timeout of the harness's own HTTP calls.
 pub const HTTP_TIMEOUT: Duration = Duration::from_secs(2);
@@ -60,7 +69,7 @@ pub enum Role {
     },
 }
 
-/// The ports of one agent, chosen per run.
+/// The ports of one agent, chosen per cluster.
 #[derive(Debug, Clone, Copy)]
 pub struct Ports {
     /// HTTP API.
@@ -74,8 +83,14 @@ pub struct Ports {
 }
 
 impl Ports {
-    /// Free ports on `ip`.
+    /// Free ports on `ip`; for an address of another namespace (where every port is free),
+    /// the root namespace's loopback stands in for the choice.
     pub fn pick(ip: IpAddr) -> Ports {
+        let ip = if std::net::TcpListener::bind((ip, 0)).is_ok() {
+            ip
+        } else {
+            IpAddr::from([127, 0, 0, 1])
+        };
         Ports {
             http: free_port_on(ip),
             serf_lan: free_port_on(ip),
@@ -85,55 +100,110 @@ impl Ports {
     }
 }
 
-/// A running agent, killed on drop.
-pub struct Agent {
+/// Everything needed to start (and start again) one agent.
+#[derive(Debug, Clone)]
+pub struct AgentSpec {
     /// Node name.
     pub name: String,
-    /// Bind address.
-    pub ip: IpAddr,
+    /// Server or client.
+    pub role: Role,
+    /// Bind (gossip and RPC) address.
+    pub bind: IpAddr,
+    /// Addresses the HTTP API listens on (never 0.0.0.0).
+    pub http_addrs: Vec<IpAddr>,
     /// Its ports.
     pub ports: Ports,
-    /// `http://<ip>:<http>`.
+    /// Network namespace to run in, if any.
+    pub netns: Option<String>,
+    /// Data directory and log live here.
+    pub dir: PathBuf,
+}
+
+/// A running (or stopped) agent; killed on drop.
+pub struct Agent {
+    /// How it was started.
+    pub spec: AgentSpec,
+    /// `http://<bind>:<http>`, reachable from the harness.
     pub url: String,
-    /// The process (None after [`Agent::kill`]).
-    pub guard: Guard,
-    /// Its log.
+    /// Its log (appended to across restarts).
     pub log: PathBuf,
+    child: Option<OwnedChild>,
 }
 
 impl Agent {
-    /// Starts an agent bound to `ip`, its HTTP API also listening on `extra_clients` (the
-    /// root-side veth addresses of the namespaces; never 0.0.0.0).
-    pub fn start(
-        name: &str,
-        role: &Role,
-        ip: IpAddr,
-        ports: Ports,
-        extra_clients: &[IpAddr],
-        dir: &Path,
-    ) -> anyhow::Result<Agent> {
-        let data = dir.join(format!("consul-{name}"));
+    /// Starts an agent.
+    pub fn start(spec: AgentSpec) -> anyhow::Result<Agent> {
+        let mut agent = Agent {
+            url: format!("http://{}:{}", spec.bind, spec.ports.http),
+            log: spec.dir.join(format!("consul-{}.log", spec.name)),
+            spec,
+            child: None,
+        };
+        agent.launch()?;
+        Ok(agent)
+    }
+
+    /// Waits until the agent is ready; if it exited at start (a port another process took
+    /// between the choice and the bind, TCP or UDP), picks new ports and starts it again, up
+    /// to [`START_TRIES`] times. Only for agents whose ports nobody else was told yet.
+    pub fn ready_or_repick(&mut self, limit: Duration) -> anyhow::Result<()> {
+        let mut tries = 1;
+        loop {
+            match self.wait_ready(limit) {
+                Err(e) if !self.running() && tries < START_TRIES => {
+                    eprintln!(
+                        "consul agent {} failed to start ({e:#}); new ports",
+                        self.spec.name
+                    );
+                    tries += 1;
+                    self.spec.ports = Ports::pick(self.spec.bind);
+                    self.url = format!("http://{}:{}", self.spec.bind, self.spec.ports.http);
+                    self.launch()?;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Starts the process again (same name, ports, data directory) if it is not running.
+    pub fn launch(&mut self) -> anyhow::Result<()> {
+        if self.running() {
+            return Ok(());
+        }
+        let s = &self.spec;
+        let data = s.dir.join(format!("consul-{}", s.name));
         std::fs::create_dir_all(&data)?;
-        let log = dir.join(format!("consul-{name}.log"));
-        let out = std::fs::File::create(&log)?;
-        let clients = std::iter::once(ip)
-            .chain(extra_clients.iter().copied())
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)?;
+        let http = s
+            .http_addrs
+            .iter()
             .map(|a| a.to_string())
             .collect::<Vec<_>>()
             .join(" ");
-        let mut cmd = Command::new(consul_bin()?);
+        let mut cmd = match &s.netns {
+            // `ip netns exec` execs consul: the pid stays the agent's.
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(consul_bin()?);
+                c
+            }
+            None => Command::new(consul_bin()?),
+        };
         cmd.arg("agent")
-            .arg(format!("-node={name}"))
-            .arg(format!("-bind={ip}"))
-            .arg(format!("-client={clients}"))
-            .arg(format!("-http-port={}", ports.http))
-            .arg(format!("-serf-lan-port={}", ports.serf_lan))
-            .arg(format!("-serf-wan-port={}", ports.serf_wan))
-            .arg(format!("-server-port={}", ports.server))
-            .args(["-dns-port=-1", "-grpc-port=-1", "-log-level=warn"])
+            .arg(format!("-node={}", s.name))
+            .arg(format!("-bind={}", s.bind))
+            .arg(format!("-client={http}"))
+            .arg(format!("-http-port={}", s.ports.http))
+            .arg(format!("-serf-lan-port={}", s.ports.serf_lan))
+            .arg(format!("-serf-wan-port={}", s.ports.serf_wan))
+            .arg(format!("-server-port={}", s.ports.server))
+            .args(["-dns-port=-1", "-grpc-port=-1", "-log-level=info"])
             .args(["-hcl", SESSION_TTL_MIN])
             .arg(format!("-data-dir={}", data.display()));
-        match role {
+        match &s.role {
             Role::Dev => {
                 cmd.arg("-dev");
             }
@@ -159,14 +229,53 @@ impl Agent {
             .stderr(out)
             .spawn()
             .context("cannot start consul")?;
-        Ok(Agent {
-            name: name.into(),
-            ip,
-            ports,
-            url: format!("http://{ip}:{}", ports.http),
-            guard: Guard::new(child),
-            log,
-        })
+        self.child = Some(OwnedChild::new(child));
+        Ok(())
+    }
+
+    /// Whether the process runs.
+    pub fn running(&mut self) -> bool {
+        self.child.as_mut().is_some_and(|c| !c.exited())
+    }
+
+    /// Its pid, while it runs.
+    pub fn pid(&self) -> Option<i32> {
+        self.child.as_ref().and_then(OwnedChild::pid)
+    }
+
+    /// Sends `sig` (SIGSTOP, SIGCONT, ...).
+    pub fn signal(&self, sig: Signal) {
+        if let Some(pid) = self.pid() {
+            signal(pid, sig);
+        }
+    }
+
+    /// SIGKILL: the agent *fails* (its node stays registered; sessions live on).
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill();
+        }
+    }
+
+    /// SIGTERM and wait for the exit: a client agent *leaves* (its node is deregistered and
+    /// every session of the node invalidated).
+    pub fn terminate(&mut self) -> anyhow::Result<()> {
+        let Some(pid) = self.pid() else {
+            return Ok(());
+        };
+        signal(pid, Signal::SIGCONT);
+        signal(pid, Signal::SIGTERM);
+        let name = self.spec.name.clone();
+        let child = self.child.as_mut().context("agent")?;
+        wait::until(LEAVE_LIMIT, &format!("agent {name} to leave"), || {
+            if child.exited() {
+                Ok(())
+            } else {
+                Err("running")
+            }
+        })?;
+        self.child = None;
+        Ok(())
     }
 
     /// The Raft leader this agent knows (`ip:server-port`), if any.
@@ -180,101 +289,134 @@ impl Agent {
         }
     }
 
-    /// Waits until this agent knows a leader and serves KV writes.
-    pub fn wait_ready(&self, limit: Duration) -> anyhow::Result<()> {
-        let url = format!("{}/v1/kv/kuutamod-bench/ready", self.url);
-        wait::until(
+    /// Waits until this agent serves KV writes and, for a client, its node is in the catalog
+    /// (a session can be created on it); fails at once if the agent exited.
+    pub fn wait_ready(&mut self, limit: Duration) -> anyhow::Result<()> {
+        let client = matches!(self.spec.role, Role::Client { .. });
+        let node = format!("{}/v1/catalog/node/{}", self.url, self.spec.name);
+        let name = self.spec.name.clone();
+        let child = self.child.as_mut().context("agent not started")?;
+        let exited = std::cell::Cell::new(false);
+        let agent_url = self.url.clone();
+        let me = |path: &str| format!("{agent_url}{path}");
+        let r = wait::until(
             limit,
-            &format!("Consul agent {} to serve writes", self.name),
+            &format!("Consul agent {name} to serve writes"),
             || {
-                self.leader()?;
-                http_put(&url, "1")
+                if exited.get() || child.exited() {
+                    exited.set(true);
+                    return Ok(());
+                }
+                http_get(&me("/v1/status/leader")).and_then(|l| {
+                    if l.trim().trim_matches('"').is_empty() {
+                        Err("no leader".into())
+                    } else {
+                        Ok(())
+                    }
+                })?;
+                http_put(&me("/v1/kv/kuutamod-bench/ready"), "1")?;
+                if client && http_get(&node)?.trim() == "null" {
+                    return Err("node not in the catalog yet".to_string());
+                }
+                Ok(())
             },
         )
-        .map(|_| ())
+        .with_context(|| format!("see {}", self.log.display()));
+        if exited.get() {
+            anyhow::bail!(
+                "Consul agent {name} exited at start; see {}",
+                self.log.display()
+            );
+        }
+        r
     }
 }
 
-/// A dev agent on 127.0.0.1 whose HTTP API also listens on `extra_clients`.
-pub fn dev_agent(dir: &Path, extra_clients: &[IpAddr]) -> anyhow::Result<Agent> {
-    let ip = IpAddr::from([127, 0, 0, 1]);
-    let agent = Agent::start("dev", &Role::Dev, ip, Ports::pick(ip), extra_clients, dir)?;
-    agent.wait_ready(START_LIMIT)?;
-    Ok(agent)
-}
-
-/// Three servers on 127.0.0.2..4 and `clients` client agents on 127.0.0.5.., all joined.
-pub struct ServerCluster {
+/// The Consul servers of one cluster: a dev agent, or three servers.
+pub struct Servers {
     /// The servers.
-    pub servers: Vec<Agent>,
-    /// The client agents, one per kuutamod node.
-    pub clients: Vec<Agent>,
+    pub agents: Vec<Agent>,
 }
 
-impl ServerCluster {
-    /// Starts the servers and clients and waits for a leader and writable KV on every client.
-    pub fn start(dir: &Path, clients: usize) -> anyhow::Result<ServerCluster> {
-        let ips: Vec<IpAddr> = (2..5u8).map(|i| IpAddr::from([127, 0, 0, i])).collect();
+impl Servers {
+    /// Starts `count` servers (1: a dev agent; 3: a Raft cluster) bound to `ips` (one each; on
+    /// loopback they may repeat) and waits for a leader.
+    pub fn start(count: usize, ips: &[IpAddr], dir: &Path) -> anyhow::Result<Servers> {
+        anyhow::ensure!(
+            count == 1 || count == 3,
+            "1 or 3 Consul servers, not {count}"
+        );
+        let ips: Vec<IpAddr> = (0..count).map(|i| ips[i % ips.len()]).collect();
         let ports: Vec<Ports> = ips.iter().map(|ip| Ports::pick(*ip)).collect();
         let lan: Vec<String> = ips
             .iter()
             .zip(&ports)
             .map(|(ip, p)| format!("{ip}:{}", p.serf_lan))
             .collect();
-        let mut servers = Vec::new();
-        for (i, ip) in ips.iter().enumerate() {
-            let join = lan
-                .iter()
-                .enumerate()
-                .filter(|(j, _)| *j != i)
-                .map(|(_, a)| a.clone())
-                .collect();
-            let role = Role::Server {
-                bootstrap_expect: ips.len(),
-                join,
-            };
-            servers.push(Agent::start(
-                &format!("server{i}"),
-                &role,
-                *ip,
-                ports[i],
-                &[],
-                dir,
-            )?);
-        }
         let mut agents = Vec::new();
-        for i in 0..clients {
-            let ip = IpAddr::from([127, 0, 0, 5 + i as u8]);
-            let role = Role::Client { join: lan.clone() };
-            agents.push(Agent::start(
-                &format!("client{i}"),
-                &role,
-                ip,
-                Ports::pick(ip),
-                &[],
-                dir,
-            )?);
+        for (i, ip) in ips.iter().enumerate() {
+            let role = if count == 1 {
+                Role::Dev
+            } else {
+                Role::Server {
+                    bootstrap_expect: count,
+                    join: lan
+                        .iter()
+                        .enumerate()
+                        .filter(|(j, _)| *j != i)
+                        .map(|(_, a)| a.clone())
+                        .collect(),
+                }
+            };
+            agents.push(Agent::start(AgentSpec {
+                name: format!("server{i}"),
+                role,
+                bind: *ip,
+                http_addrs: vec![*ip],
+                ports: ports[i],
+                netns: None,
+                dir: dir.to_path_buf(),
+            })?);
         }
-        let cluster = ServerCluster {
-            servers,
-            clients: agents,
-        };
-        for a in cluster.servers.iter().chain(&cluster.clients) {
-            a.wait_ready(START_LIMIT)?;
+        let mut servers = Servers { agents };
+        for a in &mut servers.agents {
+            if count == 1 {
+                a.ready_or_repick(START_LIMIT)?;
+            } else {
+                a.wait_ready(START_LIMIT)?;
+            }
         }
-        Ok(cluster)
+        Ok(servers)
     }
 
-    /// Index of the current Raft leader among the servers.
+    /// Serf LAN addresses of the servers (what a client agent joins).
+    pub fn lan(&self) -> Vec<String> {
+        self.agents
+            .iter()
+            .map(|a| format!("{}:{}", a.spec.bind, a.spec.ports.serf_lan))
+            .collect()
+    }
+
+    /// HTTP URL of the first running server (an outsider's way in).
+    pub fn url(&self) -> String {
+        self.agents
+            .iter()
+            .find(|a| a.pid().is_some())
+            .unwrap_or(&self.agents[0])
+            .url
+            .clone()
+    }
+
+    /// Index of the current Raft leader.
     pub fn leader(&self) -> Result<usize, String> {
-        let mut last = String::new();
-        for s in self.servers.iter().filter(|s| s.guard.pid().is_some()) {
+        let mut last = String::from("no server answers");
+        for s in self.agents.iter().filter(|s| s.pid().is_some()) {
             match s.leader() {
                 Ok(addr) => {
                     return self
-                        .servers
+                        .agents
                         .iter()
-                        .position(|x| addr == format!("{}:{}", x.ip, x.ports.server))
+                        .position(|x| addr == format!("{}:{}", x.spec.bind, x.spec.ports.server))
                         .ok_or(format!("unknown leader {addr}"))
                 }
                 Err(e) => last = e,
@@ -291,9 +433,7 @@ fn client() -> Result<reqwest::blocking::Client, String> {
         .map_err(|e| e.to_string())
 }
 
-/// A blocking GET; any non-2xx status is an error.
-pub fn http_get(url: &str) -> Result<String, String> {
-    let resp = client()?.get(url).send().map_err(|e| e.to_string())?;
+fn answer(url: &str, resp: reqwest::blocking::Response) -> Result<String, String> {
     let status = resp.status();
     let body = resp.text().map_err(|e| e.to_string())?;
     if status.is_success() {
@@ -303,6 +443,11 @@ pub fn http_get(url: &str) -> Result<String, String> {
     }
 }
 
+/// A blocking GET; any non-2xx status is an error.
+pub fn http_get(url: &str) -> Result<String, String> {
+    answer(url, client()?.get(url).send().map_err(|e| e.to_string())?)
+}
+
 /// A blocking PUT; any non-2xx status is an error.
 pub fn http_put(url: &str, body: &str) -> Result<String, String> {
     let resp = client()?
@@ -310,11 +455,13 @@ pub fn http_put(url: &str, body: &str) -> Result<String, String> {
         .body(body.to_string())
         .send()
         .map_err(|e| e.to_string())?;
-    let status = resp.status();
-    let text = resp.text().map_err(|e| e.to_string())?;
-    if status.is_success() {
-        Ok(text)
-    } else {
-        Err(format!("{url}: {status}: {text}"))
-    }
+    answer(url, resp)
+}
+
+/// A blocking DELETE; any non-2xx status is an error.
+pub fn http_delete(url: &str) -> Result<String, String> {
+    answer(
+        url,
+        client()?.delete(url).send().map_err(|e| e.to_string())?,
+    )
 }

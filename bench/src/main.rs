@@ -18,7 +18,7 @@ struct Args {
     /// Runs per scenario and mode.
     #[arg(long, default_value_t = 5)]
     runs: usize,
-    /// The CI subset: each scenario once per mode, TTL 3 s, 1 s boot delay, 5 election races,
+    /// The CI subset: each scenario once per mode, TTL 3 s, 1 s boot delay, 3 election races,
     /// no steady-state row.
     #[arg(long)]
     quick: bool,
@@ -37,13 +37,16 @@ struct Args {
     /// neard-sim boot delay in ms [default: 5000, a realistic localnet start; quick: 1000].
     #[arg(long)]
     boot_delay_ms: Option<u64>,
-    /// Election-race repetitions per run [default: 20; quick: 5].
+    /// Election-race repetitions per run [default: 20; quick: 3].
     #[arg(long)]
     race_repeats: Option<usize>,
     /// Steady-state window in seconds, per mode (0 skips) [default: 60; quick: 0].
     #[arg(long)]
     steady_secs: Option<u64>,
-    /// Run every node in the root namespace (skips the partition scenarios 5 and 6).
+    /// How long the crash-loop scenario counts neard starts, in seconds [default: 60; quick: 20].
+    #[arg(long)]
+    crash_window_secs: Option<u64>,
+    /// Run every node in the root namespace (skips the partition scenarios 5, 6 and 13d).
     #[arg(long)]
     no_netns: bool,
     /// Where runs live (runs with a problem are kept) [default: a new temporary directory].
@@ -63,8 +66,14 @@ fn main() -> anyhow::Result<()> {
         boot_delay_ms: args
             .boot_delay_ms
             .unwrap_or(if args.quick { 1000 } else { 5000 }),
-        race_repeats: args.race_repeats.unwrap_or(if args.quick { 5 } else { 20 }),
+        race_repeats: args.race_repeats.unwrap_or(if args.quick { 3 } else { 20 }),
+        crash_window: Duration::from_secs(args.crash_window_secs.unwrap_or(if args.quick {
+            20
+        } else {
+            60
+        })),
     };
+    let started = std::time::Instant::now();
     let runs = if args.quick { 1 } else { args.runs };
     let steady_secs = args.steady_secs.unwrap_or(if args.quick { 0 } else { 60 });
     let modes = if args.mode.is_empty() {
@@ -83,7 +92,7 @@ fn main() -> anyhow::Result<()> {
     let scenarios: Vec<Scenario> = scenarios
         .into_iter()
         .filter(|s| {
-            let partition = matches!(s, Scenario::LeaderPartition | Scenario::StandbyPartition);
+            let partition = s.needs_netns();
             if partition && args.no_netns {
                 eprintln!("skipping {} (--no-netns)", s.name());
             }
@@ -118,7 +127,7 @@ fn main() -> anyhow::Result<()> {
             for _ in 0..runs {
                 for r in world.run(*scenario, mode, &timing) {
                     eprintln!(
-                        "{:<22} {:<8} takeover {:>6} ms moved {} missed {:>4} double-signed {} two-validators {} recovered {}{}{}",
+                        "{:<22} {:<8} takeover {:>6} ms moved {} missed {:>4} double-signed {} two-validators {} recovered {}{}{}{}",
                         r.scenario,
                         r.mode,
                         r.takeover_ms.map_or("-".into(), |t| t.to_string()),
@@ -127,6 +136,7 @@ fn main() -> anyhow::Result<()> {
                         r.double_signed.len(),
                         r.two_validators_seen,
                         r.recovered,
+                        r.failures.iter().map(|f| format!(" FAILED {f}")).collect::<String>(),
                         r.error.as_ref().map_or(String::new(), |e| format!(" ERROR {e}")),
                         r.kept.as_ref().map_or(String::new(), |k| format!(" (kept {})", k.display())),
                     );
@@ -148,13 +158,18 @@ fn main() -> anyhow::Result<()> {
     println!("{}", report::table(&rows));
     if !steady_rows.is_empty() {
         println!("Steady state, default timing (TTL 30 s), {steady_secs} s window:\n");
-        println!("| mode | node | Consul req/min (metric) | req/min (proxy) | RSS max kB | CPU % of a core |\n|---|---|---|---|---|---|");
+        println!("| mode | node | Consul req/min (metric) | by op | req/min (proxy) | RSS max kB | CPU % of a core |\n|---|---|---|---|---|---|---|");
         for (mode, nodes) in &steady_rows {
             for n in nodes {
                 println!(
-                    "| {mode} | {} | {:.1} | {:.1} | {} | {:.2} |",
+                    "| {mode} | {} | {:.1} | {} | {:.1} | {} | {:.2} |",
                     n.role,
                     n.consul_requests_per_min,
+                    n.per_op_per_min
+                        .iter()
+                        .map(|(op, v)| format!("{op} {v:.1}"))
+                        .collect::<Vec<_>>()
+                        .join(", "),
                     n.proxy_requests_per_min,
                     n.rss_max_kb,
                     n.cpu_percent
@@ -172,6 +187,7 @@ fn main() -> anyhow::Result<()> {
                 "boot_delay_ms": timing.boot_delay_ms,
                 "block_time_ms": kuutamod_bench::cluster::BLOCK_TIME_MS,
                 "race_repeats": timing.race_repeats,
+                "crash_window_s": timing.crash_window.as_secs(),
             },
             "rows": rows,
             "steady": steady_rows.iter().map(|(m, n)| serde_json::json!({"mode": m, "nodes": n})).collect::<Vec<_>>(),
@@ -181,7 +197,13 @@ fn main() -> anyhow::Result<()> {
             .with_context(|| format!("writing {}", path.display()))?;
     }
     let failed = rows.iter().filter(|r| !r.passed()).count();
+    println!(
+        "bench took {:.1} min",
+        started.elapsed().as_secs_f64() / 60.0
+    );
     println!("{} passed, {failed} failed", rows.len() - failed);
+    // The namespaces and the bridge go with the world: before `exit`, which runs no drops.
+    drop(world);
     if failed > 0 {
         std::process::exit(1);
     }

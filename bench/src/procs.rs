@@ -1,5 +1,8 @@
-//! Processes: where the binaries are, free ports, a guard that stops a child on drop, and
-//! `/proc` readings for the steady-state row.
+//! Processes: where the binaries are, free ports, [`OwnedChild`] (a child the harness stops
+//! when it drops it), `/proc` readings (RSS, CPU, children) and clean-up on Ctrl-C.
+//!
+//! "Guard" is not used for anything here: in this project it names kuutamod's fencing process
+//! (`kuutamod-guard`), which [`guard_of`] finds.
 
 use std::net::{IpAddr, TcpListener};
 use std::path::PathBuf;
@@ -70,15 +73,16 @@ pub fn signal(pid: i32, sig: Signal) {
     let _ = kill(Pid::from_raw(pid), sig);
 }
 
-/// A child process stopped (SIGCONT, SIGTERM, then SIGKILL) when dropped.
-pub struct Guard {
+/// A child process the harness owns: SIGKILLed and reaped when dropped, even when a test
+/// panics.
+pub struct OwnedChild {
     child: Option<Child>,
 }
 
-impl Guard {
-    /// Guards `child`.
-    pub fn new(child: Child) -> Guard {
-        Guard { child: Some(child) }
+impl OwnedChild {
+    /// Takes ownership of `child`.
+    pub fn new(child: Child) -> OwnedChild {
+        OwnedChild { child: Some(child) }
     }
 
     /// The child's pid, if it was not reaped yet.
@@ -92,6 +96,13 @@ impl Guard {
             None => true,
             Some(c) => !matches!(c.try_wait(), Ok(None)),
         }
+    }
+
+    /// The exit status, once the child has exited (reaping it; `None` while it runs).
+    pub fn try_status(&mut self) -> Option<std::process::ExitStatus> {
+        let status = self.child.as_mut()?.try_wait().ok()??;
+        self.child = None;
+        Some(status)
     }
 
     /// SIGKILLs the child and reaps it.
@@ -122,7 +133,7 @@ impl Guard {
     }
 }
 
-impl Drop for Guard {
+impl Drop for OwnedChild {
     fn drop(&mut self) {
         self.kill();
     }
@@ -159,31 +170,58 @@ pub fn now_ms() -> u64 {
         .as_millis() as u64
 }
 
+/// `(pid, ppid, argv[0])` of every process, read from `/proc`.
+fn processes() -> Vec<(u32, u32, String)> {
+    let mut out = Vec::new();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for entry in dir.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // Field 4 (ppid) follows the parenthesised command name.
+        let Some(ppid) = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let argv0 = std::fs::read(format!("/proc/{pid}/cmdline"))
+            .ok()
+            .and_then(|c| {
+                c.split(|b| *b == 0)
+                    .next()
+                    .map(|a| String::from_utf8_lossy(a).into_owned())
+            })
+            .unwrap_or_default();
+        out.push((pid, ppid, argv0));
+    }
+    out
+}
+
+/// argv[0] of kuutamod's fencing process (guard.rs re-executes kuutamod under this name).
+pub const KUUTAMOD_GUARD_ARGV0: &str = "kuutamod-guard";
+
+/// pid of the live `kuutamod-guard` child of kuutamod `pid`, if any.
+pub fn guard_of(pid: i32) -> Option<i32> {
+    processes()
+        .into_iter()
+        .find(|(p, pp, a)| *pp as i32 == pid && a == KUUTAMOD_GUARD_ARGV0 && alive(*p as i32))
+        .map(|(p, _, _)| p as i32)
+}
+
 /// Pids of every descendant of `root`, read from `/proc`.
 fn descendants(root: u32) -> Vec<u32> {
-    let mut parent_of = Vec::new();
-    if let Ok(dir) = std::fs::read_dir("/proc") {
-        for entry in dir.flatten() {
-            let Some(pid) = entry
-                .file_name()
-                .to_str()
-                .and_then(|s| s.parse::<u32>().ok())
-            else {
-                continue;
-            };
-            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-                continue;
-            };
-            // Field 4 (ppid) follows the parenthesised command name.
-            let ppid = stat
-                .rsplit_once(')')
-                .and_then(|(_, rest)| rest.split_whitespace().nth(1))
-                .and_then(|p| p.parse::<u32>().ok());
-            if let Some(ppid) = ppid {
-                parent_of.push((pid, ppid));
-            }
-        }
-    }
+    let parent_of: Vec<(u32, u32)> = processes().into_iter().map(|(p, pp, _)| (p, pp)).collect();
     let mut found = vec![root];
     let mut i = 0;
     while i < found.len() {
@@ -254,6 +292,9 @@ pub fn cleanup_on_signal() -> anyhow::Result<()> {
                 }
             }
         }
+        let _ = std::process::Command::new("ip")
+            .args(["link", "del", &crate::netns::bridge_name(me)])
+            .status();
         std::process::exit(130);
     });
     Ok(())

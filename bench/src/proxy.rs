@@ -1,11 +1,14 @@
-//! A TCP proxy between kuutamod and Consul that counts requests and can delay every chunk:
-//! the kernel here has no netem, so "slow Consul" latency comes from this.
+//! A TCP proxy between kuutamod and its Consul agent, on the node's host (inside its network
+//! namespace: the proxy's thread enters it before it binds), that counts requests and can delay
+//! every chunk: the kernel here has no netem, so "slow Consul" latency comes from this.
 
 use std::io::{Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+
+use anyhow::Context;
 
 /// Buffer size of one forwarded chunk.
 const CHUNK: usize = 16 * 1024;
@@ -26,14 +29,38 @@ pub struct Proxy {
 }
 
 impl Proxy {
-    /// Listens on `listen` (port 0 picks one) and forwards to `upstream`.
-    pub fn start(listen: SocketAddr, upstream: SocketAddr) -> anyhow::Result<Proxy> {
-        let listener = TcpListener::bind(listen)?;
-        listener.set_nonblocking(true)?;
-        let addr = listener.local_addr()?;
+    /// Listens on 127.0.0.1 (a port the kernel picks) in `netns` (the root namespace if
+    /// `None`) and forwards to `upstream`, connecting from the same namespace.
+    pub fn start(netns: Option<&str>, upstream: SocketAddr) -> anyhow::Result<Proxy> {
         let shared = Arc::new(Shared::default());
         let s = shared.clone();
-        std::thread::spawn(move || accept_loop(listener, upstream, s));
+        let netns = netns.map(str::to_string);
+        let (tx, rx) = std::sync::mpsc::channel();
+        // One thread owns the listener and opens every upstream connection: entering a network
+        // namespace changes only the calling thread's.
+        std::thread::spawn(move || {
+            let setup = || -> anyhow::Result<TcpListener> {
+                if let Some(ns) = &netns {
+                    let fd = std::fs::File::open(format!("/run/netns/{ns}"))
+                        .with_context(|| format!("namespace {ns}"))?;
+                    nix::sched::setns(fd, nix::sched::CloneFlags::CLONE_NEWNET)
+                        .with_context(|| format!("entering namespace {ns}"))?;
+                }
+                let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
+                listener.set_nonblocking(true)?;
+                Ok(listener)
+            };
+            match setup().and_then(|l| Ok((l.local_addr()?, l))) {
+                Ok((addr, listener)) => {
+                    let _ = tx.send(Ok(addr));
+                    accept_loop(listener, upstream, s);
+                }
+                Err(e) => {
+                    let _ = tx.send(Err(e));
+                }
+            }
+        });
+        let addr = rx.recv().context("proxy thread died")??;
         Ok(Proxy { addr, shared })
     }
 

@@ -32,6 +32,16 @@ pub struct Row {
     pub stuck: usize,
     /// Runs that failed in the harness.
     pub errors: usize,
+    /// The bound stated for the takeover (ms), if any (the largest over the runs).
+    pub bound_ms: Option<u64>,
+    /// The largest takeover measured against the bound (ms).
+    pub bounded_max_ms: Option<u64>,
+    /// Consul's write outage (7a-c), largest over the runs (ms).
+    pub consul_outage_max_ms: Option<u64>,
+    /// neard starts per minute in a crash loop (13d), largest over the runs.
+    pub neard_starts_per_min_max: Option<f64>,
+    /// Every scenario check that failed, over the runs.
+    pub failures: Vec<String>,
     /// Runs that failed the bar ([`RunResult::passed`]): any of the above, or a lock that
     /// stayed with a leader that had to give it up.
     pub failed_runs: usize,
@@ -85,6 +95,14 @@ pub fn rows(runs: &[RunResult]) -> Vec<Row> {
                     .count(),
                 errors: rs.iter().filter(|r| r.error.is_some()).count(),
                 failed_runs: rs.iter().filter(|r| !r.passed()).count(),
+                bound_ms: rs.iter().filter_map(|r| r.bound_ms).max(),
+                bounded_max_ms: rs.iter().filter_map(|r| r.bounded_ms).max(),
+                consul_outage_max_ms: rs.iter().filter_map(|r| r.consul_outage_ms).max(),
+                neard_starts_per_min_max: rs
+                    .iter()
+                    .filter_map(|r| r.neard_starts_per_min)
+                    .reduce(f64::max),
+                failures: rs.iter().flat_map(|r| r.failures.clone()).collect(),
                 scenario,
                 mode,
             }
@@ -96,15 +114,36 @@ fn ms(v: Option<u64>) -> String {
     v.map_or("-".into(), |v| v.to_string())
 }
 
+/// The row's scenario-specific figures, in words.
+fn notes(r: &Row) -> String {
+    let mut out = Vec::new();
+    if let (Some(b), Some(m)) = (r.bound_ms, r.bounded_max_ms) {
+        let verdict = if m <= b { "within" } else { "OVER" };
+        out.push(format!("bound {b} ms: max {m} ms, {verdict}"));
+    }
+    if let Some(o) = r.consul_outage_max_ms {
+        out.push(format!("Consul outage max {o} ms"));
+    }
+    if let Some(s) = r.neard_starts_per_min_max {
+        out.push(format!("neard starts {s:.1}/min"));
+    }
+    let mut failures = r.failures.clone();
+    failures.dedup();
+    for f in failures.iter().take(2) {
+        out.push(format!("FAILED: {}", f.replace('|', "/")));
+    }
+    out.join("; ")
+}
+
 /// The table as printed (Markdown, so it pastes into the docs).
 pub fn table(rows: &[Row]) -> String {
     let mut out = String::from(
-        "| scenario | mode | runs | moved | takeover p50 ms | p95 ms | max ms | missed heights | double-signed | two validators seen | stuck | errors |\n\
-         |---|---|---|---|---|---|---|---|---|---|---|---|\n",
+        "| scenario | mode | runs | moved | takeover p50 ms | p95 ms | max ms | missed heights | double-signed | two validators seen | stuck | errors | failed | notes |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for r in rows {
         out.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
             r.scenario,
             r.mode,
             r.runs,
@@ -116,7 +155,9 @@ pub fn table(rows: &[Row]) -> String {
             r.double_signed,
             r.two_validators_seen,
             r.stuck,
-            r.errors
+            r.errors,
+            r.failed_runs,
+            notes(r)
         ));
     }
     out

@@ -169,6 +169,12 @@ impl Machine {
                 self.reading = false;
                 self.observer.reset();
             }
+            Event::ReadFailed => {
+                // Keep what was seen (a release of our own session, or a wait, still works from
+                // it); read again after the retry delay.
+                self.reading = false;
+                self.read_retry_at = now + self.cfg.timing.retry;
+            }
             Event::Acquired { sent, index } => {
                 if let Some((plan, record)) = self.acquiring.take() {
                     self.activated = false;

@@ -16,10 +16,10 @@
 
 use std::time::Duration;
 
-use crate::backoff::{Backoff, BackoffConfig};
+use crate::backoff::Backoff;
 use crate::clock::Instant;
 use crate::doppelganger::{Change, Cluster, Doppelganger};
-use crate::fence::{BlockDelays, Closed, Fence, FenceParams, OwnView};
+use crate::fence::{Closed, Fence, FenceParams, OwnView};
 use crate::lease::{
     AcquirePlan, Horizon, KeyState, Lease, Lost, Observer, Record, RecordState, StandbyMove,
 };
@@ -27,210 +27,21 @@ use crate::neard::rpc::Production;
 use crate::neard::Role;
 use crate::records::{Control, NodeRecord, SwitchoverStatus};
 use crate::timing::{
-    Timing, FAST_POLL, RECORD_INTERVAL, STATUS_FAIL_AFTER, STATUS_INTERVAL, STATUS_TIMEOUT,
+    FAST_POLL, RECORD_INTERVAL, STATUS_FAIL_AFTER, STATUS_INTERVAL, STATUS_TIMEOUT,
     SWITCHOVER_WINDOW, VALIDATOR_BOOT_LIMIT,
 };
 
+mod config;
 mod facts;
 mod fencing;
 mod process;
+mod progress;
 mod standby;
 mod vocabulary;
 
+pub use config::{Config, Mutations};
+use progress::*;
 pub use vocabulary::*;
-
-/// The machine's fixed settings.
-#[derive(Debug, Clone)]
-pub struct Config {
-    /// This node's id.
-    pub node_id: String,
-    /// This host's name.
-    pub hostname: String,
-    /// The validator account.
-    pub account: String,
-    /// Hot-swap failover (else restart).
-    pub hot_swap: bool,
-    /// The derived timings.
-    pub timing: Timing,
-    /// How long a validating neard may report syncing.
-    pub syncing_grace: Duration,
-    /// neard restart back-off.
-    pub backoff: BackoffConfig,
-    /// Priority among the standbys (0: never take the lock).
-    pub priority: u32,
-    /// Silent heights after which a doppelganger alarm clears (0: no detection).
-    pub doppelganger_heights: u64,
-    /// neard's block production delays (how fast its largest approval target can grow).
-    pub block_delays: BlockDelays,
-    /// Fixes switched off, for the deterministic simulation only (they take effect only when
-    /// kuutamod is built with the `mutations` feature; never set them elsewhere).
-    pub mutations: Mutations,
-}
-
-/// Fixes that the deterministic simulation (`dst/`) switches off, to show that it finds the
-/// holes they close. Each field restores one earlier behaviour. Without the `mutations` cargo
-/// feature the machine ignores them (`cfg!` removes the branches).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Mutations {
-    /// A new leader activates as soon as it holds the lock, without waiting a TTL after the
-    /// previous leader's last heartbeat (the session-based fence: agent restarts, key deletes).
-    pub no_standby_wait: bool,
-    /// A leader ignores what happens to its key (deleted, overwritten, taken).
-    pub leader_ignores_key: bool,
-    /// A node that stepped down on its lease keeps the lock (the stuck lock).
-    pub keep_lock_after_step_down: bool,
-    /// The old height fence: open once the head moved past the head at acquisition, or after
-    /// 5 s in any case.
-    pub timeout_fence: bool,
-    /// Promote and keep validating without the guard's acknowledgements.
-    pub no_guard_ack: bool,
-}
-
-impl Mutations {
-    /// Whether mutation `m` is on (always false without the `mutations` feature).
-    fn on(self, m: fn(&Mutations) -> bool) -> bool {
-        cfg!(feature = "mutations") && m(&self)
-    }
-}
-
-/// The neard process as the machine knows it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Proc {
-    /// Not running; start in `role` at the instant, if any.
-    Down(Option<(Role, Instant)>),
-    /// Spawn requested.
-    Spawning(Role),
-    /// Running.
-    Up(Up),
-    /// SIGTERM sent; SIGKILL at `kill_at`.
-    Stopping { pid: u32, kill_at: Instant },
-    /// SIGKILL sent; waiting for the exit.
-    Dying { pid: u32 },
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Up {
-    pid: u32,
-    role: Role,
-    started: Instant,
-    last_ok: Option<Instant>,
-    poll: Option<Poll>,
-    syncing_since: Option<Instant>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Session {
-    None {
-        retry_at: Instant,
-    },
-    Creating,
-    Live {
-        id: String,
-        renew_at: Instant,
-        renewing: bool,
-    },
-}
-
-/// Where a node goes after it stepped down and released.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum After {
-    /// Stay a standby, not acquiring before the instant.
-    Standby(Instant),
-    /// Exit.
-    Exit,
-}
-
-/// How a node lets go of the lock after it stopped leading.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Letgo {
-    /// Its key was live after a legitimate activation and neard is fenced now: release with
-    /// a released record (the next leader need not wait).
-    Clean,
-    /// It never activated: release with the value unchanged, so that the next leader's wait
-    /// still counts from the previous leader's last heartbeat.
-    Unchanged,
-    /// The key is not ours any more: nothing to release.
-    NotOurs,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Phase {
-    /// No lock.
-    Idle,
-    /// Holds the lock; activating.
-    Promoting(Promotion),
-    /// The key is live.
-    Validating,
-    /// Fencing neard.
-    Demoting(Demotion),
-    /// Fenced; releasing the lock.
-    Releasing(Release),
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Promotion {
-    fence: Fence,
-    acquired: Instant,
-    /// Our head when the lock was acquired (for the old fence of [`Mutations::timeout_fence`]).
-    head0: Option<u64>,
-    step: PromoteStep,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum PromoteStep {
-    /// Waiting for the guard to acknowledge its deadline, then for the fence.
-    Fencing,
-    /// Key written, SIGHUP sent; waiting for neard to show it.
-    Swapping {
-        deadline: Instant,
-        reloads_before: Option<u64>,
-    },
-    /// Restarting neard with the key.
-    Restarting,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Demotion {
-    after: After,
-    letgo: Letgo,
-    step: DemoteStep,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum DemoteStep {
-    /// Key removed, SIGHUP sent; waiting until the deadline for neard to show no key with a
-    /// reload counter past `reloads_before`.
-    Unloading {
-        deadline: Instant,
-        reloads_before: u64,
-    },
-    /// neard is being stopped or killed.
-    Stopping,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Release {
-    value: Vec<u8>,
-    after: After,
-    retry_at: Instant,
-    in_flight: bool,
-    give_up_at: Option<Instant>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Guard {
-    alive: bool,
-    respawning: bool,
-    next_seq: u64,
-    /// Sent, not yet acknowledged: (seq, order, sent at).
-    pending: Vec<(u64, GuardOrder, Instant)>,
-    /// The last arm/disarm order sent (acknowledged or not).
-    last: Option<GuardOrder>,
-    /// The last arm/disarm order acknowledged.
-    acked: Option<GuardOrder>,
-    last_sent: Instant,
-    retry_at: Instant,
-}
 
 /// How often a switchover waiting for a maintenance window asks neard for them again (they
 /// change with the epoch).
@@ -265,6 +76,8 @@ pub struct Machine {
     acquiring: Option<(AcquirePlan, Record)>,
     destroying: Option<String>,
     reading: bool,
+    /// After a failed read, when to read again.
+    read_retry_at: Instant,
     /// A release of a key the watch shows under our own session (as a standby) in flight: the
     /// index it expects.
     releasing_own: Option<u64>,
@@ -326,6 +139,7 @@ impl Machine {
             acquiring: None,
             destroying: None,
             reading: false,
+            read_retry_at: now,
             releasing_own: None,
             released_own: None,
             holdoff_until: None,
@@ -537,6 +351,9 @@ impl Machine {
             d.push(self.guard.last_sent + self.guard_ping_interval());
         } else {
             d.push(self.guard.retry_at);
+        }
+        if self.read_retry_at > self.now {
+            d.push(self.read_retry_at);
         }
         match &self.phase {
             Phase::Promoting(p) => match &p.step {

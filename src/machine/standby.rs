@@ -164,7 +164,7 @@ impl Machine {
                 }
             }
             StandbyMove::Reread => {
-                if automatic && !self.reading {
+                if automatic && !self.reading && now >= self.read_retry_at {
                     self.reading = true;
                     out.push(Command::ReadKey);
                 }

@@ -165,6 +165,8 @@ pub enum Event {
     },
     /// The watch lost track (an index reset): forget what was seen.
     WatchReset,
+    /// A fresh read of the key failed: what was seen stands, as old as it is.
+    ReadFailed,
     /// A watch query failed (Consul unreachable).
     WatchFailed,
     /// The acquisition sent at `sent` succeeded; the key is at `index`.

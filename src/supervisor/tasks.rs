@@ -439,7 +439,7 @@ pub fn consul_request(
                     ),
                     Err(e) => {
                         log::warn!("reading {key} failed: {e}");
-                        report(&tx, Event::WatchReset);
+                        report(&tx, Event::ReadFailed);
                     }
                 }
             }

@@ -5,9 +5,9 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
-use crate::helper::cluster::{sim_init, Cluster, Opts};
-use crate::helper::consul::ConsulAgent;
-use crate::helper::{free_port, kuutamod_bin, neard_sim_bin, wait};
+use kuutamod_bench::cluster::sim_init;
+
+use crate::helper::{cluster, free_port, kuutamod_bin, neard_sim_bin, wait, Must, Opts};
 
 struct Setup {
     dir: tempfile::TempDir,
@@ -18,9 +18,9 @@ struct Setup {
 fn setup() -> Setup {
     let dir = tempfile::tempdir().expect("tempdir");
     let keys = dir.path().join("keys");
-    sim_init(&keys, "pool.near");
+    sim_init(&keys, "pool.near").must();
     let voter = dir.path().join("voter");
-    sim_init(&voter, "pool.near");
+    sim_init(&voter, "pool.near").must();
     std::fs::copy(
         voter.join("node_key.json"),
         keys.join("voter_node_key.json"),
@@ -32,7 +32,7 @@ fn setup() -> Setup {
     )
     .expect("copy");
     let home = dir.path().join("home");
-    sim_init(&home, "pool.near");
+    sim_init(&home, "pool.near").must();
     Setup { dir, home, keys }
 }
 
@@ -171,6 +171,14 @@ fn bad_urls_addresses_and_durations() {
 }
 
 #[test]
+fn account_id_differing_from_the_key_is_refused() {
+    let s = setup();
+    let mut cmd = s.command();
+    cmd.env("KUUTAMO_ACCOUNT_ID", "pool.naer");
+    fails_with(cmd, &["KUUTAMO_ACCOUNT_ID", "pool.naer", "pool.near"]);
+}
+
+#[test]
 fn exporter_address_in_use() {
     let s = setup();
     let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
@@ -184,17 +192,16 @@ fn exporter_address_in_use() {
 
 #[test]
 fn unreachable_consul_keeps_the_node_a_voter_and_says_where() {
-    let consul = ConsulAgent::start();
-    let mut cluster = Cluster::new(&consul, 1, &Opts::default());
-    drop(consul); // now nothing listens at the URL the node has
-    cluster.start_all();
+    let mut cluster = cluster(1, Opts::test());
+    cluster.nodes[0].agent.kill(); // now nothing answers behind the URL the node has
+    cluster.start_all().must();
     let node = &cluster.nodes[0];
     wait::until(
         Duration::from_secs(30),
         "kuutamod to report the unreachable Consul",
         || {
             let log = std::fs::read_to_string(&node.log).unwrap_or_default();
-            if log.contains(&cluster.consul_url) && log.contains("unreachable") {
+            if log.contains(&node.consul_url) && log.contains("unreachable") {
                 Ok(())
             } else {
                 Err(node.log_tail(5))

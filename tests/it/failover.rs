@@ -5,9 +5,7 @@ use std::time::Duration;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
-use crate::helper::cluster::{alive, now_ms, Cluster, Opts, ACCOUNT};
-use crate::helper::consul::{ureq_get, ConsulAgent};
-use crate::helper::wait;
+use crate::helper::{alive, cluster, http_get, now_ms, wait, Cluster, Must, Opts, ACCOUNT};
 
 pub const LIMIT: Duration = Duration::from_secs(60);
 
@@ -19,13 +17,12 @@ fn public_key(path: &std::path::Path) -> String {
 
 #[test]
 fn single_node_validates_with_the_validator_keys_and_port() {
-    let consul = ConsulAgent::start();
-    let mut cluster = Cluster::new(&consul, 1, &Opts::default());
-    cluster.start_all();
-    cluster.wait_for_leader(LIMIT);
-    cluster.wait_for_signing(0, 0, LIMIT);
+    let mut cluster = cluster(1, Opts::test());
+    cluster.start_all().must();
+    cluster.wait_for_leader(LIMIT).must();
+    cluster.wait_for_signing(0, 0, LIMIT).must();
     let node = &cluster.nodes[0];
-    let keys = cluster.dir.path().join("keys/shared");
+    let keys = cluster.dir.join("keys/shared");
 
     let m = node.metrics().expect("metrics");
     assert_eq!(
@@ -56,7 +53,7 @@ fn single_node_validates_with_the_validator_keys_and_port() {
     );
 
     let status: serde_json::Value = serde_json::from_str(
-        &ureq_get(&format!("http://127.0.0.1:{}/status", node.rpc_port)).expect("status"),
+        &http_get(&format!("http://127.0.0.1:{}/status", node.rpc_port)).expect("status"),
     )
     .expect("json");
     assert_eq!(status["validator_account_id"], ACCOUNT);
@@ -64,7 +61,7 @@ fn single_node_validates_with_the_validator_keys_and_port() {
     let cmdline = std::fs::read_to_string(format!("/proc/{pid}/cmdline")).expect("cmdline");
     assert!(cmdline.contains("neard-sim"), "{cmdline}");
     assert_eq!(
-        ureq_get(&format!("http://{}/health", node.exporter))
+        http_get(&format!("http://{}/health", node.exporter))
             .expect("health")
             .trim(),
         "Validating"
@@ -73,12 +70,11 @@ fn single_node_validates_with_the_validator_keys_and_port() {
 
 #[test]
 fn two_nodes_exactly_one_validates() {
-    let consul = ConsulAgent::start();
-    let mut cluster = Cluster::new(&consul, 2, &Opts::default());
-    cluster.start_all();
-    let leader = cluster.wait_for_leader(LIMIT);
+    let mut cluster = cluster(2, Opts::test());
+    cluster.start_all().must();
+    let leader = cluster.wait_for_leader(LIMIT).must();
     let standby = 1 - leader;
-    cluster.wait_state(standby, "Voting", LIMIT);
+    cluster.wait_state(standby, "Voting", LIMIT).must();
     wait::holds(
         Duration::from_secs(3),
         "one validator, standby without key",
@@ -115,40 +111,39 @@ fn two_nodes_exactly_one_validates() {
 }
 
 /// Starts two nodes and waits until the leader signs and the standby votes.
-pub fn steady_pair(opts: &Opts) -> (ConsulAgent, Cluster, usize, usize) {
-    let consul = ConsulAgent::start();
-    let mut cluster = Cluster::new(&consul, 2, opts);
-    cluster.start_all();
-    let leader = cluster.wait_for_leader(LIMIT);
+pub fn steady_pair(opts: Opts) -> (Cluster, usize, usize) {
+    let mut cluster = cluster(2, opts);
+    cluster.start_all().must();
+    let leader = cluster.wait_for_leader(LIMIT).must();
     let standby = 1 - leader;
-    cluster.wait_for_signing(leader, 0, LIMIT);
-    cluster.wait_state(standby, "Voting", LIMIT);
-    (consul, cluster, leader, standby)
+    cluster.wait_for_signing(leader, 0, LIMIT).must();
+    cluster.wait_state(standby, "Voting", LIMIT).must();
+    (cluster, leader, standby)
 }
 
 #[test]
 fn leader_neard_killed_the_standby_takes_over() {
-    let (_consul, cluster, leader, standby) = steady_pair(&Opts::default());
+    let (cluster, leader, standby) = steady_pair(Opts::test());
     let pid = cluster.nodes[leader]
         .neard_pid()
         .expect("leader's neard pid");
     let fault = now_ms();
     kill(Pid::from_raw(pid), Signal::SIGKILL).expect("kill neard");
-    cluster.wait_for_signing(standby, fault, LIMIT);
-    cluster.wait_state(leader, "Voting", LIMIT);
-    cluster.assert_no_double_signing();
+    cluster.wait_for_signing(standby, fault, LIMIT).must();
+    cluster.wait_state(leader, "Voting", LIMIT).must();
+    cluster.check_no_double_signing().must();
     assert!(!cluster.nodes[leader].has_validator_key());
 }
 
 #[test]
 fn leader_kuutamod_sigterm_hands_over_cleanly() {
-    let (_consul, mut cluster, leader, standby) = steady_pair(&Opts::default());
+    let (mut cluster, leader, standby) = steady_pair(Opts::test());
     let neard = cluster.nodes[leader]
         .neard_pid()
         .expect("leader's neard pid");
     let fault = now_ms();
     cluster.nodes[leader].signal(Signal::SIGTERM);
-    let status = cluster.nodes[leader].wait_exit(LIMIT);
+    let status = cluster.nodes[leader].wait_exit(LIMIT).must();
     assert_eq!(
         status.code(),
         Some(0),
@@ -160,20 +155,20 @@ fn leader_kuutamod_sigterm_hands_over_cleanly() {
         !cluster.nodes[leader].has_validator_key(),
         "key left behind"
     );
-    let first_new = cluster.wait_for_signing(standby, fault, LIMIT);
-    cluster.assert_stopped_before(leader, first_new);
-    cluster.assert_no_double_signing();
+    let first_new = cluster.wait_for_signing(standby, fault, LIMIT).must();
+    cluster.check_stopped_before(leader, first_new).must();
+    cluster.check_no_double_signing().must();
 }
 
 #[test]
 fn leader_kuutamod_sigkill_takes_its_neard_along() {
-    let (_consul, mut cluster, leader, standby) = steady_pair(&Opts::default());
+    let (mut cluster, leader, standby) = steady_pair(Opts::test());
     let neard = cluster.nodes[leader]
         .neard_pid()
         .expect("leader's neard pid");
     let fault = now_ms();
     cluster.nodes[leader].signal(Signal::SIGKILL);
-    cluster.nodes[leader].wait_exit(LIMIT);
+    cluster.nodes[leader].wait_exit(LIMIT).must();
     wait::until(Duration::from_secs(2), "neard to die with kuutamod", || {
         if alive(neard) {
             Err("alive")
@@ -181,10 +176,11 @@ fn leader_kuutamod_sigkill_takes_its_neard_along() {
             Ok(())
         }
     });
-    let first_new = cluster.wait_for_signing(standby, fault, LIMIT);
-    cluster.assert_no_double_signing();
-    // The lock only moves once Consul expires the session: a TTL (3 s) after the last renew,
-    // which was at most a renew interval (0.75 s) before the kill.
+    let first_new = cluster.wait_for_signing(standby, fault, LIMIT).must();
+    cluster.check_no_double_signing().must();
+    // Nothing tells the standby that the leader died (its session lives on): the standby
+    // activates a TTL (3 s) after it first saw the leader's last heartbeat, which was sent at
+    // most a heartbeat interval (1 s) before the kill.
     assert!(
         first_new >= fault + 2000,
         "took over {} ms after the kill",
@@ -194,13 +190,15 @@ fn leader_kuutamod_sigkill_takes_its_neard_along() {
 
 #[test]
 fn syncing_leader_steps_down() {
-    let (_consul, cluster, leader, standby) = steady_pair(&Opts::default());
+    let (cluster, leader, standby) = steady_pair(Opts::test());
     let fault = now_ms();
-    cluster.nodes[leader].control(&neard_sim::control::Control {
-        force_syncing: true,
-        ..Default::default()
-    });
-    cluster.wait_for_signing(standby, fault, LIMIT);
+    cluster.nodes[leader]
+        .control(&neard_sim::control::Control {
+            force_syncing: true,
+            ..Default::default()
+        })
+        .must();
+    cluster.wait_for_signing(standby, fault, LIMIT).must();
     wait::until(
         LIMIT,
         "the old leader to leave Validating",
@@ -209,7 +207,7 @@ fn syncing_leader_steps_down() {
             other => Err(other),
         },
     );
-    cluster.assert_no_double_signing();
+    cluster.check_no_double_signing().must();
     let log = std::fs::read_to_string(&cluster.nodes[leader].log).expect("log");
     assert!(log.contains("syncing grace"), "{log}");
 }

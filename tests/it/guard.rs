@@ -5,20 +5,16 @@ use std::time::Duration;
 use nix::sys::signal::Signal;
 
 use crate::failover::{steady_pair, LIMIT};
-use crate::helper::cluster::{alive, now_ms, Opts};
+use crate::helper::{alive, now_ms, Must, Opts};
 
 fn paused_leader(mode: &'static str) {
-    let opts = Opts {
-        failover_mode: mode,
-        ..Opts::default()
-    };
-    let (_consul, cluster, leader, standby) = steady_pair(&opts);
+    let (cluster, leader, standby) = steady_pair(Opts::test().mode(mode));
     let neard = cluster.nodes[leader].neard_pid().expect("leader's neard");
     let fault = now_ms();
     cluster.nodes[leader].signal(Signal::SIGSTOP);
-    let first_new = cluster.wait_for_signing(standby, fault, LIMIT);
+    let first_new = cluster.wait_for_signing(standby, fault, LIMIT).must();
     assert!(!alive(neard), "the paused leader's neard still runs");
-    cluster.assert_stopped_before(leader, first_new);
+    cluster.check_stopped_before(leader, first_new).must();
     let log = std::fs::read_to_string(&cluster.nodes[leader].log).expect("log");
     assert!(
         log.contains("kuutamod guard:") && log.contains("killed neard"),
@@ -30,9 +26,9 @@ fn paused_leader(mode: &'static str) {
         Duration::from_secs(7).saturating_sub(Duration::from_millis(now_ms() - fault)),
     );
     cluster.nodes[leader].signal(Signal::SIGCONT);
-    cluster.wait_state(leader, "Voting", LIMIT);
+    cluster.wait_state(leader, "Voting", LIMIT).must();
     assert_eq!(cluster.nodes[standby].state().as_deref(), Ok("Validating"));
-    cluster.assert_no_double_signing();
+    cluster.check_no_double_signing().must();
 }
 
 #[test]

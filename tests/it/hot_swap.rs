@@ -7,26 +7,20 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
 use crate::failover::{steady_pair, LIMIT};
-use crate::helper::cluster::{alive, now_ms, Cluster, Opts, ACCOUNT};
-use crate::helper::consul::{ureq_get, ConsulAgent};
-use crate::helper::wait;
+use crate::helper::{alive, cluster, http_get, now_ms, wait, Must, Opts, ACCOUNT};
 
 fn hot() -> Opts {
-    Opts {
-        failover_mode: "hot-swap",
-        ..Opts::default()
-    }
+    Opts::test().mode("hot-swap")
 }
 
 #[test]
 fn promotion_keeps_the_running_neard() {
-    let consul = ConsulAgent::start();
-    let mut cluster = Cluster::new(&consul, 1, &hot());
-    cluster.start_all();
+    let mut cluster = cluster(1, hot());
+    cluster.start_all().must();
     let node = &cluster.nodes[0];
     let voter_pid = wait::until(LIMIT, "neard to run", || node.neard_pid().ok_or("no pid"));
-    cluster.wait_for_leader(LIMIT);
-    cluster.wait_for_signing(0, 0, LIMIT);
+    cluster.wait_for_leader(LIMIT).must();
+    cluster.wait_for_signing(0, 0, LIMIT).must();
     assert_eq!(node.neard_pid(), Some(voter_pid), "neard was restarted");
     // neard signs as soon as the key is live; kuutamod records the failover when its next poll
     // confirms it, a few milliseconds later.
@@ -45,7 +39,7 @@ fn promotion_keeps_the_running_neard() {
         "{m:?}"
     );
     let status: serde_json::Value = serde_json::from_str(
-        &ureq_get(&format!("http://127.0.0.1:{}/status", node.rpc_port)).expect("status"),
+        &http_get(&format!("http://127.0.0.1:{}/status", node.rpc_port)).expect("status"),
     )
     .expect("json");
     assert_eq!(status["validator_account_id"], ACCOUNT);
@@ -53,15 +47,16 @@ fn promotion_keeps_the_running_neard() {
 
 #[test]
 fn neard_ignoring_sighup_falls_back_to_a_restart() {
-    let consul = ConsulAgent::start();
-    let mut cluster = Cluster::new(&consul, 1, &hot());
-    cluster.nodes[0].control(&neard_sim::control::Control {
-        ignore_sighup: true,
-        ..Default::default()
-    });
-    cluster.start_all();
-    cluster.wait_for_leader(LIMIT);
-    cluster.wait_for_signing(0, 0, LIMIT);
+    let mut cluster = cluster(1, hot());
+    cluster.nodes[0]
+        .control(&neard_sim::control::Control {
+            ignore_sighup: true,
+            ..Default::default()
+        })
+        .must();
+    cluster.start_all().must();
+    cluster.wait_for_leader(LIMIT).must();
+    cluster.wait_for_signing(0, 0, LIMIT).must();
     let m = cluster.nodes[0].metrics().expect("metrics");
     assert_eq!(m["kuutamod_neard_restarts"], 1.0);
     assert_eq!(
@@ -77,20 +72,23 @@ fn neard_ignoring_sighup_falls_back_to_a_restart() {
 
 #[test]
 fn graceful_stop_hands_over_without_double_signing() {
-    let (_consul, mut cluster, leader, standby) = steady_pair(&hot());
+    let (mut cluster, leader, standby) = steady_pair(hot());
     let old_neard = cluster.nodes[leader].neard_pid().expect("pid");
     let standby_neard = cluster.nodes[standby].neard_pid().expect("pid");
     let fault = now_ms();
     cluster.nodes[leader].signal(Signal::SIGTERM);
-    let first_new = cluster.wait_for_signing(standby, fault, LIMIT);
-    assert_eq!(cluster.nodes[leader].wait_exit(LIMIT).code(), Some(0));
+    let first_new = cluster.wait_for_signing(standby, fault, LIMIT).must();
+    assert_eq!(
+        cluster.nodes[leader].wait_exit(LIMIT).must().code(),
+        Some(0)
+    );
     assert!(!alive(old_neard), "neard outlived kuutamod");
     assert_eq!(
         cluster.nodes[standby].neard_pid(),
         Some(standby_neard),
         "standby restarted neard"
     );
-    cluster.assert_no_double_signing();
+    cluster.check_no_double_signing().must();
     eprintln!(
         "hot-swap hand-over: new leader signed {} ms after SIGTERM",
         first_new - fault
@@ -99,12 +97,12 @@ fn graceful_stop_hands_over_without_double_signing() {
 
 #[test]
 fn hand_over_leaves_the_old_leader_a_synced_voter() {
-    let (_consul, cluster, leader, standby) = steady_pair(&hot());
+    let (cluster, leader, standby) = steady_pair(hot());
     let old_neard = cluster.nodes[leader].neard_pid().expect("pid");
     let fault = now_ms();
     cluster.nodes[leader].signal(Signal::SIGUSR1);
-    cluster.wait_for_signing(standby, fault, LIMIT);
-    cluster.wait_state(leader, "Voting", LIMIT);
+    cluster.wait_for_signing(standby, fault, LIMIT).must();
+    cluster.wait_state(leader, "Voting", LIMIT).must();
     assert_eq!(
         cluster.nodes[leader].neard_pid(),
         Some(old_neard),
@@ -120,42 +118,41 @@ fn hand_over_leaves_the_old_leader_a_synced_voter() {
             other => Err(other),
         },
     );
-    cluster.assert_no_double_signing();
+    cluster.check_no_double_signing().must();
 }
 
 #[test]
 fn a_neard_slow_to_drop_the_key_is_killed_before_the_lock_moves() {
-    let consul = ConsulAgent::start();
-    let mut cluster = Cluster::new(&consul, 2, &hot());
+    let mut cluster = cluster(2, hot());
     // node0 starts alone so that it leads; its neard keeps a dropped key for 10 s.
     cluster.nodes[0].set_env("NEARD_SIM_KEY_DROP_DELAY_MS", "10000");
-    cluster.nodes[0].start();
-    cluster.wait_for_signing(0, 0, LIMIT);
-    cluster.nodes[1].start();
-    cluster.wait_state(1, "Voting", LIMIT);
+    cluster.nodes[0].start().must();
+    cluster.wait_for_signing(0, 0, LIMIT).must();
+    cluster.nodes[1].start().must();
+    cluster.wait_state(1, "Voting", LIMIT).must();
     let old_neard = cluster.nodes[0].neard_pid().expect("pid");
     let fault = now_ms();
     cluster.nodes[0].signal(Signal::SIGUSR1);
-    cluster.wait_for_signing(1, fault, LIMIT);
+    cluster.wait_for_signing(1, fault, LIMIT).must();
     assert!(!alive(old_neard), "the slow neard was not killed");
     let m = cluster.nodes[0].metrics().expect("metrics");
     assert_eq!(
         m["kuutamod_hot_swap_fallbacks_total{reason=\"demotion_unconfirmed\"}"],
         1.0
     );
-    cluster.assert_no_double_signing();
+    cluster.check_no_double_signing().must();
 }
 
 #[test]
 fn leader_neard_crash_hot_swaps_the_standby() {
-    let (_consul, cluster, leader, standby) = steady_pair(&hot());
+    let (cluster, leader, standby) = steady_pair(hot());
     let pid = cluster.nodes[leader].neard_pid().expect("pid");
     let standby_neard = cluster.nodes[standby].neard_pid().expect("pid");
     let fault = now_ms();
     kill(Pid::from_raw(pid), Signal::SIGKILL).expect("kill");
-    let first_new = cluster.wait_for_signing(standby, fault, LIMIT);
+    let first_new = cluster.wait_for_signing(standby, fault, LIMIT).must();
     assert_eq!(cluster.nodes[standby].neard_pid(), Some(standby_neard));
-    cluster.assert_no_double_signing();
+    cluster.check_no_double_signing().must();
     eprintln!(
         "hot-swap after neard crash: new leader signed {} ms after the kill",
         first_new - fault
@@ -164,17 +161,16 @@ fn leader_neard_crash_hot_swaps_the_standby() {
 
 #[test]
 fn neard_dying_during_a_hot_swap_hands_the_lock_on() {
-    let consul = ConsulAgent::start();
-    let mut cluster = Cluster::new(&consul, 2, &hot());
+    let mut cluster = cluster(2, hot());
     // node0's neard takes 3 s to apply a SIGHUP (longer than the confirmation limit), which
     // leaves a window in which to kill it mid-swap, and 5 s to boot, so that node0 cannot
     // simply win the lock back while node1 waits out its hand-over hold-off.
     cluster.nodes[0].set_env("NEARD_SIM_RELOAD_DELAY_MS", "3000");
     cluster.nodes[0].set_env("NEARD_SIM_BOOT_DELAY_MS", "5000");
-    cluster.nodes[1].start();
-    cluster.wait_for_signing(1, 0, LIMIT);
-    cluster.nodes[0].start();
-    cluster.wait_state(0, "Voting", LIMIT);
+    cluster.nodes[1].start().must();
+    cluster.wait_for_signing(1, 0, LIMIT).must();
+    cluster.nodes[0].start().must();
+    cluster.wait_state(0, "Voting", LIMIT).must();
     cluster.nodes[1].signal(Signal::SIGUSR1); // hand over to node0
     let log = cluster.nodes[0].log.clone();
     wait::until(LIMIT, "node0 to start a hot swap", || {
@@ -188,9 +184,9 @@ fn neard_dying_during_a_hot_swap_hands_the_lock_on() {
     let pid = cluster.nodes[0].neard_pid().expect("node0's neard");
     let fault = now_ms();
     kill(Pid::from_raw(pid), Signal::SIGKILL).expect("kill");
-    cluster.wait_for_signing(1, fault, LIMIT);
+    cluster.wait_for_signing(1, fault, LIMIT).must();
     let text = std::fs::read_to_string(&log).expect("log");
     assert!(text.contains("stepping down: neard exited"), "{text}");
     assert!(!text.contains("restarting neard instead"), "{text}");
-    cluster.assert_no_double_signing();
+    cluster.check_no_double_signing().must();
 }

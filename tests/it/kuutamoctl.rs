@@ -3,9 +3,7 @@
 use std::process::Command;
 use std::time::Duration;
 
-use crate::helper::cluster::{Cluster, Opts, ACCOUNT};
-use crate::helper::consul::ConsulAgent;
-use crate::helper::{free_port, kuutamoctl_bin};
+use crate::helper::{cluster, free_port, kuutamoctl_bin, Must, Opts, ACCOUNT};
 
 fn ctl(consul_url: &str, json: bool) -> (i32, String) {
     let mut cmd = Command::new(kuutamoctl_bin());
@@ -25,23 +23,23 @@ fn ctl(consul_url: &str, json: bool) -> (i32, String) {
 
 #[test]
 fn active_validator_reports_holder_none_and_errors() {
-    let consul = ConsulAgent::start();
-    let (code, out) = ctl(&consul.url, false);
+    let mut cluster = cluster(2, Opts::test());
+    let consul_url = cluster.servers.url();
+    let (code, out) = ctl(&consul_url, false);
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("no active validator"), "{out}");
-    let (code, out) = ctl(&consul.url, true);
+    let (code, out) = ctl(&consul_url, true);
     assert_eq!(code, 1, "{out}");
     let v: serde_json::Value = serde_json::from_str(&out).expect("json");
     assert_eq!(v["node_id"], serde_json::Value::Null);
 
-    let mut cluster = Cluster::new(&consul, 2, &Opts::default());
-    cluster.start_all();
-    let leader = cluster.wait_for_leader(Duration::from_secs(60));
+    cluster.start_all().must();
+    let leader = cluster.wait_for_leader(Duration::from_secs(60)).must();
     let id = cluster.nodes[leader].id.clone();
-    let (code, out) = ctl(&consul.url, false);
+    let (code, out) = ctl(&consul_url, false);
     assert_eq!(code, 0, "{out}");
     assert!(out.starts_with(&id), "{out}");
-    let (code, out) = ctl(&consul.url, true);
+    let (code, out) = ctl(&consul_url, true);
     assert_eq!(code, 0, "{out}");
     let v: serde_json::Value = serde_json::from_str(&out).expect("json");
     assert_eq!(v["node_id"], id.as_str());

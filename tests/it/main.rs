@@ -1,9 +1,11 @@
-//! kuutamod's integration tests: real kuutamod binaries, a real Consul dev agent, and the neard
-//! simulator as the one stand-in. All compiled into one test binary (see `helper`).
+//! kuutamod's integration tests: real kuutamod binaries, real Consul (a server and one client
+//! agent per node, built by the benchmark's cluster builder), and the neard simulator as the
+//! one stand-in. All compiled into one test binary (see `helper`).
 
 mod helper;
 
 mod bad_input;
+mod consul_faults;
 mod failover;
 mod guard;
 mod hot_swap;

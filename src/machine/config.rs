@@ -1,0 +1,61 @@
+//! The machine's fixed settings, and the fixes the deterministic simulation may switch off.
+
+use std::time::Duration;
+
+use crate::backoff::BackoffConfig;
+use crate::fence::BlockDelays;
+use crate::timing::Timing;
+
+/// The machine's fixed settings.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// This node's id.
+    pub node_id: String,
+    /// This host's name.
+    pub hostname: String,
+    /// The validator account.
+    pub account: String,
+    /// Hot-swap failover (else restart).
+    pub hot_swap: bool,
+    /// The derived timings.
+    pub timing: Timing,
+    /// How long a validating neard may report syncing.
+    pub syncing_grace: Duration,
+    /// neard restart back-off.
+    pub backoff: BackoffConfig,
+    /// Priority among the standbys (0: never take the lock).
+    pub priority: u32,
+    /// Silent heights after which a doppelganger alarm clears (0: no detection).
+    pub doppelganger_heights: u64,
+    /// neard's block production delays (how fast its largest approval target can grow).
+    pub block_delays: BlockDelays,
+    /// Fixes switched off, for the deterministic simulation only (they take effect only when
+    /// kuutamod is built with the `mutations` feature; never set them elsewhere).
+    pub mutations: Mutations,
+}
+
+/// Fixes that the deterministic simulation (`dst/`) switches off, to show that it finds the
+/// holes they close. Each field restores one earlier behaviour. Without the `mutations` cargo
+/// feature the machine ignores them (`cfg!` removes the branches).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Mutations {
+    /// A new leader activates as soon as it holds the lock, without waiting a TTL after the
+    /// previous leader's last heartbeat (the session-based fence: agent restarts, key deletes).
+    pub no_standby_wait: bool,
+    /// A leader ignores what happens to its key (deleted, overwritten, taken).
+    pub leader_ignores_key: bool,
+    /// A node that stepped down on its lease keeps the lock (the stuck lock).
+    pub keep_lock_after_step_down: bool,
+    /// The old height fence: open once the head moved past the head at acquisition, or after
+    /// 5 s in any case.
+    pub timeout_fence: bool,
+    /// Promote and keep validating without the guard's acknowledgements.
+    pub no_guard_ack: bool,
+}
+
+impl Mutations {
+    /// Whether mutation `m` is on (always false without the `mutations` feature).
+    pub(super) fn on(self, m: fn(&Mutations) -> bool) -> bool {
+        cfg!(feature = "mutations") && m(&self)
+    }
+}

@@ -1,0 +1,143 @@
+//! What the machine knows between events: the neard process, the session, and the phase of a
+//! promotion, demotion or release with its step.
+
+use super::*;
+
+/// The neard process as the machine knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Proc {
+    /// Not running; start in `role` at the instant, if any.
+    Down(Option<(Role, Instant)>),
+    /// Spawn requested.
+    Spawning(Role),
+    /// Running.
+    Up(Up),
+    /// SIGTERM sent; SIGKILL at `kill_at`.
+    Stopping { pid: u32, kill_at: Instant },
+    /// SIGKILL sent; waiting for the exit.
+    Dying { pid: u32 },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Up {
+    pub(super) pid: u32,
+    pub(super) role: Role,
+    pub(super) started: Instant,
+    pub(super) last_ok: Option<Instant>,
+    pub(super) poll: Option<Poll>,
+    pub(super) syncing_since: Option<Instant>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Session {
+    None {
+        retry_at: Instant,
+    },
+    Creating,
+    Live {
+        id: String,
+        renew_at: Instant,
+        renewing: bool,
+    },
+}
+
+/// Where a node goes after it stepped down and released.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum After {
+    /// Stay a standby, not acquiring before the instant.
+    Standby(Instant),
+    /// Exit.
+    Exit,
+}
+
+/// How a node lets go of the lock after it stopped leading.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Letgo {
+    /// Its key was live after a legitimate activation and neard is fenced now: release with
+    /// a released record (the next leader need not wait).
+    Clean,
+    /// It never activated: release with the value unchanged, so that the next leader's wait
+    /// still counts from the previous leader's last heartbeat.
+    Unchanged,
+    /// The key is not ours any more: nothing to release.
+    NotOurs,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Phase {
+    /// No lock.
+    Idle,
+    /// Holds the lock; activating.
+    Promoting(Promotion),
+    /// The key is live.
+    Validating,
+    /// Fencing neard.
+    Demoting(Demotion),
+    /// Fenced; releasing the lock.
+    Releasing(Release),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Promotion {
+    pub(super) fence: Fence,
+    pub(super) acquired: Instant,
+    /// Our head when the lock was acquired (for the old fence of [`Mutations::timeout_fence`]).
+    pub(super) head0: Option<u64>,
+    pub(super) step: PromoteStep,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum PromoteStep {
+    /// Waiting for the guard to acknowledge its deadline, then for the fence.
+    Fencing,
+    /// Key written, SIGHUP sent; waiting for neard to show it.
+    Swapping {
+        deadline: Instant,
+        reloads_before: Option<u64>,
+    },
+    /// Restarting neard with the key.
+    Restarting,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Demotion {
+    pub(super) after: After,
+    pub(super) letgo: Letgo,
+    pub(super) step: DemoteStep,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum DemoteStep {
+    /// Key removed, SIGHUP sent; waiting until the deadline for neard to show no key with a
+    /// reload counter past `reloads_before`.
+    Unloading {
+        deadline: Instant,
+        reloads_before: u64,
+    },
+    /// neard is being stopped or killed.
+    Stopping,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Release {
+    pub(super) value: Vec<u8>,
+    pub(super) after: After,
+    pub(super) retry_at: Instant,
+    pub(super) in_flight: bool,
+    pub(super) give_up_at: Option<Instant>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Guard {
+    pub(super) alive: bool,
+    pub(super) respawning: bool,
+    pub(super) next_seq: u64,
+    /// Sent, not yet acknowledged: (seq, order, sent at).
+    pub(super) pending: Vec<(u64, GuardOrder, Instant)>,
+    /// The last arm/disarm order sent (acknowledged or not).
+    pub(super) last: Option<GuardOrder>,
+    /// The last arm/disarm order acknowledged.
+    pub(super) acked: Option<GuardOrder>,
+    pub(super) last_sent: Instant,
+    pub(super) retry_at: Instant,
+}
