@@ -18,7 +18,7 @@ pub fn shape(drift_ppm: u64) -> Shape {
         max_faults: 6,
         window_ms: 12_000,
         ttl_ms: TTL.as_millis() as u64,
-        lag_faults: false,
+        lag_faults: true,
     }
 }
 

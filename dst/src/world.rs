@@ -1888,7 +1888,7 @@ impl World {
                 ok: matches!(r, Res::Ok),
             }),
             (Purpose::Read, Res::Key(key, index)) => Some(Event::KeyObserved { key, index }),
-            (Purpose::Read, _) => Some(Event::WatchReset),
+            (Purpose::Read, _) => Some(Event::ReadFailed),
             (Purpose::Watch(gen), r) => {
                 self.watch_answer(h, gen, r);
                 None
