@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Context};
 use clap::Parser;
 
-use kuutamod_dst::runner::{run_range, shape, Summary};
+use kuutamod_dst::runner::{run_range, shape, How, Summary};
 use kuutamod_dst::schedule::Schedule;
 use kuutamod_dst::shrink::shrink;
 use kuutamod_dst::world::{run, Mutation, Settings};
@@ -104,16 +104,14 @@ fn main() -> anyhow::Result<()> {
     let Some((from, to)) = args.seeds else {
         bail!("give --seeds A..B, --replay SEED or --find N");
     };
-    let s = run_range(
-        from,
-        to,
+    let how = How {
         threads,
-        settings,
-        args.drift_ppm,
-        false,
-        20,
-        false,
-    );
+        drift_ppm: args.drift_ppm,
+        stop_at_first: false,
+        keep: 20,
+        safety_only: false,
+    };
+    let s = run_range(from, to, settings, &how);
     print_summary(&s, from, to, mutation, threads);
     for f in &s.failures {
         println!("seed {}: {}", f.seed, f.violation);
@@ -219,18 +217,21 @@ fn find(args: &Args, max: u64, threads: usize, settings: Settings) -> anyhow::Re
     println!("|---|---|---|---|");
     let mut missing = 0;
     for m in which {
+        let how = How {
+            threads,
+            drift_ppm: args.drift_ppm,
+            stop_at_first: true,
+            keep: 1,
+            safety_only: true,
+        };
         let s = run_range(
             0,
             max,
-            threads,
             Settings {
                 mutation: m,
                 ..settings
             },
-            args.drift_ppm,
-            true,
-            1,
-            true,
+            &how,
         );
         match s.failures.first() {
             Some(f) => println!(

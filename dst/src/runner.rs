@@ -54,21 +54,34 @@ pub struct Summary {
     pub model_stalls: u64,
 }
 
-/// Runs seeds `from..to` on `threads` threads. Stops handing out seeds after the first
+/// How a range of seeds is run.
+#[derive(Clone, Copy, Debug)]
+pub struct How {
+    /// Worker threads.
+    pub threads: usize,
+    /// Clock drift bound of the generated schedules, in parts per million.
+    pub drift_ppm: u64,
+    /// Stop handing out seeds after the first failure.
+    pub stop_at_first: bool,
+    /// How many failures the summary keeps.
+    pub keep: usize,
+    /// Count a liveness violation only where the unmutated daemon passes the seed.
+    pub safety_only: bool,
+}
+
+/// Runs seeds `from..to` on `how.threads` threads. Stops handing out seeds after the first
 /// failure when `stop_at_first` (the lowest failing seed is still exact: seeds are handed out
 /// in order and every seed below a failure is run). With `safety_only`, a liveness violation
 /// counts only if the unmutated daemon passes the same seed (a mutation must be found by what
 /// it breaks, not by what the daemon misses anyway).
-pub fn run_range(
-    from: u64,
-    to: u64,
-    threads: usize,
-    settings: Settings,
-    drift_ppm: u64,
-    stop_at_first: bool,
-    keep: usize,
-    safety_only: bool,
-) -> Summary {
+pub fn run_range(from: u64, to: u64, settings: Settings, how: &How) -> Summary {
+    let How {
+        threads,
+        drift_ppm,
+        stop_at_first,
+        keep,
+        safety_only,
+    } = *how;
     let next = AtomicU64::new(from);
     let stop_below = AtomicU64::new(u64::MAX);
     let total = Mutex::new(Summary::default());

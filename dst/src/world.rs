@@ -871,10 +871,10 @@ impl World {
             Ev::KdWake { h, gen } => {
                 if self.hosts[h].kd.as_ref().is_some_and(|k| k.wake_gen == gen) {
                     let inst = self.hosts[h].kd.as_ref().map_or(0, |k| k.inst);
-                    self.to_kd(h, inst, Inc::Wake);
+                    self.send_kd(h, inst, Inc::Wake);
                 }
             }
-            Ev::ToKd { h, inst, inc } => self.to_kd(h, inst, inc),
+            Ev::ToKd { h, inst, inc } => self.send_kd(h, inst, inc),
             Ev::PollTick { h, inst, gen } => self.poll_tick(h, inst, gen),
             Ev::NeardStep { h, pid } => self.neard_step(h, pid),
             Ev::NeardRpcUp { h, pid } => {
@@ -907,8 +907,8 @@ impl World {
                 }
             }
             Ev::ChainTick => self.chain_tick(),
-            Ev::ToNode { h, pid, msg } => self.to_node(h, pid, msg),
-            Ev::ToChain { h, pid, msg } => self.to_chain(h, pid, msg),
+            Ev::ToNode { h, pid, msg } => self.send_node(h, pid, msg),
+            Ev::ToChain { h, pid, msg } => self.send_chain(h, pid, msg),
             Ev::GuardRun { h, gen } => self.guard_run(h, gen),
             Ev::GuardTimer { h, gen, tgen } => self.guard_timer(h, gen, tgen),
             Ev::ReqAtServer(id) => self.req_at_server(id),
@@ -1038,7 +1038,7 @@ impl World {
         }
     }
 
-    fn to_kd(&mut self, h: usize, inst: u64, inc: Inc) {
+    fn send_kd(&mut self, h: usize, inst: u64, inc: Inc) {
         if self.hosts[h].kd.as_ref().map(|k| k.inst) != Some(inst) {
             return;
         }
@@ -1538,7 +1538,7 @@ impl World {
         if !blocking {
             self.after(REQUEST_TIMEOUT, Ev::ReqTimeout(id));
         }
-        self.to_server(id);
+        self.send_server(id);
         id
     }
 
@@ -1548,7 +1548,7 @@ impl World {
     }
 
     /// The agent forwards a request to the servers.
-    fn to_server(&mut self, id: usize) {
+    fn send_server(&mut self, id: usize) {
         let h = self.reqs[id].h;
         if !self.agent_runs(h) {
             self.hosts[h].agent.waiting.push(Ev::ReqAtServer(id));
@@ -2107,14 +2107,11 @@ impl World {
             return;
         }
         let inst = self.hosts[h].kd.as_ref().map(|k| k.inst);
-        loop {
-            let Some((seq, order)) = self.hosts[h]
-                .guard
-                .as_mut()
-                .and_then(|g| g.pipe.pop_front())
-            else {
-                break;
-            };
+        while let Some((seq, order)) = self.hosts[h]
+            .guard
+            .as_mut()
+            .and_then(|g| g.pipe.pop_front())
+        {
             let note = match order {
                 GuardOrder::Arm { pid, deadline } => {
                     let alive = self.hosts[h].neard.as_ref().is_some_and(|n| n.pid == pid);
@@ -2438,7 +2435,7 @@ impl World {
         }
     }
 
-    fn to_node(&mut self, h: usize, pid: u32, msg: ToNode) {
+    fn send_node(&mut self, h: usize, pid: u32, msg: ToNode) {
         if !self.hosts[h]
             .neard
             .as_ref()
@@ -2467,7 +2464,7 @@ impl World {
         self.neard_effects(h, pid, fx);
     }
 
-    fn to_chain(&mut self, h: usize, pid: u32, msg: ToChain) {
+    fn send_chain(&mut self, h: usize, pid: u32, msg: ToChain) {
         let now = self.instant();
         let ms = crate::clock::WALL_BASE_MS + self.t / MS;
         let out = match msg {
@@ -2752,21 +2749,16 @@ impl World {
                 self.consul.control.paused = false;
                 self.write_control();
             }
-            Sigterm { host, down } => {
-                // If kuutamod has not exited yet (it was stopped), systemd's stop goes on; a
-                // start that finds it running does nothing.
-                if self.hosts[host].kd.is_none() {
-                    let _ = down;
-                    self.kd_start(host);
-                }
-            }
+            // If kuutamod has not exited yet (it was stopped), systemd's stop goes on; a
+            // start that finds it running does nothing.
+            Sigterm { host, .. } if self.hosts[host].kd.is_none() => self.kd_start(host),
             _ => {}
         }
     }
 
     fn signal(&mut self, h: usize, e: Event) {
         if let Some(inst) = self.hosts[h].kd.as_ref().map(|k| k.inst) {
-            self.to_kd(h, inst, Inc::Signal(e));
+            self.send_kd(h, inst, Inc::Signal(e));
         }
     }
 
@@ -2839,7 +2831,7 @@ impl World {
         // "What this does not cover"), so the model leaves it out (docs/dst.md).
         if self.kd_runnable(h) {
             if let Some(inst) = self.hosts[h].kd.as_ref().map(|k| k.inst) {
-                self.to_kd(h, inst, Inc::Wake);
+                self.send_kd(h, inst, Inc::Wake);
             }
         }
         self.kd_resume(h, 0);
