@@ -125,14 +125,10 @@ fn main() -> anyhow::Result<()> {
     let mut results = Vec::new();
     for scenario in &scenarios {
         for mode in &modes {
-            if args.quick && scenario.quick_leaves_out(mode) {
-                eprintln!("--quick leaves out {} in {mode} mode", scenario.name());
-                continue;
-            }
             for _ in 0..runs {
                 for r in world.run(*scenario, mode, &timing) {
                     eprintln!(
-                        "{:<22} {:<8} takeover {:>6} ms moved {} missed blocks {}/{} chunks {}/{} conflicting {} slots-twice {} heights-twice {} two-validators {} recovered {}{}{}{}",
+                        "{:<22} {:<8} takeover {:>6} ms moved {} missed blocks {}/{} chunks {}/{} conflicting {} slots-twice {} skips-resigned {} heights-twice {} two-validators {} recovered {}{}{}{}",
                         r.scenario,
                         r.mode,
                         r.takeover_ms.map_or("-".into(), |t| t.to_string()),
@@ -143,6 +139,7 @@ fn main() -> anyhow::Result<()> {
                         r.missed.chunks_expected,
                         r.conflicting,
                         r.two_node_slots,
+                        r.resigned_skips,
                         r.double_signed.len(),
                         r.two_validators_seen,
                         r.recovered,

@@ -40,6 +40,9 @@ pub struct Row {
     pub double_signed: usize,
     /// Message slots signed by two nodes, summed over runs. The bar is zero.
     pub two_node_slots: usize,
+    /// Skips re-signed by the next key holder after the previous one stopped, summed over
+    /// runs (reported).
+    pub resigned_skips: usize,
     /// The longest time without a block on the chain after the fault, largest over the runs
     /// (ms).
     pub stall_max_ms: Option<u64>,
@@ -116,6 +119,7 @@ pub fn rows(runs: &[RunResult]) -> Vec<Row> {
                 stall_max_ms: rs.iter().filter_map(|r| r.stall_ms).max(),
                 double_signed: rs.iter().map(|r| r.double_signed.len()).sum(),
                 two_node_slots: rs.iter().map(|r| r.two_node_slots).sum(),
+                resigned_skips: rs.iter().map(|r| r.resigned_skips).sum(),
                 two_validators_seen: rs.iter().map(|r| r.two_validators_seen).sum(),
                 stuck: rs
                     .iter()
@@ -172,12 +176,12 @@ fn notes(r: &Row) -> String {
 /// The table as printed (Markdown, so it pastes into the docs).
 pub fn table(rows: &[Row]) -> String {
     let mut out = String::from(
-        "| scenario | mode | runs | moved | takeover p50 ms | p95 ms | max ms | signing gap p50 ms | missed blocks | missed chunks | conflicting | slots signed twice | heights signed twice | two validators seen | stuck | errors | failed | notes |\n\
-         |---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+        "| scenario | mode | runs | moved | takeover p50 ms | p95 ms | max ms | signing gap p50 ms | missed blocks | missed chunks | conflicting | slots signed twice | skips re-signed | heights signed twice | two validators seen | stuck | errors | failed | notes |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for r in rows {
         out.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {}/{} | {}/{} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {}/{} | {}/{} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
             r.scenario,
             r.mode,
             r.runs,
@@ -192,6 +196,7 @@ pub fn table(rows: &[Row]) -> String {
             r.chunks_expected,
             r.conflicting,
             r.two_node_slots,
+            r.resigned_skips,
             r.double_signed,
             r.two_validators_seen,
             r.stuck,

@@ -20,7 +20,7 @@ use neard_sim::ledger::Entry;
 use nix::sys::signal::Signal;
 use serde::Serialize;
 
-use crate::cluster::{two_node_slots, Cluster, Opts, Spec};
+use crate::cluster::{resigned_skips, two_node_slots, Cluster, Opts, Spec};
 use crate::consul::{http_delete, http_put, Agent, START_LIMIT};
 use crate::netns::Lan;
 use crate::procs::{now_ms, signal};
@@ -289,15 +289,6 @@ impl Scenario {
         )
     }
 
-    /// Whether `--quick` leaves the scenario out in `mode`: 14a and 14b in restart mode, where the
-    /// promoted node's freshly started neard re-signs, from the stalled tip, skips the crashed
-    /// leader had signed (identical messages: no conflict, but heights signed by two nodes,
-    /// which the strict bar fails; docs/fault-injection.md, "14a in restart mode"). The full
-    /// benchmark runs it.
-    pub fn quick_leaves_out(self, mode: &str) -> bool {
-        matches!(self, Scenario::SkipsNeardKill | Scenario::SkipsKuutamodKill) && mode == "restart"
-    }
-
     /// Whether the chain stalls without our account ([`crate::cluster::ChainOpts::stall`]).
     fn stall_chain(self) -> bool {
         self == Scenario::StallHostFreeze
@@ -409,6 +400,9 @@ pub struct RunResult {
     pub double_signed: Vec<u64>,
     /// Message slots (kind, height, shard) signed by two nodes (the strict bar; fails).
     pub two_node_slots: usize,
+    /// Skips a node signed again after the previous key holder stopped
+    /// ([`crate::cluster::resigned_skips`]; reported, as neard does after a restart).
+    pub resigned_skips: usize,
     /// Conflicting signatures of our account (the oracle's `conflicting`: the double signing
     /// that is slashed).
     pub conflicting: usize,
@@ -445,6 +439,7 @@ impl RunResult {
             stall_ms: None,
             double_signed: Vec::new(),
             two_node_slots: 0,
+            resigned_skips: 0,
             conflicting: 0,
             two_validators_seen: 0,
             recovered: false,
@@ -671,6 +666,7 @@ impl World {
         r.double_signed = report.double_signed.keys().copied().collect();
         r.conflicting = report.conflicting.len();
         r.two_node_slots = two_node_slots(&report).len();
+        r.resigned_skips = resigned_skips(&report).len();
         r.two_validators_seen = two_validators(&timelines).len();
         r.recovered = recovered;
         r.consul_outage_ms = observed.consul_outage_ms;
@@ -786,6 +782,7 @@ impl World {
         r.double_signed = report.double_signed.keys().copied().collect();
         r.conflicting = report.conflicting.len();
         r.two_node_slots = two_node_slots(&report).len();
+        r.resigned_skips = resigned_skips(&report).len();
         r.two_validators_seen = two_validators(&timelines).len();
         Ok(r)
     }
@@ -823,6 +820,8 @@ impl World {
             r.double_signed = report.double_signed.keys().copied().collect();
             r.conflicting = report.conflicting.len();
             r.two_node_slots = two_node_slots(&report).len();
+            r.resigned_skips = resigned_skips(&report).len();
+            r.resigned_skips = resigned_skips(&report).len();
             r.two_validators_seen = two_validators(&timelines).len();
             r.recovered = recovered;
             out.push(r);
