@@ -7,7 +7,7 @@
 //!   (parts per million). A suspend does not stop it (that is what BOOTTIME is for).
 //! - `CLOCK_MONOTONIC`: BOOTTIME minus the time the host spent suspended.
 //! - a wall clock (unix ms): the true wall time, plus the host's NTP offset, at the host's
-//!   rate (block timestamps and kuutamod's block-receipt lag use it).
+//!   rate (block timestamps and kuutamod's "caught up" rule use it).
 //!
 //! kuutamod's machine gets BOOTTIME (or MONOTONIC, under the harness mutation that restores
 //! deadlines on `CLOCK_MONOTONIC`); deadlines it computes are turned back into true time to

@@ -207,7 +207,7 @@ pub struct Shape {
     pub window_ms: u64,
     /// The session TTL (ms), to size fault durations.
     pub ttl_ms: u64,
-    /// Also generate growing neard lag (outside the claim; off by default).
+    /// Also generate neard block-receipt lag faults (the runner always does).
     pub lag_faults: bool,
 }
 
@@ -356,9 +356,8 @@ fn random_kind(r: &mut Rng, hosts: usize, ttl: u64, lag_faults: bool) -> FaultKi
                 _ => ReloadMode::Fail,
             },
         },
-        // A neard whose block-receipt lag grows beyond its recent samples right at a
-        // stale-horizon hand-over is outside the claim (docs/failover.md): lag faults are
-        // generated only with `Shape::lag_faults`.
+        // A neard that receives blocks late for a while (generated with `Shape::lag_faults`,
+        // which every run of the runner sets; off, the draw is a neard crash).
         6 if lag_faults => NeardLag {
             host,
             dur: dur(r),
