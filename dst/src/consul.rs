@@ -26,7 +26,12 @@
 //!   `kvsMaxIndex`).
 //!
 //! Delivery (latency, loss, agents, partitions, elections, quorum) is the world's business
-//! ([`crate::world`]); this module only says what a request does once a server applies it.
+//! (`world/delivery.rs`); this module only says what a request does once a server applies it.
+//!
+//! Longer than ~500 lines on purpose: the store is one state machine whose rules lean on each
+//! other (every write's index, sessions and their lock-delay, tombstones), about 430 lines with
+//! the list above; the rest are its unit tests, one or two per rule, kept beside the rules they
+//! pin down.
 
 use std::collections::BTreeMap;
 

@@ -17,6 +17,10 @@
 //! stake; the first such block wins. (nearcore's fork choice would also accept a higher block on
 //! an older parent; with honest virtual validators that follow the head at once, such a block
 //! cannot gather a quorum.)
+//!
+//! Longer than ~500 lines on purpose: [`Network`] is one pure state machine (the chain, the
+//! pools and the virtual validators that act on them, about 380 lines with this description);
+//! the rest are its unit tests, which drive it tick by tick.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
