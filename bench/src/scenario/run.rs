@@ -376,7 +376,6 @@ impl World {
             r.conflicting = report.conflicting.len();
             r.two_node_slots = two_node_slots(&report).len();
             r.resigned_skips = resigned_skips(&report).len();
-            r.resigned_skips = resigned_skips(&report).len();
             r.two_validators_seen = two_validators(&timelines).len();
             r.recovered = recovered;
             out.push(r);
