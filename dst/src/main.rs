@@ -50,6 +50,10 @@ struct Args {
     /// Target time between blocks, ms.
     #[arg(long, default_value_t = 200)]
     block_ms: u64,
+    /// Capacity of the guard's stdin pipe, in orders (default: 64 KiB, 1600 orders, which
+    /// do not fill within a schedule; a few dozen fill during a guard stop).
+    #[arg(long, default_value_t = kuutamod_dst::world::PIPE_ORDERS)]
+    guard_pipe: usize,
 }
 
 fn parse_range(s: &str) -> Result<(u64, u64), String> {
@@ -93,6 +97,7 @@ fn main() -> anyhow::Result<()> {
     let settings = Settings {
         mutation,
         block_ms: args.block_ms,
+        guard_pipe: args.guard_pipe,
         ..Settings::default()
     };
     if let Some(max) = args.find {
@@ -153,6 +158,10 @@ fn print_summary(s: &Summary, from: u64, to: u64, m: Mutation, threads: usize) {
     println!(
         "largest recovery after the last fault: {} ms",
         s.max_recovery_ms
+    );
+    println!(
+        "ended early, live for the quiescence window: {}",
+        s.quiesced
     );
     println!(
         "liveness not checked (chain model without fork choice): {}",

@@ -52,6 +52,9 @@ pub struct Summary {
     pub max_recovery_ms: u64,
     /// Runs whose liveness check was skipped because the chain model has no fork choice.
     pub model_stalls: u64,
+    /// Runs that ended before their liveness bound, liveness having held for the quiescence
+    /// window after the last fault.
+    pub quiesced: u64,
 }
 
 /// How a range of seeds is run.
@@ -103,6 +106,7 @@ pub fn run_range(from: u64, to: u64, settings: Settings, how: &How) -> Summary {
                     local.virtual_ms += o.end_ms;
                     local.max_recovery_ms = local.max_recovery_ms.max(o.recovery_ms.unwrap_or(0));
                     local.model_stalls += u64::from(o.model_stall);
+                    local.quiesced += u64::from(o.quiesced);
                     // A liveness violation counts for a mutation only where the daemon as
                     // it is passes the same schedule.
                     let counts = |v: &Violation| {
@@ -133,6 +137,7 @@ pub fn run_range(from: u64, to: u64, settings: Settings, how: &How) -> Summary {
                 t.virtual_ms += local.virtual_ms;
                 t.failed += local.failed;
                 t.model_stalls += local.model_stalls;
+                t.quiesced += local.quiesced;
                 t.max_recovery_ms = t.max_recovery_ms.max(local.max_recovery_ms);
                 t.failures.extend(local.failures);
             });

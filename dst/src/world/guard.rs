@@ -7,7 +7,7 @@ use std::collections::VecDeque;
 use kuutamod::machine::{Event, GuardOrder};
 
 use super::events::{Ev, Inc};
-use super::{Mutation, World, PIPE_ORDERS};
+use super::{Mutation, World};
 use crate::clock::MS;
 
 pub(super) struct Guard {
@@ -33,7 +33,7 @@ impl World {
         let blocking = self.settings.mutation == Mutation::BlockingGuardPipe;
         let ok = match self.hosts[h].guard.as_mut() {
             Some(g) if g.alive && g.gen == gen => {
-                if g.pipe.len() >= PIPE_ORDERS {
+                if g.pipe.len() >= self.settings.guard_pipe {
                     if blocking {
                         // The write blocks kuutamod until the guard reads.
                         g.pipe.push_back((seq, order));

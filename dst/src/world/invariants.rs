@@ -1,6 +1,7 @@
 //! The invariants of [`crate::oracle`] on the world: after every event, at most one neard
 //! signs with our key and only while its host holds the lock or held it within a TTL; at the
-//! end, one node validates and signs again (within the liveness bound).
+//! end, one node validates and signs again (within the liveness bound); and when a run may end
+//! early (liveness held for the quiescence window after the last fault).
 
 use super::liveness::liveness_bound_ms;
 use super::neard::is_ours;
@@ -57,7 +58,25 @@ impl World {
         }
     }
 
-    pub(super) fn check_liveness(&mut self) {
+    /// Whether the run may end early: past the last fault, liveness has held without a break
+    /// for the quiescence window. Checked after every event.
+    pub(super) fn quiesced(&mut self) -> bool {
+        let Some(window) = self.quiesce else {
+            return false;
+        };
+        if self.t < self.healed {
+            return false;
+        }
+        if self.liveness().is_err() {
+            self.live_since = None;
+            return false;
+        }
+        let since = *self.live_since.get_or_insert(self.t);
+        self.t >= since + window
+    }
+
+    /// One neard holds our key, has joined the chain and signed recently; or what is wrong.
+    fn liveness(&self) -> Result<(), String> {
         let holders = self.holders();
         // A validator approves at least once per max_block_wait_delay, skipping, even while a
         // chain stalled without it recovers; twice that, with room for its network lag.
@@ -81,6 +100,11 @@ impl World {
             [] => Some("no neard holds the key".to_string()),
             _ => Some(format!("hosts {holders:?} hold the key")),
         };
+        what.map_or(Ok(()), Err)
+    }
+
+    pub(super) fn check_liveness(&mut self) {
+        let what = self.liveness().err();
         if what.is_some() && self.max_node_tip > self.net.head().height {
             // A neard of ours has a tip the chain never accepted: the chain model has no fork
             // choice (docs/neard-sim.md), so with our stake above 1/3 the chain stays below

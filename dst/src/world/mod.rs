@@ -94,8 +94,9 @@ const METRICS_INTERVAL: u64 = 5 * S;
 /// How long a Consul server holds a request while there is no leader before it answers "No
 /// cluster leader" (Consul's `rpc_hold_timeout`, 7 s).
 const RPC_HOLD: u64 = 7 * S;
-/// Capacity of the guard's stdin pipe, in orders (64 KiB of lines of about 40 bytes).
-const PIPE_ORDERS: usize = 1600;
+/// Capacity of the guard's stdin pipe, in orders (64 KiB of lines of about 40 bytes); the
+/// default of `Settings::guard_pipe`.
+pub const PIPE_ORDERS: usize = 1600;
 /// An outsider session's TTL and lock-delay (Consul's default lock-delay).
 const OUTSIDER_TTL: u64 = 10 * S;
 const OUTSIDER_LOCK_DELAY: u64 = 15 * S;
@@ -111,6 +112,8 @@ pub struct Settings {
     pub keep_ledger: bool,
     /// Record a readable trace.
     pub trace: bool,
+    /// Capacity of the guard's stdin pipe, in orders.
+    pub guard_pipe: usize,
 }
 
 impl Default for Settings {
@@ -120,6 +123,7 @@ impl Default for Settings {
             block_ms: 200,
             keep_ledger: false,
             trace: false,
+            guard_pipe: PIPE_ORDERS,
         }
     }
 }
@@ -155,6 +159,9 @@ pub struct Outcome {
     /// Liveness was not reached because the chain model has no fork choice (see
     /// `docs/dst.md`): not a violation.
     pub model_stall: bool,
+    /// The run ended before the liveness bound: liveness held without a break for the
+    /// quiescence window after the last fault healed.
+    pub quiesced: bool,
 }
 
 #[derive(Default)]
@@ -216,6 +223,11 @@ pub struct World {
     out: Outcome,
     end: u64,
     healed: u64,
+    /// How long liveness must hold after the last fault healed before the run may end early
+    /// (`None`: the run goes on to the liveness bound).
+    quiesce: Option<u64>,
+    /// Since when liveness has held without a break, after the last fault healed.
+    live_since: Option<u64>,
     next_inst: u64,
 }
 
@@ -315,6 +327,8 @@ impl World {
             out: Outcome::default(),
             end,
             healed,
+            quiesce: quiesce_ns(&sched),
+            live_since: None,
             next_inst: 0,
             sched,
         };
@@ -379,6 +393,10 @@ impl World {
             if self.out.violation.is_some() {
                 break;
             }
+            if self.quiesced() {
+                self.out.quiesced = true;
+                break;
+            }
         }
         self.out.end_ms = self.t / MS;
         if let Some(k) = self.conflicts.kept.take() {
@@ -386,6 +404,20 @@ impl World {
         }
         self.out
     }
+}
+
+/// How long liveness must hold without a break after the last fault healed for a run to end
+/// before its liveness bound: long enough for everything the faults left in flight to land
+/// (a session ends at most 2 x TTL after its last renewal; a request is held at most
+/// `RPC_HOLD` by leaderless servers, longer than any slow-Consul delay). `None` when an
+/// outsider's session held the key (its TTL and lock-delay are longer): those runs go on to
+/// the bound.
+fn quiesce_ns(sched: &Schedule) -> Option<u64> {
+    let foreign = sched
+        .faults
+        .iter()
+        .any(|f| matches!(f.kind, crate::schedule::FaultKind::KvForeignAcquire { .. }));
+    (!foreign).then_some(2 * TTL.as_nanos() as u64 + RPC_HOLD)
 }
 
 /// Runs one schedule.
