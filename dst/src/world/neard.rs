@@ -221,11 +221,17 @@ impl World {
             }
             return;
         }
-        if matches!(msg, ToNode::Welcome(_)) {
+        let msg = if matches!(msg, ToNode::Welcome(_)) {
             if let Some(n) = self.neard_mut(h, pid) {
                 n.joined = true;
             }
-        }
+            // The handshake ends with the node synced to the chain as it is when the welcome
+            // arrives (neard syncs to its peers' head), not as it was at the hello: blocks
+            // decided in between were broadcast only to nodes that had joined.
+            ToNode::Welcome(Box::new(self.net.welcome()))
+        } else {
+            msg
+        };
         let key = self.signing_key(h);
         let now = self.instant();
         let ms = self.hosts[h].clock.wall_ms(self.t);
