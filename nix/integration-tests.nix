@@ -16,7 +16,7 @@ in
 rustPlatform.buildRustPackage {
   pname = "kuutamod-integration-tests";
   inherit (kuutamod) version;
-  # The package's source plus contrib/: tests/contrib.rs checks the shipped alert rules and
+  # The package's source plus contrib/: tests/contrib/ checks the shipped alert rules and
   # dashboard against a running kuutamod.
   src = builtins.path {
     name = "kuutamod-test-source";

@@ -170,7 +170,7 @@ in
   )
   # What the source holds is scripts/check-nix-source's job (it copies it and runs cargo on
   # it); here only that the flake's package uses it, and that the integration tests use the
-  # same filter plus contrib/ (tests/contrib.rs reads the shipped rules and dashboard).
+  # same filter plus contrib/ (tests/contrib/ reads the shipped rules and dashboard).
   (expect "the package builds from kuutamod-source, the integration tests from kuutamod-test-source"
     (
       lib.hasSuffix "-kuutamod-source" pkg.src

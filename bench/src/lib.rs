@@ -14,9 +14,11 @@
 //! - [`consul`]: Consul agents (dev, server, client) and a three-server cluster.
 //! - [`netns`]: network namespaces with a veth pair each; packet-dropping partitions (nft).
 //! - [`proxy`]: a delaying, request-counting TCP proxy ("slow Consul").
-//! - [`cluster`]: kuutamod + neard-sim nodes sharing one validator key and one ledger.
+//! - [`cluster`]: kuutamod + neard-sim nodes sharing one validator key and one ledger, and the
+//!   oracle's bar on that ledger.
 //! - [`sampler`]: polls every node's state; reports moments with two validators.
-//! - [`scenario`]: the ten scenarios, one run each, and what a run measured.
+//! - [`scenario`]: the scenarios, one run each (their faults injected and healed), and what a
+//!   run measured.
 //! - [`report`]: aggregation into the table and the JSON file.
 //! - [`steady`]: the steady-state row (Consul requests per minute, RSS, idle CPU).
 

@@ -113,11 +113,12 @@ fn main() -> anyhow::Result<()> {
         }
     };
     eprintln!(
-        "kuutamod-bench: {runs} run(s) x {} scenario(s) x modes {modes:?}; TTL {ttl:?}, stop grace {:?}, syncing grace {:?}, neard boot {} ms, 100 ms heights; in {}",
+        "kuutamod-bench: {runs} run(s) x {} scenario(s) x modes {modes:?}; TTL {ttl:?}, stop grace {:?}, syncing grace {:?}, neard boot {} ms, a chain of ours and three virtual validators, neard's timers / {}; in {}",
         scenarios.len(),
         timing.stop_grace,
         timing.syncing_grace,
         timing.boot_delay_ms,
+        kuutamod_bench::cluster::SPEED_UP,
         dir.display()
     );
     let mut world = World::new(&dir, !args.no_netns)?;
@@ -127,12 +128,18 @@ fn main() -> anyhow::Result<()> {
             for _ in 0..runs {
                 for r in world.run(*scenario, mode, &timing) {
                     eprintln!(
-                        "{:<22} {:<8} takeover {:>6} ms moved {} missed {:>4} double-signed {} two-validators {} recovered {}{}{}{}",
+                        "{:<22} {:<8} takeover {:>6} ms moved {} missed blocks {}/{} chunks {}/{} conflicting {} slots-twice {} skips-resigned {} heights-twice {} two-validators {} recovered {}{}{}{}",
                         r.scenario,
                         r.mode,
                         r.takeover_ms.map_or("-".into(), |t| t.to_string()),
                         r.moved,
-                        r.missed_heights,
+                        r.missed.blocks_missed,
+                        r.missed.blocks_expected,
+                        r.missed.chunks_missed,
+                        r.missed.chunks_expected,
+                        r.conflicting,
+                        r.two_node_slots,
+                        r.resigned_skips,
                         r.double_signed.len(),
                         r.two_validators_seen,
                         r.recovered,
@@ -185,7 +192,7 @@ fn main() -> anyhow::Result<()> {
                 "stop_grace_ms": timing.stop_grace.as_millis() as u64,
                 "syncing_grace_ms": timing.syncing_grace.as_millis() as u64,
                 "boot_delay_ms": timing.boot_delay_ms,
-                "block_time_ms": kuutamod_bench::cluster::BLOCK_TIME_MS,
+                "speed_up": kuutamod_bench::cluster::SPEED_UP,
                 "race_repeats": timing.race_repeats,
                 "crash_window_s": timing.crash_window.as_secs(),
             },

@@ -48,6 +48,11 @@ pub fn workspace_bin(name: &str, env: &str) -> PathBuf {
     path
 }
 
+/// The kuutamoctl binary (`$KUUTAMOCTL_BIN` or beside this executable).
+pub fn kuutamoctl_bin() -> PathBuf {
+    workspace_bin("kuutamoctl", "KUUTAMOCTL_BIN")
+}
+
 /// The kuutamod binary (`$KUUTAMOD_BIN` or beside this executable).
 pub fn kuutamod_bin() -> PathBuf {
     workspace_bin("kuutamod", "KUUTAMOD_BIN")

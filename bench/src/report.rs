@@ -18,14 +18,34 @@ pub struct Row {
     /// Takeover percentiles over the runs that moved (ms); for the election race, start to
     /// the first signed height.
     pub takeover_p50_ms: Option<u64>,
+    /// Median signing gap over the runs that moved (ms): the old leader's last signature to
+    /// the new leader's first.
+    pub gap_p50_ms: Option<u64>,
     /// 95th percentile (nearest rank).
     pub takeover_p95_ms: Option<u64>,
     /// Maximum.
     pub takeover_max_ms: Option<u64>,
-    /// Missed heights after the fault, summed over runs.
-    pub missed_heights: u64,
-    /// Double-signed heights, summed over runs.
+    /// Blocks assigned to our account among the heights decided from the fault to the end of
+    /// the observation (the chain log), summed over runs.
+    pub blocks_expected: u64,
+    /// Of those, skipped.
+    pub blocks_missed: u64,
+    /// Chunks charged to our account in the same window, summed over runs.
+    pub chunks_expected: u64,
+    /// Of those, not included.
+    pub chunks_missed: u64,
+    /// Conflicting signatures of our account, summed over runs. The bar is zero.
+    pub conflicting: usize,
+    /// Heights at which two nodes signed anything, summed over runs (reported).
     pub double_signed: usize,
+    /// Message slots signed by two nodes, summed over runs. The bar is zero.
+    pub two_node_slots: usize,
+    /// Skips re-signed by the next key holder after the previous one stopped, summed over
+    /// runs (reported).
+    pub resigned_skips: usize,
+    /// The longest time without a block on the chain after the fault, largest over the runs
+    /// (ms).
+    pub stall_max_ms: Option<u64>,
     /// Sampled moments with two validators, summed over runs.
     pub two_validators_seen: usize,
     /// Runs in which no node signed again within the limit.
@@ -84,10 +104,22 @@ pub fn rows(runs: &[RunResult]) -> Vec<Row> {
                 runs: rs.len(),
                 moved: rs.iter().filter(|r| r.moved).count(),
                 takeover_p50_ms: percentile(&t, 50.0),
+                gap_p50_ms: {
+                    let mut g: Vec<u64> = rs.iter().filter_map(|r| r.gap_ms).collect();
+                    g.sort_unstable();
+                    percentile(&g, 50.0)
+                },
                 takeover_p95_ms: percentile(&t, 95.0),
                 takeover_max_ms: t.last().copied(),
-                missed_heights: rs.iter().map(|r| r.missed_heights).sum(),
+                blocks_expected: rs.iter().map(|r| r.missed.blocks_expected).sum(),
+                blocks_missed: rs.iter().map(|r| r.missed.blocks_missed).sum(),
+                chunks_expected: rs.iter().map(|r| r.missed.chunks_expected).sum(),
+                chunks_missed: rs.iter().map(|r| r.missed.chunks_missed).sum(),
+                conflicting: rs.iter().map(|r| r.conflicting).sum(),
+                stall_max_ms: rs.iter().filter_map(|r| r.stall_ms).max(),
                 double_signed: rs.iter().map(|r| r.double_signed.len()).sum(),
+                two_node_slots: rs.iter().map(|r| r.two_node_slots).sum(),
+                resigned_skips: rs.iter().map(|r| r.resigned_skips).sum(),
                 two_validators_seen: rs.iter().map(|r| r.two_validators_seen).sum(),
                 stuck: rs
                     .iter()
@@ -110,6 +142,9 @@ pub fn rows(runs: &[RunResult]) -> Vec<Row> {
         .collect()
 }
 
+/// A pause of the chain worth a note: ten heights at the sped-up timers' ~60 ms.
+const STALL_NOTE_MS: u64 = 600;
+
 fn ms(v: Option<u64>) -> String {
     v.map_or("-".into(), |v| v.to_string())
 }
@@ -123,6 +158,9 @@ fn notes(r: &Row) -> String {
     }
     if let Some(o) = r.consul_outage_max_ms {
         out.push(format!("Consul outage max {o} ms"));
+    }
+    if let Some(s) = r.stall_max_ms.filter(|s| *s >= STALL_NOTE_MS) {
+        out.push(format!("chain without a block for up to {s} ms"));
     }
     if let Some(s) = r.neard_starts_per_min_max {
         out.push(format!("neard starts {s:.1}/min"));
@@ -138,12 +176,12 @@ fn notes(r: &Row) -> String {
 /// The table as printed (Markdown, so it pastes into the docs).
 pub fn table(rows: &[Row]) -> String {
     let mut out = String::from(
-        "| scenario | mode | runs | moved | takeover p50 ms | p95 ms | max ms | missed heights | double-signed | two validators seen | stuck | errors | failed | notes |\n\
-         |---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+        "| scenario | mode | runs | moved | takeover p50 ms | p95 ms | max ms | signing gap p50 ms | missed blocks | missed chunks | conflicting | slots signed twice | skips re-signed | heights signed twice | two validators seen | stuck | errors | failed | notes |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for r in rows {
         out.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {}/{} | {}/{} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
             r.scenario,
             r.mode,
             r.runs,
@@ -151,7 +189,14 @@ pub fn table(rows: &[Row]) -> String {
             ms(r.takeover_p50_ms),
             ms(r.takeover_p95_ms),
             ms(r.takeover_max_ms),
-            r.missed_heights,
+            ms(r.gap_p50_ms),
+            r.blocks_missed,
+            r.blocks_expected,
+            r.chunks_missed,
+            r.chunks_expected,
+            r.conflicting,
+            r.two_node_slots,
+            r.resigned_skips,
             r.double_signed,
             r.two_validators_seen,
             r.stuck,

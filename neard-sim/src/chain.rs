@@ -1,9 +1,10 @@
-//! The simulated chain, driven by the wall clock.
+//! Hashes, wall-clock time and calendar helpers, plus the old clock-driven height model.
 //!
-//! Every simulator on a machine must agree on which height is "now", so that two processes
-//! holding the same validator key sign the *same* heights and the ledger oracle can see the
-//! double sign. The head height is therefore a pure function of the unix time and the block
-//! time, and hashes are pure functions of the height.
+//! The simulator's chain is now a real (simulated) chain: heights come from doomslug and block
+//! production ([`crate::network`], [`crate::client`]). What stays here: deterministic
+//! hash stand-ins, `now_ms`, RFC 3339 formatting, the protocol version, and the old
+//! "height = clock / block time" helpers that [`crate::status::Snapshot`] (an older,
+//! still-public description of a status) uses.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -14,7 +15,7 @@ pub const GENESIS_UNIX_MS: u64 = 1_600_000_000_000;
 /// Protocol version reported as both current-epoch and latest (testnet's in early 2025).
 pub const PROTOCOL_VERSION: u32 = 73;
 
-/// Epoch length written into genesis and used for `epoch_start_height`.
+/// Epoch length written into genesis (`init`, `localnet`) and used by the old clock model.
 pub const EPOCH_LENGTH: u64 = 500;
 
 /// Current unix wall time in milliseconds.

@@ -51,6 +51,13 @@ pub struct Control {
     /// RPC keeps answering, so `/health` turns 503 after `max_block_production_delay` × 10.
     /// (An addition to the knobs named in the issue.)
     pub stall: bool,
+    /// This node receives everything from the chain this many milliseconds late (its head
+    /// lags the chain); what it sends is not delayed.
+    pub lag_ms: u64,
+    /// Cut off the chain, like a partitioned neard: nothing is received, nothing sent arrives,
+    /// but the node still signs what its own doomslug says (into the ledger). Turned off, the
+    /// node says hello again and jumps to the chain's head.
+    pub network_offline: bool,
 }
 
 /// Why a control file could not be read. Names the file.
@@ -88,6 +95,55 @@ impl Control {
     }
 }
 
+/// File name of the chain's control file in its directory.
+pub const CHAIN_FILE: &str = "chain-control.json";
+
+/// The chain process's knobs (`<dir>/chain-control.json`): which virtual validators are offline.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ChainControl {
+    /// Accounts of virtual validators that sign nothing (their timers keep running).
+    pub offline: Vec<String>,
+}
+
+impl ChainControl {
+    /// Reads the chain control file; an absent file gives the default (all online).
+    pub fn read(path: &Path) -> Result<ChainControl, ControlError> {
+        let err = |reason: String| ControlError {
+            path: path.to_owned(),
+            reason,
+        };
+        match std::fs::read(path) {
+            Ok(body) => serde_json::from_slice(&body).map_err(|e| err(e.to_string())),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(ChainControl::default()),
+            Err(e) => Err(err(e.to_string())),
+        }
+    }
+
+    /// Writes the knobs atomically.
+    pub fn write(&self, path: &Path) -> io::Result<()> {
+        let body = serde_json::to_vec_pretty(self).map_err(io::Error::other)?;
+        let tmp = crate::keys::tmp_path(path);
+        let mut file = std::fs::File::create(&tmp)?;
+        file.write_all(&body)?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, path)
+    }
+}
+
+/// Identity and version of a file (device, inode, mtime s, mtime ns, size), or `None` when
+/// it does not exist: a rename gives a new inode, so an atomic replacement is seen even within
+/// one mtime tick.
+pub type FileStamp = Option<(u64, u64, i64, i64, u64)>;
+
+/// The [`FileStamp`] of `path` now.
+pub fn stamp(path: &Path) -> FileStamp {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path)
+        .ok()
+        .map(|m| (m.dev(), m.ino(), m.mtime(), m.mtime_nsec(), m.size()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -108,5 +164,18 @@ mod tests {
         assert_eq!(Control::read(&path).expect("read").status, StatusMode::Hang);
         std::fs::write(&path, r#"{"status": "sideways"}"#).expect("write");
         assert!(Control::read(&path).is_err());
+        std::fs::write(&path, r#"{"lag_ms": 300, "network_offline": true}"#).expect("write");
+        let c = Control::read(&path).expect("read");
+        assert_eq!((c.lag_ms, c.network_offline), (300, true));
+        let cc = ChainControl {
+            offline: vec!["v1".into()],
+        };
+        let cpath = dir.path().join(CHAIN_FILE);
+        assert_eq!(
+            ChainControl::read(&cpath).expect("absent"),
+            ChainControl::default()
+        );
+        cc.write(&cpath).expect("write");
+        assert_eq!(ChainControl::read(&cpath).expect("read"), cc);
     }
 }

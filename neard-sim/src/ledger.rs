@@ -1,11 +1,28 @@
 //! The signing ledger and the double-signing oracle.
 //!
-//! While a simulator holds a validator key and is synced, it appends one JSON line per height
-//! it signs: `{"height","node","account","public_key","time_ms"}`. Each line is one `write(2)`
-//! on a file opened with `O_APPEND`, which POSIX makes atomic for regular files, so any number
-//! of simulators can share one ledger without interleaving. The oracle ([`analyze`]) reads the
-//! lines back and answers the question failover tests care about: did two nodes ever sign the
-//! same height for one account, where were the gaps, and who signed when.
+//! Every message a simulator signs with a validator key (a block, a chunk, a doomslug
+//! approval) is appended as one JSON line *when it is signed*, before and whether or not it is
+//! delivered, so a partitioned node's signatures count. Each line is one `write(2)` on a file
+//! opened with `O_APPEND`, which POSIX makes atomic for regular files, so any number of
+//! simulators can share one ledger without interleaving.
+//!
+//! A line (ledger v2):
+//!
+//! ```json
+//! {"height":57,"node":"node1","account":"pool.near","public_key":"ed25519:...","time_ms":1795754731001,
+//!  "kind":"approval","approval":{"skip":55},"parent_hash":"...","parent_height":55,"content":"..."}
+//! ```
+//!
+//! `height` is the *target* height: the block's height, the approval's target, the chunk's
+//! `height_created` (its parent's height + 1). `content` is equal for identical messages and
+//! different otherwise (see [`crate::blocks`]). Lines written by the old simulator (only
+//! `height`, `node`, `account`, `public_key`, `time_ms`) still read; they count as blocks whose
+//! content is unknown, so two nodes' old lines at one height conflict, as before.
+//!
+//! The oracle ([`analyze`]) answers what failover tests care about: did two key holders sign
+//! *conflicting* messages (the double signing that matters), did they sign identical ones
+//! (harmless, but two key holders), which heights did anybody sign, with gaps, and who signed
+//! when.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{File, OpenOptions};
@@ -14,10 +31,35 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-/// One signed height.
+use crate::blocks::{Approval, ApprovalInner, Block, Chunk};
+
+/// What kind of message was signed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SignedKind {
+    /// A block.
+    Block,
+    /// A chunk.
+    Chunk,
+    /// A doomslug approval (endorsement or skip).
+    Approval,
+}
+
+impl SignedKind {
+    /// `"block"`, `"chunk"` or `"approval"`.
+    pub fn name(self) -> &'static str {
+        match self {
+            SignedKind::Block => "block",
+            SignedKind::Chunk => "chunk",
+            SignedKind::Approval => "approval",
+        }
+    }
+}
+
+/// One signed message.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Entry {
-    /// The height signed.
+    /// The target height (block height, approval target, chunk `height_created`).
     pub height: u64,
     /// The signing node's id (`NEARD_SIM_NODE_ID`).
     pub node: String,
@@ -27,6 +69,123 @@ pub struct Entry {
     pub public_key: String,
     /// Unix wall time (ms) of the signing.
     pub time_ms: u64,
+    /// What was signed; `None` for a line of the old (v1) ledger.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<SignedKind>,
+    /// For approvals: `{"endorsement": <parent hash>}` or `{"skip": <parent height>}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval: Option<ApprovalInner>,
+    /// For chunks: the shard.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shard: Option<u64>,
+    /// The parent block's hash (blocks, chunks; approvals: the signer's tip).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent_hash: Option<String>,
+    /// The parent block's height (likewise).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent_height: Option<u64>,
+    /// Content hash: equal for identical messages, different otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content: Option<String>,
+}
+
+/// Who signed: the node id, account and public key of a ledger line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Signer<'a> {
+    /// Node id.
+    pub node: &'a str,
+    /// Validator account.
+    pub account: &'a str,
+    /// Validator public key.
+    pub public_key: &'a str,
+}
+
+impl Entry {
+    fn new(s: &Signer<'_>, height: u64, time_ms: u64, kind: SignedKind) -> Entry {
+        Entry {
+            height,
+            node: s.node.to_owned(),
+            account: s.account.to_owned(),
+            public_key: s.public_key.to_owned(),
+            time_ms,
+            kind: Some(kind),
+            approval: None,
+            shard: None,
+            parent_hash: None,
+            parent_height: None,
+            content: None,
+        }
+    }
+
+    /// The line for an approval signed on a tip `(tip_hash, tip_height)`.
+    pub fn approval(
+        s: &Signer<'_>,
+        a: &Approval,
+        tip_hash: &str,
+        tip_height: u64,
+        time_ms: u64,
+    ) -> Entry {
+        Entry {
+            approval: Some(a.inner.clone()),
+            parent_hash: Some(tip_hash.to_owned()),
+            parent_height: Some(tip_height),
+            content: Some(a.content_hash()),
+            ..Entry::new(s, a.target_height, time_ms, SignedKind::Approval)
+        }
+    }
+
+    /// The line for a block.
+    pub fn block(s: &Signer<'_>, b: &Block, time_ms: u64) -> Entry {
+        Entry {
+            parent_hash: Some(b.prev_hash.clone()),
+            parent_height: Some(b.prev_height),
+            content: Some(b.hash.clone()),
+            ..Entry::new(s, b.height, time_ms, SignedKind::Block)
+        }
+    }
+
+    /// The line for a chunk.
+    pub fn chunk(s: &Signer<'_>, c: &Chunk, time_ms: u64) -> Entry {
+        Entry {
+            shard: Some(c.shard),
+            parent_hash: Some(c.prev_hash.clone()),
+            parent_height: Some(c.prev_height),
+            content: Some(c.hash.clone()),
+            ..Entry::new(s, c.height_created(), time_ms, SignedKind::Chunk)
+        }
+    }
+
+    /// The kind, old lines counting as blocks.
+    pub fn kind_or_block(&self) -> SignedKind {
+        self.kind.unwrap_or(SignedKind::Block)
+    }
+
+    /// The content, old lines getting one per node (two nodes' old lines always differ).
+    fn content_key(&self) -> String {
+        self.content
+            .clone()
+            .unwrap_or_else(|| format!("v1-line-of:{}", self.node))
+    }
+
+    /// What two signatures must share to be comparable: kind, target height, shard.
+    pub fn slot(&self) -> Slot {
+        Slot {
+            kind: self.kind_or_block(),
+            height: self.height,
+            shard: self.shard,
+        }
+    }
+}
+
+/// A signing slot: one account may sign one message per slot; two different ones may conflict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Slot {
+    /// Kind of message.
+    pub kind: SignedKind,
+    /// Target height.
+    pub height: u64,
+    /// Shard (chunks).
+    pub shard: Option<u64>,
 }
 
 /// A ledger that could not be read. Names the file, and the line for bad lines.
@@ -123,11 +282,48 @@ pub fn read_all<P: AsRef<Path>>(paths: &[P]) -> Result<Vec<Entry>, LedgerError> 
     Ok(all)
 }
 
+/// Two or more different messages signed by one account for one slot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Conflict {
+    /// The slot.
+    pub slot: Slot,
+    /// The first signature of each distinct content, in signing order.
+    pub signatures: Vec<Entry>,
+    /// Every node that signed anything for the slot.
+    pub nodes: BTreeSet<String>,
+}
+
+/// One message signed identically by two or more nodes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Duplicate {
+    /// The slot.
+    pub slot: Slot,
+    /// The message's content hash.
+    pub content: String,
+    /// The nodes that signed it.
+    pub nodes: BTreeSet<String>,
+}
+
 /// The oracle's verdict on one validator account.
+///
+/// Heights here are target heights of every kind (block heights, approval targets, chunk
+/// heights). A validator approves every target, so for a validating account the heights form
+/// a run without holes while it signs; `gaps` are the targets it approved nothing for.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Report {
-    /// Heights signed by two or more distinct nodes, with the nodes. Must be empty.
+    /// Heights for which two or more distinct nodes signed anything (identical or not), with
+    /// the nodes: the strict bar, "two key holders at once". Must be empty.
     pub double_signed: BTreeMap<u64, BTreeSet<String>>,
+    /// Slots with conflicting signatures: two different blocks at one height, two different
+    /// chunks at one height and shard, or for one target an endorsement and any other
+    /// approval. The double signing that matters. Must be empty.
+    pub conflicting: Vec<Conflict>,
+    /// Messages signed identically by two or more nodes (harmless, but two key holders).
+    pub duplicates: Vec<Duplicate>,
+    /// Targets with two or more different *skips* and no endorsement: honest neard does this
+    /// after a late block (doomslug re-skips from the new tip; see [`crate::doomslug`]), so
+    /// it is not a conflict; listed for completeness.
+    pub reskipped: Vec<Conflict>,
     /// Inclusive height ranges inside `[first_height, last_height]` that nobody signed.
     pub gaps: Vec<(u64, u64)>,
     /// Per node, maximal runs of consecutive signed heights (inclusive), ascending.
@@ -141,9 +337,14 @@ pub struct Report {
 }
 
 impl Report {
-    /// True when no height was signed by two nodes.
+    /// True when no height was signed by two nodes (the strict bar).
     pub fn is_safe(&self) -> bool {
         self.double_signed.is_empty()
+    }
+
+    /// True when nothing conflicting was signed.
+    pub fn no_conflicts(&self) -> bool {
+        self.conflicting.is_empty()
     }
 
     /// The first entry signed at or after `time_ms` (by `node`, or by anyone): for takeover
@@ -154,13 +355,38 @@ impl Report {
             .find(|e| e.time_ms >= time_ms && node.is_none_or(|n| e.node == n))
     }
 
+    /// Like [`Report::first_signed_after`], for one kind of message.
+    pub fn first_of_kind_after(
+        &self,
+        kind: SignedKind,
+        node: Option<&str>,
+        time_ms: u64,
+    ) -> Option<&Entry> {
+        self.entries.iter().find(|e| {
+            e.kind_or_block() == kind && e.time_ms >= time_ms && node.is_none_or(|n| e.node == n)
+        })
+    }
+
     /// Number of heights in gaps.
     pub fn missed_heights(&self) -> u64 {
         self.gaps.iter().map(|(a, b)| b - a + 1).sum()
     }
 }
 
-/// Analyzes the entries of `account`: double signs, gaps and signing intervals.
+/// Whether differing contents in one slot conflict: always for blocks and chunks; for
+/// approvals only when an endorsement is among them (skips from different parents are what
+/// an honest doomslug re-signs).
+fn contents_conflict(kind: SignedKind, firsts: &[Entry]) -> bool {
+    match kind {
+        SignedKind::Block | SignedKind::Chunk => true,
+        SignedKind::Approval => firsts
+            .iter()
+            .any(|e| matches!(e.approval, Some(ApprovalInner::Endorsement(_)))),
+    }
+}
+
+/// Analyzes the entries of `account`: conflicts, duplicates, double signs, gaps and signing
+/// intervals.
 pub fn analyze(entries: &[Entry], account: &str) -> Report {
     let mut mine: Vec<Entry> = entries
         .iter()
@@ -171,12 +397,54 @@ pub fn analyze(entries: &[Entry], account: &str) -> Report {
 
     let mut by_height: BTreeMap<u64, BTreeSet<String>> = BTreeMap::new();
     let mut by_node: BTreeMap<String, BTreeSet<u64>> = BTreeMap::new();
+    // slot -> content -> (first entry, nodes)
+    let mut by_slot: BTreeMap<Slot, BTreeMap<String, (Entry, BTreeSet<String>)>> = BTreeMap::new();
     for e in &mine {
         by_height
             .entry(e.height)
             .or_default()
             .insert(e.node.clone());
         by_node.entry(e.node.clone()).or_default().insert(e.height);
+        by_slot
+            .entry(e.slot())
+            .or_default()
+            .entry(e.content_key())
+            .or_insert_with(|| (e.clone(), BTreeSet::new()))
+            .1
+            .insert(e.node.clone());
+    }
+
+    let mut conflicting = Vec::new();
+    let mut reskipped = Vec::new();
+    let mut duplicates = Vec::new();
+    for (slot, contents) in &by_slot {
+        for (content, (_, nodes)) in contents {
+            if nodes.len() >= 2 && !content.starts_with("v1-line-of:") {
+                duplicates.push(Duplicate {
+                    slot: *slot,
+                    content: content.clone(),
+                    nodes: nodes.clone(),
+                });
+            }
+        }
+        if contents.len() >= 2 {
+            let mut firsts: Vec<Entry> = contents.values().map(|(e, _)| e.clone()).collect();
+            firsts.sort_by_key(|e| e.time_ms);
+            let nodes = contents
+                .values()
+                .flat_map(|(_, n)| n.iter().cloned())
+                .collect();
+            let c = Conflict {
+                slot: *slot,
+                signatures: firsts,
+                nodes,
+            };
+            if contents_conflict(slot.kind, &c.signatures) {
+                conflicting.push(c);
+            } else {
+                reskipped.push(c);
+            }
+        }
     }
 
     let double_signed = by_height
@@ -195,6 +463,9 @@ pub fn analyze(entries: &[Entry], account: &str) -> Report {
 
     Report {
         double_signed,
+        conflicting,
+        duplicates,
+        reskipped,
         gaps,
         intervals,
         first_height: by_height.keys().next().copied(),
@@ -216,90 +487,4 @@ fn runs(heights: impl Iterator<Item = u64>) -> Vec<(u64, u64)> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn e(height: u64, node: &str, time_ms: u64) -> Entry {
-        Entry {
-            height,
-            node: node.into(),
-            account: "pool.near".into(),
-            public_key: "ed25519:x".into(),
-            time_ms,
-        }
-    }
-
-    #[test]
-    fn a_clean_handover_has_no_double_sign() {
-        let entries = vec![
-            e(10, "a", 1000),
-            e(11, "a", 1100),
-            e(12, "a", 1200),
-            e(15, "b", 1500),
-            e(16, "b", 1600),
-        ];
-        let r = analyze(&entries, "pool.near");
-        assert!(r.is_safe());
-        assert_eq!(r.gaps, vec![(13, 14)]);
-        assert_eq!(r.missed_heights(), 2);
-        assert_eq!(r.intervals["a"], vec![(10, 12)]);
-        assert_eq!(r.intervals["b"], vec![(15, 16)]);
-        assert_eq!((r.first_height, r.last_height), (Some(10), Some(16)));
-        assert_eq!(r.first_signed_after(None, 1250).map(|e| e.height), Some(15));
-        assert_eq!(r.first_signed_after(Some("a"), 1250), None);
-    }
-
-    #[test]
-    fn overlapping_signers_are_a_double_sign() {
-        let entries = vec![
-            e(10, "a", 1000),
-            e(11, "a", 1100),
-            e(11, "b", 1101),
-            e(12, "b", 1200),
-            e(12, "a", 1201),
-            e(13, "b", 1300),
-            e(20, "a", 2000),
-        ];
-        let r = analyze(&entries, "pool.near");
-        assert!(!r.is_safe());
-        let both: BTreeSet<String> = ["a".to_owned(), "b".to_owned()].into();
-        assert_eq!(
-            r.double_signed.keys().copied().collect::<Vec<_>>(),
-            [11, 12]
-        );
-        assert_eq!(r.double_signed[&11], both);
-        assert_eq!(r.gaps, vec![(14, 19)]);
-        assert_eq!(r.intervals["a"], vec![(10, 12), (20, 20)]);
-        assert_eq!(r.intervals["b"], vec![(11, 13)]);
-    }
-
-    #[test]
-    fn other_accounts_and_one_node_repeating_are_not_double_signs() {
-        let mut other = e(10, "b", 1000);
-        other.account = "other.near".into();
-        let entries = vec![e(10, "a", 1000), other, e(10, "a", 5000)];
-        let r = analyze(&entries, "pool.near");
-        assert!(r.is_safe());
-        assert!(r.gaps.is_empty());
-        assert_eq!(r.entries.len(), 2);
-        let empty = analyze(&[], "pool.near");
-        assert_eq!((empty.first_height, empty.last_height), (None, None));
-    }
-
-    #[test]
-    fn lines_round_trip_and_bad_lines_are_named() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("ledger.jsonl");
-        let mut w = Writer::open(&path).expect("open");
-        w.append(&e(1, "a", 1)).expect("append");
-        let mut w2 = Writer::open(&path).expect("open twice");
-        w2.append(&e(2, "b", 2)).expect("append");
-        let read_back = read(&path).expect("read");
-        assert_eq!(read_back, vec![e(1, "a", 1), e(2, "b", 2)]);
-        let all = read_all(&[&path, &path]).expect("read_all");
-        assert_eq!(all.len(), 4);
-        std::fs::write(&path, "{\"height\": 1}\n").expect("write");
-        let err = read(&path).expect_err("bad line").to_string();
-        assert!(err.contains("ledger.jsonl line 1"), "{err}");
-    }
-}
+mod tests;

@@ -2,197 +2,53 @@
 //!
 //! [`prepare`] does everything neard does before it starts serving and that can fail with a
 //! panic in neard (config, addresses, keys); the binary aborts on its error. [`run`] then
-//! plays the node's life: boot delay, RPC and network listeners, a sync period, signing each
-//! height into the ledger while it holds a key, SIGHUP reloads, and SIGTERM/SIGINT stops.
+//! plays the node's life: boot delay, RPC and network listeners, the link to the chain (a chain
+//! process's socket, or a private chain in-process), a sync period, the consensus client
+//! ([`crate::client`]) signing into the ledger while it holds a key, SIGHUP reloads, and
+//! SIGTERM/SIGINT stops.
 //!
-//! All mutable state sits in one [`Shared`] value behind `Arc`: the fault knobs in a `watch`
+//! All mutable state sits in one `Shared` value behind `Arc`: the fault knobs in a `watch`
 //! channel (tasks wait on "not frozen"), the rest in a mutex held only for short, non-async
 //! sections.
+//!
+//! # Layout
+//!
+//! This file holds the shared state and [`run`], which wires the tasks together and waits for
+//! the stop signal.
+//!
+//! - `start`: [`prepare`] and what it can fail with ([`StartError`]).
+//! - `tasks`: the node's tasks: the control file's poller, boot, the network listener, the
+//!   consensus loop, SIGHUP reloads.
 
-use std::convert::Infallible;
+mod start;
+mod tasks;
+
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use http_body_util::{BodyExt, Full};
-use hyper::body::{Bytes, Incoming};
-use hyper::{Method, Request, Response, StatusCode};
-use serde_json::{json, Value};
-use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::{mpsc, watch};
 
 use crate::chain;
-use crate::config::{Config, ConfigError, Genesis};
-use crate::control::{self, Control, StatusMode};
-use crate::keys::{self, Key, KeyError, Kind};
+use crate::client::Client;
+use crate::config::Config;
+use crate::control::Control;
+use crate::keys::{self, Key};
 use crate::ledger;
+use crate::network::Network;
 use crate::settings::Settings;
-use crate::status::{self, Snapshot};
+use crate::spec::ChainSpec;
+use crate::status::{BlockRef, StatusView};
+use crate::wire::Engine;
 
-/// Upper bound on the signing loop's period: a new height is signed within this of its start.
-const MAX_SIGN_TICK: Duration = Duration::from_millis(10);
+pub use start::{prepare, Prepared, RunArgs, StartError};
+use tasks::{boot, poll_control, reload_loop};
 
-/// Overrides `run` takes on the command line.
-#[derive(Debug, Clone, Default)]
-pub struct RunArgs {
-    /// The home directory.
-    pub home: PathBuf,
-    /// `--boot-nodes`.
-    pub boot_nodes: Option<String>,
-    /// `--rpc-addr`.
-    pub rpc_addr: Option<String>,
-    /// `--network-addr`.
-    pub network_addr: Option<String>,
-    /// `--ledger` (wins over `NEARD_SIM_LEDGER`).
-    pub ledger: Option<PathBuf>,
-}
-
-/// Why the node cannot start. neard panics (and, built with `panic = abort`, aborts) on all of
-/// these.
-#[derive(Debug, thiserror::Error)]
-pub enum StartError {
-    /// `config.json` missing or unparsable.
-    #[error("Error loading config: {0}")]
-    Config(#[from] ConfigError),
-    /// A command-line address does not parse.
-    #[error("Error loading config: {flag} {value:?} is not an ip:port address")]
-    BadAddr {
-        /// The flag.
-        flag: &'static str,
-        /// Its value.
-        value: String,
-    },
-    /// A listen address with port 0.
-    #[error("using an any port (i.e. 0) for the tcp::ListenerAddr is allowed only in tests ({what} = {addr})")]
-    AnyPort {
-        /// Which address (`rpc.addr`, `network.addr`).
-        what: &'static str,
-        /// The address.
-        addr: SocketAddr,
-    },
-    /// `network.boot_nodes` or `--boot-nodes` has an entry that is not `pk@host:port`.
-    #[error("Failed to parse PeerInfo {0:?} (expected ed25519:<key>@<host>:<port>)")]
-    BootNodes(String),
-    /// node_key.json missing or invalid.
-    #[error("Error loading config: node key: {0}")]
-    NodeKey(KeyError),
-    /// validator_key.json present but invalid.
-    #[error("Error loading config: Failed initializing validator signer: {0}")]
-    ValidatorKey(KeyError),
-    /// The ledger cannot be opened.
-    #[error("cannot open ledger {path}: {source}")]
-    Ledger {
-        /// The ledger file.
-        path: PathBuf,
-        /// The I/O error.
-        source: std::io::Error,
-    },
-}
-
-/// A node ready to run: config, keys and genesis read and checked.
-#[derive(Debug)]
-pub struct Prepared {
-    home: PathBuf,
-    settings: Settings,
-    config: Config,
-    node_key: Key,
-    validator_key: Option<Key>,
-    genesis: Option<Genesis>,
-    ledger: Option<ledger::Writer>,
-}
-
-impl Prepared {
-    /// The effective `rpc.addr` (after `--rpc-addr`).
-    pub fn rpc_addr(&self) -> Option<SocketAddr> {
-        self.config.rpc_addr
-    }
-}
-
-fn parse_addr(flag: &'static str, value: &str) -> Result<SocketAddr, StartError> {
-    value.parse().map_err(|_| StartError::BadAddr {
-        flag,
-        value: value.to_owned(),
-    })
-}
-
-fn check_boot_nodes(s: &str) -> Result<(), StartError> {
-    for entry in s.split(',').map(str::trim).filter(|e| !e.is_empty()) {
-        let ok = entry.split_once('@').is_some_and(|(pk, addr)| {
-            pk.starts_with("ed25519:")
-                && addr
-                    .rsplit_once(':')
-                    .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok())
-        });
-        if !ok {
-            return Err(StartError::BootNodes(entry.to_owned()));
-        }
-    }
-    Ok(())
-}
-
-/// Reads and checks everything `run` needs, applying the command-line overrides.
-pub fn prepare(args: RunArgs, mut settings: Settings) -> Result<Prepared, StartError> {
-    let home = args.home;
-    let mut config = Config::load(&home)?;
-    for field in &config.unknown_fields {
-        log(
-            "WARN",
-            "neard",
-            &format!("config.json: encountered unrecognised field: {field}"),
-        );
-    }
-    if let Some(a) = &args.rpc_addr {
-        config.rpc_addr = Some(parse_addr("--rpc-addr", a)?);
-    }
-    if let Some(a) = &args.network_addr {
-        config.network_addr = parse_addr("--network-addr", a)?;
-    }
-    if let Some(b) = args.boot_nodes {
-        config.boot_nodes = b;
-    }
-    check_boot_nodes(&config.boot_nodes)?;
-    if let Some(addr) = config.rpc_addr.filter(|a| a.port() == 0) {
-        return Err(StartError::AnyPort {
-            what: "rpc.addr",
-            addr,
-        });
-    }
-    if config.network_addr.port() == 0 {
-        return Err(StartError::AnyPort {
-            what: "network.addr",
-            addr: config.network_addr,
-        });
-    }
-    let node_key =
-        keys::read(&home.join(&config.node_key_file), Kind::Node).map_err(StartError::NodeKey)?;
-    let validator_key =
-        keys::read_optional(&home.join(&config.validator_key_file), Kind::Validator)
-            .map_err(StartError::ValidatorKey)?;
-    let genesis = Genesis::load(&home.join(&config.genesis_file));
-    if let Some(p) = args.ledger {
-        settings.ledger = Some(p);
-    }
-    let ledger = match &settings.ledger {
-        Some(path) => Some(
-            ledger::Writer::open(path).map_err(|source| StartError::Ledger {
-                path: path.clone(),
-                source,
-            })?,
-        ),
-        None => None,
-    };
-    Ok(Prepared {
-        home,
-        settings,
-        config,
-        node_key,
-        validator_key,
-        genesis,
-        ledger,
-    })
-}
+/// Where the node keeps doomslug's largest target height (neard keeps it in its database,
+/// `save_largest_target_height`), relative to the home.
+pub const LARGEST_TARGET_FILE: &str = "data/neard-sim-largest-target-height";
 
 /// Prints a neard-style log line to stderr (`<time> <LEVEL> <target>: <message>`).
 pub fn log(level: &str, target: &str, msg: &str) {
@@ -210,50 +66,64 @@ pub fn abort(msg: &str) -> ! {
     std::process::abort()
 }
 
+/// The largest target height in the home's store (0 when absent or unreadable).
+pub fn read_largest_target(home: &Path) -> u64 {
+    std::fs::read_to_string(home.join(LARGEST_TARGET_FILE))
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Stores the largest target height (temp file and rename; like neard's store it is written
+/// before the approvals go out, not fsynced).
+fn write_largest_target(home: &Path, value: u64) -> std::io::Result<()> {
+    let path = home.join(LARGEST_TARGET_FILE);
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = keys::tmp_path(&path);
+    std::fs::write(&tmp, value.to_string())?;
+    std::fs::rename(&tmp, &path)
+}
+
 /// Mutable node state (short critical sections only; never held across an await).
-struct State {
-    config: Config,
-    key: Option<Key>,
+pub(crate) struct State {
+    pub(crate) config: Config,
+    pub(crate) key: Option<Key>,
     /// Bumped by every reload, so a delayed key drop knows whether it is still current.
     key_generation: u64,
     booted_ms: Option<u64>,
-    earliest_height: u64,
-    stopping: bool,
-    /// Head height pinned while the chain is stalled or the process frozen.
-    stalled_at: Option<u64>,
-    last_signed: Option<u64>,
-    blocks_produced: u64,
-    reloads_total: u64,
-    reload_timestamp_ms: u64,
-    config_correct: bool,
+    pub(crate) stopping: bool,
+    pub(crate) client: Client,
+    pub(crate) reloads_total: u64,
+    pub(crate) reload_timestamp_ms: u64,
+    pub(crate) config_correct: bool,
     ledger: Option<ledger::Writer>,
 }
 
 /// What every task of the node shares.
-struct Shared {
+pub(crate) struct Shared {
     home: PathBuf,
-    settings: Settings,
+    pub(crate) settings: Settings,
     chain_id: String,
     genesis_hash: String,
     genesis_validators: Vec<String>,
     node_public_key: String,
     rpc_addr: Option<SocketAddr>,
     network_addr: SocketAddr,
-    started_ms: u64,
-    control: watch::Sender<Control>,
-    rpc_down: watch::Sender<bool>,
+    pub(crate) started_ms: u64,
+    pub(crate) control: watch::Sender<Control>,
+    pub(crate) rpc_down: watch::Sender<bool>,
     state: Mutex<State>,
+    /// The private chain, when there is no chain process.
+    embedded: Option<Engine>,
 }
 
 impl Shared {
-    fn state(&self) -> MutexGuard<'_, State> {
+    pub(crate) fn state(&self) -> MutexGuard<'_, State> {
         // A panic while holding the lock aborts the process (panic = abort semantics are what
         // neard has), so a poisoned lock can only be seen in debug builds: keep going.
         self.state.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn block_time_ms(&self) -> u64 {
-        u64::try_from(self.settings.block_time.as_millis()).unwrap_or(u64::MAX)
     }
 
     fn syncing(&self, st: &State, now_ms: u64) -> bool {
@@ -261,21 +131,56 @@ impl Shared {
         let booting = st
             .booted_ms
             .is_none_or(|b| now_ms < b.saturating_add(sync_ms));
-        booting || self.control.borrow().force_syncing
+        // No word from the chain yet: neard's AwaitingPeers, which counts as syncing.
+        booting || self.control.borrow().force_syncing || !st.client.has_view()
     }
 
-    fn snapshot(&self, now_ms: u64) -> (Snapshot, Duration) {
-        let st = self.state();
-        let head = st
-            .stalled_at
-            .unwrap_or_else(|| chain::height_at(now_ms, self.block_time_ms()));
-        let mut validators = self.genesis_validators.clone();
-        if let Some(k) = &st.key {
-            if !validators.contains(&k.account_id) {
-                validators.push(k.account_id.clone());
-            }
+    /// Whether the node may sign now: a key, synced, not stopping, not frozen or stalled.
+    fn signing_key(&self, st: &State, now_ms: u64) -> Option<Key> {
+        let c = self.control.borrow();
+        let blocked = c.freeze || c.stall || c.force_syncing;
+        drop(c);
+        if blocked || st.stopping || self.syncing(st, now_ms) {
+            return None;
         }
-        let snap = Snapshot {
+        st.key.clone()
+    }
+
+    /// What /status shows now, and the health check's `max_block_production_delay`.
+    pub(crate) fn view(&self, now_ms: u64) -> (StatusView, Duration) {
+        let st = self.state();
+        let genesis = BlockRef {
+            height: 0,
+            hash: self.genesis_hash.clone(),
+            time_ms: self.started_ms,
+        };
+        let r = |b: &crate::blocks::Block| BlockRef {
+            height: b.height,
+            hash: b.hash.clone(),
+            time_ms: b.time_ms,
+        };
+        let head = st.client.tip().map_or(genesis.clone(), r);
+        let earliest = st.client.earliest().map_or(genesis, r);
+        let (validators, epoch_start) = match st.client.epochs() {
+            Some(e) => (
+                e.spec()
+                    .validators
+                    .iter()
+                    .map(|v| v.account_id.clone())
+                    .collect(),
+                e.epoch_start(e.epoch_of(head.height)),
+            ),
+            None => {
+                let mut v = self.genesis_validators.clone();
+                if let Some(k) = &st.key {
+                    if !v.contains(&k.account_id) {
+                        v.push(k.account_id.clone());
+                    }
+                }
+                (v, 0)
+            }
+        };
+        let view = StatusView {
             chain_id: self.chain_id.clone(),
             genesis_hash: self.genesis_hash.clone(),
             rpc_addr: self.rpc_addr.map(|a| a.to_string()),
@@ -285,17 +190,18 @@ impl Shared {
                 .as_ref()
                 .map(|k| (k.account_id.clone(), k.public_key.clone())),
             node_public_key: self.node_public_key.clone(),
-            head_height: head,
-            block_time_ms: self.block_time_ms(),
-            earliest_height: st.earliest_height.min(head),
+            epoch_id: chain::hash("epoch", epoch_start),
+            epoch_start_height: epoch_start,
+            head,
+            earliest,
             syncing: self.syncing(&st, now_ms),
             uptime_sec: i64::try_from(now_ms.saturating_sub(self.started_ms) / 1000)
                 .unwrap_or(i64::MAX),
         };
-        (snap, st.config.max_block_production_delay)
+        (view, st.config.max_block_production_delay)
     }
 
-    async fn wait_unfrozen(&self) {
+    pub(crate) async fn wait_unfrozen(&self) {
         let mut rx = self.control.subscribe();
         let _ = rx.wait_for(|c| !c.freeze).await;
     }
@@ -331,6 +237,46 @@ pub async fn run(p: Prepared) {
             &format!("Validator key {} ({})", k.account_id, k.public_key),
         );
     }
+    let embedded = match &p.settings.chain {
+        Some(path) => {
+            log(
+                "INFO",
+                "neard_sim",
+                &format!("chain process at {}", path.display()),
+            );
+            None
+        }
+        None => {
+            let spec = ChainSpec::from_home(
+                p.genesis.as_ref(),
+                p.config.timers,
+                p.validator_key.as_ref().map(|k| k.account_id.as_str()),
+            );
+            log(
+                "INFO",
+                "neard_sim",
+                &format!(
+                    "private chain: validators {:?}",
+                    spec.validators
+                        .iter()
+                        .map(|v| format!("{}{}", v.account_id, if v.ours { " (ours)" } else { "" }))
+                        .collect::<Vec<_>>()
+                ),
+            );
+            let step = spec
+                .consensus
+                .doomslug_step_period
+                .min(spec.consensus.block_production_tracking_delay);
+            let (events, mut rx) = mpsc::unbounded_channel();
+            tokio::spawn(async move { while rx.recv().await.is_some() {} });
+            Some(Engine::spawn(
+                Network::new(spec, Instant::now(), now),
+                step,
+                events,
+            ))
+        }
+    };
+    let client = Client::new(&p.settings.node_id, p.config.timers, p.stored_target);
     let shared = Arc::new(Shared {
         home: p.home.clone(),
         chain_id,
@@ -347,22 +293,19 @@ pub async fn run(p: Prepared) {
             key: p.validator_key,
             key_generation: 0,
             booted_ms: None,
-            earliest_height: 0,
             stopping: false,
-            stalled_at: None,
-            last_signed: None,
-            blocks_produced: 0,
+            client,
             reloads_total: 1,
             reload_timestamp_ms: now,
             config_correct: true,
             ledger: p.ledger,
         }),
         settings: p.settings,
+        embedded,
     });
 
     tokio::spawn(poll_control(shared.clone()));
     tokio::spawn(boot(shared.clone()));
-    tokio::spawn(sign_loop(shared.clone()));
     let (reload_tx, reload_rx) = mpsc::unbounded_channel();
     tokio::spawn(reload_loop(shared.clone(), reload_rx));
 
@@ -401,437 +344,4 @@ pub async fn run(p: Prepared) {
 
 fn must<T>(r: std::io::Result<T>, what: &str) -> T {
     r.unwrap_or_else(|e| abort(&format!("cannot install {what}: {e}")))
-}
-
-/// Identity and version of a file: (device, inode, mtime s, mtime ns, size). A rename gives a
-/// new inode, so an atomic replacement is seen even within one mtime tick.
-type FileStamp = (u64, u64, i64, i64, u64);
-
-/// Watches the control file and applies changes (abort at once).
-async fn poll_control(shared: Arc<Shared>) {
-    use std::os::unix::fs::MetadataExt;
-    let path = shared.settings.control.clone();
-    let mut seen: Option<Option<FileStamp>> = None;
-    let mut tick = tokio::time::interval(control::POLL_INTERVAL);
-    loop {
-        tick.tick().await;
-        let meta = std::fs::metadata(&path)
-            .ok()
-            .map(|m| (m.dev(), m.ino(), m.mtime(), m.mtime_nsec(), m.size()));
-        if seen.as_ref() == Some(&meta) {
-            continue;
-        }
-        seen = Some(meta);
-        let c = match Control::read(&path) {
-            Ok(c) => c,
-            Err(e) => {
-                log("WARN", "neard_sim", &format!("ignoring {e}"));
-                continue;
-            }
-        };
-        if c.abort {
-            abort("abort requested by the control file");
-        }
-        {
-            let mut st = shared.state();
-            if c.freeze || c.stall {
-                if st.stalled_at.is_none() {
-                    st.stalled_at = Some(chain::height_at(chain::now_ms(), shared.block_time_ms()));
-                }
-            } else {
-                st.stalled_at = None;
-            }
-        }
-        if *shared.control.borrow() != c {
-            log("INFO", "neard_sim", &format!("control knobs now {c:?}"));
-            shared.control.send_replace(c);
-        }
-    }
-}
-
-/// After the boot delay, binds the RPC and network listeners and starts serving.
-async fn boot(shared: Arc<Shared>) {
-    tokio::time::sleep(shared.settings.boot_delay).await;
-    if shared.state().stopping {
-        return;
-    }
-    let network = bind(shared.network_addr, "network.addr").await;
-    let rpc = match shared.rpc_addr {
-        Some(a) => Some(bind(a, "rpc.addr").await),
-        None => None,
-    };
-    {
-        let now = chain::now_ms();
-        let mut st = shared.state();
-        st.booted_ms = Some(now);
-        st.earliest_height = chain::height_at(now, shared.block_time_ms());
-    }
-    tokio::spawn(serve_network(shared.clone(), network));
-    if let Some(listener) = rpc {
-        log(
-            "INFO",
-            "network",
-            &format!(
-                "Starting http server at {}",
-                shared.rpc_addr.map_or(String::new(), |a| a.to_string())
-            ),
-        );
-        tokio::spawn(serve_rpc(shared.clone(), listener));
-    }
-}
-
-async fn bind(addr: SocketAddr, what: &str) -> TcpListener {
-    match TcpListener::bind(addr).await {
-        Ok(l) => l,
-        Err(e) => abort(&format!("failed to bind {what} {addr}: {e}")),
-    }
-}
-
-/// Accepts peer connections and drops them (enough for port checks); stops accepting while
-/// frozen, and for good once RPC goes down at shutdown.
-async fn serve_network(shared: Arc<Shared>, listener: TcpListener) {
-    let mut down = shared.rpc_down.subscribe();
-    loop {
-        shared.wait_unfrozen().await;
-        tokio::select! {
-            r = listener.accept() => drop(r),
-            _ = down.wait_for(|d| *d) => return,
-        }
-    }
-}
-
-async fn serve_rpc(shared: Arc<Shared>, listener: TcpListener) {
-    let mut down = shared.rpc_down.subscribe();
-    loop {
-        let stream = tokio::select! {
-            r = listener.accept() => match r {
-                Ok((s, _)) => s,
-                Err(e) => {
-                    log("WARN", "network", &format!("accept on rpc.addr failed: {e}"));
-                    continue;
-                }
-            },
-            _ = down.wait_for(|d| *d) => return,
-        };
-        let shared = shared.clone();
-        let mut down = shared.rpc_down.subscribe();
-        tokio::spawn(async move {
-            let svc = hyper::service::service_fn(move |req| handle(shared.clone(), req));
-            let conn = hyper::server::conn::http1::Builder::new()
-                .serve_connection(hyper_util::rt::TokioIo::new(stream), svc);
-            tokio::select! {
-                _ = conn => {}
-                _ = down.wait_for(|d| *d) => {}
-            }
-        });
-    }
-}
-
-type Resp = Response<Full<Bytes>>;
-
-fn respond(code: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Resp {
-    let mut r = Response::new(Full::new(body.into()));
-    *r.status_mut() = code;
-    if let Ok(v) = content_type.parse() {
-        r.headers_mut().insert(hyper::header::CONTENT_TYPE, v);
-    }
-    r
-}
-
-fn json_resp(v: &Value) -> Resp {
-    respond(StatusCode::OK, "application/json", v.to_string())
-}
-
-fn empty(code: StatusCode) -> Resp {
-    respond(code, "text/plain", Bytes::new())
-}
-
-async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Resp, Infallible> {
-    shared.wait_unfrozen().await;
-    let get = matches!(*req.method(), Method::GET | Method::HEAD);
-    let resp = match (req.uri().path(), get, req.method() == Method::POST) {
-        ("/status", true, _) => match status_mode(&shared) {
-            StatusMode::Ok => json_resp(&status::response(&shared.snapshot(chain::now_ms()).0)),
-            StatusMode::Error503 => empty(StatusCode::SERVICE_UNAVAILABLE),
-            StatusMode::Hang => std::future::pending().await,
-        },
-        ("/health", true, _) => {
-            let (snap, max) = shared.snapshot(chain::now_ms());
-            match status::health(&snap, chain::now_ms(), max) {
-                Ok(()) => json_resp(&Value::Null),
-                Err(_) => empty(StatusCode::SERVICE_UNAVAILABLE),
-            }
-        }
-        ("/metrics", true, _) => respond(
-            StatusCode::OK,
-            "text/plain; version=0.0.4",
-            metrics(&shared),
-        ),
-        ("/", _, true) => {
-            let body = req.into_body().collect().await.map(|b| b.to_bytes());
-            json_resp(&jsonrpc(&shared, body.ok().as_deref().unwrap_or_default()).await)
-        }
-        _ => empty(StatusCode::NOT_FOUND),
-    };
-    Ok(resp)
-}
-
-fn status_mode(shared: &Shared) -> StatusMode {
-    shared.control.borrow().status
-}
-
-/// Answers a JSON-RPC request (`status`, `health`).
-async fn jsonrpc(shared: &Shared, body: &[u8]) -> Value {
-    let req: Value = match serde_json::from_slice(body) {
-        Ok(v) => v,
-        Err(e) => {
-            return json!({"jsonrpc": "2.0", "id": null, "error": {"code": -32700,
-                "message": "Parse error", "data": e.to_string(),
-                "name": "REQUEST_VALIDATION_ERROR", "cause": {"name": "PARSE_ERROR", "info": {}}}})
-        }
-    };
-    let id = req.get("id").cloned().unwrap_or(Value::Null);
-    let method = req
-        .get("method")
-        .and_then(Value::as_str)
-        .unwrap_or_default();
-    let result = match method {
-        "status" => match status_mode(shared) {
-            StatusMode::Ok => Ok(status::response(&shared.snapshot(chain::now_ms()).0)),
-            StatusMode::Hang => std::future::pending().await,
-            StatusMode::Error503 => Err(json!({"name": "HANDLER_ERROR",
-                "cause": {"name": "INTERNAL_ERROR", "info": {"error_message": "simulated failure"}},
-                "code": -32000, "message": "Server error", "data": "simulated failure"})),
-        },
-        "health" => {
-            let (snap, max) = shared.snapshot(chain::now_ms());
-            status::health(&snap, chain::now_ms(), max)
-                .map(|()| Value::Null)
-                .map_err(|u| u.rpc_error())
-        }
-        other => Err(json!({"name": "REQUEST_VALIDATION_ERROR",
-            "cause": {"name": "METHOD_NOT_FOUND", "info": {"method_name": other}},
-            "code": -32601, "message": "Method not found", "data": other})),
-    };
-    match result {
-        Ok(r) => json!({"jsonrpc": "2.0", "result": r, "id": id}),
-        Err(e) => json!({"jsonrpc": "2.0", "error": e, "id": id}),
-    }
-}
-
-/// Prometheus text exposition of the `near_*` metrics kuutamod and operators look at.
-fn metrics(shared: &Shared) -> String {
-    let now = chain::now_ms();
-    let (snap, _) = shared.snapshot(now);
-    let st = shared.state();
-    let validating = u8::from(st.key.is_some());
-    let lines: [(&str, &str, &str, String); 11] = [
-        (
-            "near_block_height_head",
-            "gauge",
-            "Height of the current head of the blockchain",
-            snap.head_height.to_string(),
-        ),
-        (
-            "near_sync_status",
-            "gauge",
-            "Node sync status (0 = NoSync, 4 = HeaderSync)",
-            if snap.syncing { "4" } else { "0" }.to_owned(),
-        ),
-        (
-            "near_is_validator",
-            "gauge",
-            "Bool to denote if it is validating in the current epoch",
-            validating.to_string(),
-        ),
-        (
-            "near_is_block_producer",
-            "gauge",
-            "Bool to denote if the node is a block producer in the current epoch",
-            validating.to_string(),
-        ),
-        (
-            "near_block_produced_total",
-            "counter",
-            "Total number of blocks produced since starting this node",
-            st.blocks_produced.to_string(),
-        ),
-        (
-            "near_chunk_produced_total",
-            "counter",
-            "Total number of chunks produced since starting this node",
-            st.blocks_produced.to_string(),
-        ),
-        (
-            "near_config_reloads_total",
-            "counter",
-            "Number of times the dynamic configs were reloaded (1 at startup)",
-            st.reloads_total.to_string(),
-        ),
-        (
-            "near_config_reload_timestamp_seconds",
-            "gauge",
-            "Timestamp of the last successful reload of dynamic configs",
-            format!("{:.3}", st.reload_timestamp_ms as f64 / 1000.0),
-        ),
-        (
-            "near_config_correct",
-            "gauge",
-            "Are the current dynamically loadable configs correct",
-            u8::from(st.config_correct).to_string(),
-        ),
-        (
-            "near_boot_time_seconds",
-            "gauge",
-            "Unix timestamp of the node's start",
-            (shared.started_ms / 1000).to_string(),
-        ),
-        (
-            "near_node_protocol_version",
-            "gauge",
-            "Max protocol version supported by the node",
-            chain::PROTOCOL_VERSION.to_string(),
-        ),
-    ];
-    let mut out = String::new();
-    for (name, kind, help, value) in lines {
-        out.push_str(&format!(
-            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"
-        ));
-    }
-    out.push_str(&format!(
-        "# HELP near_build_info Metric whose labels indicate node's version\n# TYPE near_build_info gauge\nnear_build_info{{release=\"{}\",build=\"neard-sim-{}\",rustc_version=\"1.80.0\"}} 1\n",
-        status::NEARD_VERSION,
-        env!("CARGO_PKG_VERSION")
-    ));
-    out
-}
-
-/// Signs the current height into the ledger whenever it is new and the node may sign.
-async fn sign_loop(shared: Arc<Shared>) {
-    let period = (shared.settings.block_time / 4).clamp(Duration::from_millis(1), MAX_SIGN_TICK);
-    let mut tick = tokio::time::interval(period);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    loop {
-        tick.tick().await;
-        let now = chain::now_ms();
-        let height = chain::height_at(now, shared.block_time_ms());
-        let blocked = {
-            let c = shared.control.borrow();
-            c.freeze || c.stall || c.force_syncing
-        };
-        let mut st = shared.state();
-        if blocked || st.stopping || shared.syncing(&st, now) {
-            continue;
-        }
-        let Some(key) = st.key.clone() else { continue };
-        if st.last_signed.is_some_and(|l| height <= l) {
-            continue;
-        }
-        st.last_signed = Some(height);
-        st.blocks_produced += 1;
-        let entry = ledger::Entry {
-            height,
-            node: shared.settings.node_id.clone(),
-            account: key.account_id,
-            public_key: key.public_key,
-            time_ms: now,
-        };
-        if let Some(w) = st.ledger.as_mut() {
-            if let Err(e) = w.append(&entry) {
-                log(
-                    "ERROR",
-                    "neard_sim",
-                    &format!("ledger {}: {e}", w.path().display()),
-                );
-            }
-        }
-    }
-}
-
-/// Applies SIGHUPs one after the other, each after the reload delay, like neard >= 2.3.
-async fn reload_loop(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<()>) {
-    while rx.recv().await.is_some() {
-        tokio::time::sleep(shared.settings.reload_delay).await;
-        if shared.state().stopping {
-            continue;
-        }
-        reload(&shared);
-    }
-}
-
-fn reload(shared: &Arc<Shared>) {
-    let not_valid = |e: &dyn std::fmt::Display| {
-        log(
-            "WARN",
-            "neard",
-            &format!("Dynamically updatable configs are not valid. Please fix this ASAP otherwise the node will be unable to restart: {e}"),
-        );
-        shared.state().config_correct = false;
-    };
-    let config = match Config::load(&shared.home) {
-        Ok(c) => c,
-        Err(e) => return not_valid(&e),
-    };
-    let path = shared.home.join(&config.validator_key_file);
-    let key = match keys::read_optional(&path, Kind::Validator) {
-        Ok(k) => k,
-        Err(e) => return not_valid(&e),
-    };
-    match &key {
-        Some(_) => log(
-            "INFO",
-            "neard",
-            &format!("Hot loading validator key {}.", path.display()),
-        ),
-        None => log(
-            "INFO",
-            "neard",
-            &format!("No validator key {}.", path.display()),
-        ),
-    }
-    let generation = {
-        let mut st = shared.state();
-        st.config_correct = true;
-        st.reloads_total += 1;
-        st.reload_timestamp_ms = chain::now_ms();
-        st.key_generation += 1;
-        st.key_generation
-    };
-    let drop_delay = shared.settings.key_drop_delay;
-    if key.is_none() && !drop_delay.is_zero() {
-        let shared = shared.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(drop_delay).await;
-            set_key(&shared, None, generation);
-        });
-    } else {
-        set_key(shared, key, generation);
-    }
-}
-
-/// Installs `key` unless a later reload has happened since (its generation moved on).
-fn set_key(shared: &Shared, key: Option<Key>, generation: u64) {
-    let mut st = shared.state();
-    if st.key_generation != generation {
-        return;
-    }
-    if st.key != key {
-        let show = |k: &Option<Key>| {
-            k.as_ref().map_or("None".to_owned(), |k| {
-                format!("{}:{}", k.account_id, k.public_key)
-            })
-        };
-        log(
-            "INFO",
-            "config",
-            &format!(
-                "Updated config field 'validator_signer' from {} to {}",
-                show(&st.key),
-                show(&key)
-            ),
-        );
-        log("INFO", "client", "Updated validator key");
-        st.key = key;
-    }
 }

@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-/// Default block time: fast, so tests see many heights in a short run.
+/// Default of the ignored `NEARD_SIM_BLOCK_TIME_MS` (kept so old environments still parse).
 pub const DEFAULT_BLOCK_TIME: Duration = Duration::from_millis(100);
 /// Default delay before RPC and the network listener come up (real neard: seconds on a
 /// localnet).
@@ -24,8 +24,12 @@ pub const DEFAULT_KEY_DROP_DELAY: Duration = Duration::ZERO;
 /// The simulator's tuning.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Settings {
-    /// `NEARD_SIM_BLOCK_TIME_MS`: time between heights.
+    /// `NEARD_SIM_BLOCK_TIME_MS`: the old clock-driven block time. Accepted and ignored: heights
+    /// now come from the chain (doomslug timers in config.json `consensus`).
     pub block_time: Duration,
+    /// `NEARD_SIM_CHAIN` (or `run --chain`): the chain process's Unix socket. Unset: the node
+    /// embeds a private chain built from its home's genesis.
+    pub chain: Option<PathBuf>,
     /// `NEARD_SIM_BOOT_DELAY_MS`: RPC is refused until this has passed.
     pub boot_delay: Duration,
     /// `NEARD_SIM_SYNC_DELAY_MS`: `syncing: true` for this long after boot.
@@ -83,6 +87,9 @@ impl Settings {
         });
         Ok(Settings {
             block_time,
+            chain: lookup("NEARD_SIM_CHAIN")
+                .filter(|s| !s.is_empty())
+                .map(PathBuf::from),
             boot_delay: ms("NEARD_SIM_BOOT_DELAY_MS", DEFAULT_BOOT_DELAY)?,
             sync_delay: ms("NEARD_SIM_SYNC_DELAY_MS", DEFAULT_SYNC_DELAY)?,
             stop_delay: ms("NEARD_SIM_STOP_DELAY_MS", DEFAULT_STOP_DELAY)?,

@@ -1,4 +1,5 @@
-//! The `StatusResponse` body and the health verdict, as pure functions of a snapshot.
+//! The `StatusResponse` body and the health verdict, as pure functions of a node's view
+//! ([`StatusView`]; [`Snapshot`] is the older clock-driven description, still accepted).
 //!
 //! Shape and types follow `neard-interface.md` §1.2 exactly: every field present,
 //! `validator_account_id`/`validator_public_key`/`node_key` `null` without a key, `node_key`
@@ -51,13 +52,87 @@ impl Snapshot {
     }
 }
 
-/// The bare `StatusResponse` object (GET /status body; JSON-RPC `status` result).
+/// A block as `/status` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlockRef {
+    /// Height.
+    pub height: u64,
+    /// Hash (base58).
+    pub hash: String,
+    /// Header timestamp, unix ms.
+    pub time_ms: u64,
+}
+
+/// Everything `/status` reports, at one instant, from a node's view of its chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatusView {
+    /// Genesis chain id.
+    pub chain_id: String,
+    /// Genesis "hash".
+    pub genesis_hash: String,
+    /// `rpc.addr` as configured, `None` when RPC is disabled.
+    pub rpc_addr: Option<String>,
+    /// Current block producers (account ids).
+    pub validators: Vec<String>,
+    /// `(account_id, public_key)` of the loaded validator key.
+    pub validator: Option<(String, String)>,
+    /// Public key of node_key.json.
+    pub node_public_key: String,
+    /// The node's head.
+    pub head: BlockRef,
+    /// The oldest block the node has.
+    pub earliest: BlockRef,
+    /// Epoch id (base58).
+    pub epoch_id: String,
+    /// First height of the head's epoch.
+    pub epoch_start_height: u64,
+    /// Whether the node reports itself syncing.
+    pub syncing: bool,
+    /// Seconds since the process started.
+    pub uptime_sec: i64,
+}
+
+impl StatusView {
+    /// The view a clock-driven [`Snapshot`] describes (heights from the shared clock).
+    pub fn from_snapshot(s: &Snapshot) -> StatusView {
+        let epoch_start = chain::epoch_start(s.head_height);
+        StatusView {
+            chain_id: s.chain_id.clone(),
+            genesis_hash: s.genesis_hash.clone(),
+            rpc_addr: s.rpc_addr.clone(),
+            validators: s.validators.clone(),
+            validator: s.validator.clone(),
+            node_public_key: s.node_public_key.clone(),
+            head: BlockRef {
+                height: s.head_height,
+                hash: chain::hash("block", s.head_height),
+                time_ms: s.head_time_ms(),
+            },
+            earliest: BlockRef {
+                height: s.earliest_height,
+                hash: chain::hash("block", s.earliest_height),
+                time_ms: chain::height_time_ms(s.earliest_height, s.block_time_ms),
+            },
+            epoch_id: chain::hash("epoch", epoch_start),
+            epoch_start_height: epoch_start,
+            syncing: s.syncing,
+            uptime_sec: s.uptime_sec,
+        }
+    }
+}
+
+/// The bare `StatusResponse` object (GET /status body; JSON-RPC `status` result) of a
+/// clock-driven snapshot.
 pub fn response(s: &Snapshot) -> Value {
+    render(&StatusView::from_snapshot(s))
+}
+
+/// The bare `StatusResponse` object of a node's view.
+pub fn render(s: &StatusView) -> Value {
     let (account, public_key) = match &s.validator {
         Some((a, p)) => (json!(a), json!(p)),
         None => (Value::Null, Value::Null),
     };
-    let epoch_start = chain::epoch_start(s.head_height);
     let mut v = json!({
         "version": {
             "version": NEARD_VERSION,
@@ -73,16 +148,16 @@ pub fn response(s: &Snapshot) -> Value {
             .map(|a| json!({"account_id": a, "is_slashed": false}))
             .collect::<Vec<_>>(),
         "sync_info": {
-            "latest_block_hash": chain::hash("block", s.head_height),
-            "latest_block_height": s.head_height,
-            "latest_state_root": chain::hash("state", s.head_height),
-            "latest_block_time": chain::rfc3339(s.head_time_ms()),
+            "latest_block_hash": s.head.hash,
+            "latest_block_height": s.head.height,
+            "latest_state_root": chain::hash(&format!("state:{}", s.head.hash), s.head.height),
+            "latest_block_time": chain::rfc3339(s.head.time_ms),
             "syncing": s.syncing,
-            "earliest_block_hash": chain::hash("block", s.earliest_height),
-            "earliest_block_height": s.earliest_height,
-            "earliest_block_time": chain::rfc3339(chain::height_time_ms(s.earliest_height, s.block_time_ms)),
-            "epoch_id": chain::hash("epoch", epoch_start),
-            "epoch_start_height": epoch_start
+            "earliest_block_hash": s.earliest.hash,
+            "earliest_block_height": s.earliest.height,
+            "earliest_block_time": chain::rfc3339(s.earliest.time_ms),
+            "epoch_id": s.epoch_id,
+            "epoch_start_height": s.epoch_start_height
         },
         "validator_account_id": account,
         "validator_public_key": public_key,
@@ -137,10 +212,23 @@ pub fn health(
     now_ms: u64,
     max_block_production_delay: Duration,
 ) -> Result<(), Unhealthy> {
+    health_of(
+        &StatusView::from_snapshot(s),
+        now_ms,
+        max_block_production_delay,
+    )
+}
+
+/// [`health`] of a node's view: the head's header timestamp against the local clock.
+pub fn health_of(
+    s: &StatusView,
+    now_ms: u64,
+    max_block_production_delay: Duration,
+) -> Result<(), Unhealthy> {
     if s.syncing {
         return Err(Unhealthy::NodeIsSyncing);
     }
-    let elapsed = Duration::from_millis(now_ms.saturating_sub(s.head_time_ms()));
+    let elapsed = Duration::from_millis(now_ms.saturating_sub(s.head.time_ms));
     if elapsed > max_block_production_delay * STATUS_WAIT_TIME_MULTIPLIER {
         return Err(Unhealthy::NoNewBlocks { elapsed });
     }

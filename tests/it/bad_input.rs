@@ -64,14 +64,39 @@ impl Setup {
     }
 }
 
+/// How long a bad setting may take to stop kuutamod. Settings are checked before kuutamod
+/// contacts Consul or starts neard, so this is process start-up; a kuutamod that got past the
+/// checks would run on (it retries Consul), and is killed and failed at this bound.
+const FAILS_AT_START: Duration = Duration::from_secs(10);
+
 /// Runs kuutamod and expects it to fail at once with a message containing every `needle`.
 fn fails_with(mut cmd: Command, needles: &[&str]) {
-    let out = wait::until(Duration::from_secs(1), "kuutamod to start", || {
-        cmd.output().map_err(|e| e.to_string())
-    });
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let err_path = dir.path().join("stderr");
+    let err_file = std::fs::File::create(&err_path).expect("stderr file");
+    let mut child = cmd
+        .stdout(std::process::Stdio::null())
+        .stderr(err_file)
+        .spawn()
+        .expect("spawn kuutamod");
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for kuutamod") {
+            break status;
+        }
+        if started.elapsed() > FAILS_AT_START {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "kuutamod still ran {FAILS_AT_START:?} after start for {needles:?}: {}",
+                std::fs::read_to_string(&err_path).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let stderr = std::fs::read_to_string(&err_path).expect("read stderr");
     assert_eq!(
-        out.status.code(),
+        status.code(),
         Some(1),
         "exit status for {needles:?}: {stderr}"
     );
@@ -191,7 +216,7 @@ fn exporter_address_in_use() {
 }
 
 #[test]
-fn unreachable_consul_keeps_the_node_a_voter_and_says_where() {
+fn unreachable_consul_keeps_the_node_registering_without_the_key_and_says_where() {
     let mut cluster = cluster(1, Opts::test());
     cluster.nodes[0].agent.kill(); // now nothing answers behind the URL the node has
     cluster.start_all().must();

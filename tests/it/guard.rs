@@ -8,7 +8,8 @@ use crate::failover::{steady_pair, LIMIT};
 use crate::helper::{alive, now_ms, Must, Opts};
 
 fn paused_leader(mode: &'static str) {
-    let (cluster, leader, standby) = steady_pair(Opts::test().mode(mode));
+    let opts = Opts::test().mode(mode);
+    let (cluster, leader, standby) = steady_pair(opts.clone());
     let neard = cluster.nodes[leader].neard_pid().expect("leader's neard");
     let fault = now_ms();
     cluster.nodes[leader].signal(Signal::SIGSTOP);
@@ -21,10 +22,13 @@ fn paused_leader(mode: &'static str) {
         "{log}"
     );
 
-    // Paused past 2 x TTL, then resumed: it must rejoin as a standby, never validate again.
-    std::thread::sleep(
-        Duration::from_secs(7).saturating_sub(Duration::from_millis(now_ms() - fault)),
-    );
+    // Paused until its session has surely ended (Consul ends a session between one and two
+    // TTLs after its last renewal, before the pause), then resumed: it must rejoin as a
+    // standby, never validate again.
+    let session_over = fault + u64::try_from((2 * opts.ttl).as_millis()).expect("ms");
+    std::thread::sleep(Duration::from_millis(
+        (session_over + 1).saturating_sub(now_ms()),
+    ));
     cluster.nodes[leader].signal(Signal::SIGCONT);
     cluster.wait_state(leader, "Voting", LIMIT).must();
     assert_eq!(cluster.nodes[standby].state().as_deref(), Ok("Validating"));

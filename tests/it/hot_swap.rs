@@ -9,6 +9,14 @@ use nix::unistd::Pid;
 use crate::failover::{steady_pair, LIMIT};
 use crate::helper::{alive, cluster, http_get, now_ms, wait, Must, Opts, ACCOUNT};
 
+/// docs/fault-injection.md's targets for hot swap: the new leader signs within 300 ms (median)
+/// of a graceful stop, and within 500 ms (p95) of a neard crash. A benchmark measures them;
+/// a test on a shared machine with a debug build allows ten times as much, which still
+/// fails a takeover that waits for a lease or a TTL.
+const HAND_OVER_TARGET_MS: u64 = 300;
+const CRASH_TARGET_MS: u64 = 500;
+const GENEROUS: u64 = 10;
+
 fn hot() -> Opts {
     Opts::test().mode("hot-swap")
 }
@@ -33,11 +41,13 @@ fn promotion_keeps_the_running_neard() {
     });
     assert_eq!(m["kuutamod_neard_restarts"], 0.0);
     assert_eq!(m["kuutamod_failover_duration_seconds_count"], 1.0);
-    assert!(
-        !m.keys()
-            .any(|k| k.starts_with("kuutamod_hot_swap_fallbacks_total")),
-        "{m:?}"
-    );
+    // The labelled counter exists from the start (every reason at 0): no fallback counted.
+    let fallbacks: Vec<_> = m
+        .iter()
+        .filter(|(k, _)| k.starts_with("kuutamod_hot_swap_fallbacks_total{"))
+        .collect();
+    assert!(!fallbacks.is_empty(), "{m:?}");
+    assert!(fallbacks.iter().all(|(_, v)| **v == 0.0), "{fallbacks:?}");
     let status: serde_json::Value = serde_json::from_str(
         &http_get(&format!("http://127.0.0.1:{}/status", node.rpc_port)).expect("status"),
     )
@@ -89,9 +99,11 @@ fn graceful_stop_hands_over_without_double_signing() {
         "standby restarted neard"
     );
     cluster.check_no_double_signing().must();
-    eprintln!(
-        "hot-swap hand-over: new leader signed {} ms after SIGTERM",
-        first_new - fault
+    let took = first_new - fault;
+    eprintln!("hot-swap hand-over: new leader signed {took} ms after SIGTERM");
+    assert!(
+        took <= GENEROUS * HAND_OVER_TARGET_MS,
+        "hand-over took {took} ms; target {HAND_OVER_TARGET_MS} ms (x{GENEROUS} allowed here)"
     );
 }
 
@@ -153,9 +165,11 @@ fn leader_neard_crash_hot_swaps_the_standby() {
     let first_new = cluster.wait_for_signing(standby, fault, LIMIT).must();
     assert_eq!(cluster.nodes[standby].neard_pid(), Some(standby_neard));
     cluster.check_no_double_signing().must();
-    eprintln!(
-        "hot-swap after neard crash: new leader signed {} ms after the kill",
-        first_new - fault
+    let took = first_new - fault;
+    eprintln!("hot-swap after neard crash: new leader signed {took} ms after the kill");
+    assert!(
+        took <= GENEROUS * CRASH_TARGET_MS,
+        "takeover took {took} ms; target {CRASH_TARGET_MS} ms (x{GENEROUS} allowed here)"
     );
 }
 

@@ -1,9 +1,18 @@
-//! `kuutamoctl active-validator`: output and exit codes.
+//! kuutamoctl: `active-validator` output and exit codes; a `switchover` in a maintenance
+//! window, `pause` / `resume` around a crash, and a node with priority 0, on the shared chain.
 
 use std::process::Command;
 use std::time::Duration;
 
-use crate::helper::{cluster, free_port, kuutamoctl_bin, Must, Opts, ACCOUNT};
+use neard_sim::chainlog::Missed;
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+use crate::failover::{steady_pair, LIMIT};
+use crate::helper::{
+    cluster, free_port, kuutamoctl_bin, now_ms, spec_cluster, wait, Cluster, Must, Opts, Spec,
+    ACCOUNT,
+};
 
 fn ctl(consul_url: &str, json: bool) -> (i32, String) {
     let mut cmd = Command::new(kuutamoctl_bin());
@@ -52,4 +61,126 @@ fn active_validator_reports_holder_none_and_errors() {
     let (code, out) = ctl("not a url", false);
     assert_eq!(code, 3, "{out}");
     assert!(out.contains("KUUTAMO_CONSUL_URL"), "{out}");
+}
+
+/// Waits until the chain decided a block after `after_ms`, so that every height up to then is
+/// decided (a skipped height counts only once a later block is in), and returns what our
+/// account was assigned and missed in `[from_ms, after_ms)`.
+fn missed_until(cluster: &Cluster, from_ms: u64, after_ms: u64) -> Missed {
+    wait::until(
+        LIMIT,
+        "the chain to decide a block after the hand-over",
+        || {
+            cluster
+                .chain_log()
+                .iter()
+                .any(|l| l.produced && l.time_ms > after_ms)
+                .then_some(())
+                .ok_or("no block yet")
+        },
+    );
+    cluster.missed_assigned(from_ms, after_ms)
+}
+
+#[test]
+fn switchover_in_a_window_hot_swaps_without_missing_an_assigned_block() {
+    let (cluster, leader, standby) = steady_pair(Opts::test().mode("hot-swap"));
+    let (old, to) = (
+        cluster.nodes[leader].id.clone(),
+        cluster.nodes[standby].id.clone(),
+    );
+    let t0 = now_ms();
+    let (code, out) = cluster.switchover_in_window(standby, "60s").must();
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains(&format!("switched over: {old} -> {to}")),
+        "{out}"
+    );
+    let first_new = cluster.wait_for_signing(standby, t0, LIMIT).must();
+    cluster.wait_state(leader, "Voting", LIMIT).must();
+    let m = missed_until(&cluster, t0, now_ms());
+    // The hand-over ran inside a maintenance window of our account: no block of ours was
+    // skipped. (Chunks are reported by the bench; the window covers them too.)
+    assert_eq!(m.blocks_missed, 0, "{m:?}");
+    assert_eq!(m.chunks_missed, 0, "{m:?}");
+    cluster.check_stopped_before(leader, first_new).must();
+    cluster.check_no_double_signing().must();
+    let gap = kuutamod_bench::scenario::signing_gap(&cluster.report().entries, &old, t0);
+    eprintln!("switchover: signing gap {gap:?} ms, {m:?}");
+}
+
+#[test]
+fn pause_holds_through_a_leader_neard_crash_and_resume_restores_failover() {
+    let (cluster, leader, standby) = steady_pair(Opts::test());
+    cluster.pause(LIMIT).must();
+    let pid = cluster.nodes[leader].neard_pid().expect("leader's neard");
+    let crash = now_ms();
+    kill(Pid::from_raw(pid), Signal::SIGKILL).expect("kill neard");
+    // Paused: nobody takes over and no neard is restarted, for longer than a TTL.
+    wait::holds(Duration::from_secs(7), "no takeover while paused", || {
+        let validating = cluster
+            .states()
+            .iter()
+            .filter(|s| s.as_deref() == Ok("Validating"))
+            .count();
+        let signed = cluster.entries().iter().any(|e| e.time_ms > crash);
+        if cluster.nodes[standby].state().as_deref() == Ok("Validating") || signed {
+            Err(format!(
+                "validating {validating}, signed after the crash {signed}"
+            ))
+        } else {
+            Ok(())
+        }
+    });
+    assert_eq!(
+        cluster.nodes[leader].neard_pid(),
+        None,
+        "neard restarted while paused"
+    );
+    let (code, out) = cluster.kuutamoctl(&["resume"]).must();
+    assert_eq!(code, 0, "{out}");
+    let resumed = now_ms();
+    let now_leader = cluster.wait_for_leader(LIMIT).must();
+    cluster.wait_for_signing(now_leader, resumed, LIMIT).must();
+    cluster.check_no_double_signing().must();
+}
+
+#[test]
+fn a_priority_zero_node_never_validates_while_another_synced_node_exists() {
+    let mut cluster =
+        spec_cluster(Spec::new(2, ACCOUNT, Opts::test()).node_env(1, "KUUTAMO_PRIORITY", "0"));
+    cluster.start_all().must();
+    let mut low_validated = false;
+    let mut watch = |cluster: &Cluster| {
+        low_validated |= cluster.nodes[1].state().as_deref() == Ok("Validating");
+    };
+    let leader = cluster.wait_for_leader(LIMIT).must();
+    assert_eq!(leader, 0, "the priority-0 node took the lock");
+    cluster.wait_state(1, "Voting", LIMIT).must();
+    let m = cluster.nodes[1].metrics().expect("metrics");
+    assert_eq!(m["kuutamod_priority"], 0.0);
+    assert_eq!(m["kuutamod_may_take_over"], 0.0);
+    // The leader's neard crashes: node0 steps down and restarts it; node1, synced and free to
+    // take the released lock, must leave it to node0.
+    let pid = cluster.nodes[0].neard_pid().expect("node0's neard");
+    let crash = now_ms();
+    kill(Pid::from_raw(pid), Signal::SIGKILL).expect("kill neard");
+    wait::until(LIMIT, "node0 to validate and sign again", || {
+        watch(&cluster);
+        if cluster.nodes[0].state().as_deref() == Ok("Validating") && cluster.signed_after(0, crash)
+        {
+            Ok(())
+        } else {
+            Err(cluster.describe())
+        }
+    });
+    assert!(!low_validated, "node1 (priority 0) validated");
+    assert!(
+        !cluster
+            .report()
+            .intervals
+            .contains_key(&cluster.nodes[1].id),
+        "node1 (priority 0) signed"
+    );
+    cluster.check_no_double_signing().must();
 }

@@ -6,6 +6,7 @@ mod helper;
 
 mod bad_input;
 mod consul_faults;
+mod doppelganger;
 mod failover;
 mod guard;
 mod hot_swap;

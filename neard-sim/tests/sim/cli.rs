@@ -223,3 +223,124 @@ fn ledger_subcommand_judges_a_ledger() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("ledger.jsonl"));
 }
+
+#[test]
+fn ledger_subcommand_separates_conflicts_from_duplicates() {
+    use neard_sim::blocks::{Approval, ApprovalInner};
+    use neard_sim::ledger::{Entry, Signer, Writer};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("ledger.jsonl");
+    let approval = |node: &str, inner: ApprovalInner, t: u64| {
+        let a = Approval {
+            account_id: "a.near".into(),
+            inner,
+            target_height: 9,
+        };
+        let s = Signer {
+            node,
+            account: "a.near",
+            public_key: "ed25519:x",
+        };
+        Entry::approval(&s, &a, "tip", 8, t)
+    };
+    let run = |strict: bool| {
+        let mut args = vec![
+            "ledger",
+            path.to_str().expect("utf8"),
+            "--account",
+            "a.near",
+        ];
+        if strict {
+            args.push("--strict");
+        }
+        let out = Command::new(env!("CARGO_BIN_EXE_neard-sim"))
+            .args(&args)
+            .output()
+            .expect("run");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let mut w = Writer::open(&path).expect("open");
+    let e = ApprovalInner::Endorsement("h8".into());
+    w.append(&approval("n0", e.clone(), 100)).expect("append");
+    w.append(&approval("n1", e, 110)).expect("append");
+    let (code, text) = run(false);
+    assert_eq!(
+        code,
+        Some(0),
+        "identical approvals are not a conflict: {text}"
+    );
+    assert!(text.contains("0 conflicting, 1 duplicated"), "{text}");
+    assert!(
+        text.contains("duplicate approval 9: identical from n0, n1"),
+        "{text}"
+    );
+    assert_eq!(run(true).0, Some(1), "--strict fails on two signers");
+    w.append(&approval("n1", ApprovalInner::Skip(7), 200))
+        .expect("append");
+    let (code, text) = run(false);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(
+        text.contains("CONFLICTING approval 9: n0 (endorsement of h8) vs n1 (skip from 7)"),
+        "{text}"
+    );
+}
+
+#[test]
+fn init_and_chain_init_take_the_simulators_options() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let home = dir.path().join("h");
+    let (st, err) = run_to_end(
+        &[
+            "--home",
+            home_arg(&home),
+            "init",
+            "--chain-id",
+            "localnet",
+            "--speed-up",
+            "10",
+            "--num-shards",
+            "3",
+        ],
+        &[],
+    );
+    assert!(st.success(), "{err}");
+    let c = neard_sim::config::Config::load(&home).expect("config");
+    assert_eq!(c.timers, neard_sim::spec::Timers::sped_up(10));
+    let g = neard_sim::config::Genesis::load(&home.join("genesis.json")).expect("genesis");
+    assert_eq!(g.num_shards, 3);
+
+    let chain = dir.path().join("chain");
+    let d = chain.to_str().expect("utf8");
+    let (st, err) = run_to_end(
+        &[
+            "chain",
+            "init",
+            "--dir",
+            d,
+            "--ours",
+            "pool.near:3",
+            "--validator",
+            "v1",
+            "--seed",
+            "9",
+        ],
+        &[],
+    );
+    assert!(st.success(), "{err}");
+    let spec = neard_sim::spec::ChainSpec::read(&chain.join("chain.json")).expect("spec");
+    assert_eq!(spec.seed, 9);
+    assert_eq!(
+        spec.validators
+            .iter()
+            .map(|v| (v.account_id.as_str(), v.stake, v.ours))
+            .collect::<Vec<_>>(),
+        [("pool.near", 3, true), ("v1", 100, false)]
+    );
+    let (st, err) = run_to_end(&["chain", "init", "--dir", d, "--ours", "x:lots"], &[]);
+    assert!(!st.success() && err.contains("not a number"), "{err}");
+    let (st, err) = run_to_end(&["chain", "init", "--dir", d], &[]);
+    assert!(!st.success() && err.contains("no validators"), "{err}");
+}

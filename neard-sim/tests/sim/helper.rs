@@ -66,9 +66,19 @@ pub struct Home {
     pub net_port: u16,
 }
 
+/// The speed-up every test home gets: neard's timers divided by 10 (a block about every
+/// 100 ms, skips after 200 ms growing to 600 ms, /health stale after 2 s).
+pub const SPEED_UP: &str = "10";
+
 impl Home {
-    /// `init --chain-id localnet --account-id pool.near`, then free ports in config.json.
+    /// `init --chain-id localnet --account-id pool.near --speed-up 10`, then free ports in
+    /// config.json.
     pub fn new() -> Home {
+        Home::for_account("pool.near")
+    }
+
+    /// Like [`Home::new`] with the validator key (and genesis validator) `account`.
+    pub fn for_account(account: &str) -> Home {
         let dir = tempfile::tempdir().expect("tempdir");
         let home = dir.path().join("home");
         let (status, err) = run_to_end(
@@ -79,7 +89,9 @@ impl Home {
                 "--chain-id",
                 "localnet",
                 "--account-id",
-                "pool.near",
+                account,
+                "--speed-up",
+                SPEED_UP,
             ],
             &[],
         );
@@ -219,6 +231,20 @@ impl Sim {
         })
     }
 
+    /// The node's head height.
+    pub fn head(&self) -> u64 {
+        self.status()["sync_info"]["latest_block_height"]
+            .as_u64()
+            .expect("height")
+    }
+
+    /// GET /metrics.
+    pub fn metrics(&self) -> String {
+        let (code, body) = get(self.rpc_port, "/metrics").expect("GET /metrics");
+        assert_eq!(code, 200);
+        body
+    }
+
     /// GET /status as JSON.
     pub fn status(&self) -> Value {
         let (code, body) = get(self.rpc_port, "/status").expect("GET /status");
@@ -287,11 +313,108 @@ pub fn request(port: u16, method: &str, path: &str, body: &str) -> std::io::Resu
 
 /// JSON-RPC call; returns the whole response object.
 pub fn rpc(port: u16, method: &str) -> Value {
+    rpc_with(port, method, serde_json::json!([]))
+}
+
+/// JSON-RPC call with `params`.
+pub fn rpc_with(port: u16, method: &str, params: Value) -> Value {
     let req =
-        serde_json::json!({"jsonrpc": "2.0", "id": "dontcare", "method": method, "params": []});
+        serde_json::json!({"jsonrpc": "2.0", "id": "dontcare", "method": method, "params": params});
     let (code, body) = request(port, "POST", "/", &req.to_string()).expect("POST /");
     assert_eq!(code, 200, "POST / {method}: {body}");
     serde_json::from_str(&body).expect("JSON-RPC answer is JSON")
+}
+
+/// A running chain process (`neard-sim chain run`), killed on drop.
+pub struct Chain {
+    pub dir: PathBuf,
+    pub child: Child,
+    pub stderr: PathBuf,
+}
+
+impl Chain {
+    /// `chain init --dir <dir> <init_args> --speed-up 10`, then `chain run`; waits for the
+    /// socket.
+    pub fn start(dir: &Path, init_args: &[&str]) -> Chain {
+        let d = dir.to_str().expect("utf-8");
+        let mut args = vec!["chain", "init", "--dir", d, "--speed-up", SPEED_UP];
+        args.extend_from_slice(init_args);
+        let (st, err) = run_to_end(&args, &[]);
+        assert!(st.success(), "chain init: {err}");
+        let stderr = dir.join("chain-stderr.log");
+        let child = Command::new(BIN)
+            .args(["chain", "run", "--dir", d])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&stderr).expect("stderr file"))
+            .spawn()
+            .expect("spawn chain");
+        let mut chain = Chain {
+            dir: dir.to_owned(),
+            child,
+            stderr,
+        };
+        let socket = chain.socket();
+        wait_for("the chain socket", |seen| {
+            if let Ok(Some(st)) = chain.child.try_wait() {
+                panic!("chain exited with {st}: {}", chain.stderr_text());
+            }
+            *seen = format!("{} absent", socket.display());
+            socket.exists().then_some(())
+        });
+        chain
+    }
+
+    /// The socket nodes use (`NEARD_SIM_CHAIN`).
+    pub fn socket(&self) -> PathBuf {
+        self.dir.join("chain.sock")
+    }
+
+    /// Takes virtual validators offline (the others online).
+    pub fn offline(&self, accounts: &[&str]) {
+        neard_sim::control::ChainControl {
+            offline: accounts.iter().map(|a| (*a).to_owned()).collect(),
+        }
+        .write(&self.dir.join("chain-control.json"))
+        .expect("write chain control");
+    }
+
+    /// The chain log so far.
+    pub fn log(&self) -> Vec<neard_sim::chainlog::Line> {
+        let path = self.dir.join("chain-log.jsonl");
+        if !path.exists() {
+            return Vec::new();
+        }
+        neard_sim::chainlog::read(&path).expect("chain log parses")
+    }
+
+    /// Highest decided height in the chain log.
+    pub fn head(&self) -> u64 {
+        self.log().iter().map(|l| l.height).max().unwrap_or(0)
+    }
+
+    /// What the chain logged so far.
+    pub fn stderr_text(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+}
+
+impl Drop for Chain {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The value of a labelled metric `name{labels}` in a Prometheus text body.
+pub fn labelled_metric(body: &str, name_and_labels: &str) -> Option<f64> {
+    body.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
+        l.strip_prefix(name_and_labels)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    })
 }
 
 /// Reads a ledger (empty if it does not exist yet).

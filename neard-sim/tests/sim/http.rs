@@ -104,7 +104,7 @@ fn status_has_every_field_and_parses_with_kuutamods_parser() {
         s["validator_public_key"]
     );
 
-    // Heights follow the shared clock.
+    // The head advances (the private chain of a single validator that holds its key).
     let h0 = parsed.sync_info.latest_block_height;
     wait_for("the head to advance", |seen| {
         let h = sim.status()["sync_info"]["latest_block_height"].as_u64()?;
@@ -129,8 +129,11 @@ fn keyless_status_has_nulls() {
 #[test]
 fn health_follows_sync_and_the_knobs() {
     let mut home = Home::new();
-    // A short max delay so a stalled head is stale after 10 × 100 ms.
+    // A short max delay so a stalled head is stale after 10 × 100 ms (and an endorsement
+    // delay below half of it, as neard requires of its skip delays).
     home.edit_config(|c| {
+        c["consensus"]["min_block_production_delay"] =
+            serde_json::json!({"secs": 0, "nanos": 30_000_000});
         c["consensus"]["max_block_production_delay"] =
             serde_json::json!({"secs": 0, "nanos": 100_000_000});
     });
@@ -174,10 +177,14 @@ fn health_follows_sync_and_the_knobs() {
         stall: true,
         ..Control::default()
     });
+    // /health, /status and JSON-RPC health are read one after the other: a 503 read just
+    // before the knobs changed is the forced syncing's, so wait until the RPC says why.
     wait_for("/health to fail on a stalled head", |seen| {
         let got = get(port, "/health").ok()?;
-        *seen = format!("{got:?}");
-        (got.0 == 503 && sim.status()["sync_info"]["syncing"] == false).then_some(())
+        let why = rpc(port, "health")["error"]["cause"]["name"].clone();
+        *seen = format!("{got:?}, {why}");
+        (got.0 == 503 && why == "NO_NEW_BLOCKS" && sim.status()["sync_info"]["syncing"] == false)
+            .then_some(())
     });
     let h1 = sim.status()["sync_info"]["latest_block_height"].clone();
     let r = rpc(port, "health");

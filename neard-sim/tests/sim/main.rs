@@ -3,6 +3,7 @@
 //!
 //! One test binary (pueue style): helpers in [`helper`], cases by subject in the other modules.
 
+mod chain;
 mod cli;
 mod helper;
 mod http;

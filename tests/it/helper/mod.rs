@@ -27,6 +27,12 @@ pub fn kuutamoctl_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_kuutamoctl"))
 }
 
+/// The timings every node of a cluster built with `opts` derives (kuutamod's own
+/// [`kuutamod::timing::Timing`]): test bounds come from here, not from hand arithmetic.
+pub fn timing(opts: &Opts) -> kuutamod::timing::Timing {
+    kuutamod::timing::Timing::new(opts.ttl, opts.stop_grace).expect("the test timing is valid")
+}
+
 /// Starts Consul and `n` client agents and prepares `n` nodes (not started) for [`ACCOUNT`].
 pub fn cluster(n: usize, opts: Opts) -> Cluster {
     spec_cluster(Spec::new(n, ACCOUNT, opts))
@@ -36,6 +42,7 @@ pub fn cluster(n: usize, opts: Opts) -> Cluster {
 /// cannot.
 pub fn spec_cluster(mut spec: Spec) -> Cluster {
     spec.kuutamod_bin = Some(kuutamod_bin());
+    spec.kuutamoctl_bin = Some(kuutamoctl_bin());
     Cluster::start(spec).must()
 }
 

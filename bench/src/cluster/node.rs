@@ -1,0 +1,215 @@
+//! One node's handle: starting, signalling, stopping and killing its kuutamod; reading its
+//! metrics, state, pids, key file and log; turning its simulator's fault knobs.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Command, ExitStatus, Stdio};
+use std::time::Duration;
+
+use anyhow::Context;
+use nix::sys::signal::Signal;
+
+use crate::consul::{http_get, Agent};
+use crate::netns::Host;
+use crate::procs::{alive, guard_of, signal, OwnedChild};
+use crate::proxy::Proxy;
+use crate::wait;
+
+/// One host: its Consul client agent, a proxy in front of it, kuutamod and its neard.
+pub struct Node {
+    /// Node id (also the simulator's ledger id).
+    pub id: String,
+    /// Where it lives.
+    pub host: Host,
+    /// Its own Consul client agent.
+    pub agent: Agent,
+    /// The proxy kuutamod talks through (counts requests, can delay them).
+    pub proxy: Proxy,
+    /// KUUTAMO_CONSUL_URL (the proxy, on the host's loopback).
+    pub consul_url: String,
+    /// neard's home.
+    pub home: PathBuf,
+    /// Exporter address (reachable from the harness).
+    pub exporter: SocketAddr,
+    /// The simulator's RPC port (on the host's loopback).
+    pub rpc_port: u16,
+    /// network.addr port as validator.
+    pub validator_port: u16,
+    /// network.addr port as voter.
+    pub voter_port: u16,
+    /// kuutamod's log (appended to across restarts).
+    pub log: PathBuf,
+    pub(super) bin: PathBuf,
+    pub(super) env: Vec<(String, String)>,
+    pub(super) child: Option<OwnedChild>,
+}
+
+impl Node {
+    /// Starts kuutamod (in the host's namespace, if any) as the leader of its own process
+    /// group, output appended to the node's log.
+    pub fn start(&mut self) -> anyhow::Result<()> {
+        anyhow::ensure!(self.child.is_none(), "{} already running", self.id);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)?;
+        let mut cmd = match &self.host.netns {
+            // `ip netns exec` execs the program: the pid stays kuutamod's.
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(&self.bin);
+                c
+            }
+            None => Command::new(&self.bin),
+        };
+        let child = cmd
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .env_remove("CREDENTIALS_DIRECTORY")
+            .process_group(0)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("cannot start kuutamod")?;
+        self.child = Some(OwnedChild::new(child));
+        Ok(())
+    }
+
+    /// kuutamod's pid (also its process group), while it runs.
+    pub fn pid(&self) -> Option<i32> {
+        self.child.as_ref().and_then(OwnedChild::pid)
+    }
+
+    /// Sends `sig` to kuutamod.
+    pub fn signal(&self, sig: Signal) {
+        if let Some(pid) = self.pid() {
+            signal(pid, sig);
+        }
+    }
+
+    /// Sends `sig` to kuutamod's process group (`kill -SIG -<pgid>`).
+    pub fn signal_group(&self, sig: Signal) {
+        if let Some(pid) = self.pid() {
+            signal(-pid, sig);
+        }
+    }
+
+    /// Whether kuutamod has exited.
+    pub fn exited(&mut self) -> bool {
+        self.child.as_mut().is_none_or(OwnedChild::exited)
+    }
+
+    /// Waits for kuutamod to exit and returns its status.
+    pub fn wait_exit(&mut self, limit: Duration) -> anyhow::Result<ExitStatus> {
+        let child = self.child.as_mut().context("kuutamod is not running")?;
+        let status = wait::until(limit, "kuutamod to exit", || {
+            child.try_status().ok_or("running")
+        })?;
+        self.child = None;
+        Ok(status)
+    }
+
+    /// Stops kuutamod gracefully (SIGCONT, SIGTERM, then SIGKILL).
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.stop();
+        }
+    }
+
+    /// SIGKILLs kuutamod and forgets it (its neard may live on: that is the point).
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill();
+        }
+    }
+
+    /// Sets an environment variable for this node's next start.
+    pub fn set_env(&mut self, key: &str, value: &str) {
+        self.env.retain(|(k, _)| k != key);
+        self.env.push((key.into(), value.into()));
+    }
+
+    /// The Prometheus metrics, as `name{labels}` -> value.
+    pub fn metrics(&self) -> Result<BTreeMap<String, f64>, String> {
+        let body = http_get(&format!("http://{}/metrics", self.exporter))?;
+        Ok(parse_metrics(&body))
+    }
+
+    /// The sum of every series of metric `name` (all label values), or an error when the
+    /// exporter does not answer.
+    pub fn metric_sum(&self, name: &str) -> Result<f64, String> {
+        let m = self.metrics()?;
+        Ok(m.iter()
+            .filter(|(k, _)| *k == name || k.starts_with(&format!("{name}{{")))
+            .map(|(_, v)| v)
+            .sum())
+    }
+
+    /// The current state (the `kuutamod_state` series that is 1).
+    pub fn state(&self) -> Result<String, String> {
+        state_of(&self.metrics()?)
+    }
+
+    /// pid of the supervised neard (from `/neard-pid`).
+    pub fn neard_pid(&self) -> Option<i32> {
+        let pid: i32 = http_get(&format!("http://{}/neard-pid", self.exporter))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()?;
+        alive(pid).then_some(pid)
+    }
+
+    /// pid of kuutamod's fencing process (`kuutamod-guard`), if it runs.
+    pub fn guard_pid(&self) -> Option<i32> {
+        guard_of(self.pid()?)
+    }
+
+    /// Whether the validator key file is in neard's home.
+    pub fn has_validator_key(&self) -> bool {
+        self.home.join("validator_key.json").exists()
+    }
+
+    /// Sets the simulator's fault knobs.
+    pub fn control(&self, control: &neard_sim::control::Control) -> anyhow::Result<()> {
+        control.write(&self.home.join("neard-sim-control.json"))?;
+        Ok(())
+    }
+
+    /// kuutamod's whole log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The last `n` lines of kuutamod's log.
+    pub fn log_tail(&self, n: usize) -> String {
+        let text = self.log_text();
+        let lines: Vec<_> = text.lines().collect();
+        format!(
+            "--- {} ---\n{}",
+            self.id,
+            lines[lines.len().saturating_sub(n)..].join("\n")
+        )
+    }
+}
+
+/// Parses Prometheus text into `name{labels}` -> value.
+pub fn parse_metrics(body: &str) -> BTreeMap<String, f64> {
+    body.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (k, v) = l.rsplit_once(' ')?;
+            Some((k.to_string(), v.parse().ok()?))
+        })
+        .collect()
+}
+
+/// The state whose `kuutamod_state{type=...}` series is 1.
+pub fn state_of(m: &BTreeMap<String, f64>) -> Result<String, String> {
+    m.iter()
+        .find(|(k, v)| k.starts_with("kuutamod_state{") && **v == 1.0)
+        .and_then(|(k, _)| k.split('"').nth(1).map(str::to_string))
+        .ok_or_else(|| "no state is 1".to_string())
+}

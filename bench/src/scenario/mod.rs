@@ -1,0 +1,340 @@
+//! The scenarios, one run at a time, and what each run measured.
+//!
+//! Every run builds a fresh cluster ([`crate::cluster`]: its own Consul servers, a client
+//! agent per node, its own validator account), waits for a steady state (one signing leader,
+//! the others Voting), starts the sampler, injects the fault at `t0`, heals it where the
+//! scenario heals, waits until exactly one node validates and signs again, watches a little
+//! longer, and hands the ledger to the oracle. A run fails on a double-signed height, a sampled
+//! moment with two validators, a harness error, no single validator again (stuck), a lock that
+//! stayed where it had to move, a lock that moved where it must not, or a scenario's own check
+//! ([`RunResult::failures`]).
+//!
+//! # Layout
+//!
+//! This file is the catalogue: the scenarios, their names and properties, and the timing a
+//! run derives its bounds from.
+//!
+//! - `run`: one run of a scenario: the cluster, the steady state, the fault, the recovery, the
+//!   oracle's verdict.
+//! - `inject`: each scenario's fault: how it is injected, held and healed, and what the
+//!   injection itself observed.
+//! - `measure`: what a run measured ([`RunResult`]) and the measures taken from the ledger and
+//!   the chain log.
+
+mod inject;
+mod measure;
+mod run;
+
+use std::time::Duration;
+
+use serde::Serialize;
+
+pub use inject::MAX_STARTS_PER_MIN;
+pub use measure::{longest_stall, signing_gap, RunResult};
+pub use run::World;
+
+/// Extra time beyond the TTL-derived bounds a fault is held, so it outlasts the lease.
+const BEYOND_TTL: Duration = Duration::from_secs(1);
+
+/// Slack for start-up and recovery beyond what the timing predicts (a shared 2-core machine).
+const SLACK: Duration = Duration::from_secs(30);
+
+/// Extra time a stalled chain may take to resume under a new leader: its fence waits until the
+/// new leader's own target outruns everything the old leader could have signed while its
+/// horizon was stale, one target per `min_block_production_delay` of staleness, and in a stall
+/// those targets come only by skips, one per `max_block_wait_delay` at most (600 ms at the
+/// sped-up timers). Measured and reported, not a pass/fail bound.
+const STALL_RECOVERY: Duration = Duration::from_secs(120);
+
+/// One scenario.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scenario {
+    /// 1: SIGKILL of the leader's neard.
+    NeardKill,
+    /// 2: SIGTERM of the leader's kuutamod (graceful hand-over).
+    KuutamodTerm,
+    /// 3: SIGKILL of the leader's kuutamod (host loss; its neard dies with it).
+    KuutamodKill,
+    /// 4: SIGSTOP of the leader's kuutamod alone for 2 x TTL + 1 s, then SIGCONT.
+    KuutamodStop,
+    /// 5: the leader's host cut off from the LAN for 2 x TTL + 1 s, then healed.
+    LeaderPartition,
+    /// 6: the standby's host cut off for 2 x TTL + 1 s: no failover may happen.
+    StandbyPartition,
+    /// 7a: the Consul leader server of three killed (quorum kept).
+    ConsulLeaderKill,
+    /// 7b: two of three servers paused for half the outage a leader survives in any heartbeat
+    /// phase (with Consul's re-election, the outage stays shorter than that).
+    QuorumLossShort,
+    /// 7c: two of three servers paused for 2 x TTL + 1 s.
+    QuorumLossLong,
+    /// 8a: the leader's neard reports syncing.
+    NeardSyncing,
+    /// 8b: the leader's neard `/status` hangs.
+    StatusHang,
+    /// 8c: the leader's neard `/status` answers 503.
+    Status503,
+    /// 9: every Consul request delayed beyond the renew interval for 2 x TTL + 1 s.
+    SlowConsul,
+    /// 10a: the leader's neard killed and the standby's kuutamod restarted during the failover.
+    StandbyRestart,
+    /// 10b: both nodes started at the same instant (election race), repeated.
+    ElectionRace,
+    /// 11a: the leader's agent stopped gracefully (it leaves; Consul invalidates its
+    /// sessions) and started again.
+    AgentLeave,
+    /// 11b: the leader's agent SIGKILLed (it fails; sessions live on) and started again.
+    AgentKill,
+    /// 11c: an outsider DELETEs the leader key.
+    KeyDelete,
+    /// 11d: an outsider overwrites the leader key with a plain PUT.
+    KeyOverwrite,
+    /// 11e: an outsider deletes the key and acquires it with its own session (one
+    /// transaction), then never renews nor writes again.
+    KeyStolen,
+    /// 11f: one node's KUUTAMO_ACCOUNT_ID has a typo: it must refuse to start.
+    WrongAccount,
+    /// 12: the whole leader host frozen: kuutamod, its guard, neard and the Consul agent
+    /// SIGSTOPped (not resumed: host loss).
+    HostFreeze,
+    /// 13a: `kill -STOP -<pgid>` of the leader's kuutamod for 2 x TTL + 1 s, then SIGCONT.
+    GroupStop,
+    /// 13b: the leader's guard SIGSTOPped while validating.
+    GuardStop,
+    /// 13c: the leader's guard SIGKILLed while validating.
+    GuardKill,
+    /// 13d: the leader cut off just longer than the step-down deadline, and its neard then
+    /// crashes at every start.
+    CrashLoop,
+    /// 14a: a virtual validator offline, so that our leader signs skips ahead of the head;
+    /// then the leader's neard SIGKILLed (the chain stalls until the new leader signs: the
+    /// others lack 2/3 without us).
+    SkipsNeardKill,
+    /// 14b: as 14a, but the leader's kuutamod SIGKILLed (its guard kills neard).
+    SkipsKuutamodKill,
+    /// 14c: a chain that stalls without us (ours 2 of 4), the whole leader host frozen.
+    StallHostFreeze,
+    /// 14d: a hand-over (SIGUSR1 to the leader) in the four-validator localnet.
+    HandOver,
+    /// 15a: `kuutamoctl switchover --to <standby> --in-window --wait`.
+    Switchover,
+    /// 15b: `kuutamoctl pause`, the leader's neard SIGKILLed and the pause held for 2 x TTL +
+    /// 1 s (nobody may take over), then `kuutamoctl resume`.
+    PauseNeardKill,
+    /// 15c: the standby runs with `KUUTAMO_PRIORITY=0`; the leader's neard SIGKILLed: the
+    /// standby must never validate, the old leader validates again.
+    PriorityZero,
+    /// 12r (opt-in, not in [`ALL`]): the frozen host of 12 resumes once the standby signs,
+    /// neard first (a VM resume wakes every process at once; neard first is the worst order).
+    HostResume,
+}
+
+/// Scenarios run only when named (`--scenario 12r`): faults whose expectation is not settled.
+pub const OPT_IN: [Scenario; 1] = [Scenario::HostResume];
+
+/// Every scenario, in order.
+pub const ALL: [Scenario; 33] = [
+    Scenario::NeardKill,
+    Scenario::KuutamodTerm,
+    Scenario::KuutamodKill,
+    Scenario::KuutamodStop,
+    Scenario::LeaderPartition,
+    Scenario::StandbyPartition,
+    Scenario::ConsulLeaderKill,
+    Scenario::QuorumLossShort,
+    Scenario::QuorumLossLong,
+    Scenario::NeardSyncing,
+    Scenario::StatusHang,
+    Scenario::Status503,
+    Scenario::SlowConsul,
+    Scenario::StandbyRestart,
+    Scenario::ElectionRace,
+    Scenario::AgentLeave,
+    Scenario::AgentKill,
+    Scenario::KeyDelete,
+    Scenario::KeyOverwrite,
+    Scenario::KeyStolen,
+    Scenario::WrongAccount,
+    Scenario::HostFreeze,
+    Scenario::GroupStop,
+    Scenario::GuardStop,
+    Scenario::GuardKill,
+    Scenario::CrashLoop,
+    Scenario::SkipsNeardKill,
+    Scenario::SkipsKuutamodKill,
+    Scenario::StallHostFreeze,
+    Scenario::HandOver,
+    Scenario::Switchover,
+    Scenario::PauseNeardKill,
+    Scenario::PriorityZero,
+];
+
+impl Scenario {
+    /// Short name (CLI and table).
+    pub fn name(self) -> &'static str {
+        match self {
+            Scenario::NeardKill => "1-neard-kill",
+            Scenario::KuutamodTerm => "2-kuutamod-term",
+            Scenario::KuutamodKill => "3-kuutamod-kill",
+            Scenario::KuutamodStop => "4-kuutamod-stop",
+            Scenario::LeaderPartition => "5-leader-partition",
+            Scenario::StandbyPartition => "6-standby-partition",
+            Scenario::ConsulLeaderKill => "7a-consul-leader-kill",
+            Scenario::QuorumLossShort => "7b-quorum-loss-short",
+            Scenario::QuorumLossLong => "7c-quorum-loss-long",
+            Scenario::NeardSyncing => "8a-neard-syncing",
+            Scenario::StatusHang => "8b-status-hang",
+            Scenario::Status503 => "8c-status-503",
+            Scenario::SlowConsul => "9-slow-consul",
+            Scenario::StandbyRestart => "10a-standby-restart",
+            Scenario::ElectionRace => "10b-election-race",
+            Scenario::AgentLeave => "11a-agent-leave",
+            Scenario::AgentKill => "11b-agent-kill",
+            Scenario::KeyDelete => "11c-key-delete",
+            Scenario::KeyOverwrite => "11d-key-overwrite",
+            Scenario::KeyStolen => "11e-key-stolen",
+            Scenario::WrongAccount => "11f-wrong-account",
+            Scenario::HostFreeze => "12-host-freeze",
+            Scenario::GroupStop => "13a-group-stop",
+            Scenario::GuardStop => "13b-guard-stop",
+            Scenario::GuardKill => "13c-guard-kill",
+            Scenario::CrashLoop => "13d-crash-loop",
+            Scenario::HostResume => "12r-host-resume",
+            Scenario::SkipsNeardKill => "14a-skips-neard-kill",
+            Scenario::SkipsKuutamodKill => "14b-skips-kuutamod-kill",
+            Scenario::StallHostFreeze => "14c-stall-host-freeze",
+            Scenario::HandOver => "14d-hand-over",
+            Scenario::Switchover => "15a-switchover",
+            Scenario::PauseNeardKill => "15b-pause-neard-kill",
+            Scenario::PriorityZero => "15c-priority-zero",
+        }
+    }
+
+    /// Finds a scenario by its name or its number prefix (`5`, `7b`).
+    pub fn parse(s: &str) -> Option<Scenario> {
+        ALL.iter()
+            .chain(&OPT_IN)
+            .copied()
+            .find(|x| x.name() == s || x.name().split('-').next() == Some(s))
+    }
+
+    /// Whether the lock must move to the other node: the leader's neard, kuutamod, guard or
+    /// host is gone, stopped, cut off or unhealthy while the standby is fine. A run of such a
+    /// scenario in which the old leader kept signing has failed, however safe it was.
+    pub fn must_move(self) -> bool {
+        matches!(
+            self,
+            Scenario::NeardKill
+                | Scenario::KuutamodTerm
+                | Scenario::KuutamodKill
+                | Scenario::KuutamodStop
+                | Scenario::LeaderPartition
+                | Scenario::NeardSyncing
+                | Scenario::StatusHang
+                | Scenario::Status503
+                | Scenario::HostFreeze
+                | Scenario::HostResume
+                | Scenario::SkipsNeardKill
+                | Scenario::SkipsKuutamodKill
+                | Scenario::StallHostFreeze
+                | Scenario::HandOver
+                | Scenario::Switchover
+                | Scenario::GroupStop
+                | Scenario::GuardStop
+                | Scenario::GuardKill
+                | Scenario::CrashLoop
+        )
+    }
+
+    /// Whether the scenario cuts a host off (needs namespaces).
+    pub fn needs_netns(self) -> bool {
+        matches!(
+            self,
+            Scenario::LeaderPartition | Scenario::StandbyPartition | Scenario::CrashLoop
+        )
+    }
+
+    /// Whether the chain stalls without our account ([`crate::cluster::ChainOpts::stall`]).
+    fn stall_chain(self) -> bool {
+        self == Scenario::StallHostFreeze
+    }
+
+    /// Whether the 3-server Consul cluster is used.
+    fn needs_three_servers(self) -> bool {
+        matches!(
+            self,
+            Scenario::ConsulLeaderKill | Scenario::QuorumLossShort | Scenario::QuorumLossLong
+        )
+    }
+}
+
+/// Timing of a run.
+#[derive(Debug, Clone, Serialize)]
+pub struct Timing {
+    /// KUUTAMO_SESSION_TTL.
+    pub ttl: Duration,
+    /// KUUTAMO_NEARD_STOP_GRACE.
+    pub stop_grace: Duration,
+    /// KUUTAMO_SYNCING_GRACE.
+    pub syncing_grace: Duration,
+    /// NEARD_SIM_BOOT_DELAY_MS.
+    pub boot_delay_ms: u64,
+    /// Repetitions of the election race per run.
+    pub race_repeats: usize,
+    /// How long the crash-loop scenario counts neard starts.
+    pub crash_window: Duration,
+}
+
+impl Timing {
+    /// The leader's heartbeat (and renew) interval: TTL / 3 (kuutamod's timing.rs).
+    pub fn renew_interval(&self) -> Duration {
+        self.ttl / 3
+    }
+
+    /// kuutamod's step-down deadline after the last acknowledged heartbeat was sent:
+    /// `ttl - stop_grace - ttl/10` (timing.rs).
+    pub fn step_down_after(&self) -> Duration {
+        self.ttl.saturating_sub(self.stop_grace + self.ttl / 10)
+    }
+
+    /// The longest Consul outage the leader survives whatever its heartbeat phase: its last
+    /// acknowledged heartbeat may have been sent up to one interval before the outage began.
+    pub fn survivable_outage(&self) -> Duration {
+        self.step_down_after().saturating_sub(self.renew_interval())
+    }
+
+    /// A fault held past the lease: 2 x TTL + 1 s.
+    pub fn beyond_ttl(&self) -> Duration {
+        self.ttl * 2 + BEYOND_TTL
+    }
+
+    /// Takeover bound after host loss: 1.3 x TTL, plus neard's boot in restart mode.
+    pub fn host_loss_bound(&self, mode: &str) -> Duration {
+        self.ttl * 13 / 10 + self.boot(mode)
+    }
+
+    /// neard's boot when the mode restarts it for a promotion.
+    fn boot(&self, mode: &str) -> Duration {
+        if mode == "restart" {
+            Duration::from_millis(self.boot_delay_ms)
+        } else {
+            Duration::ZERO
+        }
+    }
+
+    fn limit(&self) -> Duration {
+        self.ttl * 3 + Duration::from_millis(self.boot_delay_ms * 3) + self.syncing_grace + SLACK
+    }
+
+    /// The limit of a scenario: a stalled chain adds [`STALL_RECOVERY`].
+    fn limit_of(&self, scenario: Scenario) -> Duration {
+        if scenario.stall_chain()
+            || scenario == Scenario::SkipsNeardKill
+            || scenario == Scenario::SkipsKuutamodKill
+        {
+            self.limit() + STALL_RECOVERY
+        } else {
+            self.limit()
+        }
+    }
+}

@@ -1,0 +1,263 @@
+//! `kuutamod-dst`: runs seeded fault schedules against kuutamod's decision code, and replays
+//! and shrinks failing seeds. See `docs/dst.md`.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context};
+use clap::Parser;
+
+use kuutamod_dst::runner::{run_range, shape, How, Summary};
+use kuutamod_dst::schedule::Schedule;
+use kuutamod_dst::shrink::shrink;
+use kuutamod_dst::world::{run, Mutation, Settings};
+
+/// Deterministic simulation of kuutamod's failover protocol.
+#[derive(Debug, Parser)]
+#[command(name = "kuutamod-dst")]
+struct Args {
+    /// Seed range to run, `A..B` (B excluded).
+    #[arg(long, value_parser = parse_range)]
+    seeds: Option<(u64, u64)>,
+    /// Replay one seed (its generated schedule, or --schedule), printing the outcome.
+    #[arg(long)]
+    replay: Option<u64>,
+    /// With --replay: run this schedule file instead of the seed's own schedule.
+    #[arg(long)]
+    schedule: Option<PathBuf>,
+    /// With --replay: shrink a failing schedule and print the minimal one.
+    #[arg(long)]
+    shrink: bool,
+    /// With --replay: print the trace of the run.
+    #[arg(long)]
+    trace: bool,
+    /// Switch a fix off (`none`, or one of the names `--list-mutations` prints).
+    #[arg(long, default_value = "none")]
+    mutation: String,
+    /// For each mutation (or the one given with --mutation): run seeds from 0 until one
+    /// breaks a safety invariant, at most this many, and print the seed count (exit status 1
+    /// if one is not found).
+    #[arg(long)]
+    find: Option<u64>,
+    /// Print the mutation names.
+    #[arg(long)]
+    list_mutations: bool,
+    /// Worker threads (default: the available cores).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Largest clock rate error of a host, ppm (default 1 %).
+    #[arg(long, default_value_t = 10_000)]
+    drift_ppm: u64,
+    /// Target time between blocks, ms.
+    #[arg(long, default_value_t = 200)]
+    block_ms: u64,
+    /// Capacity of the guard's stdin pipe, in orders (default: 64 KiB, 1600 orders, which
+    /// do not fill within a schedule; a few dozen fill during a guard stop).
+    #[arg(long, default_value_t = kuutamod_dst::world::PIPE_ORDERS)]
+    guard_pipe: usize,
+}
+
+fn parse_range(s: &str) -> Result<(u64, u64), String> {
+    let (a, b) = s
+        .split_once("..")
+        .ok_or_else(|| format!("expected A..B, got {s:?}"))?;
+    let a: u64 = a.parse().map_err(|_| format!("bad start {a:?}"))?;
+    let b: u64 = b.parse().map_err(|_| format!("bad end {b:?}"))?;
+    if b <= a {
+        return Err(format!("empty range {s}"));
+    }
+    Ok((a, b))
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    if args.list_mutations {
+        for (name, m) in Mutation::ALL {
+            let note = if m.needs_feature() {
+                " (needs --features mutations)"
+            } else {
+                ""
+            };
+            println!("{name}{note}");
+        }
+        return Ok(());
+    }
+    let mutation = Mutation::parse(&args.mutation)
+        .with_context(|| format!("unknown mutation {:?} (--list-mutations)", args.mutation))?;
+    if mutation.needs_feature() && !cfg!(feature = "mutations") {
+        bail!(
+            "mutation {} switches a fix off inside kuutamod's machine: build with --features mutations (scripts/dst does)",
+            mutation.name()
+        );
+    }
+    let threads = args.threads.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    });
+    let settings = Settings {
+        mutation,
+        block_ms: args.block_ms,
+        guard_pipe: args.guard_pipe,
+        ..Settings::default()
+    };
+    if let Some(max) = args.find {
+        return find(&args, max, threads, settings);
+    }
+    if let Some(seed) = args.replay {
+        return replay(&args, seed, settings);
+    }
+    let Some((from, to)) = args.seeds else {
+        bail!("give --seeds A..B, --replay SEED or --find N");
+    };
+    let how = How {
+        threads,
+        drift_ppm: args.drift_ppm,
+        stop_at_first: false,
+        keep: 20,
+        safety_only: false,
+    };
+    let s = run_range(from, to, settings, &how);
+    print_summary(&s, from, to, mutation, threads);
+    for f in &s.failures {
+        println!("seed {}: {}", f.seed, f.violation);
+        println!(
+            "  replay: kuutamod-dst --replay {}{} --shrink",
+            f.seed,
+            mutation_flag(mutation)
+        );
+    }
+    if s.failed > 0 {
+        std::process::exit(1);
+    }
+    Ok(())
+}
+
+fn mutation_flag(m: Mutation) -> String {
+    if m == Mutation::None {
+        String::new()
+    } else {
+        format!(" --mutation {}", m.name())
+    }
+}
+
+fn print_summary(s: &Summary, from: u64, to: u64, m: Mutation, threads: usize) {
+    let secs = s.wall_secs.max(1e-9);
+    println!(
+        "seeds {from}..{to} (mutation {}, {threads} threads): {} schedules in {:.1} s",
+        m.name(),
+        s.schedules,
+        s.wall_secs
+    );
+    println!(
+        "schedules/s {:.0}  events/s {:.0}  virtual time {:.0} s ({:.0}x real time)",
+        s.schedules as f64 / secs,
+        s.events as f64 / secs,
+        s.virtual_ms as f64 / 1000.0,
+        s.virtual_ms as f64 / 1000.0 / secs
+    );
+    println!(
+        "largest recovery after the last fault: {} ms",
+        s.max_recovery_ms
+    );
+    println!(
+        "ended early, live for the quiescence window: {}",
+        s.quiesced
+    );
+    println!(
+        "liveness not checked (chain model without fork choice): {}",
+        s.model_stalls
+    );
+    println!("violations: {}", s.failed);
+}
+
+fn replay(args: &Args, seed: u64, settings: Settings) -> anyhow::Result<()> {
+    let sched = match &args.schedule {
+        Some(p) => {
+            let text = std::fs::read_to_string(p)
+                .with_context(|| format!("cannot read {}", p.display()))?;
+            Schedule::parse(&text).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?
+        }
+        None => Schedule::generate(seed, &shape(args.drift_ppm)),
+    };
+    let settings = Settings {
+        trace: args.trace,
+        ..settings
+    };
+    let o = run(seed, &sched, settings);
+    print!("{sched}");
+    for line in &o.trace {
+        println!("{line}");
+    }
+    println!(
+        "seed {seed}: {} events, ended at {} ms, trace hash {:016x}",
+        o.events, o.end_ms, o.hash
+    );
+    let Some(v) = o.violation else {
+        println!("no violation");
+        return Ok(());
+    };
+    println!("VIOLATION: {v}");
+    if args.shrink {
+        let (small, sv, runs) = shrink(seed, &sched, settings, &v);
+        let file = format!("dst-{seed}.schedule");
+        std::fs::write(&file, small.to_string()).with_context(|| format!("cannot write {file}"))?;
+        println!("shrunk in {runs} runs to:");
+        print!("{small}");
+        println!("VIOLATION: {sv}");
+        println!(
+            "replay: kuutamod-dst --replay {seed}{} --schedule {file} --trace",
+            mutation_flag(settings.mutation)
+        );
+    }
+    std::process::exit(1);
+}
+
+fn find(args: &Args, max: u64, threads: usize, settings: Settings) -> anyhow::Result<()> {
+    let which: Vec<Mutation> = if settings.mutation == Mutation::None {
+        Mutation::ALL
+            .iter()
+            .map(|(_, m)| *m)
+            .filter(|m| cfg!(feature = "mutations") || !m.needs_feature())
+            .collect()
+    } else {
+        vec![settings.mutation]
+    };
+    println!("| mutation | seeds until found | first failing seed | violation |");
+    println!("|---|---|---|---|");
+    let mut missing = 0;
+    for m in which {
+        let how = How {
+            threads,
+            drift_ppm: args.drift_ppm,
+            stop_at_first: true,
+            keep: 1,
+            safety_only: true,
+        };
+        let s = run_range(
+            0,
+            max,
+            Settings {
+                mutation: m,
+                ..settings
+            },
+            &how,
+        );
+        match s.failures.first() {
+            Some(f) => println!(
+                "| {} | {} | {} | {} |",
+                m.name(),
+                f.seed + 1,
+                f.seed,
+                f.violation.name()
+            ),
+            None => {
+                missing += 1;
+                println!("| {} | not found in {max} | - | - |", m.name());
+            }
+        }
+    }
+    if missing > 0 {
+        std::process::exit(1);
+    }
+    Ok(())
+}

@@ -1,0 +1,152 @@
+//! Running many seeds: a shared counter hands seeds to worker threads, each run is
+//! independent, and the figures (schedules and events per second, violations by invariant)
+//! are summed at the end. Results do not depend on the number of threads: a seed's outcome is
+//! a function of the seed alone.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Instant;
+
+use crate::oracle::Violation;
+use crate::schedule::{Schedule, Shape};
+use crate::world::{run, Settings, TTL};
+
+/// The shape of generated schedules used everywhere (CLI, CI, tests).
+pub fn shape(drift_ppm: u64) -> Shape {
+    Shape {
+        drift_ppm,
+        max_faults: 6,
+        window_ms: 12_000,
+        ttl_ms: TTL.as_millis() as u64,
+        lag_faults: true,
+    }
+}
+
+/// One failing seed.
+#[derive(Debug, Clone)]
+pub struct Failure {
+    /// The seed.
+    pub seed: u64,
+    /// What broke.
+    pub violation: Violation,
+}
+
+/// The figures of a range of seeds.
+#[derive(Debug, Clone, Default)]
+pub struct Summary {
+    /// Schedules run.
+    pub schedules: u64,
+    /// Events processed, over all schedules.
+    pub events: u64,
+    /// Virtual time simulated, ms.
+    pub virtual_ms: u64,
+    /// Wall time, seconds.
+    pub wall_secs: f64,
+    /// Failing seeds, ascending (at most `keep` of them kept).
+    pub failures: Vec<Failure>,
+    /// Number of failing seeds.
+    pub failed: u64,
+    /// The lowest failing seed.
+    pub first_failure: Option<u64>,
+    /// Largest time from the last fault's heal to the first activation after it, ms.
+    pub max_recovery_ms: u64,
+    /// Runs whose liveness check was skipped because the chain model has no fork choice.
+    pub model_stalls: u64,
+    /// Runs that ended before their liveness bound, liveness having held for the quiescence
+    /// window after the last fault.
+    pub quiesced: u64,
+}
+
+/// How a range of seeds is run.
+#[derive(Clone, Copy, Debug)]
+pub struct How {
+    /// Worker threads.
+    pub threads: usize,
+    /// Clock drift bound of the generated schedules, in parts per million.
+    pub drift_ppm: u64,
+    /// Stop handing out seeds after the first failure.
+    pub stop_at_first: bool,
+    /// How many failures the summary keeps.
+    pub keep: usize,
+    /// Count a liveness violation only where the unmutated daemon passes the seed.
+    pub safety_only: bool,
+}
+
+/// Runs seeds `from..to` on `how.threads` threads. Stops handing out seeds after the first
+/// failure when `stop_at_first` (the lowest failing seed is still exact: seeds are handed out
+/// in order and every seed below a failure is run). With `safety_only`, a liveness violation
+/// counts only if the unmutated daemon passes the same seed (a mutation must be found by what
+/// it breaks, not by what the daemon misses anyway).
+pub fn run_range(from: u64, to: u64, settings: Settings, how: &How) -> Summary {
+    let How {
+        threads,
+        drift_ppm,
+        stop_at_first,
+        keep,
+        safety_only,
+    } = *how;
+    let next = AtomicU64::new(from);
+    let stop_below = AtomicU64::new(u64::MAX);
+    let total = Mutex::new(Summary::default());
+    let started = Instant::now();
+    let sh = shape(drift_ppm);
+    std::thread::scope(|s| {
+        for _ in 0..threads.max(1) {
+            s.spawn(|| {
+                let mut local = Summary::default();
+                loop {
+                    let seed = next.fetch_add(1, Ordering::Relaxed);
+                    if seed >= to || seed > stop_below.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    let sched = Schedule::generate(seed, &sh);
+                    let o = run(seed, &sched, settings);
+                    local.schedules += 1;
+                    local.events += o.events;
+                    local.virtual_ms += o.end_ms;
+                    local.max_recovery_ms = local.max_recovery_ms.max(o.recovery_ms.unwrap_or(0));
+                    local.model_stalls += u64::from(o.model_stall);
+                    local.quiesced += u64::from(o.quiesced);
+                    // A liveness violation counts for a mutation only where the daemon as
+                    // it is passes the same schedule.
+                    let counts = |v: &Violation| {
+                        !safety_only
+                            || v.is_safety()
+                            || run(
+                                seed,
+                                &sched,
+                                Settings {
+                                    mutation: crate::world::Mutation::None,
+                                    ..settings
+                                },
+                            )
+                            .violation
+                            .is_none()
+                    };
+                    if let Some(v) = o.violation.filter(counts) {
+                        local.failed += 1;
+                        local.failures.push(Failure { seed, violation: v });
+                        if stop_at_first {
+                            stop_below.fetch_min(seed, Ordering::Relaxed);
+                        }
+                    }
+                }
+                let mut t = total.lock().unwrap_or_else(|p| p.into_inner());
+                t.schedules += local.schedules;
+                t.events += local.events;
+                t.virtual_ms += local.virtual_ms;
+                t.failed += local.failed;
+                t.model_stalls += local.model_stalls;
+                t.quiesced += local.quiesced;
+                t.max_recovery_ms = t.max_recovery_ms.max(local.max_recovery_ms);
+                t.failures.extend(local.failures);
+            });
+        }
+    });
+    let mut t = total.into_inner().unwrap_or_else(|p| p.into_inner());
+    t.wall_secs = started.elapsed().as_secs_f64();
+    t.failures.sort_by_key(|f| f.seed);
+    t.first_failure = t.failures.first().map(|f| f.seed);
+    t.failures.truncate(keep);
+    t
+}

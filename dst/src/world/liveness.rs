@@ -1,0 +1,56 @@
+//! The liveness bound: how long after the last fault healed one node must validate again,
+//! derived from kuutamod's timing, the chain's timers and the schedule (`docs/dst.md`).
+
+use std::time::Duration;
+
+use neard_sim::spec::Timers;
+
+use super::{timing, OUTSIDER_LOCK_DELAY};
+use crate::clock::MS;
+use crate::schedule::{FaultKind, Schedule};
+
+/// The liveness bound after the last fault healed (ms), derived from the timing, the chain's
+/// timers and the schedule (see `docs/dst.md`).
+pub fn liveness_bound_ms(sched: &Schedule, timers: &Timers) -> u64 {
+    let t = timing();
+    let ms = |d: Duration| d.as_millis() as u64;
+    let boot = sched.scenario.boot_ms.iter().copied().max().unwrap_or(0);
+    // neard's restart back-off on the host that is best off: it doubles with each failure.
+    let backoff = (0..sched.scenario.hosts)
+        .map(|h| {
+            let n = sched.faults.iter().filter(|f| f.host() == Some(h)).count() as u32;
+            (1000u64 << n.min(5)).min(30_000)
+        })
+        .min()
+        .unwrap_or(1000);
+    let foreign = sched
+        .faults
+        .iter()
+        .any(|f| matches!(f.kind, FaultKind::KvForeignAcquire { .. }));
+    3 * ms(t.ttl)
+        + ms(t.stop_grace)
+        + ms(t.hot_swap_confirm)
+        + 2 * boot
+        + backoff
+        + 2000
+        + if foreign { OUTSIDER_LOCK_DELAY / MS } else { 0 }
+        + if sched.scenario.stall {
+            stall_outrun_ms(timers)
+        } else {
+            0
+        }
+}
+
+/// In a chain stalled for want of our stake, a new leader that inherits a stale horizon waits
+/// until its own target outruns everything the old leader could have signed: one target per
+/// `min_block_production_delay` over the horizon's staleness, plus one, reached by skips that
+/// come one per `max_block_wait_delay` in a long stall. The staleness is at most the TTL after
+/// a heartbeat whose values were as old as a leader lets them get (neard unanswered for
+/// `STATUS_FAIL_AFTER`, plus a poll's timeout).
+fn stall_outrun_ms(timers: &Timers) -> u64 {
+    use kuutamod::timing::{STATUS_FAIL_AFTER, STATUS_TIMEOUT};
+    let ms = |d: Duration| d.as_millis() as u64;
+    let stale = ms(timing().ttl + STATUS_FAIL_AFTER + STATUS_TIMEOUT);
+    let targets = stale.div_ceil(ms(timers.min_block_production_delay).max(1)) + 2;
+    targets * ms(timers.max_block_wait_delay)
+}

@@ -1,0 +1,443 @@
+//! The simulated world: hosts with kuutamod, its guard, neard and a Consul agent; the Consul
+//! servers; the chain; one discrete-event loop over true time.
+//!
+//! Each host runs the real decision code, `kuutamod::machine::Machine`, fed with the events
+//! kuutamod's supervisor (`src/supervisor/`) would feed it, at the host's clock; its
+//! [`Command`](kuutamod::machine::Command)s are carried out as the supervisor carries them out,
+//! with simulated latency and faults. What a process does while it is stopped is nothing:
+//! events for it wait until it runs again, as they wait in its sockets and pipes. The loop
+//! jumps from event to event; nothing polls time.
+//!
+//! The invariants of [`crate::oracle`] are checked after every event.
+//!
+//! # Layout
+//!
+//! This file holds the world's state, its construction and the event loop; each part of the
+//! world's behaviour is a further `impl World` in a module of its own:
+//!
+//! - `mutation`: the fixes a run may switch off.
+//! - `liveness`: the liveness bound after the last fault healed.
+//! - `events`: the events of the queue, and where each is dispatched.
+//! - `invariants`: the safety and liveness checks.
+//! - `kd`: kuutamod's process: the machine fed its events, its commands carried out.
+//! - `poller`: kuutamod's neard poller (`/status`, `/metrics`).
+//! - `delivery`: Consul requests from the agent to the servers and back, and the servers'
+//!   side (sessions' TTLs, blocking queries, held requests).
+//! - `watches`: Consul's answers turned into the machine's events; the key and cluster watches.
+//! - `guard`: the guard process: its pipe, its timer, its kill.
+//! - `neard`: neard's processes, their consensus client and the chain they talk to.
+//! - `faults`: applying and healing the schedule's faults.
+
+mod delivery;
+mod events;
+mod faults;
+mod guard;
+mod invariants;
+mod kd;
+mod liveness;
+mod mutation;
+mod neard;
+mod poller;
+mod watches;
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::time::Duration;
+
+use kuutamod::records::Control;
+use kuutamod::timing::Timing;
+use neard_sim::network::Network;
+use neard_sim::spec::{ChainSpec, Timers};
+
+use crate::clock::{HostClock, MS, S};
+use crate::consul::Store;
+use crate::oracle::{Conflicts, Violation};
+use crate::rng::Rng;
+use crate::schedule::{ReloadMode, Schedule};
+
+use delivery::{Consul, Req};
+use events::{Ev, Item};
+use guard::Guard;
+use kd::Kd;
+use neard::Neard;
+
+pub use liveness::liveness_bound_ms;
+pub use mutation::Mutation;
+
+/// Our validator account.
+pub const ACCOUNT: &str = "pool.near";
+/// Its public key.
+pub const OUR_KEY: &str = "ed25519:ours";
+/// The account a mistyped node is configured with ([`Mutation::AccountTypo`]).
+pub const TYPO_ACCOUNT: &str = "pool.naer";
+
+/// `KUUTAMO_SESSION_TTL` of the simulated nodes: the tests' and benchmark's 3 s.
+pub const TTL: Duration = Duration::from_secs(3);
+/// `KUUTAMO_NEARD_STOP_GRACE`.
+pub const STOP_GRACE: Duration = Duration::from_millis(500);
+/// `KUUTAMO_SYNCING_GRACE`.
+pub const SYNCING_GRACE: Duration = Duration::from_secs(2);
+/// `KUUTAMO_DOPPELGANGER_HEIGHTS` (kuutamod's default).
+pub const DOPPELGANGER_HEIGHTS: u64 = 20;
+
+/// kuutamod's non-blocking Consul request timeout (`consul::REQUEST_TIMEOUT`).
+const REQUEST_TIMEOUT: u64 = 2 * S;
+/// kuutamod's `/status` timeout (`supervisor::STATUS_TIMEOUT`).
+const STATUS_TIMEOUT: u64 = S;
+/// `clock::JUMP_SLACK`.
+const JUMP_SLACK: u64 = 50 * MS;
+/// Watch loop pauses (`supervisor::tasks::WATCH_RETRY`, `WATCH_IDLE`).
+const WATCH_RETRY: u64 = S;
+const WATCH_IDLE: u64 = 100 * MS;
+/// `/metrics` is read at least this often (`supervisor::tasks::METRICS_INTERVAL`).
+const METRICS_INTERVAL: u64 = 5 * S;
+/// How long a Consul server holds a request while there is no leader before it answers "No
+/// cluster leader" (Consul's `rpc_hold_timeout`, 7 s).
+const RPC_HOLD: u64 = 7 * S;
+/// Capacity of the guard's stdin pipe, in orders (64 KiB of lines of about 40 bytes); the
+/// default of `Settings::guard_pipe`.
+pub const PIPE_ORDERS: usize = 1600;
+/// An outsider session's TTL and lock-delay (Consul's default lock-delay).
+const OUTSIDER_TTL: u64 = 10 * S;
+const OUTSIDER_LOCK_DELAY: u64 = 15 * S;
+
+/// How a run is set up, besides its schedule.
+#[derive(Debug, Clone, Copy)]
+pub struct Settings {
+    /// The fix switched off.
+    pub mutation: Mutation,
+    /// Target time between blocks (ms); the consensus timers derive from it.
+    pub block_ms: u64,
+    /// Keep every ledger entry (tests cross-check with the batch oracle).
+    pub keep_ledger: bool,
+    /// Record a readable trace.
+    pub trace: bool,
+    /// Capacity of the guard's stdin pipe, in orders.
+    pub guard_pipe: usize,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            mutation: Mutation::None,
+            block_ms: 200,
+            keep_ledger: false,
+            trace: false,
+            guard_pipe: PIPE_ORDERS,
+        }
+    }
+}
+
+/// The derived timing of the simulated nodes.
+pub fn timing() -> Timing {
+    // TTL and grace are constants that satisfy the inequality.
+    Timing::new(TTL, STOP_GRACE).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// What a run did.
+#[derive(Debug, Clone, Default)]
+pub struct Outcome {
+    /// The first broken invariant.
+    pub violation: Option<Violation>,
+    /// Events processed.
+    pub events: u64,
+    /// Hash of the run's trace (event kinds and times, signatures): equal for bit-for-bit
+    /// equal runs.
+    pub hash: u64,
+    /// True time at which the run ended (ms).
+    pub end_ms: u64,
+    /// Keys going live (activations).
+    pub activations: u64,
+    /// Step-downs.
+    pub step_downs: u64,
+    /// The readable trace, when asked for.
+    pub trace: Vec<String>,
+    /// The ledger, when asked for.
+    pub ledger: Vec<neard_sim::ledger::Entry>,
+    /// After the last fault: how long until one node validated (ms).
+    pub recovery_ms: Option<u64>,
+    /// Liveness was not reached because the chain model has no fork choice (see
+    /// `docs/dst.md`): not a violation.
+    pub model_stall: bool,
+    /// The run ended before the liveness bound: liveness held without a break for the
+    /// quiescence window after the last fault healed.
+    pub quiesced: bool,
+}
+
+#[derive(Default)]
+struct Agent {
+    up: bool,
+    paused: bool,
+    partitioned: bool,
+    epoch: u64,
+    /// Messages waiting for the agent to run again (paused, host suspended).
+    waiting: Vec<Ev>,
+    /// Messages waiting for the partition to heal.
+    cut: Vec<Ev>,
+}
+
+struct Host {
+    clock: HostClock,
+    suspended: bool,
+    kd: Option<Kd>,
+    kd_stopped: bool,
+    group_stopped: bool,
+    restart_after_exit: Option<u64>,
+    guard: Option<Guard>,
+    neard: Option<Neard>,
+    key_file: bool,
+    stored_target: u64,
+    next_pid: u32,
+    agent: Agent,
+    hang_until: u64,
+    syncing_until: u64,
+    reload_mode: Option<(ReloadMode, u64)>,
+    lag_extra: (u64, u64),
+    slow_stop_until: u64,
+    last_lock: Option<u64>,
+    boot_ms: u64,
+    lag_ms: u64,
+    /// Events for the neard and the guard that wait for the host to resume.
+    frozen: Vec<Ev>,
+}
+
+/// A run.
+pub struct World {
+    t: u64,
+    seq: u64,
+    queue: BinaryHeap<Reverse<Item>>,
+    rng: Rng,
+    settings: Settings,
+    sched: Schedule,
+    timing: Timing,
+    hosts: Vec<Host>,
+    consul: Consul,
+    reqs: Vec<Req>,
+    net: Network,
+    base: std::time::Instant,
+    timers: Timers,
+    chain_head_at: u64,
+    chain_head: u64,
+    max_node_tip: u64,
+    conflicts: Conflicts,
+    out: Outcome,
+    end: u64,
+    healed: u64,
+    /// How long liveness must hold after the last fault healed before the run may end early
+    /// (`None`: the run goes on to the liveness bound).
+    quiesce: Option<u64>,
+    /// Since when liveness has held without a break, after the last fault healed.
+    live_since: Option<u64>,
+    next_inst: u64,
+}
+
+fn fnv_mix(h: u64, x: u64) -> u64 {
+    (h ^ x).wrapping_mul(0x0100_0000_01b3)
+}
+
+impl World {
+    /// A world for `seed` and `sched`, ready to run.
+    pub fn new(seed: u64, sched: Schedule, settings: Settings) -> World {
+        let rng = Rng::new(seed).fork(2);
+        let sc = &sched.scenario;
+        let b = settings.block_ms.max(20);
+        let timers = Timers {
+            min_block_production_delay: Duration::from_millis(b),
+            max_block_production_delay: Duration::from_millis(3 * b),
+            max_block_wait_delay: Duration::from_millis(9 * b),
+            doomslug_step_period: Duration::from_millis(b / 4),
+            block_production_tracking_delay: Duration::from_millis(b / 4),
+        };
+        let validators: Vec<(&str, u128)> = if sc.stall {
+            vec![("v1", 1), ("v2", 1)]
+        } else {
+            vec![("v1", 1), ("v2", 1), ("v3", 1)]
+        };
+        let ours = if sc.stall { 2 } else { 1 };
+        let mut spec = ChainSpec::localnet(&[(ACCOUNT, ours)], &validators, timers);
+        spec.epoch_length = 100_000;
+        spec.seed = seed;
+        let base = std::time::Instant::now();
+        let net = Network::new(spec, base, crate::clock::WALL_BASE_MS);
+        let mut hrng = Rng::new(seed).fork(3);
+        let hosts = (0..sc.hosts)
+            .map(|h| Host {
+                clock: HostClock::new(
+                    1000 * S + hrng.below(1000 * S),
+                    sc.drift_ppm[h],
+                    sc.wall_offset_ms[h],
+                ),
+                suspended: false,
+                kd: None,
+                kd_stopped: false,
+                group_stopped: false,
+                restart_after_exit: None,
+                guard: None,
+                neard: None,
+                key_file: false,
+                stored_target: 0,
+                next_pid: 100 + 1000 * h as u32,
+                agent: Agent {
+                    up: true,
+                    ..Agent::default()
+                },
+                hang_until: 0,
+                syncing_until: 0,
+                reload_mode: None,
+                lag_extra: (0, 0),
+                slow_stop_until: 0,
+                last_lock: None,
+                boot_ms: sc.boot_ms[h],
+                lag_ms: sc.lag_ms[h],
+                frozen: Vec::new(),
+            })
+            .collect();
+        let healed = sched.healed_at() * MS;
+        let end = healed + liveness_bound_ms(&sched, &timers) * MS;
+        let mut w = World {
+            t: 0,
+            seq: 0,
+            queue: BinaryHeap::new(),
+            rng,
+            settings,
+            timing: timing(),
+            hosts,
+            consul: Consul {
+                store: Store::new(),
+                election_until: 0,
+                quorum_lost: false,
+                held: Vec::new(),
+                waiters: Vec::new(),
+                slow: (0, 0),
+                lossy: (0, 0),
+                control: Control::default(),
+                control_pending: false,
+                switchover_from: None,
+                foreign: None,
+                holder: None,
+            },
+            reqs: Vec::new(),
+            net,
+            base,
+            timers,
+            chain_head_at: 0,
+            chain_head: 0,
+            max_node_tip: 0,
+            conflicts: Conflicts::new(settings.keep_ledger),
+            out: Outcome::default(),
+            end,
+            healed,
+            quiesce: quiesce_ns(&sched),
+            live_since: None,
+            next_inst: 0,
+            sched,
+        };
+        for h in 0..w.hosts.len() {
+            let at = w.rng.below(200 * MS);
+            w.at(at, Ev::KdStart(h));
+        }
+        w.at(0, Ev::ChainTick);
+        for (i, f) in w.sched.faults.iter().enumerate() {
+            let (start, end) = (f.at * MS, f.heals_at() * MS);
+            w.queue.push(Reverse(Item {
+                t: start,
+                seq: i as u64,
+                ev: Ev::FaultStart(i),
+            }));
+            if end > start {
+                w.queue.push(Reverse(Item {
+                    t: end,
+                    seq: i as u64 + 1_000_000,
+                    ev: Ev::FaultEnd(i),
+                }));
+            }
+        }
+        w.seq = 2_000_000;
+        w.at(end, Ev::Liveness);
+        w
+    }
+
+    fn at(&mut self, t: u64, ev: Ev) {
+        self.seq += 1;
+        self.queue.push(Reverse(Item {
+            t: t.max(self.t),
+            seq: self.seq,
+            ev,
+        }));
+    }
+
+    fn after(&mut self, d: u64, ev: Ev) {
+        self.at(self.t + d, ev);
+    }
+
+    fn trace(&mut self, f: impl FnOnce() -> String) {
+        if self.settings.trace {
+            let line = format!("{:>9.3} {}", self.t as f64 / S as f64, f());
+            self.out.trace.push(line);
+        }
+    }
+
+    /// Runs to the end (or the first violation).
+    pub fn run(mut self) -> Outcome {
+        while let Some(Reverse(item)) = self.queue.pop() {
+            if item.t > self.end {
+                break;
+            }
+            self.t = item.t;
+            self.out.events += 1;
+            self.out.hash = fnv_mix(fnv_mix(self.out.hash, item.t), item.ev.code());
+            self.dispatch(item.ev);
+            if self.out.violation.is_none() {
+                self.check_safety();
+            }
+            if self.out.violation.is_some() {
+                break;
+            }
+            if self.quiesced() {
+                self.out.quiesced = true;
+                break;
+            }
+        }
+        self.out.end_ms = self.t / MS;
+        if let Some(k) = self.conflicts.kept.take() {
+            self.out.ledger = k;
+        }
+        self.out
+    }
+}
+
+/// How long liveness must hold without a break after the last fault healed for a run to end
+/// before its liveness bound: long enough for everything the faults left in flight to land
+/// (a session ends at most 2 x TTL after its last renewal; a request is held at most
+/// `RPC_HOLD` by leaderless servers, longer than any slow-Consul delay). `None` when an
+/// outsider's session held the key (its TTL and lock-delay are longer): those runs go on to
+/// the bound.
+fn quiesce_ns(sched: &Schedule) -> Option<u64> {
+    let foreign = sched
+        .faults
+        .iter()
+        .any(|f| matches!(f.kind, crate::schedule::FaultKind::KvForeignAcquire { .. }));
+    (!foreign).then_some(2 * TTL.as_nanos() as u64 + RPC_HOLD)
+}
+
+/// Runs one schedule.
+pub fn run(seed: u64, sched: &Schedule, settings: Settings) -> Outcome {
+    let sched = sched.clone();
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        World::new(seed, sched, settings).run()
+    }));
+    match result {
+        Ok(o) => o,
+        Err(p) => {
+            let msg = p
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "a panic".into());
+            Outcome {
+                violation: Some(Violation::Panic(msg)),
+                ..Outcome::default()
+            }
+        }
+    }
+}

@@ -1,0 +1,84 @@
+//! The fixes a run may switch off (`--mutation`): kuutamod's own [`Mutations`], and the
+//! harness-level ones the simulated environment models, each with its command-line name.
+
+use kuutamod::machine::Mutations;
+
+/// A fix switched off: one of kuutamod's [`Mutations`], or a harness-level one that the
+/// simulated environment models.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Mutation {
+    /// None: the daemon as it is.
+    #[default]
+    None,
+    /// `Mutations::no_standby_wait`.
+    NoStandbyWait,
+    /// `Mutations::leader_ignores_key`.
+    LeaderIgnoresKey,
+    /// `Mutations::keep_lock_after_step_down`.
+    KeepLockAfterStepDown,
+    /// `Mutations::timeout_fence`.
+    TimeoutFence,
+    /// `Mutations::no_guard_ack`.
+    NoGuardAck,
+    /// The guard runs in kuutamod's process group: a group stop stops both.
+    GuardInGroup,
+    /// Orders block kuutamod while the guard's pipe is full (with `no_guard_ack`, as before
+    /// the guard acknowledged orders).
+    BlockingGuardPipe,
+    /// kuutamod's deadlines and the guard's timer on `CLOCK_MONOTONIC`, no suspend detection.
+    MonotonicDeadlines,
+    /// One node is configured with a mistyped account (another lock key) and our key.
+    AccountTypo,
+}
+
+impl Mutation {
+    /// Every mutation, with its command-line name.
+    pub const ALL: [(&'static str, Mutation); 9] = [
+        ("no-standby-wait", Mutation::NoStandbyWait),
+        ("leader-ignores-key", Mutation::LeaderIgnoresKey),
+        ("keep-lock-after-step-down", Mutation::KeepLockAfterStepDown),
+        ("timeout-fence", Mutation::TimeoutFence),
+        ("no-guard-ack", Mutation::NoGuardAck),
+        ("guard-in-group", Mutation::GuardInGroup),
+        ("blocking-guard-pipe", Mutation::BlockingGuardPipe),
+        ("monotonic-deadlines", Mutation::MonotonicDeadlines),
+        ("account-typo", Mutation::AccountTypo),
+    ];
+
+    /// Parses a command-line name.
+    pub fn parse(name: &str) -> Option<Mutation> {
+        if name == "none" {
+            return Some(Mutation::None);
+        }
+        Mutation::ALL
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, m)| *m)
+    }
+
+    /// The command-line name.
+    pub fn name(self) -> &'static str {
+        Mutation::ALL
+            .iter()
+            .find(|(_, m)| *m == self)
+            .map_or("none", |(n, _)| n)
+    }
+
+    /// Whether it needs kuutamod built with its `mutations` feature.
+    pub fn needs_feature(self) -> bool {
+        !self.machine().eq(&Mutations::default())
+    }
+
+    pub(super) fn machine(self) -> Mutations {
+        let mut m = Mutations::default();
+        match self {
+            Mutation::NoStandbyWait => m.no_standby_wait = true,
+            Mutation::LeaderIgnoresKey => m.leader_ignores_key = true,
+            Mutation::KeepLockAfterStepDown => m.keep_lock_after_step_down = true,
+            Mutation::TimeoutFence => m.timeout_fence = true,
+            Mutation::NoGuardAck | Mutation::BlockingGuardPipe => m.no_guard_ack = true,
+            _ => {}
+        }
+        m
+    }
+}
