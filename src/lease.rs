@@ -250,6 +250,14 @@ impl Lease {
         }
     }
 
+    /// The session was renewed at `at`: moves the lease only under the deterministic
+    /// simulation's `lease_from_renew` mutation (the old lease, which ran from renewals).
+    pub fn renewed(&mut self, at: Instant) {
+        if at > self.acked_sent {
+            self.acked_sent = at;
+        }
+    }
+
     /// The heartbeat got no verdict (Consul unreachable) or was rejected: the lease does not
     /// move.
     pub fn unacknowledged(&mut self) {

@@ -44,6 +44,9 @@ pub struct Mutations {
     pub no_standby_wait: bool,
     /// A leader ignores what happens to its key (deleted, overwritten, taken).
     pub leader_ignores_key: bool,
+    /// A leader's lease runs from its session renewals (the old lease), not only from
+    /// acknowledged heartbeats.
+    pub lease_from_renew: bool,
     /// A node that stepped down on its lease keeps the lock (the stuck lock).
     pub keep_lock_after_step_down: bool,
     /// The old height fence: open once the head moved past the head at acquisition, or after

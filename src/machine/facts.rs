@@ -103,6 +103,11 @@ impl Machine {
                 if let Session::Live { id, renewing, .. } = &mut self.session {
                     if *id == session {
                         *renewing = false;
+                        if self.cfg.mutations.on(|m| m.lease_from_renew) {
+                            if let Some(lease) = self.lease.as_mut() {
+                                lease.renewed(now);
+                            }
+                        }
                     }
                 }
             }

@@ -12,7 +12,7 @@ pub enum Mutation {
     None,
     /// `Mutations::no_standby_wait`.
     NoStandbyWait,
-    /// `Mutations::leader_ignores_key`.
+    /// `Mutations::leader_ignores_key` with `Mutations::lease_from_renew`.
     LeaderIgnoresKey,
     /// `Mutations::keep_lock_after_step_down`.
     KeepLockAfterStepDown,
@@ -73,7 +73,12 @@ impl Mutation {
         let mut m = Mutations::default();
         match self {
             Mutation::NoStandbyWait => m.no_standby_wait = true,
-            Mutation::LeaderIgnoresKey => m.leader_ignores_key = true,
+            // The hole as it was: the old leader never looked at its key, and its lease ran
+            // from its session renewals (which a deleted or overwritten key does not stop).
+            Mutation::LeaderIgnoresKey => {
+                m.leader_ignores_key = true;
+                m.lease_from_renew = true;
+            }
             Mutation::KeepLockAfterStepDown => m.keep_lock_after_step_down = true,
             Mutation::TimeoutFence => m.timeout_fence = true,
             Mutation::NoGuardAck | Mutation::BlockingGuardPipe => m.no_guard_ack = true,
