@@ -359,6 +359,13 @@ impl Machine {
             (false, _) => None,
             (true, since) => since.or(Some(now)),
         };
+        // `/metrics` is read only now and then: a poll without it keeps the reload counter
+        // this neard last showed (it only grows), so that a hot swap started right after a
+        // poll without `/metrics` can still be confirmed.
+        let mut poll = poll;
+        if poll.reloads.is_none() {
+            poll.reloads = up.poll.and_then(|p| p.reloads);
+        }
         up.poll = Some(poll);
         if poll.hot_swap_capable.is_some() {
             self.hot_swap_capable = poll.hot_swap_capable;

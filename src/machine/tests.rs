@@ -201,6 +201,40 @@ impl Driver {
     }
 }
 
+/// Found by `scripts/bench --quick` (15a, hot swap): the last poll before a promotion whose
+/// fence opened at once had no `/metrics`, so the reload counter before the SIGHUP was unknown,
+/// the swap could never be confirmed, and it fell back to a restart (a missed block).
+#[test]
+fn a_hot_swap_after_a_poll_without_metrics_is_confirmed() {
+    let mut d = Driver::new(true);
+    d.reach_voting();
+    // The standby's latest poll carries no /metrics (they are read every few seconds).
+    let mut p = d.poll();
+    p.reloads = None;
+    p.target = None;
+    d.feed(Event::Status(p));
+    d.observe(Some(d.released_key(10)), 10);
+    let sent = d.now;
+    d.feed(Event::Acquired { sent, index: 11 });
+    let before = d.log.len();
+    d.ack_guard();
+    let mut p = d.poll();
+    p.reloads = None;
+    p.target = None;
+    d.feed(Event::Status(p));
+    let out = &d.log[before..];
+    assert!(out.contains(&Command::Sighup), "{out:?}");
+    d.key = KeyShown::Ours;
+    d.reloads += 1;
+    let out = d.status();
+    assert!(
+        out.iter()
+            .any(|c| matches!(c, Command::Activated { hot_swap: true, .. })),
+        "{out:?}"
+    );
+    assert_eq!(d.count(|c| matches!(c, Command::HotSwapFallback(_))), 0);
+}
+
 #[test]
 fn a_clean_release_is_taken_over_without_waiting() {
     let mut d = Driver::new(true);
