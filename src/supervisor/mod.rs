@@ -36,6 +36,9 @@ use crate::timing::{STATUS_INTERVAL, STATUS_TIMEOUT};
 /// past `CLOCK_MONOTONIC`) even when no deadline is near.
 pub const TICK: Duration = Duration::from_millis(250);
 
+/// How long a stopping kuutamod waits for its last status record to reach Consul.
+pub const RECORD_FLUSH: Duration = Duration::from_secs(1);
+
 /// Runs kuutamod until `shutdown` resolves and the machine has fenced, released and stopped.
 pub async fn run(
     settings: Settings,
@@ -81,6 +84,13 @@ pub async fn run(
         tx.clone(),
         metrics.clone(),
     ));
+    let (records, records_rx) = watch::channel(None);
+    let publisher = tokio::spawn(tasks::publish_records(
+        consul.clone(),
+        crate::records::node_key(&settings.account_id, &settings.node_id),
+        records_rx,
+        metrics.clone(),
+    ));
     let hooks = settings.on_role_change.clone().map(|cmd| {
         let (hook_tx, hook_rx) = mpsc::unbounded_channel();
         tokio::spawn(hook::run_hooks(
@@ -114,6 +124,7 @@ pub async fn run(
         key,
         metrics,
         published,
+        records,
         neard: None,
         neard_starts: 0,
         poll_tx,
@@ -127,6 +138,12 @@ pub async fn run(
         hooks,
     };
     let result = sup.main_loop(rx, notes_rx, shutdown).await;
+    // The last record (`Shutdown`) gets a moment to reach Consul, so `kuutamoctl status` shows
+    // a stopped node as stopped.
+    drop(sup);
+    if tokio::time::timeout(RECORD_FLUSH, publisher).await.is_err() {
+        log::warn!("this node's last status record was not published within {RECORD_FLUSH:?}");
+    }
     poller.abort();
     watcher.abort();
     cluster.abort();
@@ -141,6 +158,8 @@ struct Supervisor {
     machine: Machine,
     metrics: Metrics,
     published: watch::Sender<Published>,
+    /// This node's status record, for [`tasks::publish_records`].
+    records: watch::Sender<Option<crate::records::NodeRecord>>,
     neard: Option<Neard>,
     neard_starts: u64,
     poll_tx: watch::Sender<PollTarget>,
@@ -384,19 +403,7 @@ impl Supervisor {
             }
             Command::Publish(facts) => {
                 let record = self.node_record(facts);
-                let consul = self.consul.clone();
-                let key =
-                    crate::records::node_key(&self.settings.account_id, &self.settings.node_id);
-                let metrics = self.metrics.clone();
-                tokio::spawn(async move {
-                    metrics
-                        .consul_requests
-                        .with_label_values(&["publish"])
-                        .inc();
-                    if let Err(e) = consul.put(&key, &record.to_bytes()).await {
-                        log::warn!("cannot publish this node's status record: {e}");
-                    }
-                });
+                self.records.send_replace(Some(record));
                 None
             }
             Command::QueryWindows => {

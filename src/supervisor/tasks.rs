@@ -10,6 +10,7 @@ use crate::consul::{Consul, ConsulError};
 use crate::machine::{Event, KeyShown, Poll, Polling};
 use crate::metrics::Metrics;
 use crate::neard::rpc::NeardRpc;
+use crate::records::NodeRecord;
 
 /// `wait` of the leader-key blocking query. Long, so an idle standby costs Consul almost
 /// nothing; a change (every heartbeat) still wakes it at once.
@@ -256,6 +257,47 @@ pub async fn watch_cluster(
     }
 }
 
+/// Writes this node's status record (`kuutamod/<account>/nodes/<node>`): one PUT at a time,
+/// always the newest record. Two PUTs of one key in flight at once may reach Consul in either
+/// order, and the older one landing last would show a stale record (a ready standby shown not
+/// ready, so `kuutamoctl switchover` refuses it) until the next change. A failed write is
+/// retried every [`WATCH_RETRY`] with the newest record, also after the sender is gone (the
+/// caller bounds that wait). Ends when the sender is dropped and the last record is written.
+pub async fn publish_records(
+    consul: Consul,
+    key: String,
+    mut records: watch::Receiver<Option<NodeRecord>>,
+    metrics: Metrics,
+) {
+    let mut failing = false;
+    while records.changed().await.is_ok() {
+        loop {
+            let newest = records.borrow_and_update().clone();
+            let Some(record) = newest else { break };
+            metrics
+                .consul_requests
+                .with_label_values(&["publish"])
+                .inc();
+            match consul.put(&key, &record.to_bytes()).await {
+                Ok(()) => {
+                    if failing {
+                        log::info!("this node's status record is published again");
+                    }
+                    failing = false;
+                    break;
+                }
+                Err(e) => {
+                    if !failing {
+                        log::warn!("cannot publish this node's status record (retrying): {e}");
+                    }
+                    failing = true;
+                    tokio::time::sleep(WATCH_RETRY).await;
+                }
+            }
+        }
+    }
+}
+
 /// Whether an error means Consul gave no usable answer (as opposed to a refusal).
 fn is_failure(e: &ConsulError) -> bool {
     !matches!(
@@ -447,3 +489,6 @@ pub fn consul_request(
         }
     });
 }
+
+#[cfg(test)]
+mod tests;
