@@ -183,6 +183,16 @@ impl Node {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// When (Unix ms, by the line's timestamp) kuutamod last logged a line containing
+    /// `needle`.
+    pub fn last_logged(&self, needle: &str) -> Option<u64> {
+        self.log_text()
+            .lines()
+            .filter(|l| l.contains(needle))
+            .filter_map(|l| unix_ms(l.split(' ').next()?))
+            .next_back()
+    }
+
     /// The last `n` lines of kuutamod's log.
     pub fn log_tail(&self, n: usize) -> String {
         let text = self.log_text();
@@ -212,4 +222,44 @@ pub fn state_of(m: &BTreeMap<String, f64>) -> Result<String, String> {
         .find(|(k, v)| k.starts_with("kuutamod_state{") && **v == 1.0)
         .and_then(|(k, _)| k.split('"').nth(1).map(str::to_string))
         .ok_or_else(|| "no state is 1".to_string())
+}
+
+/// Unix ms of a log timestamp in RFC 3339 UTC (`2026-11-29T05:16:45.104Z`, any number of
+/// fraction digits), as env_logger writes it.
+pub fn unix_ms(stamp: &str) -> Option<u64> {
+    let (date, time) = stamp.strip_suffix('Z')?.split_once('T')?;
+    let mut d = date.splitn(3, '-').map(|p| p.parse::<i64>().ok());
+    let (y, m, day) = (d.next()??, d.next()??, d.next()??);
+    let (hms, frac) = time.split_once('.').unwrap_or((time, ""));
+    let mut t = hms.splitn(3, ':').map(|p| p.parse::<i64>().ok());
+    let (h, min, s) = (t.next()??, t.next()??, t.next()??);
+    let ms: i64 = format!("{frac:0<3}").get(..3)?.parse().ok()?;
+    // Days from 1970-01-01 to a Gregorian date, counting years from March so that the leap
+    // day is the last day of the year.
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let year_of_era = y - era * 400;
+    let day_of_year = (153 * ((m + 9) % 12) + 2) / 5 + day - 1;
+    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
+    let days = era * 146_097 + day_of_era - 719_468;
+    u64::try_from((((days * 24 + h) * 60 + min) * 60 + s) * 1000 + ms).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::unix_ms;
+
+    #[test]
+    fn log_timestamps_convert_to_unix_ms() {
+        assert_eq!(unix_ms("1970-01-01T00:00:00.000Z"), Some(0));
+        // Leap days, a century that is not a leap year, nanosecond fractions.
+        assert_eq!(unix_ms("2000-02-29T23:59:59.999Z"), Some(951_868_799_999));
+        assert_eq!(unix_ms("2100-03-01T00:00:00Z"), Some(4_107_542_400_000));
+        assert_eq!(
+            unix_ms("2026-11-29T05:16:45.104000000Z"),
+            Some(1_795_929_405_104)
+        );
+        assert_eq!(unix_ms("2026-11-29 05:16:45"), None);
+        assert_eq!(unix_ms("INFO"), None);
+    }
 }
