@@ -130,21 +130,16 @@ impl Driver {
     }
 
     fn released_key(&self, index: u64) -> KeyState {
-        let r = Record {
-            hostname: "h0".into(),
-            node_id: "n0".into(),
-            account: "pool.near".into(),
-            session: "s0".into(),
-            seq: 9,
-            state: RecordState::Released,
-            horizon: Horizon {
+        let r = n0_record(
+            9,
+            RecordState::Released,
+            Horizon {
                 head: Some(40),
                 target: Some(41),
                 exact: true,
                 stale_ms: None,
             },
-            successor: None,
-        };
+        );
         KeyState {
             index,
             session: None,
@@ -539,21 +534,16 @@ fn the_guard_is_armed_before_the_key_goes_live_and_disarmed_after() {
 fn a_silent_holder_is_destroyed_only_on_a_fresh_read() {
     let mut d = Driver::new(true);
     d.reach_voting();
-    let hb = Record {
-        hostname: "h0".into(),
-        node_id: "n0".into(),
-        account: "pool.near".into(),
-        session: "s0".into(),
-        seq: 4,
-        state: RecordState::Active,
-        horizon: Horizon {
+    let hb = n0_record(
+        4,
+        RecordState::Active,
+        Horizon {
             head: Some(45),
             target: Some(46),
             exact: false,
             stale_ms: None,
         },
-        successor: None,
-    };
+    );
     let held = KeyState {
         index: 20,
         session: Some("s0".into()),
@@ -973,6 +963,20 @@ fn random_schedules_never_break_the_fence() {
 
 // ----- operator control ----------------------------------------------------------------------
 
+/// A record of node n0 (session s0) for pool.near.
+fn n0_record(seq: u64, state: RecordState, horizon: Horizon) -> Record {
+    Record {
+        hostname: "h0".into(),
+        node_id: "n0".into(),
+        account: "pool.near".into(),
+        session: "s0".into(),
+        seq,
+        state,
+        horizon,
+        successor: None,
+    }
+}
+
 fn peer(id: &str, priority: u32, may_take_over: bool) -> NodeRecord {
     NodeRecord {
         node_id: id.into(),
@@ -1204,16 +1208,7 @@ fn a_node_that_gives_the_lock_back_before_its_fence_opened_releases_the_value_un
     // before the wait was over. A "released" record would let the next node activate at once.
     let mut d = Driver::new(true);
     d.reach_voting();
-    let hb = Record {
-        hostname: "h0".into(),
-        node_id: "n0".into(),
-        account: "pool.near".into(),
-        session: "s0".into(),
-        seq: 4,
-        state: RecordState::Active,
-        horizon: Horizon::default(),
-        successor: None,
-    };
+    let hb = n0_record(4, RecordState::Active, Horizon::default());
     let key = KeyState {
         index: 25,
         session: None,
@@ -1398,21 +1393,16 @@ fn a_failed_fresh_read_keeps_the_view_and_is_retried() {
     // answered only after its 5 minute wait, and the silent holder was never destroyed.
     let mut d = Driver::new(true);
     d.reach_voting();
-    let hb = Record {
-        hostname: "h0".into(),
-        node_id: "n0".into(),
-        account: "pool.near".into(),
-        session: "s0".into(),
-        seq: 4,
-        state: RecordState::Active,
-        horizon: Horizon {
+    let hb = n0_record(
+        4,
+        RecordState::Active,
+        Horizon {
             head: Some(45),
             target: Some(46),
             exact: false,
             stale_ms: Some(1000),
         },
-        successor: None,
-    };
+    );
     let held = KeyState {
         index: 20,
         session: Some("s0".into()),
