@@ -4,10 +4,12 @@
 use std::path::PathBuf;
 
 use neard_sim::chainlog::{Line, Missed};
-use neard_sim::ledger::Entry;
+use neard_sim::ledger::{Entry, Report};
 use serde::Serialize;
 
 use super::Scenario;
+use crate::cluster::{resigned_skips, two_node_slots};
+use crate::sampler::{two_validators, Timeline};
 
 /// What one run measured.
 #[derive(Debug, Clone, Serialize)]
@@ -86,6 +88,16 @@ impl RunResult {
             error: None,
             kept: None,
         }
+    }
+
+    /// Records the oracle's verdict on the run's ledger, and the moments two nodes reported
+    /// `Validating` at once.
+    pub(super) fn judge(&mut self, report: &Report, timelines: &[Timeline]) {
+        self.double_signed = report.double_signed.keys().copied().collect();
+        self.conflicting = report.conflicting.len();
+        self.two_node_slots = two_node_slots(report).len();
+        self.resigned_skips = resigned_skips(report).len();
+        self.two_validators_seen = two_validators(timelines).len();
     }
 
     /// The CI bar: no conflicting signature and no message slot signed by two nodes, never

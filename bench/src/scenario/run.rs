@@ -10,10 +10,10 @@ use anyhow::Context;
 use super::inject::{inject, thaw, Fault};
 use super::measure::{longest_stall, signing_gap, RunResult};
 use super::{Scenario, Timing};
-use crate::cluster::{resigned_skips, two_node_slots, Cluster, Opts, Spec};
+use crate::cluster::{Cluster, Opts, Spec};
 use crate::netns::Lan;
 use crate::procs::now_ms;
-use crate::sampler::{two_validators, Sampler};
+use crate::sampler::Sampler;
 
 /// Time to watch after recovery, so a signer left behind by the fault shows in the ledger.
 const OBSERVE_AFTER: Duration = Duration::from_secs(2);
@@ -218,11 +218,7 @@ impl World {
         let chain = cluster.chain_log();
         r.missed = neard_sim::chainlog::missed_assigned(&chain, &cluster.account, t0, end);
         r.stall_ms = longest_stall(&chain, t0, end);
-        r.double_signed = report.double_signed.keys().copied().collect();
-        r.conflicting = report.conflicting.len();
-        r.two_node_slots = two_node_slots(&report).len();
-        r.resigned_skips = resigned_skips(&report).len();
-        r.two_validators_seen = two_validators(&timelines).len();
+        r.judge(&report, &timelines);
         r.recovered = recovered;
         r.consul_outage_ms = observed.consul_outage_ms;
         r.neard_starts_per_min = observed.neard_starts_per_min;
@@ -334,11 +330,7 @@ impl World {
         if report.intervals.contains_key(&cluster.nodes[1].id) {
             r.failures.push("node1 signed".into());
         }
-        r.double_signed = report.double_signed.keys().copied().collect();
-        r.conflicting = report.conflicting.len();
-        r.two_node_slots = two_node_slots(&report).len();
-        r.resigned_skips = resigned_skips(&report).len();
-        r.two_validators_seen = two_validators(&timelines).len();
+        r.judge(&report, &timelines);
         Ok(r)
     }
 
@@ -372,11 +364,7 @@ impl World {
                 .map(|e| e.time_ms - t0.min(e.time_ms))
                 .min();
             r.missed = cluster.missed_assigned(t0, now_ms());
-            r.double_signed = report.double_signed.keys().copied().collect();
-            r.conflicting = report.conflicting.len();
-            r.two_node_slots = two_node_slots(&report).len();
-            r.resigned_skips = resigned_skips(&report).len();
-            r.two_validators_seen = two_validators(&timelines).len();
+            r.judge(&report, &timelines);
             r.recovered = recovered;
             out.push(r);
         }
