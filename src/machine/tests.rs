@@ -149,7 +149,22 @@ impl Driver {
 
     /// From Voting, a clean release by the previous leader: acquire, arm, hot swap, confirm.
     fn reach_validating(&mut self) {
+        self.reach_validating_with(true);
+    }
+
+    /// [`Self::reach_validating`], where the polls just before the acquisition and before the
+    /// SIGHUP carry `/metrics` or not (they are read every few seconds).
+    fn reach_validating_with(&mut self, metrics: bool) {
+        let poll = |d: &mut Driver| {
+            let mut p = d.poll();
+            if !metrics {
+                p.reloads = None;
+                p.target = None;
+            }
+            d.feed(Event::Status(p))
+        };
         self.reach_voting();
+        poll(self);
         let out = self.observe(Some(self.released_key(10)), 10);
         let acquire = out
             .iter()
@@ -174,7 +189,7 @@ impl Driver {
         );
         let before = self.log.len();
         self.ack_guard();
-        self.status();
+        poll(self);
         let out = &self.log[before..];
         assert!(out.contains(&Command::InstallKey), "{out:?}");
         assert!(out.contains(&Command::Sighup), "{out:?}");
@@ -202,31 +217,7 @@ impl Driver {
 #[test]
 fn a_hot_swap_after_a_poll_without_metrics_is_confirmed() {
     let mut d = Driver::new(true);
-    d.reach_voting();
-    // The standby's latest poll carries no /metrics (they are read every few seconds).
-    let mut p = d.poll();
-    p.reloads = None;
-    p.target = None;
-    d.feed(Event::Status(p));
-    d.observe(Some(d.released_key(10)), 10);
-    let sent = d.now;
-    d.feed(Event::Acquired { sent, index: 11 });
-    let before = d.log.len();
-    d.ack_guard();
-    let mut p = d.poll();
-    p.reloads = None;
-    p.target = None;
-    d.feed(Event::Status(p));
-    let out = &d.log[before..];
-    assert!(out.contains(&Command::Sighup), "{out:?}");
-    d.key = KeyShown::Ours;
-    d.reloads += 1;
-    let out = d.status();
-    assert!(
-        out.iter()
-            .any(|c| matches!(c, Command::Activated { hot_swap: true, .. })),
-        "{out:?}"
-    );
+    d.reach_validating_with(false);
     assert_eq!(d.count(|c| matches!(c, Command::HotSwapFallback(_))), 0);
 }
 
