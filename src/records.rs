@@ -113,11 +113,33 @@ impl NodeRecord {
     pub fn to_bytes(&self) -> Vec<u8> {
         serde_json::to_vec(self).unwrap_or_default()
     }
+
+    /// Whether the record is recent enough, at Unix ms `now_ms`, to describe a running node: a
+    /// node writes its record at least every [`RECORD_INTERVAL`](crate::timing::RECORD_INTERVAL);
+    /// one three intervals old is a node that is gone.
+    pub fn is_fresh(&self, now_ms: u64) -> bool {
+        let stale =
+            3 * u64::try_from(crate::timing::RECORD_INTERVAL.as_millis()).unwrap_or(u64::MAX);
+        now_ms.saturating_sub(self.updated_ms) <= stale
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_record_three_intervals_old_is_not_fresh() {
+        let r = NodeRecord {
+            updated_ms: 1_000_000,
+            ..NodeRecord::default()
+        };
+        let limit = 1_000_000 + 3 * 120_000;
+        assert!(r.is_fresh(limit));
+        assert!(!r.is_fresh(limit + 1));
+        // A record from a clock ahead of ours is fresh.
+        assert!(r.is_fresh(0));
+    }
 
     #[test]
     fn keys_and_round_trips() {

@@ -219,15 +219,13 @@ pub async fn watch_cluster(
                 let unchanged = index > 0 && new_index == index;
                 index = if new_index < index { 0 } else { new_index };
                 let now = wall_ms();
-                let stale = 3 * u64::try_from(crate::timing::RECORD_INTERVAL.as_millis())
-                    .unwrap_or(u64::MAX);
                 let mut control = Control::default();
                 let mut peers = Vec::new();
                 for e in &entries {
                     if e.key == control_key {
                         control = Control::parse(&e.bytes()).unwrap_or_default();
                     } else if let Some(r) = NodeRecord::parse(&e.bytes()) {
-                        if r.node_id != node_id && now.saturating_sub(r.updated_ms) <= stale {
+                        if r.node_id != node_id && r.is_fresh(now) {
                             peers.push(r);
                         }
                     }

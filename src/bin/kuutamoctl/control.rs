@@ -58,13 +58,14 @@ pub(super) async fn switchover(
         }
     };
     let (control, _, nodes) = cluster(consul, account).await?;
+    let now = wall_ms();
     if control.paused {
         eprintln!("kuutamoctl: automatic failover is paused; `kuutamoctl resume` first");
         return Ok(1);
     }
     let ready: Vec<&NodeRecord> = nodes
         .iter()
-        .filter(|n| n.node_id != old && n.may_take_over && n.priority > 0)
+        .filter(|n| n.node_id != old && n.may_take_over && n.priority > 0 && n.is_fresh(now))
         .collect();
     match &to {
         Some(t) if *t == old => {
