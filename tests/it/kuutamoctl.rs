@@ -1,5 +1,6 @@
-//! kuutamoctl: `active-validator` output and exit codes; a `switchover` in a maintenance
-//! window, `pause` / `resume` around a crash, and a node with priority 0, on the shared chain.
+//! kuutamoctl: `active-validator` output and exit codes; `status` of a ready standby and a
+//! stopped node; a `switchover` in a maintenance window, `pause` / `resume` around a crash, and
+//! a node with priority 0, on the shared chain.
 
 use std::process::Command;
 use std::time::Duration;
@@ -61,6 +62,47 @@ fn active_validator_reports_holder_none_and_errors() {
     let (code, out) = ctl("not a url", false);
     assert_eq!(code, 3, "{out}");
     assert!(out.contains("KUUTAMO_CONSUL_URL"), "{out}");
+}
+
+/// Node `id`'s record in `kuutamoctl status --json`.
+fn status_of(cluster: &Cluster, id: &str) -> Result<serde_json::Value, String> {
+    let (code, out) = cluster
+        .kuutamoctl(&["status", "--json"])
+        .map_err(|e| format!("{e:#}"))?;
+    if code != 0 {
+        return Err(format!("exit {code}: {out}"));
+    }
+    let v: serde_json::Value = serde_json::from_str(&out).map_err(|e| format!("{e}: {out}"))?;
+    v["nodes"]
+        .as_array()
+        .and_then(|nodes| nodes.iter().find(|n| n["node_id"] == id).cloned())
+        .ok_or(out)
+}
+
+#[test]
+fn status_shows_the_ready_standby_and_a_stopped_node_as_stopped() {
+    let (mut cluster, leader, standby) = steady_pair(Opts::test());
+    let (leader_id, id) = (
+        cluster.nodes[leader].id.clone(),
+        cluster.nodes[standby].id.clone(),
+    );
+    wait::until(
+        LIMIT,
+        "kuutamoctl status to show the standby ready",
+        || match status_of(&cluster, &id) {
+            Ok(n) if n["state"] == "Voting" && n["may_take_over"] == true => Ok(()),
+            other => Err(other),
+        },
+    );
+    let l = status_of(&cluster, &leader_id).expect("the leader's record");
+    assert_eq!(l["state"], "Validating", "{l}");
+    assert_eq!(l["may_take_over"], false, "{l}");
+    cluster.nodes[standby].signal(Signal::SIGTERM);
+    cluster.nodes[standby].wait_exit(LIMIT).must();
+    // Its last record was written before it exited.
+    let n = status_of(&cluster, &id).expect("the stopped node's record");
+    assert_eq!(n["state"], "Shutdown", "{n}");
+    assert_eq!(n["may_take_over"], false, "{n}");
 }
 
 /// Waits until the chain decided a block after `after_ms`, so that every height up to then is
