@@ -125,24 +125,10 @@ pub struct Record {
     /// leave it to that node for a TTL.
     #[serde(rename = "Successor", default, skip_serializing_if = "Option::is_none")]
     pub successor: Option<String>,
-    /// Whether the holder's key may have gone live in this term. `false` while it is still
-    /// promoting: its horizon is then what it inherited of the leader before it (see
-    /// [`crate::fence::Fence::inherited`]) and it has signed nothing itself, so a next holder
-    /// does not add a TTL of signing for it. Absent (older records): `true`.
-    #[serde(rename = "Live", default = "yes", skip_serializing_if = "is_yes")]
-    pub live: bool,
 }
 
 fn active() -> RecordState {
     RecordState::Active
-}
-
-fn yes() -> bool {
-    true
-}
-
-fn is_yes(b: &bool) -> bool {
-    *b
 }
 
 impl Record {
@@ -214,11 +200,6 @@ impl Lease {
     /// The last record written.
     pub fn record(&self) -> &Record {
         &self.record
-    }
-
-    /// Our key may be live from now on: every later write says so.
-    pub fn went_live(&mut self) {
-        self.record.live = true;
     }
 
     /// The last index written.
@@ -381,9 +362,6 @@ pub enum Activation {
         at: Instant,
         /// The previous holder's last published horizon.
         horizon: Horizon,
-        /// Whether the previous holder's key may have been live (its record's `Live`); if not,
-        /// it signed nothing in its term and its horizon is what it inherited.
-        signed: bool,
     },
     /// A full `wait` after this acquisition is acknowledged (the key was absent: nothing else
     /// bounds the previous holder).
@@ -504,12 +482,10 @@ impl Observer {
                     Some(r) => Activation::NotBefore {
                         at: seen.value_since + wait,
                         horizon: r.horizon,
-                        signed: r.live,
                     },
                     None => Activation::NotBefore {
                         at: seen.value_since + wait,
                         horizon: Horizon::default(),
-                        signed: true,
                     },
                 };
                 StandbyMove::Acquire(AcquirePlan {

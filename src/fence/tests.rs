@@ -85,7 +85,6 @@ fn a_stale_horizon_opens_once_we_have_a_block_from_after_the_old_leader_stopped(
         Activation::NotBefore {
             at: t(30_000),
             horizon: hb,
-            signed: true,
         },
         t(1000),
         None,
@@ -207,7 +206,6 @@ fn a_heartbeat_s_horizon_is_stale_by_its_age_plus_the_ttl() {
             Activation::NotBefore {
                 at: t(0),
                 horizon: h,
-                signed: true,
             },
             t(0),
             None,
@@ -223,75 +221,4 @@ fn a_heartbeat_s_horizon_is_stale_by_its_age_plus_the_ttl() {
     assert_eq!(outrun(hb(Some(1500))), Some(107 + 53 + 1));
     // A record that does not say: the most a heartbeat's horizon can be (31 s here).
     assert_eq!(outrun(hb(None)), Some(107 + 52 + 1));
-}
-
-#[test]
-fn the_next_holder_after_a_give_back_still_waits_for_the_first_leader() {
-    // A validated up to head 100, target 103 (its last heartbeat, values 2 s old). B acquired
-    // with its own neard far behind (80) and gave the lock back before its fence opened,
-    // leaving its own record. C then acquires from B's record.
-    let a = Horizon {
-        head: Some(100),
-        target: Some(103),
-        exact: false,
-        stale_ms: Some(2000),
-    };
-    let b = Fence::new(
-        Activation::NotBefore {
-            at: t(30_000),
-            horizon: a,
-            signed: true,
-        },
-        t(1000),
-        Some(own(80, Some(81), 900, 1000)),
-        Duration::ZERO,
-        &P,
-    );
-    let inherited = b.inherited();
-    assert_eq!(
-        inherited,
-        Horizon {
-            head: Some(100),
-            target: Some(103),
-            exact: false,
-            stale_ms: Some(2000 + 30_000),
-        }
-    );
-    let b_own = Horizon {
-        head: Some(80),
-        target: Some(81),
-        exact: false,
-        stale_ms: Some(1100),
-    };
-    let c_fence = |horizon| {
-        Fence::new(
-            Activation::NotBefore {
-                at: t(70_000),
-                horizon,
-                signed: false,
-            },
-            t(40_000),
-            None,
-            Duration::ZERO,
-            &P,
-        )
-    };
-    // C's neard: a live chain (tip after F + WALL_SKEW), head 95 and target 99, below A's.
-    let c_view = own(95, Some(99), 70_600, 71_000);
-    // From B's own view alone, C's fence would open below what A signed.
-    assert_eq!(c_fence(b_own).check(t(71_000), c_view, &P), Ok(()));
-    // With what B inherited, it waits for A's head.
-    assert_eq!(
-        c_fence(b_own.max(inherited)).check(t(71_000), c_view, &P),
-        Err(Closed::Head { own: 95, need: 100 })
-    );
-    // An exact horizon is passed on as exact.
-    let clean = Fence::new(
-        Activation::Clean(exact(100, 103)),
-        t(0),
-        None,
-        Duration::ZERO,
-        &P,
-    );
-    assert_eq!(clean.inherited(), exact(100, 103));
 }

@@ -23,7 +23,6 @@ fn record(session: &str, seq: u64, state: RecordState) -> Record {
             stale_ms: None,
         },
         successor: None,
-        live: true,
     }
 }
 
@@ -147,7 +146,6 @@ fn a_heartbeat_bounds_activation_from_when_it_was_first_seen() {
             activation: Activation::NotBefore {
                 at: t(31_000),
                 horizon: hb.horizon,
-                signed: true,
             },
         })
     );
@@ -224,7 +222,6 @@ fn foreign_values_are_bounded_like_heartbeats() {
             activation: Activation::NotBefore {
                 at: t(30_100),
                 horizon: Horizon::default(),
-                signed: true,
             },
         })
     );
@@ -238,35 +235,4 @@ fn records_round_trip_and_old_values_parse() {
     let old = Record::parse(br#"{"Hostname":"h","NodeId":"n"}"#).expect("parses");
     assert_eq!(old.state, RecordState::Active);
     assert_eq!(old.horizon, Horizon::default());
-}
-
-#[test]
-fn a_record_says_whether_its_key_may_have_been_live() {
-    let live = record("s1", 3, RecordState::Active);
-    let bytes = String::from_utf8(live.to_bytes()).expect("utf-8");
-    assert!(
-        !bytes.contains("Live"),
-        "a live record reads as before: {bytes}"
-    );
-    let promoting = Record {
-        live: false,
-        ..live.clone()
-    };
-    let bytes = promoting.to_bytes();
-    assert!(String::from_utf8_lossy(&bytes).contains(r#""Live":false"#));
-    assert_eq!(Record::parse(&bytes), Some(promoting.clone()));
-    // A standby that takes over from it knows that its writer signed nothing.
-    let mut o = Observer::default();
-    o.observe(key(30, None, &promoting), 30, t(0));
-    assert_eq!(
-        o.standby_move("me", "n9", t(1), TTL),
-        StandbyMove::Acquire(AcquirePlan {
-            expected_index: Some(30),
-            activation: Activation::NotBefore {
-                at: t(30_000),
-                horizon: promoting.horizon,
-                signed: false,
-            },
-        })
-    );
 }

@@ -298,24 +298,14 @@ impl Machine {
                         return;
                     }
                     let Some(own) = self.own_view() else { return };
-                    let check = p.fence.check(now, own, &self.fence_params());
                     let open = if self.cfg.mutations.on(|m| m.timeout_fence) {
                         p.head0.is_some_and(|h| own.head > h)
                             || now >= p.acquired + Duration::from_secs(5)
                     } else {
-                        check.is_ok()
+                        p.fence.check(now, own, &self.fence_params()).is_ok()
                     };
                     if open {
                         self.activate(p, out);
-                    } else if let Err(Closed::Head { own, need }) = check {
-                        // Stuck behind the previous leader: a ready node may do better. The
-                        // value stays as it is, so the next leader keeps every wait it had.
-                        if now >= p.acquired + self.cfg.timing.behind_limit
-                            && self.peers.iter().any(|q| q.may_take_over && q.priority > 0)
-                        {
-                            out.push(Command::SteppedDown(StepDown::Behind { own, need }));
-                            self.start_release(Letgo::Unchanged, self.after_standby(true));
-                        }
                     }
                 }
                 PromoteStep::Swapping {
@@ -420,9 +410,6 @@ impl Machine {
 
     pub(super) fn activate(&mut self, p: Promotion, out: &mut Vec<Command>) {
         self.activated = true;
-        if let Some(lease) = self.lease.as_mut() {
-            lease.went_live();
-        }
         let hot = self.cfg.hot_swap && self.hot_swap_capable != Some(false);
         if !hot {
             if self.cfg.hot_swap {

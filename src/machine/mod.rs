@@ -219,20 +219,6 @@ impl Machine {
         }
     }
 
-    /// The horizon our heartbeats publish: our own, and until our fence opens also what we
-    /// inherit of the previous leader (see [`Fence::inherited`]).
-    fn record_horizon(&self) -> Horizon {
-        let own = self.horizon_now();
-        match &self.phase {
-            Phase::Promoting(p)
-                if !self.activated && !self.cfg.mutations.on(|m| m.no_inherited_horizon) =>
-            {
-                own.max(p.fence.inherited())
-            }
-            _ => own,
-        }
-    }
-
     /// What the height fence needs to know about the chain and the timing.
     fn fence_params(&self) -> FenceParams {
         FenceParams {
@@ -373,7 +359,6 @@ impl Machine {
             Phase::Promoting(p) => match &p.step {
                 PromoteStep::Fencing => {
                     d.push(p.fence.not_before());
-                    d.push(p.acquired + t.behind_limit);
                     // The "caught up" rule opens with a poll; the polls are fast meanwhile.
                 }
                 PromoteStep::Swapping { deadline, .. } => d.push(*deadline),

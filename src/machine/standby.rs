@@ -28,7 +28,7 @@ impl Machine {
                     out.push(Command::Renew(id.clone()));
                 }
                 let beating = matches!(self.phase, Phase::Promoting(_) | Phase::Validating);
-                let horizon = self.record_horizon();
+                let horizon = self.horizon_now();
                 if let (true, Some(lease)) = (beating, self.lease.as_mut()) {
                     if now >= self.beat_at && !lease.in_flight() {
                         self.beat_at = now + t.heartbeat_interval;
@@ -131,7 +131,6 @@ impl Machine {
                         return;
                     }
                 }
-                let inherit = !self.cfg.mutations.on(|m| m.no_inherited_horizon);
                 let record = Record {
                     hostname: self.cfg.hostname.clone(),
                     node_id: me,
@@ -139,8 +138,6 @@ impl Machine {
                     session: own.clone(),
                     seq: 1,
                     state: RecordState::Active,
-                    // Our view, and what we inherit of the previous leader until our fence
-                    // opens (see `Fence::inherited`).
                     horizon: Horizon {
                         head: Some(view.head),
                         target: view.target,
@@ -150,22 +147,8 @@ impl Machine {
                             u64::try_from((STATUS_INTERVAL + STATUS_TIMEOUT).as_millis())
                                 .unwrap_or(u64::MAX),
                         ),
-                    }
-                    .max(if inherit {
-                        Fence::new(
-                            plan.activation,
-                            now,
-                            Some(view),
-                            STATUS_INTERVAL + STATUS_TIMEOUT,
-                            &self.fence_params(),
-                        )
-                        .inherited()
-                    } else {
-                        Horizon::default()
-                    }),
+                    },
                     successor: None,
-                    // Promoting: our key is not live yet.
-                    live: !inherit,
                 };
                 out.push(Command::Acquire {
                     session: own,
