@@ -196,15 +196,31 @@ impl Fence {
             },
             // A heartbeat's horizon was `StaleMs` old when sent, and its writer stopped
             // signing within the TTL after (records without the field: the most it can be).
-            Activation::NotBefore { at, horizon } => Fence {
+            // What a promoting writer inherited is a whole window already (no TTL added): the
+            // fence waits for the larger of both.
+            Activation::NotBefore {
+                at,
                 horizon,
-                acquired,
-                fenced_by: Some(at),
-                stale: Some(horizon.stale_ms.map_or(params.heartbeat_staleness, |age| {
+                inherited,
+            } => {
+                let own = horizon.stale_ms.map_or(params.heartbeat_staleness, |age| {
                     Duration::from_millis(age) + params.ttl
-                })),
-                unseen_blocks: true,
-            },
+                });
+                let before = match inherited {
+                    None => Duration::ZERO,
+                    Some(i) if i.exact => Duration::ZERO,
+                    Some(i) => i
+                        .stale_ms
+                        .map_or(params.heartbeat_staleness, Duration::from_millis),
+                };
+                Fence {
+                    horizon: inherited.map_or(horizon, |i| horizon.max(i)),
+                    acquired,
+                    fenced_by: Some(at),
+                    stale: Some(own.max(before)),
+                    unseen_blocks: true,
+                }
+            }
             Activation::AfterAck { wait } => Fence {
                 horizon: Horizon::default(),
                 acquired,
@@ -244,6 +260,20 @@ impl Fence {
     /// The old leader's horizon this fence waits for.
     pub fn horizon(&self) -> Horizon {
         self.horizon
+    }
+
+    /// What this fence knows of the previous leader, as a horizon for our own record while our
+    /// key is not live. A node that gives the lock back before its fence opened leaves its own
+    /// record (the value unchanged), and the next holder's fence reads only that: our own view
+    /// may lag the previous leader's, which is why we might give the lock back at all. The
+    /// stale window is the one this fence counts (the next holder adds its own wait to it), and
+    /// the next holder's `F` is later than ours (Lemma 2 chains).
+    pub fn inherited(&self) -> Horizon {
+        Horizon {
+            exact: self.fenced_by.is_none(),
+            stale_ms: self.stale.map(millis),
+            ..self.horizon
+        }
     }
 
     /// Whether the key may go live now.

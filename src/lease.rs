@@ -125,6 +125,13 @@ pub struct Record {
     /// leave it to that node for a TTL.
     #[serde(rename = "Successor", default, skip_serializing_if = "Option::is_none")]
     pub successor: Option<String>,
+    /// While the holder is promoting (its key not live yet): the horizon and stale window of
+    /// the leader before it, as its fence waits for them ([`crate::fence::Fence::inherited`]).
+    /// If it gives the lock back before its fence opened, the next holder's fence must still
+    /// wait for that leader, not only for this holder's own (possibly lagging) view. Already a
+    /// whole window: a next holder adds no TTL to it.
+    #[serde(rename = "Inherited", default, skip_serializing_if = "Option::is_none")]
+    pub inherited: Option<Horizon>,
 }
 
 fn active() -> RecordState {
@@ -218,14 +225,16 @@ impl Lease {
         self.pending.is_some()
     }
 
-    /// The next heartbeat, carrying `horizon` (with its age); marks it in flight.
-    pub fn beat(&mut self, horizon: Horizon) -> Beat {
+    /// The next heartbeat, carrying `horizon` (with its age) and, while promoting, what we
+    /// `inherited`; marks it in flight.
+    pub fn beat(&mut self, horizon: Horizon, inherited: Option<Horizon>) -> Beat {
         let mut record = self.record.clone();
         record.seq += 1;
         record.horizon = Horizon {
             exact: false,
             ..horizon
         };
+        record.inherited = inherited;
         let beat = Beat {
             expected_index: self.index,
             value: record.to_bytes(),
@@ -272,6 +281,7 @@ impl Lease {
             state: RecordState::Released,
             horizon,
             successor,
+            inherited: None,
             ..self.record.clone()
         }
     }
@@ -362,6 +372,9 @@ pub enum Activation {
         at: Instant,
         /// The previous holder's last published horizon.
         horizon: Horizon,
+        /// What the previous holder inherited of the leader before it (its record's
+        /// `Inherited`), if it was still promoting.
+        inherited: Option<Horizon>,
     },
     /// A full `wait` after this acquisition is acknowledged (the key was absent: nothing else
     /// bounds the previous holder).
@@ -482,10 +495,12 @@ impl Observer {
                     Some(r) => Activation::NotBefore {
                         at: seen.value_since + wait,
                         horizon: r.horizon,
+                        inherited: r.inherited,
                     },
                     None => Activation::NotBefore {
                         at: seen.value_since + wait,
                         horizon: Horizon::default(),
+                        inherited: None,
                     },
                 };
                 StandbyMove::Acquire(AcquirePlan {

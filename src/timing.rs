@@ -79,6 +79,10 @@ pub struct Timing {
     /// After any other step-down, the node leaves the released lock to the others for this
     /// long before it may take it back itself.
     pub retake_holdoff: Duration,
+    /// A new leader whose neard's head stays below the previous leader's for this long (two
+    /// TTLs) gives the lock back, its key never live, when another node is ready to take over:
+    /// a standby whose neard is stuck behind must not hold the lock for good.
+    pub behind_limit: Duration,
 }
 
 impl Timing {
@@ -113,6 +117,7 @@ impl Timing {
             guard_ack: GUARD_ACK_MAX.min(ttl / 5),
             handover_holdoff: ttl,
             retake_holdoff: heartbeat_interval,
+            behind_limit: 2 * ttl,
         })
     }
 }

@@ -85,6 +85,7 @@ fn a_stale_horizon_opens_once_we_have_a_block_from_after_the_old_leader_stopped(
         Activation::NotBefore {
             at: t(30_000),
             horizon: hb,
+            inherited: None,
         },
         t(1000),
         None,
@@ -206,6 +207,7 @@ fn a_heartbeat_s_horizon_is_stale_by_its_age_plus_the_ttl() {
             Activation::NotBefore {
                 at: t(0),
                 horizon: h,
+                inherited: None,
             },
             t(0),
             None,
@@ -221,4 +223,88 @@ fn a_heartbeat_s_horizon_is_stale_by_its_age_plus_the_ttl() {
     assert_eq!(outrun(hb(Some(1500))), Some(107 + 53 + 1));
     // A record that does not say: the most a heartbeat's horizon can be (31 s here).
     assert_eq!(outrun(hb(None)), Some(107 + 52 + 1));
+}
+
+#[test]
+fn the_next_holder_after_a_give_back_still_waits_for_the_first_leader() {
+    // A validated up to head 100, target 103 (its last heartbeat, values 2 s old). B acquired
+    // with its own neard far behind (80) and gave the lock back before its fence opened,
+    // leaving its own record. C then acquires from B's record.
+    let a = Horizon {
+        head: Some(100),
+        target: Some(103),
+        exact: false,
+        stale_ms: Some(2000),
+    };
+    let b = Fence::new(
+        Activation::NotBefore {
+            at: t(30_000),
+            horizon: a,
+            inherited: None,
+        },
+        t(1000),
+        Some(own(80, Some(81), 900, 1000)),
+        Duration::ZERO,
+        &P,
+    );
+    let inherited = b.inherited();
+    assert_eq!(
+        inherited,
+        Horizon {
+            head: Some(100),
+            target: Some(103),
+            exact: false,
+            stale_ms: Some(2000 + 30_000),
+        }
+    );
+    let b_own = Horizon {
+        head: Some(80),
+        target: Some(81),
+        exact: false,
+        stale_ms: Some(1100),
+    };
+    let c_fence = |inherited| {
+        Fence::new(
+            Activation::NotBefore {
+                at: t(70_000),
+                horizon: b_own,
+                inherited,
+            },
+            t(40_000),
+            None,
+            Duration::ZERO,
+            &P,
+        )
+    };
+    // C's neard: a live chain (tip after F + WALL_SKEW), head 95 and target 99, below A's.
+    let c_view = own(95, Some(99), 70_600, 71_000);
+    // From B's own view alone, C's fence would open below what A signed.
+    assert_eq!(c_fence(None).check(t(71_000), c_view, &P), Ok(()));
+    // With what B inherited, it waits for A's head ...
+    let c = c_fence(Some(inherited));
+    assert_eq!(
+        c.check(t(71_000), c_view, &P),
+        Err(Closed::Head { own: 95, need: 100 })
+    );
+    // ... and for A's whole window, once: B's own part gets its TTL, the inherited none, so
+    // the window does not grow with each give-back.
+    assert_eq!(c.inherited().stale_ms, Some(32_000));
+    assert_eq!(
+        c_fence(Some(Horizon {
+            stale_ms: Some(1000),
+            ..inherited
+        }))
+        .inherited()
+        .stale_ms,
+        Some(1100 + 30_000)
+    );
+    // An exact horizon is passed on as exact.
+    let clean = Fence::new(
+        Activation::Clean(exact(100, 103)),
+        t(0),
+        None,
+        Duration::ZERO,
+        &P,
+    );
+    assert_eq!(clean.inherited(), exact(100, 103));
 }

@@ -23,6 +23,7 @@ fn record(session: &str, seq: u64, state: RecordState) -> Record {
             stale_ms: None,
         },
         successor: None,
+        inherited: None,
     }
 }
 
@@ -53,17 +54,17 @@ fn the_lease_runs_from_the_last_acknowledged_heartbeat_sent() {
         Duration::from_secs(22),
     );
     assert_eq!(l.deadline(), t(23_000));
-    let beat = l.beat(Horizon::default());
+    let beat = l.beat(Horizon::default(), None);
     assert_eq!((beat.expected_index, beat.seq), (5, 2));
     l.unacknowledged();
     assert_eq!(l.deadline(), t(23_000), "no verdict, no extension");
-    let beat = l.beat(Horizon::default());
+    let beat = l.beat(Horizon::default(), None);
     l.acked(beat.seq + 1, t(10_000), 8);
     assert_eq!(l.deadline(), t(23_000), "not the heartbeat in flight");
     l.acked(beat.seq, t(11_000), 9);
     assert_eq!(l.deadline(), t(33_000));
     assert_eq!(l.index(), 9);
-    assert_eq!(l.beat(Horizon::default()).expected_index, 9);
+    assert_eq!(l.beat(Horizon::default(), None).expected_index, 9);
 }
 
 #[test]
@@ -146,6 +147,7 @@ fn a_heartbeat_bounds_activation_from_when_it_was_first_seen() {
             activation: Activation::NotBefore {
                 at: t(31_000),
                 horizon: hb.horizon,
+                inherited: None,
             },
         })
     );
@@ -222,6 +224,7 @@ fn foreign_values_are_bounded_like_heartbeats() {
             activation: Activation::NotBefore {
                 at: t(30_100),
                 horizon: Horizon::default(),
+                inherited: None,
             },
         })
     );
@@ -235,4 +238,43 @@ fn records_round_trip_and_old_values_parse() {
     let old = Record::parse(br#"{"Hostname":"h","NodeId":"n"}"#).expect("parses");
     assert_eq!(old.state, RecordState::Active);
     assert_eq!(old.horizon, Horizon::default());
+}
+
+#[test]
+fn a_promoting_holder_s_record_passes_on_what_it_inherited() {
+    let plain = record("s1", 3, RecordState::Active);
+    let bytes = String::from_utf8(plain.to_bytes()).expect("utf-8");
+    assert!(
+        !bytes.contains("Inherited"),
+        "a leader's record reads as before: {bytes}"
+    );
+    let before = Horizon {
+        head: Some(100),
+        target: Some(103),
+        exact: false,
+        stale_ms: Some(32_000),
+    };
+    let promoting = Record {
+        inherited: Some(before),
+        ..plain.clone()
+    };
+    let bytes = promoting.to_bytes();
+    assert_eq!(Record::parse(&bytes), Some(promoting.clone()));
+    // A standby that takes over from it gets both horizons.
+    let mut o = Observer::default();
+    o.observe(key(30, None, &promoting), 30, t(0));
+    assert_eq!(
+        o.standby_move("me", "n9", t(1), TTL),
+        StandbyMove::Acquire(AcquirePlan {
+            expected_index: Some(30),
+            activation: Activation::NotBefore {
+                at: t(30_000),
+                horizon: promoting.horizon,
+                inherited: Some(before),
+            },
+        })
+    );
+    // A released record (only after the key went live) carries nothing inherited.
+    let lease = Lease::new(promoting, 30, t(0), Duration::from_secs(22));
+    assert_eq!(lease.released(before, None).inherited, None);
 }

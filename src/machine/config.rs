@@ -54,6 +54,9 @@ pub struct Mutations {
     pub timeout_fence: bool,
     /// Promote and keep validating without the guard's acknowledgements.
     pub no_guard_ack: bool,
+    /// A new leader's record carries only its own view until its fence opens, not what it
+    /// inherited of the leader before it.
+    pub no_inherited_horizon: bool,
 }
 
 impl Mutations {

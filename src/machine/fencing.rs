@@ -298,14 +298,24 @@ impl Machine {
                         return;
                     }
                     let Some(own) = self.own_view() else { return };
+                    let check = p.fence.check(now, own, &self.fence_params());
                     let open = if self.cfg.mutations.on(|m| m.timeout_fence) {
                         p.head0.is_some_and(|h| own.head > h)
                             || now >= p.acquired + Duration::from_secs(5)
                     } else {
-                        p.fence.check(now, own, &self.fence_params()).is_ok()
+                        check.is_ok()
                     };
                     if open {
                         self.activate(p, out);
+                    } else if let Err(Closed::Head { own, need }) = check {
+                        // Stuck behind the previous leader: a ready node may do better. The
+                        // value stays as it is, so the next leader keeps every wait it had.
+                        if now >= p.acquired + self.cfg.timing.behind_limit
+                            && self.peers.iter().any(|q| q.may_take_over && q.priority > 0)
+                        {
+                            out.push(Command::SteppedDown(StepDown::Behind { own, need }));
+                            self.start_release(Letgo::Unchanged, self.after_standby(true));
+                        }
                     }
                 }
                 PromoteStep::Swapping {

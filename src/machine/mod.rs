@@ -219,6 +219,19 @@ impl Machine {
         }
     }
 
+    /// What our heartbeats carry of the previous leader until our fence opens (see
+    /// [`Fence::inherited`]).
+    fn record_inherited(&self) -> Option<Horizon> {
+        match &self.phase {
+            Phase::Promoting(p)
+                if !self.activated && !self.cfg.mutations.on(|m| m.no_inherited_horizon) =>
+            {
+                Some(p.fence.inherited())
+            }
+            _ => None,
+        }
+    }
+
     /// What the height fence needs to know about the chain and the timing.
     fn fence_params(&self) -> FenceParams {
         FenceParams {
@@ -359,6 +372,7 @@ impl Machine {
             Phase::Promoting(p) => match &p.step {
                 PromoteStep::Fencing => {
                     d.push(p.fence.not_before());
+                    d.push(p.acquired + t.behind_limit);
                     // The "caught up" rule opens with a poll; the polls are fast meanwhile.
                 }
                 PromoteStep::Swapping { deadline, .. } => d.push(*deadline),

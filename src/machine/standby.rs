@@ -29,10 +29,11 @@ impl Machine {
                 }
                 let beating = matches!(self.phase, Phase::Promoting(_) | Phase::Validating);
                 let horizon = self.horizon_now();
+                let inherited = self.record_inherited();
                 if let (true, Some(lease)) = (beating, self.lease.as_mut()) {
                     if now >= self.beat_at && !lease.in_flight() {
                         self.beat_at = now + t.heartbeat_interval;
-                        let beat = lease.beat(horizon);
+                        let beat = lease.beat(horizon, inherited);
                         out.push(Command::Heartbeat {
                             session: id,
                             expected_index: beat.expected_index,
@@ -131,6 +132,7 @@ impl Machine {
                         return;
                     }
                 }
+                let inherit = !self.cfg.mutations.on(|m| m.no_inherited_horizon);
                 let record = Record {
                     hostname: self.cfg.hostname.clone(),
                     node_id: me,
@@ -149,6 +151,17 @@ impl Machine {
                         ),
                     },
                     successor: None,
+                    // What we inherit of the previous leader until our fence opens.
+                    inherited: inherit.then(|| {
+                        Fence::new(
+                            plan.activation,
+                            now,
+                            Some(view),
+                            STATUS_INTERVAL + STATUS_TIMEOUT,
+                            &self.fence_params(),
+                        )
+                        .inherited()
+                    }),
                 };
                 out.push(Command::Acquire {
                     session: own,

@@ -110,6 +110,20 @@ impl Driver {
         assert_eq!(self.m.state(), State::Voting);
     }
 
+    /// Acknowledges the heartbeats among `out` at once, at index `base + seq`.
+    fn ack_heartbeats(&mut self, out: &[Command], base: u64) {
+        for c in out {
+            if let Command::Heartbeat { seq, .. } = c {
+                let (seq, sent) = (*seq, self.now);
+                self.feed(Event::HeartbeatAcked {
+                    seq,
+                    sent,
+                    index: base + seq,
+                });
+            }
+        }
+    }
+
     /// Acknowledges every guard order sent so far.
     fn ack_guard(&mut self) {
         let last = self
@@ -253,16 +267,7 @@ fn an_absent_key_waits_a_full_ttl_after_the_acquisition() {
             d.target += 1;
         }
         let out = d.advance(Duration::from_millis(100));
-        for c in &out {
-            if let Command::Heartbeat { seq, .. } = c {
-                let (seq, sent) = (*seq, d.now);
-                d.feed(Event::HeartbeatAcked {
-                    seq,
-                    sent,
-                    index: 7 + seq,
-                });
-            }
-        }
+        d.ack_heartbeats(&out, 7);
         d.ack_guard();
         d.status();
         if d.log.contains(&Command::InstallKey) {
@@ -965,6 +970,7 @@ fn n0_record(seq: u64, state: RecordState, horizon: Horizon) -> Record {
         state,
         horizon,
         successor: None,
+        inherited: None,
     }
 }
 
@@ -1423,4 +1429,128 @@ fn a_failed_fresh_read_keeps_the_view_and_is_retried() {
         out.contains(&Command::DestroySession("s0".into())),
         "{out:?}"
     );
+}
+
+/// From Voting with our neard at head 30 (the previous leader's record says 40), takes a clean
+/// release and runs the promotion for `secs`, heartbeats and guard orders acknowledged, our
+/// head frozen; returns when the lock was acquired.
+fn promote_behind(d: &mut Driver, peers: Vec<NodeRecord>, secs: u64) -> Instant {
+    d.reach_voting();
+    d.feed(Event::ClusterObserved {
+        control: Control::default(),
+        peers,
+    });
+    d.head = 30;
+    d.target = 31;
+    d.status();
+    d.observe(Some(d.released_key(10)), 10);
+    let sent = d.now;
+    d.feed(Event::Acquired { sent, index: 11 });
+    assert_eq!(d.m.state(), State::Promoting);
+    for _ in 0..secs * 10 {
+        let out = d.advance(Duration::from_millis(100));
+        d.ack_heartbeats(&out, 11);
+        d.ack_guard();
+        d.status();
+        if d.log.iter().any(|c| matches!(c, Command::Release { .. })) {
+            break;
+        }
+    }
+    sent
+}
+
+#[test]
+fn a_new_leader_stuck_behind_gives_the_lock_back_to_a_ready_node() {
+    let mut d = Driver::new(true);
+    let acquired = promote_behind(&mut d, vec![peer("n2", 1, true)], 4 * TTL.as_secs());
+    let gave_back = d.now.saturating_duration_since(acquired);
+    let limit = 2 * TTL;
+    assert!(
+        d.log.contains(&Command::SteppedDown(StepDown::Behind {
+            own: 30,
+            need: 40
+        })),
+        "{:?}",
+        d.log
+    );
+    assert!(
+        gave_back >= limit && gave_back < limit + Duration::from_millis(200),
+        "gave the lock back {gave_back:?} after acquiring it"
+    );
+    assert!(
+        !d.log.contains(&Command::InstallKey),
+        "the key never went live"
+    );
+    // The value stays the previous leader's wait: ours, active, never "released".
+    let value = d.log.iter().find_map(|c| match c {
+        Command::Release { value, .. } => Record::parse(value),
+        _ => None,
+    });
+    let value = value.expect("a release with our record");
+    assert_eq!(value.state, RecordState::Active, "{value:?}");
+    // ... carrying the previous leader's horizon (40 / 41) besides our own (30 / 31): the
+    // next holder's fence reads this record.
+    assert_eq!(
+        (value.horizon.head, value.horizon.target),
+        (Some(30), Some(31)),
+        "{value:?}"
+    );
+    let inherited = value.inherited.expect("what we inherited");
+    assert_eq!(
+        (inherited.head, inherited.target, inherited.exact),
+        (Some(40), Some(41), true),
+        "{value:?}"
+    );
+    // And it leaves the lock to the ready node for a while.
+    d.feed(Event::Released(true));
+    let out = d.observe(Some(d.released_key(20)), 20);
+    assert!(
+        !out.iter().any(|c| matches!(c, Command::Acquire { .. })),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn a_new_leader_stuck_behind_keeps_the_lock_when_no_node_is_ready() {
+    for peers in [
+        vec![],
+        vec![peer("n2", 1, false)],
+        vec![peer("n2", 0, true)],
+    ] {
+        let mut d = Driver::new(true);
+        promote_behind(&mut d, peers.clone(), 4 * TTL.as_secs());
+        assert!(
+            !d.log.iter().any(|c| matches!(c, Command::Release { .. })),
+            "{peers:?}: {:?}",
+            d.log
+        );
+        // Once our neard catches up, the fence opens.
+        d.head = 45;
+        d.target = 46;
+        d.status();
+        d.ack_guard();
+        d.status();
+        assert!(d.log.contains(&Command::InstallKey), "{peers:?}");
+    }
+}
+
+#[test]
+fn records_carry_the_inherited_horizon_only_until_the_key_may_be_live() {
+    let mut d = Driver::new(true);
+    d.reach_voting();
+    d.observe(Some(d.released_key(10)), 10);
+    let acquire = d.log.iter().find_map(|c| match c {
+        Command::Acquire { value, .. } => Record::parse(value),
+        _ => None,
+    });
+    assert!(acquire.expect("an acquisition").inherited.is_some());
+    let mut d = Driver::new(true);
+    d.reach_validating();
+    let before = d.log.len();
+    d.advance(TTL / 3 + Duration::from_millis(100));
+    let beat = d.log[before..].iter().find_map(|c| match c {
+        Command::Heartbeat { value, .. } => Record::parse(value),
+        _ => None,
+    });
+    assert_eq!(beat.expect("a heartbeat").inherited, None);
 }

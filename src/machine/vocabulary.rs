@@ -383,11 +383,20 @@ pub enum StepDown {
     Shutdown,
     /// A restart with the key did not come up in time.
     BootTimeout,
+    /// Promoting, our neard's head stayed below the previous leader's past
+    /// [`Timing::behind_limit`](crate::timing::Timing::behind_limit) while another node was
+    /// ready: the lock goes back, the key never went live.
+    Behind {
+        /// Our neard's head.
+        own: u64,
+        /// The previous leader's head.
+        need: u64,
+    },
 }
 
 impl StepDown {
     /// Every label, so the metric's series exist from the start.
-    pub const LABELS: [&'static str; 10] = [
+    pub const LABELS: [&'static str; 11] = [
         "lease_expired",
         "key_lost",
         "neard_exited",
@@ -398,6 +407,7 @@ impl StepDown {
         "hand_over",
         "shutdown",
         "boot_timeout",
+        "behind",
     ];
 
     /// The metric label.
@@ -413,6 +423,7 @@ impl StepDown {
             StepDown::HandOver => "hand_over",
             StepDown::Shutdown => "shutdown",
             StepDown::BootTimeout => "boot_timeout",
+            StepDown::Behind { .. } => "behind",
         }
     }
 
@@ -431,6 +442,9 @@ impl StepDown {
             StepDown::HandOver => "asked to hand over (SIGUSR1)".into(),
             StepDown::Shutdown => "asked to stop".into(),
             StepDown::BootTimeout => "neard did not come up with the key in time".into(),
+            StepDown::Behind { own, need } => format!(
+                "our neard's head {own} stayed below the previous leader's {need}; a ready node gets the lock (our key never went live)"
+            ),
         }
     }
 }

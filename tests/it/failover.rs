@@ -317,3 +317,43 @@ fn syncing_leader_steps_down() {
 fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).expect("a test duration")
 }
+
+#[test]
+fn a_standby_stuck_behind_gives_the_lock_back_to_the_recovered_leader() {
+    let (cluster, leader, standby) = steady_pair(Opts::test());
+    // The standby's neard is cut off from the chain: its head stops, it still reports itself
+    // in sync (so it is a ready standby), while the leader validates on.
+    cluster.nodes[standby]
+        .control(&neard_sim::control::Control {
+            network_offline: true,
+            ..Default::default()
+        })
+        .must();
+    std::thread::sleep(timing(&Opts::test()).ttl);
+    let pid = cluster.nodes[leader]
+        .neard_pid()
+        .expect("leader's neard pid");
+    let fault = now_ms();
+    kill(Pid::from_raw(pid), Signal::SIGKILL).expect("kill neard");
+    // The standby takes the lock but cannot pass the leader's head; once the old leader's
+    // neard is back and ready, the standby gives the lock back and the old leader validates.
+    let reason = "kuutamod_step_downs_total{reason=\"behind\"}";
+    cluster
+        .until(
+            LIMIT,
+            "the standby to give the lock back",
+            || match cluster.nodes[standby].metric_sum(reason) {
+                Ok(n) if n >= 1.0 => Ok(()),
+                other => Err(other),
+            },
+        )
+        .must();
+    cluster.wait_for_signing(leader, fault, LIMIT).must();
+    assert!(
+        !cluster.signed_after(standby, fault),
+        "the standby never signed"
+    );
+    cluster.check_no_double_signing().must();
+    let log = cluster.nodes[standby].log_text();
+    assert!(log.contains("stayed below the previous leader's"), "{log}");
+}

@@ -29,11 +29,13 @@ pub enum Mutation {
     MonotonicDeadlines,
     /// One node is configured with a mistyped account (another lock key) and our key.
     AccountTypo,
+    /// `Mutations::no_inherited_horizon`.
+    NoInheritedHorizon,
 }
 
 impl Mutation {
     /// Every mutation, with its command-line name.
-    pub const ALL: [(&'static str, Mutation); 9] = [
+    pub const ALL: [(&'static str, Mutation); 10] = [
         ("no-standby-wait", Mutation::NoStandbyWait),
         ("leader-ignores-key", Mutation::LeaderIgnoresKey),
         ("keep-lock-after-step-down", Mutation::KeepLockAfterStepDown),
@@ -43,6 +45,7 @@ impl Mutation {
         ("blocking-guard-pipe", Mutation::BlockingGuardPipe),
         ("monotonic-deadlines", Mutation::MonotonicDeadlines),
         ("account-typo", Mutation::AccountTypo),
+        ("no-inherited-horizon", Mutation::NoInheritedHorizon),
     ];
 
     /// Parses a command-line name.
@@ -82,6 +85,7 @@ impl Mutation {
             Mutation::KeepLockAfterStepDown => m.keep_lock_after_step_down = true,
             Mutation::TimeoutFence => m.timeout_fence = true,
             Mutation::NoGuardAck | Mutation::BlockingGuardPipe => m.no_guard_ack = true,
+            Mutation::NoInheritedHorizon => m.no_inherited_horizon = true,
             _ => {}
         }
         m
