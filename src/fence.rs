@@ -266,8 +266,8 @@ impl Fence {
     /// key is not live. A node that gives the lock back before its fence opened leaves its own
     /// record (the value unchanged), and the next holder's fence reads only that: our own view
     /// may lag the previous leader's, which is why we might give the lock back at all. The
-    /// stale window is the one this fence counts (the next holder adds its own wait to it), and
-    /// the next holder's `F` is later than ours (Lemma 2 chains).
+    /// stale window is the whole one this fence counts (the next holder adds no TTL to it, only
+    /// to our own horizon), and the next holder's `F` is later than ours (Lemma 2 chains).
     pub fn inherited(&self) -> Horizon {
         Horizon {
             exact: self.fenced_by.is_none(),
