@@ -22,7 +22,9 @@
 //! - [`records`]: what the nodes tell each other and the operator besides the lock (status
 //!   records, pause, planned switchover).
 //! - [`supervisor`]: the I/O loop that feeds events to the machine and carries out its commands.
-//! - [`guard`]: the process outside kuutamod that kills a validating neard if kuutamod is paused.
+//! - [`guard`]: the process between kuutamod and neard: it starts neard, kills it at the lease
+//!   deadline if kuutamod is paused, and takes it down when it dies; [`pidfd`]: the process
+//!   handles both use to signal neard.
 //! - [`metrics`] and [`exporter`]: the Prometheus metrics and the HTTP endpoint serving them.
 //! - [`duration`]: parsing of durations such as `30s` and `500ms`.
 
@@ -39,6 +41,7 @@ pub mod lease;
 pub mod machine;
 pub mod metrics;
 pub mod neard;
+pub mod pidfd;
 pub mod records;
 pub mod settings;
 pub mod supervisor;

@@ -9,15 +9,32 @@ use kuutamod::machine::State;
 use kuutamod::metrics::Metrics;
 use kuutamod::settings::{Args, Settings};
 
-// One thread on purpose: neard is spawned from this (main) thread, and Linux's parent-death
-// signal fires when the spawning *thread* exits, so it fires exactly when kuutamod dies.
-#[tokio::main(flavor = "current_thread")]
-async fn main() {
+fn main() {
+    // The guard first, before anything could start a thread: it starts neard from this thread,
+    // and neard's parent-death signal fires when it exits.
     if std::env::var_os(kuutamod::guard::GUARD_ENV).is_some() {
         kuutamod::guard::run_guard();
     }
+    // One thread on purpose: the guard is started from this (main) thread, and Linux's
+    // parent-death signal fires when the starting *thread* exits, so it fires exactly when
+    // kuutamod dies (and the guard's death kills neard).
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("kuutamod: cannot start the async runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    runtime.block_on(kuutamod_main());
+}
+
+async fn kuutamod_main() {
     // A parent may have blocked signals, and the mask survives exec: kuutamod must see
-    // SIGTERM, SIGINT and SIGUSR1 (and neard, which inherits the mask, SIGTERM and SIGHUP).
+    // SIGTERM, SIGINT and SIGUSR1 (and the guard and neard, which inherit the mask, SIGTERM
+    // and SIGHUP).
     let _ = nix::sys::signal::pthread_sigmask(
         nix::sys::signal::SigmaskHow::SIG_SETMASK,
         Some(&nix::sys::signal::SigSet::empty()),

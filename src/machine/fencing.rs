@@ -65,10 +65,26 @@ impl Machine {
         g.last = None;
         g.acked = None;
         out.push(Command::RespawnGuard);
-        match &self.phase {
-            Phase::Validating => self.step_down(StepDown::GuardLost, out),
-            Phase::Promoting(_) if self.key_live => self.step_down(StepDown::GuardLost, out),
-            _ => {}
+        self.neard_died_with_guard(out);
+    }
+
+    /// neard is the guard's child (`PR_SET_PDEATHSIG`): the supervisor kills it before it
+    /// replaces a lost guard, and it would die with the guard anyway. A neard being stopped is
+    /// as good as exited; one that ran (or was being started) is gone: the node steps down if
+    /// it led, and starts a voter once a new guard runs (after the back-off, as for a crash).
+    pub(super) fn neard_died_with_guard(&mut self, out: &mut Vec<Command>) {
+        let now = self.now;
+        match self.proc {
+            Proc::Down(_) => {}
+            Proc::Stopping { .. } | Proc::Dying { .. } => {
+                self.proc = Proc::Down(self.then_start.take().map(|r| (r, now)));
+                self.key_live = false;
+            }
+            Proc::Up(_) | Proc::Spawning(_) => {
+                let wait = self.backoff.failed(now);
+                self.proc = Proc::Down(Some((Role::Voter, now + wait)));
+                self.neard_gone(StepDown::GuardLost, out);
+            }
         }
     }
 

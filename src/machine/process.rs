@@ -6,6 +6,12 @@ use super::*;
 impl Machine {
     /// The order the guard should hold: armed with the lease's kill time while the key is or
     /// may soon be live, disarmed otherwise.
+    ///
+    /// The guard's deadline holds for whichever neard it runs, also one it starts after the
+    /// order (`crate::guard`). So between two neards of a restart with the key, the last arm
+    /// stays in force: the validator neard holds the key from its first instruction, before
+    /// kuutamod hears its pid and can name it in an order, and a kuutamod stopped in that
+    /// moment must still leave it armed.
     pub(super) fn guard_want(&self) -> GuardOrder {
         let t = &self.cfg.timing;
         let holding = self.key_live
@@ -22,6 +28,10 @@ impl Machine {
             (true, Some(pid), None) if self.key_live => GuardOrder::Arm {
                 pid,
                 deadline: self.now,
+            },
+            (true, None, _) => match self.guard.last {
+                Some(arm @ GuardOrder::Arm { .. }) => arm,
+                _ => GuardOrder::Disarm,
             },
             _ => GuardOrder::Disarm,
         }
@@ -91,10 +101,11 @@ impl Machine {
         }
     }
 
-    /// Starts neard when it is due (after a stop, or a crash's back-off).
+    /// Starts neard when it is due (after a stop, or a crash's back-off), through a guard that
+    /// runs: neard is the guard's child and dies with it.
     pub(super) fn reconcile_neard_start(&mut self, out: &mut Vec<Command>) {
         if let Proc::Down(Some((role, at))) = self.proc {
-            if self.now < at || self.exiting {
+            if self.now < at || self.exiting || !self.guard.alive {
                 return;
             }
             let restarting_with_key = role == Role::Validator

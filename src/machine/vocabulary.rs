@@ -196,7 +196,8 @@ pub enum Event {
     GuardAck(u64),
     /// The guard refused order `seq`.
     GuardNack(u64),
-    /// The guard is gone, or its pipe is full.
+    /// The guard is gone, or its pipe is full. The supervisor has killed it (and with it
+    /// neard, the guard's child) before this is fed.
     GuardLost,
     /// A new guard process runs.
     GuardSpawned,
@@ -373,7 +374,8 @@ pub enum StepDown {
     NeardFailed,
     /// neard kept reporting syncing past the grace.
     Syncing,
-    /// The guard did not acknowledge.
+    /// The guard was lost (it did not acknowledge, refused, exited, or could not be reached),
+    /// and neard died with it.
     GuardLost,
     /// The host was suspended.
     ClockJump,
@@ -437,7 +439,7 @@ impl StepDown {
             StepDown::NeardExited => "neard exited".into(),
             StepDown::NeardFailed => "neard stopped answering /status".into(),
             StepDown::Syncing => "neard kept reporting syncing past the syncing grace".into(),
-            StepDown::GuardLost => "the guard process did not acknowledge".into(),
+            StepDown::GuardLost => "the guard process was lost (neard died with it)".into(),
             StepDown::ClockJump => "the host was suspended".into(),
             StepDown::HandOver => "asked to hand over (SIGUSR1)".into(),
             StepDown::Shutdown => "asked to stop".into(),

@@ -1,15 +1,14 @@
 //! The I/O around the [`machine`](crate::machine): the conductor.
 //!
-//! One loop: wait for the next event (a report from a background task, neard exiting, a
-//! signal, a guard answer, or the machine's next deadline), hand it to the machine with the
-//! current [`clock`] time, and carry out the commands it returns. Everything that waits on the
-//! network runs in a task of its own ([`tasks`]), so the loop always gets to a deadline in time.
-//! Commands that are quick and local (signals, key files, guard orders) run inline, and their
-//! outcome is fed back at once.
+//! One loop: wait for the next event (a report from a background task, a signal, a note of
+//! the guard, which starts neard and reports its exit, or the machine's next deadline), hand it
+//! to the machine with the current [`clock`] time, and carry out the commands it returns.
+//! Everything that waits on the network runs in a task of its own ([`tasks`]), so the loop
+//! always gets to a deadline in time. Commands that are quick and local (signals, key files,
+//! guard orders) run inline, and their outcome is fed back at once.
 
 pub mod hook;
 mod processes;
-use processes::wait_neard;
 pub mod tasks;
 
 use std::collections::VecDeque;
@@ -21,11 +20,11 @@ use tokio::sync::{mpsc, watch};
 use crate::clock::{self, JumpDetector};
 use crate::consul::Consul;
 use crate::exporter::Published;
-use crate::guard::{Exe, Guard, Note};
+use crate::guard::{Exe, Guard, Note, GUARD_ENV};
 use crate::machine::{Command, Config, Event, Machine, State};
 use crate::metrics::Metrics;
 use crate::neard::home::Home;
-use crate::neard::process::{describe, Neard};
+use crate::neard::process::{describe, Neard, SpawnSpec};
 use crate::neard::rpc::NeardRpc;
 use crate::neard::Role;
 use crate::settings::{leader_key, FailoverMode, Settings};
@@ -46,6 +45,13 @@ pub async fn run(
     published: watch::Sender<Published>,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
+    // The guard's parent-death signal is tied to the thread that starts it: it must be the one
+    // thread that lives as long as kuutamod (main.rs runs everything on the main thread).
+    if nix::unistd::gettid() != nix::unistd::getpid() {
+        anyhow::bail!(
+            "the supervisor must run on kuutamod's main thread (the guard's parent-death signal is tied to the thread that starts it)"
+        );
+    }
     let consul = Consul::with_ca(
         &settings.consul_url,
         settings.consul_token.clone(),
@@ -126,6 +132,9 @@ pub async fn run(
         published,
         records,
         neard: None,
+        spawning: None,
+        next_spawn: 0,
+        to_reap: Vec::new(),
         neard_starts: 0,
         poll_tx,
         tx,
@@ -160,7 +169,13 @@ struct Supervisor {
     published: watch::Sender<Published>,
     /// This node's status record, for [`tasks::publish_records`].
     records: watch::Sender<Option<crate::records::NodeRecord>>,
+    /// The running neard (the guard's child), with kuutamod's pidfd for it.
     neard: Option<Neard>,
+    /// The spawn order the guard has not answered yet, and the role it starts.
+    spawning: Option<(u64, Role)>,
+    next_spawn: u64,
+    /// neards whose exit the machine is told of: the guard may reap them once it has been.
+    to_reap: Vec<u32>,
     neard_starts: u64,
     poll_tx: watch::Sender<PollTarget>,
     tx: mpsc::UnboundedSender<Report>,
@@ -198,28 +213,12 @@ impl Supervisor {
                     shutdown_seen = true;
                     Event::Shutdown
                 }
-                (pid, status) = wait_neard(&mut self.neard) => {
-                    self.neard = None;
-                    match status {
-                        Ok(s) => log::warn!("neard (pid {pid}) exited: {}", describe(&s)),
-                        Err(e) => log::warn!("neard (pid {pid}): wait failed: {e}"),
+                Some(note) = notes.recv() => match self.on_note(note) {
+                    Some(event) => event,
+                    None => {
+                        self.handle_all(VecDeque::new());
+                        continue;
                     }
-                    self.poll_target();
-                    Event::NeardExited { pid }
-                }
-                Some(note) = notes.recv() => match note {
-                    Note::Ack { generation, seq } if generation == self.guard_generation => {
-                        Event::GuardAck(seq)
-                    }
-                    Note::Nack { generation, seq, why } if generation == self.guard_generation => {
-                        log::warn!("the guard refused order {seq}: {why}");
-                        Event::GuardNack(seq)
-                    }
-                    Note::Lost { generation, why } if generation == self.guard_generation => {
-                        log::error!("the guard process is lost: {why}");
-                        Event::GuardLost
-                    }
-                    _ => continue,
                 },
                 Some(report) = rx.recv() => {
                     let current = self.neard.as_ref().map(Neard::pid);
@@ -256,15 +255,24 @@ impl Supervisor {
 
     /// Feeds an event, and everything that follows from carrying out its commands.
     fn handle(&mut self, event: Event) {
-        let mut queue = VecDeque::from([event]);
-        while let Some(event) = queue.pop_front() {
-            let commands = self.machine.handle(event, clock::now());
-            for c in commands {
-                if let Some(follow) = self.execute(c) {
-                    queue.push_back(follow);
+        self.handle_all(VecDeque::from([event]));
+    }
+
+    /// Feeds `queue`, and everything that follows; then lets the guard reap the neards whose
+    /// exit the machine has taken note of (and published).
+    fn handle_all(&mut self, mut queue: VecDeque<Event>) {
+        loop {
+            while let Some(event) = queue.pop_front() {
+                let commands = self.machine.handle(event, clock::now());
+                for c in commands {
+                    self.execute(c, &mut queue);
                 }
+                self.publish();
             }
-            self.publish();
+            self.send_reaps(&mut queue);
+            if queue.is_empty() {
+                return;
+            }
         }
     }
 
@@ -303,24 +311,28 @@ impl Supervisor {
         });
     }
 
-    /// Carries out one command; returns the event that reports its outcome, if it has one at
-    /// once.
-    fn execute(&mut self, command: Command) -> Option<Event> {
+    /// Carries out one command; the events that report its outcome at once go to `follow`.
+    fn execute(&mut self, command: Command, follow: &mut VecDeque<Event>) {
+        if let Some(event) = self.execute_one(command, follow) {
+            follow.push_back(event);
+        }
+    }
+
+    fn execute_one(&mut self, command: Command, follow: &mut VecDeque<Event>) -> Option<Event> {
         use nix::sys::signal::Signal;
         match command {
-            Command::StartNeard(role) => Some(self.start_neard(role)),
+            Command::StartNeard(role) => {
+                self.start_neard(role, follow);
+                None
+            }
             Command::TermNeard => {
                 self.signal_neard(Signal::SIGTERM);
                 None
             }
             Command::KillNeard => {
-                let pid = self.neard.as_ref().map(Neard::pid)?;
                 // Delivered, or neard is already gone: either way it signs no more.
-                if !self.signal_neard(Signal::SIGKILL) {
-                    log::info!("neard (pid {pid}) was already gone");
-                }
-                log::info!("SIGKILL sent to neard (pid {pid})");
-                Some(Event::NeardKilled { pid })
+                self.kill_neard(follow);
+                None
             }
             Command::InstallKey => {
                 match self.home.install_key() {
@@ -351,7 +363,12 @@ impl Supervisor {
                 match sent {
                     Ok(()) => None,
                     Err(e) => {
+                        // A guard we cannot reach is killed at once, and neard with it, before
+                        // the next command runs.
                         log::error!("cannot give the guard an order: {e}");
+                        if self.guard.is_some() {
+                            self.drop_guard();
+                        }
                         Some(Event::GuardLost)
                     }
                 }

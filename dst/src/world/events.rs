@@ -2,6 +2,7 @@
 //! the trace hash, and where each is dispatched.
 
 use kuutamod::machine::{Event, Poll};
+use kuutamod::neard::Role;
 use neard_sim::wire::{ToChain, ToNode};
 
 use super::delivery::Res;
@@ -68,6 +69,7 @@ pub(super) enum Ev {
         gen: u64,
         tgen: u64,
     },
+
     ReqAtServer(usize),
     RespAtAgent(usize),
     ReqTimeout(usize),
@@ -113,13 +115,11 @@ impl Ev {
 pub(super) enum Inc {
     Wake,
     Signal(Event),
-    /// A line from the guard (`Ok`: ack, `Err`: nack of that order), or the guard gone
-    /// (`None`).
-    GuardNote {
+    /// A line from the guard of generation `gen`, or its pipe closing.
+    Guard {
         gen: u64,
-        ack: Option<Result<u64, u64>>,
+        note: GuardNote,
     },
-    NeardExited(u32),
     PollDone {
         pid: u32,
         gen: u64,
@@ -129,6 +129,23 @@ pub(super) enum Inc {
     WatchRetry(u64),
     ClusterRetry(u64),
     Windows(Result<Vec<(u64, u64)>, String>),
+}
+
+/// What the guard says (`src/guard.rs`, "Protocol").
+#[derive(Debug)]
+pub(super) enum GuardNote {
+    /// `ack <seq>`.
+    Ack(u64),
+    /// `nack <seq> ...`.
+    Nack(u64),
+    /// `spawned <id> <pid>` (for the spawn of that role).
+    Spawned(u32, Role),
+    /// `spawn-failed <id> ...`.
+    SpawnFailed,
+    /// `exited <pid> ...`.
+    Exited(u32),
+    /// The pipe closed: the guard is gone.
+    Lost,
 }
 
 pub(super) struct Item {

@@ -1,23 +1,40 @@
-//! The guard process: orders through its pipe (acknowledged, or refused for a neard that is
-//! gone), its timer that kills an armed neard at the deadline on its own clock, its exit when
-//! kuutamod is gone, and its death.
+//! The guard process, neard's parent (`src/guard.rs`): orders through its pipe (acknowledged,
+//! or refused for a pid that is not its neard), the spawns of neard it performs (answered with
+//! the pid), neard's exits it reports, its timer that kills its neard at the armed deadline on
+//! its own clock, and its death, which takes its neard along (`PR_SET_PDEATHSIG`), as
+//! kuutamod's death takes the guard along. Its notes reach kuutamod in order, as lines of a
+//! pipe do.
 
 use std::collections::VecDeque;
 
 use kuutamod::machine::{Event, GuardOrder};
+use kuutamod::neard::Role;
 
-use super::events::{Ev, Inc};
+use super::events::{Ev, GuardNote, Inc};
 use super::{Mutation, World};
 use crate::clock::MS;
+
+/// An order in the guard's pipe.
+pub(super) enum Order {
+    /// One of the machine's, with its sequence number.
+    Machine(u64, GuardOrder),
+    /// Start neard in this role (the supervisor's `spawn` order).
+    Spawn(Role),
+}
 
 pub(super) struct Guard {
     gen: u64,
     alive: bool,
     pub(super) stopped: bool,
-    pipe: VecDeque<(u64, GuardOrder)>,
-    armed: Option<(u32, u64)>,
+    pipe: VecDeque<Order>,
+    /// The armed deadline (host clock, ns): it holds for whichever neard this guard runs, also
+    /// one it starts after the order.
+    armed: Option<u64>,
     tgen: u64,
-    pub(super) exit_pending: bool,
+    /// Exits of its neard not reported yet (the guard reports them when it runs).
+    exits: Vec<u32>,
+    /// When its last note reaches kuutamod: notes keep their order, as lines of a pipe.
+    last_note: u64,
 }
 
 impl World {
@@ -28,32 +45,52 @@ impl World {
             && !(host.group_stopped && self.settings.mutation == Mutation::GuardInGroup)
     }
 
-    pub(super) fn guard_write(&mut self, h: usize, seq: u64, order: GuardOrder) -> Option<Event> {
+    /// Whether the host's neard is a child of the guard of generation `gen`.
+    fn neard_of(&self, h: usize, gen: u64) -> bool {
+        self.hosts[h]
+            .neard
+            .as_ref()
+            .is_some_and(|n| n.parent == gen)
+    }
+
+    /// The guard of kuutamod's current generation, if it runs.
+    fn current_guard(&self, h: usize) -> Option<u64> {
         let gen = self.hosts[h].kd.as_ref()?.guard_gen;
-        let blocking = self.settings.mutation == Mutation::BlockingGuardPipe;
-        let ok = match self.hosts[h].guard.as_mut() {
-            Some(g) if g.alive && g.gen == gen => {
-                if g.pipe.len() >= self.settings.guard_pipe {
-                    if blocking {
-                        // The write blocks kuutamod until the guard reads.
-                        g.pipe.push_back((seq, order));
-                        if let Some(k) = self.hosts[h].kd.as_mut() {
-                            k.blocked = true;
-                        }
-                        self.trace(|| format!("host {h} kuutamod blocks on the guard's pipe"));
-                        return None;
-                    }
-                    false
-                } else {
-                    g.pipe.push_back((seq, order));
-                    true
-                }
-            }
-            _ => false,
+        self.hosts[h]
+            .guard
+            .as_ref()
+            .filter(|g| g.alive && g.gen == gen)
+            .map(|g| g.gen)
+    }
+
+    /// Writes an order into the guard's pipe, as the supervisor does: never blocking (unless
+    /// the mutation says so); a full pipe is a lost guard, which the supervisor kills, and
+    /// neard with it.
+    pub(super) fn guard_write(&mut self, h: usize, order: Order) -> Option<Event> {
+        let Some(gen) = self.current_guard(h) else {
+            return Some(match order {
+                Order::Spawn(_) => Event::NeardSpawnFailed,
+                Order::Machine(..) => Event::GuardLost,
+            });
         };
-        if !ok {
+        let blocking = self.settings.mutation == Mutation::BlockingGuardPipe;
+        let capacity = self.settings.guard_pipe;
+        let g = self.hosts[h].guard.as_mut().expect("current guard");
+        if g.pipe.len() >= capacity {
+            if blocking {
+                // The write blocks kuutamod until the guard reads.
+                g.pipe.push_back(order);
+                if let Some(k) = self.hosts[h].kd.as_mut() {
+                    k.blocked = true;
+                }
+                self.trace(|| format!("host {h} kuutamod blocks on the guard's pipe"));
+                return None;
+            }
+            self.trace(|| format!("host {h} guard's pipe is full: kuutamod kills it"));
+            self.guard_drop(h);
             return Some(Event::GuardLost);
         }
+        g.pipe.push_back(order);
         if self.guard_runnable(h) {
             let d = self.rng.range(MS / 20, MS / 2);
             self.after(d, Ev::GuardRun { h, gen });
@@ -61,12 +98,32 @@ impl World {
         None
     }
 
+    /// What the supervisor does with a guard it gives up on: neard killed (through its own
+    /// pidfd, whether the guard is still there or not), the guard SIGKILLed and reaped (a neard
+    /// being started dies with it).
+    pub(super) fn guard_drop(&mut self, h: usize) {
+        let g = self.hosts[h].guard.take();
+        let known = self.hosts[h].kd.as_ref().and_then(|k| k.neard);
+        let neard = self.hosts[h].neard.as_ref().filter(|n| n.alive);
+        let dies = neard
+            .is_some_and(|n| Some(n.pid) == known || g.as_ref().is_some_and(|g| n.parent == g.gen));
+        if dies {
+            self.trace(|| format!("host {h} kuutamod kills neard and its guard"));
+            self.neard_dies(h);
+        }
+        if let Some(k) = self.hosts[h].kd.as_mut() {
+            k.neard = None;
+            k.blocked = false;
+        }
+        self.poll_target_changed(h);
+    }
+
     pub(super) fn guard_respawn(&mut self, h: usize) -> Event {
+        self.guard_drop(h);
         let Some(k) = self.hosts[h].kd.as_mut() else {
             return Event::GuardSpawnFailed;
         };
         k.guard_gen += 1;
-        k.blocked = false;
         let gen = k.guard_gen;
         self.hosts[h].guard = Some(Guard {
             gen,
@@ -75,63 +132,87 @@ impl World {
             pipe: VecDeque::new(),
             armed: None,
             tgen: 0,
-            exit_pending: false,
+            exits: Vec::new(),
+            last_note: 0,
         });
         Event::GuardSpawned
+    }
+
+    /// A note of guard `gen` to kuutamod, after the ones before it.
+    fn guard_note(&mut self, h: usize, gen: u64, note: GuardNote, delay: u64) {
+        let Some(inst) = self.hosts[h].kd.as_ref().map(|k| k.inst) else {
+            return;
+        };
+        let t = match self.hosts[h].guard.as_mut().filter(|g| g.gen == gen) {
+            Some(g) => {
+                g.last_note = g.last_note.max(self.t + delay);
+                g.last_note
+            }
+            None => self.t + delay,
+        };
+        self.at(
+            t,
+            Ev::ToKd {
+                h,
+                inst,
+                inc: Inc::Guard { gen, note },
+            },
+        );
     }
 
     pub(super) fn guard_run(&mut self, h: usize, gen: u64) {
         if !self.guard_runnable(h) || self.hosts[h].guard.as_ref().map(|g| g.gen) != Some(gen) {
             return;
         }
-        let inst = self.hosts[h].kd.as_ref().map(|k| k.inst);
-        while let Some((seq, order)) = self.hosts[h]
+        let exits = std::mem::take(&mut self.hosts[h].guard.as_mut().expect("runs").exits);
+        for pid in exits {
+            let d = self.rng.range(MS / 20, MS / 2);
+            self.guard_note(h, gen, GuardNote::Exited(pid), d);
+        }
+        while let Some(order) = self.hosts[h]
             .guard
             .as_mut()
             .and_then(|g| g.pipe.pop_front())
         {
             let note = match order {
-                GuardOrder::Arm { pid, deadline } => {
-                    let alive = self.hosts[h].neard.as_ref().is_some_and(|n| n.pid == pid);
-                    if alive {
-                        let t = self.clock_reaches(h, deadline.as_nanos());
-                        let g = self.hosts[h].guard.as_mut().expect("runnable guard");
-                        g.armed = Some((pid, deadline.as_nanos()));
-                        g.tgen += 1;
+                Order::Machine(seq, GuardOrder::Arm { pid, deadline }) => {
+                    // Its neard, running or exited and not yet reaped.
+                    let ours = self.neard_of(h, gen)
+                        && self.hosts[h].neard.as_ref().is_some_and(|n| n.pid == pid);
+                    let g = self.hosts[h].guard.as_mut().expect("runnable guard");
+                    g.tgen += 1;
+                    if ours {
+                        g.armed = Some(deadline.as_nanos());
                         let tgen = g.tgen;
+                        let t = self.clock_reaches(h, deadline.as_nanos());
                         self.at(t, Ev::GuardTimer { h, gen, tgen });
-                        Ok(seq)
+                        GuardNote::Ack(seq)
                     } else {
-                        // As the real guard: no pidfd for a neard that is gone; it drops what
-                        // it held and refuses.
-                        let g = self.hosts[h].guard.as_mut().expect("runnable guard");
+                        // As the real guard: a pid that is not its neard is refused, and the
+                        // deadline it held is dropped.
                         g.armed = None;
-                        g.tgen += 1;
-                        Err(seq)
+                        GuardNote::Nack(seq)
                     }
                 }
-                GuardOrder::Disarm => {
+                Order::Machine(seq, GuardOrder::Disarm) => {
                     let g = self.hosts[h].guard.as_mut().expect("runnable guard");
                     g.armed = None;
                     g.tgen += 1;
-                    Ok(seq)
+                    GuardNote::Ack(seq)
                 }
-                GuardOrder::Ping => Ok(seq),
+                Order::Machine(seq, GuardOrder::Ping) => GuardNote::Ack(seq),
+                Order::Spawn(role) => {
+                    if self.hosts[h].neard.as_ref().is_some_and(|n| n.alive) {
+                        // One neard at a time.
+                        GuardNote::SpawnFailed
+                    } else {
+                        let pid = self.neard_start(h, role, gen);
+                        GuardNote::Spawned(pid, role)
+                    }
+                }
             };
-            if let Some(inst) = inst {
-                let d = self.rng.range(MS / 20, MS / 2);
-                self.after(
-                    d,
-                    Ev::ToKd {
-                        h,
-                        inst,
-                        inc: Inc::GuardNote {
-                            gen,
-                            ack: Some(note),
-                        },
-                    },
-                );
-            }
+            let d = self.rng.range(MS / 20, MS / 2);
+            self.guard_note(h, gen, note, d);
         }
         let unblock = self.hosts[h].kd.as_ref().is_some_and(|k| k.blocked);
         if unblock {
@@ -141,7 +222,26 @@ impl World {
             self.kd_resume(h, 0);
         }
         self.guard_timer_due(h);
-        self.guard_exit_if_orphan(h);
+    }
+
+    /// neard exited: its guard reports it when it runs (a dead guard reports nothing; kuutamod
+    /// learns of neard's end from the guard's loss).
+    pub(super) fn guard_neard_exited(&mut self, h: usize, pid: u32) {
+        let Some(parent) = self.hosts[h].neard.as_ref().map(|n| n.parent) else {
+            return;
+        };
+        let Some(g) = self.hosts[h]
+            .guard
+            .as_mut()
+            .filter(|g| g.alive && g.gen == parent)
+        else {
+            return;
+        };
+        g.exits.push(pid);
+        if self.guard_runnable(h) {
+            let d = self.rng.range(MS / 20, MS / 2);
+            self.after(d, Ev::GuardRun { h, gen: parent });
+        }
     }
 
     pub(super) fn guard_timer(&mut self, h: usize, gen: u64, tgen: u64) {
@@ -154,13 +254,18 @@ impl World {
         }
     }
 
-    /// The guard's timerfd: kills an armed neard whose deadline passed on the guard's clock.
+    /// The guard's timerfd: kills its neard (whichever it runs) once the armed deadline passed
+    /// on the guard's clock.
     fn guard_timer_due(&mut self, h: usize) {
         if !self.guard_runnable(h) {
             return;
         }
         let now = self.clock_now(h);
-        let Some((pid, deadline)) = self.hosts[h].guard.as_ref().and_then(|g| g.armed) else {
+        let Some((gen, deadline)) = self.hosts[h]
+            .guard
+            .as_ref()
+            .and_then(|g| g.armed.map(|d| (g.gen, d)))
+        else {
             return;
         };
         if now < deadline {
@@ -175,52 +280,27 @@ impl World {
         if let Some(g) = self.hosts[h].guard.as_mut() {
             g.armed = None;
         }
-        if self.hosts[h]
-            .neard
-            .as_ref()
-            .is_some_and(|n| n.pid == pid && n.alive)
-        {
+        if self.neard_of(h, gen) && self.hosts[h].neard.as_ref().is_some_and(|n| n.alive) {
+            let pid = self.hosts[h].neard.as_ref().map_or(0, |n| n.pid);
             self.trace(|| format!("host {h} guard kills neard {pid} at its deadline"));
             self.neard_dies(h);
         }
     }
 
-    /// A guard whose kuutamod is gone kills an armed neard and exits, once it runs.
-    pub(super) fn guard_exit_if_orphan(&mut self, h: usize) {
-        if !self.guard_runnable(h) || !self.hosts[h].guard.as_ref().is_some_and(|g| g.exit_pending)
-        {
-            return;
-        }
-        let armed = self.hosts[h].guard.as_ref().and_then(|g| g.armed);
-        if let Some((pid, _)) = armed {
-            if self.hosts[h]
-                .neard
-                .as_ref()
-                .is_some_and(|n| n.pid == pid && n.alive)
-            {
-                self.neard_dies(h);
-            }
-        }
-        self.hosts[h].guard = None;
-    }
-
+    /// The guard dies (SIGKILL, or with kuutamod): its neard dies with it at once (its
+    /// parent-death signal), stopped kuutamod or not; a kuutamod that runs sees the pipe close.
     pub(super) fn guard_kill(&mut self, h: usize) {
         let Some(g) = self.hosts[h].guard.as_mut() else {
             return;
         };
         g.alive = false;
         let gen = g.gen;
-        self.hosts[h].guard = None;
-        if let Some(inst) = self.hosts[h].kd.as_ref().map(|k| k.inst) {
-            self.after(
-                MS / 10,
-                Ev::ToKd {
-                    h,
-                    inst,
-                    inc: Inc::GuardNote { gen, ack: None },
-                },
-            );
+        if self.neard_of(h, gen) && self.hosts[h].neard.as_ref().is_some_and(|n| n.alive) {
+            self.trace(|| format!("host {h} neard dies with its guard"));
+            self.neard_dies(h);
         }
+        self.guard_note(h, gen, GuardNote::Lost, MS / 10);
+        self.hosts[h].guard = None;
         let unblock = self.hosts[h].kd.as_ref().is_some_and(|k| k.blocked);
         if unblock {
             if let Some(k) = self.hosts[h].kd.as_mut() {

@@ -12,7 +12,8 @@ use kuutamod::records::{node_key, NodeRecord};
 use kuutamod::settings::leader_key;
 
 use super::delivery::{Op, Purpose};
-use super::events::{Ev, Inc};
+use super::events::{Ev, GuardNote, Inc};
+use super::guard::Order;
 use super::poller::Poller;
 use super::{
     Mutation, World, ACCOUNT, DOPPELGANGER_HEIGHTS, JUMP_SLACK, STATUS_TIMEOUT, SYNCING_GRACE,
@@ -115,22 +116,18 @@ impl World {
         self.kd_feed(h, Event::Tick);
     }
 
-    /// kuutamod's process dies (SIGKILL, or its exit): its neard dies with it
-    /// (`PR_SET_PDEATHSIG`), its guard sees its pipe close.
+    /// kuutamod's process dies (SIGKILL, or its exit): its guard dies with it, stopped or not
+    /// (`PR_SET_PDEATHSIG`), and neard with the guard.
     pub(super) fn kd_die(&mut self, h: usize) {
         let Some(kd) = self.hosts[h].kd.take() else {
             return;
         };
         let _ = kd;
-        if self.hosts[h].neard.as_ref().is_some_and(|n| n.alive) {
-            self.trace(|| format!("host {h} neard dies with kuutamod"));
-            self.neard_dies(h);
+        if self.hosts[h].guard.is_some() {
+            self.trace(|| format!("host {h} guard dies with kuutamod"));
+            self.guard_kill(h);
         }
         self.hosts[h].neard = None;
-        if let Some(g) = self.hosts[h].guard.as_mut() {
-            g.exit_pending = true;
-        }
-        self.guard_exit_if_orphan(h);
         if let Some(down) = self.hosts[h].restart_after_exit.take() {
             self.after(down * MS, Ev::KdStart(h));
         }
@@ -150,27 +147,13 @@ impl World {
         match inc {
             Inc::Wake => self.kd_feed(h, Event::Tick),
             Inc::Signal(e) => self.kd_feed(h, e),
-            Inc::GuardNote { gen, ack } => {
+            Inc::Guard { gen, note } => {
                 if self.hosts[h]
                     .kd
                     .as_ref()
                     .is_some_and(|k| k.guard_gen == gen)
                 {
-                    match ack {
-                        Some(Ok(seq)) => self.kd_feed(h, Event::GuardAck(seq)),
-                        Some(Err(seq)) => self.kd_feed(h, Event::GuardNack(seq)),
-                        None => self.kd_feed(h, Event::GuardLost),
-                    }
-                }
-            }
-            Inc::NeardExited(pid) => {
-                let current = self.hosts[h].kd.as_ref().and_then(|k| k.neard);
-                if current == Some(pid) {
-                    if let Some(k) = self.hosts[h].kd.as_mut() {
-                        k.neard = None;
-                    }
-                    self.poll_target_changed(h);
-                    self.kd_feed(h, Event::NeardExited { pid });
+                    self.guard_note_in(h, note);
                 }
             }
             Inc::PollDone { pid, gen, poll } => self.poll_done(h, pid, gen, poll),
@@ -194,6 +177,36 @@ impl World {
                 }
             }
             Inc::Windows(w) => self.kd_feed(h, Event::Windows(w)),
+        }
+    }
+
+    /// A note of the current guard, as the supervisor's `on_note` takes it.
+    fn guard_note_in(&mut self, h: usize, note: GuardNote) {
+        let set_neard = |w: &mut World, pid: Option<u32>| {
+            if let Some(k) = w.hosts[h].kd.as_mut() {
+                k.neard = pid;
+            }
+            w.poll_target_changed(h);
+        };
+        match note {
+            GuardNote::Ack(seq) => self.kd_feed(h, Event::GuardAck(seq)),
+            GuardNote::Nack(seq) => self.kd_feed(h, Event::GuardNack(seq)),
+            GuardNote::Lost => {
+                // Kill neard (through its pidfd) and the guard first; then the machine hears.
+                self.guard_drop(h);
+                self.kd_feed(h, Event::GuardLost);
+            }
+            GuardNote::Spawned(pid, role) => {
+                set_neard(self, Some(pid));
+                self.kd_feed(h, Event::NeardSpawned { pid, role });
+            }
+            GuardNote::SpawnFailed => self.kd_feed(h, Event::NeardSpawnFailed),
+            GuardNote::Exited(pid) => {
+                if self.hosts[h].kd.as_ref().and_then(|k| k.neard) == Some(pid) {
+                    set_neard(self, None);
+                    self.kd_feed(h, Event::NeardExited { pid });
+                }
+            }
         }
     }
 
@@ -285,7 +298,7 @@ impl World {
 
     fn exec(&mut self, h: usize, c: Command) -> Option<Event> {
         match c {
-            Command::StartNeard(role) => Some(self.neard_start(h, role)),
+            Command::StartNeard(role) => self.guard_write(h, Order::Spawn(role)),
             Command::TermNeard => {
                 let pid = self.hosts[h].kd.as_ref()?.neard?;
                 if self.neard_mut(h, pid).is_some_and(|n| n.alive) {
@@ -333,7 +346,7 @@ impl World {
                 self.poll_target_changed(h);
                 None
             }
-            Command::Guard { seq, order } => self.guard_write(h, seq, order),
+            Command::Guard { seq, order } => self.guard_write(h, Order::Machine(seq, order)),
             Command::RespawnGuard => Some(self.guard_respawn(h)),
             Command::Publish(facts) => {
                 let rec = self.node_record(h, facts);

@@ -4,13 +4,12 @@
 
 use std::time::Duration;
 
-use kuutamod::machine::Event;
 use kuutamod::neard::Role;
 use neard_sim::client::{Client, Effects};
 use neard_sim::keys::Key;
 use neard_sim::wire::{ToChain, ToNode};
 
-use super::events::{Ev, Inc};
+use super::events::Ev;
 use super::{fnv_mix, World, ACCOUNT, OUR_KEY};
 use crate::clock::{MS, S};
 use crate::oracle::Violation;
@@ -18,6 +17,8 @@ use crate::schedule::ReloadMode;
 
 pub(super) struct Neard {
     pub(super) pid: u32,
+    /// The generation of the guard that started it (its parent: it dies with it).
+    pub(super) parent: u64,
     pub(super) alive: bool,
     pub(super) client: Client,
     pub(super) key: Option<Key>,
@@ -50,11 +51,9 @@ impl World {
         host.syncing_until > self.t || !host.neard.as_ref().is_some_and(|n| n.joined)
     }
 
-    pub(super) fn neard_start(&mut self, h: usize, role: Role) -> Event {
-        if self.hosts[h].neard.as_ref().is_some_and(|n| n.alive) {
-            // The supervisor replaces its child handle; dropping it kills the old process.
-            self.neard_dies(h);
-        }
+    /// The guard of generation `parent` starts neard in `role` (it runs no other neard);
+    /// returns its pid.
+    pub(super) fn neard_start(&mut self, h: usize, role: Role, parent: u64) -> u32 {
         let host = &mut self.hosts[h];
         host.key_file = role == Role::Validator;
         host.next_pid += 1;
@@ -62,6 +61,7 @@ impl World {
         let client = Client::new(&format!("n{h}"), self.timers, host.stored_target);
         host.neard = Some(Neard {
             pid,
+            parent,
             alive: true,
             client,
             key: host.key_file.then(our_key),
@@ -75,20 +75,16 @@ impl World {
             last_signed: None,
         });
         let boot = host.boot_ms * MS;
-        if let Some(k) = host.kd.as_mut() {
-            k.neard = Some(pid);
-        }
         self.after(boot, Ev::NeardRpcUp { h, pid });
         let phase = self
             .rng
             .below(self.timers.doomslug_step_period.as_nanos() as u64);
         self.after(boot + phase, Ev::NeardStep { h, pid });
-        self.poll_target_changed(h);
-        self.trace(|| format!("host {h} starts neard {pid} as {role:?}"));
-        Event::NeardSpawned { pid, role }
+        self.trace(|| format!("host {h} guard starts neard {pid} as {role:?}"));
+        pid
     }
 
-    /// neard is gone (exited, crashed, killed): it signs nothing more; kuutamod reaps it.
+    /// neard is gone (exited, crashed, killed): it signs nothing more; its guard reports it.
     pub(super) fn neard_dies(&mut self, h: usize) {
         let Some(n) = self.hosts[h].neard.as_mut() else {
             return;
@@ -101,16 +97,7 @@ impl World {
         let target = n.client.largest_target_height();
         let host = &mut self.hosts[h];
         host.stored_target = host.stored_target.max(target);
-        if let Some(inst) = self.hosts[h].kd.as_ref().map(|k| k.inst) {
-            self.after(
-                MS / 10,
-                Ev::ToKd {
-                    h,
-                    inst,
-                    inc: Inc::NeardExited(pid),
-                },
-            );
-        }
+        self.guard_neard_exited(h, pid);
     }
 
     pub(super) fn neard_hello(&mut self, h: usize, pid: u32) {
