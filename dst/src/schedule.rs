@@ -77,8 +77,12 @@ pub enum FaultKind {
     GroupStop { host: usize, dur: u64 },
     /// The guard is SIGSTOPped.
     GuardStop { host: usize, dur: u64 },
-    /// The guard is SIGKILLed.
+    /// The guard is SIGKILLed (the guard dies alone: neard dies with it).
     GuardKill { host: usize },
+    /// kuutamod's process group is SIGSTOPped, and its guard SIGKILLed `after` ms into the
+    /// stop (`after` < `dur`): issue #21's double fault, in which nobody is left to act on
+    /// the host but the kernel.
+    GroupStopGuardKill { host: usize, dur: u64, after: u64 },
     /// The host's Consul agent restarts (a graceful leave: its sessions end).
     AgentRestart { host: usize, down: u64 },
     /// The agent is SIGKILLed and started again after `down` ms (its sessions stay).
@@ -138,6 +142,7 @@ impl Fault {
                 | NeardSlowStop { dur, .. }
                 | KuutamodStop { dur, .. }
                 | GroupStop { dur, .. }
+                | GroupStopGuardKill { dur, .. }
                 | GuardStop { dur, .. }
                 | AgentPause { dur, .. }
                 | AgentPartition { dur, .. }
@@ -175,6 +180,7 @@ impl Fault {
             | KuutamodKill { host, .. }
             | KuutamodStop { host, .. }
             | GroupStop { host, .. }
+            | GroupStopGuardKill { host, .. }
             | GuardStop { host, .. }
             | GuardKill { host }
             | AgentRestart { host, .. }
@@ -267,9 +273,10 @@ pub fn is_within_claim(faults: &[Fault]) -> bool {
 }
 
 /// Drops the faults that would leave a host with neither kuutamod nor its guard able to act
-/// (`docs/failover.md`, assumption 5: the guard is not stopped together with kuutamod): a guard
-/// stopped or killed while kuutamod or its process group is stopped, or kuutamod stopped
-/// within a second of its guard (before it could notice and start a new one).
+/// while neard runs (`docs/failover.md`, assumption 5: the guard and kuutamod are not both
+/// *stopped*): a guard stopped while kuutamod or its process group is stopped, or kuutamod
+/// stopped within a second of its guard's stop (before it could notice and start a new one).
+/// A guard *killed* at any time is within the claim: neard dies with it.
 fn within_claim(faults: Vec<Fault>) -> Vec<Fault> {
     use FaultKind::*;
     let mut kept: Vec<Fault> = Vec::new();
@@ -290,15 +297,15 @@ fn within_claim(faults: Vec<Fault>) -> Vec<Fault> {
                 KuutamodStop { host, .. } | GroupStop { host, .. } => {
                     Some((host, g.at, g.heals_at(), true))
                 }
+                GroupStopGuardKill { host, .. } => Some((host, g.at, g.heals_at(), true)),
                 GuardStop { host, .. } => Some((host, g.at, g.heals_at(), false)),
-                GuardKill { host } => Some((host, g.at, g.at + 1000, false)),
                 _ => None,
             }
         };
-        // Outside the claim: the guard stopped or killed while kuutamod is stopped, or
-        // kuutamod stopped before it could notice a guard that stopped answering (an armed
-        // guard is pinged every guard_ack/2 and late after guard_ack: 900 ms at TTL 3 s; the
-        // window has 100 ms of room).
+        // Outside the claim: the guard stopped while kuutamod is stopped, or kuutamod stopped
+        // before it could notice a guard that stopped answering (an armed guard is pinged every
+        // guard_ack/2 and late after guard_ack: 900 ms at TTL 3 s; the window has 100 ms of
+        // room).
         let clash = span(&f).is_some_and(|(h, a, b, kd)| {
             kept.iter().filter_map(span).any(|(h2, a2, b2, kd2)| {
                 let (k, g) = if kd { ((a, b), a2) } else { ((a2, b2), a) };
@@ -345,7 +352,19 @@ fn random_kind(r: &mut Rng, hosts: usize, ttl: u64, lag_faults: bool) -> FaultKi
             down: down(r),
         },
         10 | 11 => KuutamodStop { host, dur: dur(r) },
-        12 => GroupStop { host, dur: dur(r) },
+        // A group stop; a third of them with the guard killed during it (issue #21).
+        12 => {
+            let dur = dur(r);
+            if r.chance(333) {
+                GroupStopGuardKill {
+                    host,
+                    dur,
+                    after: r.below(dur),
+                }
+            } else {
+                GroupStop { host, dur }
+            }
+        }
         13 => GuardStop { host, dur: dur(r) },
         14 => GuardKill { host },
         15 => AgentRestart {

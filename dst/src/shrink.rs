@@ -37,6 +37,15 @@ fn halve(k: &FaultKind) -> Option<FaultKind> {
         },
         KuutamodStop { host, dur } => KuutamodStop { host, dur: h(dur)? },
         GroupStop { host, dur } => GroupStop { host, dur: h(dur)? },
+        // The kill stays within the (shorter) stop.
+        GroupStopGuardKill { host, dur, after } => {
+            let dur = h(dur)?;
+            GroupStopGuardKill {
+                host,
+                dur,
+                after: after.min(dur - 1),
+            }
+        }
         GuardStop { host, dur } => GuardStop { host, dur: h(dur)? },
         AgentRestart { host, down } => AgentRestart {
             host,

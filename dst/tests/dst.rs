@@ -72,3 +72,32 @@ fn the_machine_s_fixes_are_found_when_switched_off() {
     assert!(found(Mutation::NoStandbyWait, 20).is_some());
     assert!(found(Mutation::TimeoutFence, 20).is_some());
 }
+
+/// Issue #21 in the simulation, as `--find` shrank it (seed 1089, mutation
+/// `no-guard-pdeathsig`): the guard SIGKILLed 32 ms into a freeze of kuutamod that then lasts
+/// 3.2 s. With the process chain (neard dies with its guard) nobody signs twice; without
+/// neard's parent-death signal on the guard, the old neard signs beside the new leader.
+#[test]
+fn a_guard_killed_during_a_freeze_takes_neard_along() {
+    let sched = Schedule::parse(
+        "scenario hosts=2 hot_swap=1 stall=0 old_neard=0,0 priority=1,1 drift_ppm=-6382,-3512 wall_offset_ms=8,4 boot_ms=694,405 lag_ms=17,16
+1000 agent-partition host=0 dur=54
+12703 group-stop-guard-kill host=1 dur=76 after=32
+12703 kuutamod-stop host=1 dur=3244
+",
+    )
+    .expect("the schedule parses");
+    let o = run(1089, &sched, Settings::default());
+    assert!(o.violation.is_none(), "{:?}", o.violation);
+    assert!(o.activations > 0, "someone validated");
+    let cut = Settings {
+        mutation: Mutation::NoGuardPdeathsig,
+        ..Settings::default()
+    };
+    let o = run(1089, &sched, cut);
+    assert!(
+        o.violation.as_ref().is_some_and(|v| v.is_safety()),
+        "{:?}",
+        o.violation
+    );
+}

@@ -63,6 +63,12 @@ impl fmt::Display for Fault {
             GroupStop { host, dur } => write!(f, "group-stop host={host} dur={dur}"),
             GuardStop { host, dur } => write!(f, "guard-stop host={host} dur={dur}"),
             GuardKill { host } => write!(f, "guard-kill host={host}"),
+            GroupStopGuardKill { host, dur, after } => {
+                write!(
+                    f,
+                    "group-stop-guard-kill host={host} dur={dur} after={after}"
+                )
+            }
             AgentRestart { host, down } => write!(f, "agent-restart host={host} down={down}"),
             AgentKill { host, down } => write!(f, "agent-kill host={host} down={down}"),
             AgentPause { host, dur } => write!(f, "agent-pause host={host} dur={dur}"),
@@ -239,6 +245,11 @@ fn parse_fault(line: &str) -> Result<Fault, String> {
             dur: get("dur")?,
         },
         "guard-kill" => GuardKill { host: host()? },
+        "group-stop-guard-kill" => GroupStopGuardKill {
+            host: host()?,
+            dur: get("dur")?,
+            after: get("after")?,
+        },
         "agent-restart" => AgentRestart {
             host: host()?,
             down: get("down")?,

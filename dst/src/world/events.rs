@@ -69,7 +69,10 @@ pub(super) enum Ev {
         gen: u64,
         tgen: u64,
     },
-
+    /// The guard is SIGKILLed (during a group stop: [`crate::schedule::FaultKind::GroupStopGuardKill`]).
+    GuardKill {
+        h: usize,
+    },
     ReqAtServer(usize),
     RespAtAgent(usize),
     ReqTimeout(usize),
@@ -106,6 +109,7 @@ impl Ev {
             Ev::FaultStart(i) => 19 + 32 * *i as u64,
             Ev::FaultEnd(i) => 20 + 32 * *i as u64,
             Ev::Liveness => 21,
+            Ev::GuardKill { h } => 22 + 32 * *h as u64,
         }
     }
 }
@@ -218,6 +222,10 @@ impl World {
             Ev::ToChain { h, pid, msg } => self.send_chain(h, pid, msg),
             Ev::GuardRun { h, gen } => self.guard_run(h, gen),
             Ev::GuardTimer { h, gen, tgen } => self.guard_timer(h, gen, tgen),
+            Ev::GuardKill { h } => {
+                self.trace(|| format!("host {h} guard SIGKILLed during the freeze"));
+                self.guard_kill(h);
+            }
             Ev::ReqAtServer(id) => self.req_at_server(id),
             Ev::RespAtAgent(id) => self.resp_at_agent(id),
             Ev::ReqTimeout(id) => {

@@ -7,7 +7,7 @@ use kuutamod::records::{control_key, Switchover};
 use kuutamod::settings::leader_key;
 
 use super::delivery::Res;
-use super::events::Inc;
+use super::events::{Ev, Inc};
 use super::{World, ACCOUNT, OUTSIDER_LOCK_DELAY, OUTSIDER_TTL};
 use crate::clock::MS;
 use crate::consul::{Owner, Rec};
@@ -35,6 +35,10 @@ impl World {
             }
             KuutamodStop { host, .. } => self.hosts[host].kd_stopped = true,
             GroupStop { host, .. } => self.hosts[host].group_stopped = true,
+            GroupStopGuardKill { host, after, .. } => {
+                self.hosts[host].group_stopped = true;
+                self.after(after * MS, Ev::GuardKill { h: host });
+            }
             GuardStop { host, .. } => {
                 if let Some(g) = self.hosts[host].guard.as_mut() {
                     g.stopped = true;
@@ -135,7 +139,7 @@ impl World {
                 self.hosts[host].kd_stopped = false;
                 self.kd_resume(host, 0);
             }
-            GroupStop { host, .. } => {
+            GroupStop { host, .. } | GroupStopGuardKill { host, .. } => {
                 self.hosts[host].group_stopped = false;
                 self.kd_resume(host, 0);
                 self.guard_resume(host);

@@ -295,7 +295,11 @@ impl World {
         };
         g.alive = false;
         let gen = g.gen;
-        if self.neard_of(h, gen) && self.hosts[h].neard.as_ref().is_some_and(|n| n.alive) {
+        let pdeathsig = self.settings.mutation != Mutation::NoGuardPdeathsig;
+        if pdeathsig
+            && self.neard_of(h, gen)
+            && self.hosts[h].neard.as_ref().is_some_and(|n| n.alive)
+        {
             self.trace(|| format!("host {h} neard dies with its guard"));
             self.neard_dies(h);
         }

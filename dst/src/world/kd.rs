@@ -127,6 +127,11 @@ impl World {
             self.trace(|| format!("host {h} guard dies with kuutamod"));
             self.guard_kill(h);
         }
+        if self.hosts[h].neard.as_ref().is_some_and(|n| n.alive) {
+            // Only with the mutation that cuts the guard -> neard link: the model keeps one
+            // neard per host, so this one is taken down here rather than left an orphan.
+            self.neard_dies(h);
+        }
         self.hosts[h].neard = None;
         if let Some(down) = self.hosts[h].restart_after_exit.take() {
             self.after(down * MS, Ev::KdStart(h));

@@ -31,11 +31,14 @@ pub enum Mutation {
     AccountTypo,
     /// `Mutations::no_inherited_horizon`.
     NoInheritedHorizon,
+    /// neard does not die with its guard (no parent-death signal on that link): issue #21, a
+    /// guard killed while kuutamod is stopped leaves neard running with the key.
+    NoGuardPdeathsig,
 }
 
 impl Mutation {
     /// Every mutation, with its command-line name.
-    pub const ALL: [(&'static str, Mutation); 10] = [
+    pub const ALL: [(&'static str, Mutation); 11] = [
         ("no-standby-wait", Mutation::NoStandbyWait),
         ("leader-ignores-key", Mutation::LeaderIgnoresKey),
         ("keep-lock-after-step-down", Mutation::KeepLockAfterStepDown),
@@ -46,6 +49,7 @@ impl Mutation {
         ("monotonic-deadlines", Mutation::MonotonicDeadlines),
         ("account-typo", Mutation::AccountTypo),
         ("no-inherited-horizon", Mutation::NoInheritedHorizon),
+        ("no-guard-pdeathsig", Mutation::NoGuardPdeathsig),
     ];
 
     /// Parses a command-line name.
