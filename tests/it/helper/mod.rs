@@ -12,7 +12,7 @@ use std::path::PathBuf;
 
 pub use kuutamod_bench::cluster::{Cluster, Opts, Spec};
 pub use kuutamod_bench::consul::http_get;
-pub use kuutamod_bench::procs::{alive, free_port, neard_sim_bin, now_ms};
+pub use kuutamod_bench::procs::{alive, free_port, neard_sim_bin, now_ms, signal};
 
 /// The validator account every test cluster shares (each test has its own Consul).
 pub const ACCOUNT: &str = "pool.test.near";
