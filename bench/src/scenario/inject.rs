@@ -9,7 +9,7 @@ use base64::Engine;
 use neard_sim::control::{Control, StatusMode};
 use nix::sys::signal::Signal;
 
-use super::{Scenario, Timing};
+use super::{KillAt, Scenario, Timing};
 use crate::cluster::Cluster;
 use crate::consul::{http_delete, http_put, Agent, START_LIMIT};
 use crate::procs::{now_ms, signal};
@@ -21,6 +21,10 @@ const SWITCHOVER_TIMEOUT: &str = "60s";
 /// How long after the step-down deadline the crash-loop scenario keeps its partition: "just
 /// longer than the deadline".
 const JUST_LONGER: Duration = Duration::from_millis(500);
+
+/// 13e-g: how soon neard must be gone after its guard was SIGKILLed (the kernel's parent-death
+/// signal is sent as the guard exits; this only absorbs a loaded machine).
+const NEARD_DIES_WITH_GUARD: Duration = Duration::from_millis(500);
 
 /// Most neard starts per minute a crash loop may cause ("a few dozen"; kuutamod's back-off,
 /// 1 s doubling to 30 s, gives about six).
@@ -321,11 +325,59 @@ pub(super) fn inject(scenario: Scenario, f: Fault<'_>) -> anyhow::Result<Observe
                 signal(guard, Signal::SIGKILL);
             }
         }
+        Scenario::FreezeGuardKill(at) => freeze_guard_kill(cluster, leader, timing, at, &mut seen)?,
         Scenario::CrashLoop | Scenario::WrongAccount | Scenario::ElectionRace => {
             unreachable!("handled elsewhere")
         }
     }
     Ok(seen)
+}
+
+/// 13e-g (issue #21): the leader kuutamod's process group SIGSTOPped, its guard SIGKILLed
+/// `timing.guard_kill_after(at)` later (before the guard could have acted on its deadline), and
+/// SIGCONT 2 x TTL + 1 s after the freeze. With nobody left to act on the host, neard must die
+/// with its guard, within [`NEARD_DIES_WITH_GUARD`] (checked). A neard already dead when the
+/// guard is killed fails the run too: it would not have tested the double fault.
+fn freeze_guard_kill(
+    cluster: &Cluster,
+    leader: usize,
+    timing: &Timing,
+    at: KillAt,
+    seen: &mut Observed,
+) -> anyhow::Result<()> {
+    let node = &cluster.nodes[leader];
+    let guard = node.guard_pid().context("leader's guard pid")?;
+    let neard = node.neard_pid().context("leader's neard pid")?;
+    let frozen = std::time::Instant::now();
+    node.signal_group(Signal::SIGSTOP);
+    std::thread::sleep(timing.guard_kill_after(at));
+    if !crate::procs::alive(neard) {
+        seen.failures.push(format!(
+            "neard (pid {neard}) was gone before the guard was killed ({} ms after the freeze)",
+            frozen.elapsed().as_millis()
+        ));
+    }
+    let kill_ms = frozen.elapsed().as_millis();
+    signal(guard, Signal::SIGKILL);
+    let killed = std::time::Instant::now();
+    while crate::procs::alive(neard) && killed.elapsed() < NEARD_DIES_WITH_GUARD {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    if crate::procs::alive(neard) {
+        seen.failures.push(format!(
+            "the frozen leader's neard (pid {neard}) outlived its guard by more than {} ms",
+            NEARD_DIES_WITH_GUARD.as_millis()
+        ));
+    } else {
+        eprintln!(
+            "note: {}: guard killed {kill_ms} ms after the freeze; neard gone {} ms later",
+            Scenario::FreezeGuardKill(at).name(),
+            killed.elapsed().as_millis()
+        );
+    }
+    std::thread::sleep(timing.beyond_ttl().saturating_sub(frozen.elapsed()));
+    node.signal_group(Signal::SIGCONT);
+    Ok(())
 }
 
 /// 15b: `kuutamoctl pause`, then the leader's neard SIGKILLed; for 2 x TTL + 1 s nobody may

@@ -36,6 +36,13 @@ pub use run::World;
 /// Extra time beyond the TTL-derived bounds a fault is held, so it outlasts the lease.
 const BEYOND_TTL: Duration = Duration::from_secs(1);
 
+/// 13e: how soon after the freeze the guard is killed ("just after").
+const JUST_AFTER_FREEZE: Duration = Duration::from_millis(100);
+
+/// 13g: how long before the earliest moment the guard's deadline can come the guard is killed
+/// ("just before"), so that it surely has not acted yet.
+const JUST_BEFORE_DEADLINE: Duration = Duration::from_millis(200);
+
 /// Slack for start-up and recovery beyond what the timing predicts (a shared 2-core machine).
 const SLACK: Duration = Duration::from_secs(30);
 
@@ -106,6 +113,10 @@ pub enum Scenario {
     /// 13d: the leader cut off just longer than the step-down deadline, and its neard then
     /// crashes at every start.
     CrashLoop,
+    /// 13e-g (issue #21): `kill -STOP -<pgid>` of the leader's kuutamod, its guard SIGKILLed
+    /// during the freeze (just after it, halfway to the guard's deadline, just before it), and
+    /// SIGCONT after 2 x TTL + 1 s: neard must die with its guard.
+    FreezeGuardKill(KillAt),
     /// 14a: a virtual validator offline, so that our leader signs skips ahead of the head;
     /// then the leader's neard SIGKILLed (the chain stalls until the new leader signs: the
     /// others lack 2/3 without us).
@@ -129,11 +140,22 @@ pub enum Scenario {
     HostResume,
 }
 
+/// When 13e-g kill the guard of a frozen kuutamod ([`Timing::guard_kill_after`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KillAt {
+    /// 13e: just after the freeze.
+    Early,
+    /// 13f: halfway to the earliest moment the guard's deadline can come.
+    Halfway,
+    /// 13g: just before that moment.
+    Late,
+}
+
 /// Scenarios run only when named (`--scenario 12r`): faults whose expectation is not settled.
 pub const OPT_IN: [Scenario; 1] = [Scenario::HostResume];
 
 /// Every scenario, in order.
-pub const ALL: [Scenario; 33] = [
+pub const ALL: [Scenario; 36] = [
     Scenario::NeardKill,
     Scenario::KuutamodTerm,
     Scenario::KuutamodKill,
@@ -160,6 +182,9 @@ pub const ALL: [Scenario; 33] = [
     Scenario::GuardStop,
     Scenario::GuardKill,
     Scenario::CrashLoop,
+    Scenario::FreezeGuardKill(KillAt::Early),
+    Scenario::FreezeGuardKill(KillAt::Halfway),
+    Scenario::FreezeGuardKill(KillAt::Late),
     Scenario::SkipsNeardKill,
     Scenario::SkipsKuutamodKill,
     Scenario::StallHostFreeze,
@@ -199,6 +224,9 @@ impl Scenario {
             Scenario::GuardStop => "13b-guard-stop",
             Scenario::GuardKill => "13c-guard-kill",
             Scenario::CrashLoop => "13d-crash-loop",
+            Scenario::FreezeGuardKill(KillAt::Early) => "13e-freeze-guard-kill-early",
+            Scenario::FreezeGuardKill(KillAt::Halfway) => "13f-freeze-guard-kill-halfway",
+            Scenario::FreezeGuardKill(KillAt::Late) => "13g-freeze-guard-kill-late",
             Scenario::HostResume => "12r-host-resume",
             Scenario::SkipsNeardKill => "14a-skips-neard-kill",
             Scenario::SkipsKuutamodKill => "14b-skips-kuutamod-kill",
@@ -243,6 +271,7 @@ impl Scenario {
                 | Scenario::GuardStop
                 | Scenario::GuardKill
                 | Scenario::CrashLoop
+                | Scenario::FreezeGuardKill(_)
         )
     }
 
@@ -306,6 +335,29 @@ impl Timing {
     /// A fault held past the lease: 2 x TTL + 1 s.
     pub fn beyond_ttl(&self) -> Duration {
         self.ttl * 2 + BEYOND_TTL
+    }
+
+    /// The guard kills neard this long after the last acknowledged heartbeat was sent: the
+    /// step-down deadline plus the stop grace (timing.rs).
+    pub fn guard_after(&self) -> Duration {
+        self.step_down_after() + self.stop_grace
+    }
+
+    /// The earliest moment, after a freeze of kuutamod, at which its guard's deadline can come:
+    /// the last acknowledged heartbeat was sent at most one heartbeat interval before.
+    pub fn earliest_guard_deadline(&self) -> Duration {
+        self.guard_after().saturating_sub(self.renew_interval())
+    }
+
+    /// How long after freezing kuutamod 13e-g kill its guard: always before the guard could
+    /// have acted on its deadline.
+    pub fn guard_kill_after(&self, at: KillAt) -> Duration {
+        let earliest = self.earliest_guard_deadline();
+        match at {
+            KillAt::Early => JUST_AFTER_FREEZE,
+            KillAt::Halfway => earliest / 2,
+            KillAt::Late => earliest.saturating_sub(JUST_BEFORE_DEADLINE),
+        }
     }
 
     /// Takeover bound after host loss: 1.3 x TTL, plus neard's boot in restart mode.
