@@ -60,7 +60,8 @@ pub enum Scenario {
     NeardKill,
     /// 2: SIGTERM of the leader's kuutamod (graceful hand-over).
     KuutamodTerm,
-    /// 3: SIGKILL of the leader's kuutamod (host loss; its neard dies with it).
+    /// 3: SIGKILL of the leader's kuutamod (host loss; its guard dies with it, and neard with
+    /// the guard).
     KuutamodKill,
     /// 4: SIGSTOP of the leader's kuutamod alone for 2 x TTL + 1 s, then SIGCONT.
     KuutamodStop,

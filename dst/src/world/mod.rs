@@ -24,7 +24,8 @@
 //! - `delivery`: Consul requests from the agent to the servers and back, and the servers'
 //!   side (sessions' TTLs, blocking queries, held requests).
 //! - `watches`: Consul's answers turned into the machine's events; the key and cluster watches.
-//! - `guard`: the guard process: its pipe, its timer, its kill.
+//! - `guard`: the guard process, neard's parent: its pipe, the spawns and exits of neard, its
+//!   timer, its death (which takes neard along).
 //! - `neard`: neard's processes, their consensus client and the chain they talk to.
 //! - `faults`: applying and healing the schedule's faults.
 
