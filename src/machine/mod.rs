@@ -119,7 +119,7 @@ pub struct Machine {
     activated: bool,
 }
 impl Machine {
-    /// A machine at `now`: neard is started as voter at once, and a guard is wanted.
+    /// A machine at `now`: a guard is wanted at once, and neard is started as voter through it.
     pub fn new(cfg: Config, now: Instant) -> Machine {
         Machine {
             backoff: Backoff::new(cfg.backoff),

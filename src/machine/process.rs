@@ -76,9 +76,10 @@ impl Machine {
     }
 
     /// How often the guard is pinged: while it is armed, often enough that a stopped guard is
-    /// noticed within `1.5 x guard_ack` (then the leader steps down and starts a new one; a
-    /// kuutamod stopped within that window of its guard is the double fault the safety
-    /// argument excludes); otherwise once a heartbeat interval.
+    /// noticed within `1.5 x guard_ack` (then it is lost: the supervisor kills neard and the
+    /// guard, and a new guard starts; a kuutamod stopped within that window after its guard,
+    /// both stopped, is what the safety argument excludes); otherwise once a heartbeat
+    /// interval.
     pub(super) fn guard_ping_interval(&self) -> Duration {
         let t = &self.cfg.timing;
         match self.guard.last {
