@@ -29,6 +29,11 @@ pub struct NodeRecord {
     pub node_id: String,
     /// Host name.
     pub hostname: String,
+    /// A random id of the kuutamod process that wrote the record (new at every start): a
+    /// record of our node id written by another process while we run is a second host with
+    /// our node id.
+    #[serde(default)]
+    pub instance: Option<String>,
     /// kuutamod's state (`Voting`, `Validating`, ...).
     pub state: String,
     /// Whether neard is in sync.
@@ -124,6 +129,44 @@ impl NodeRecord {
     }
 }
 
+/// A random id for this kuutamod process's records ([`NodeRecord::instance`]).
+pub fn new_instance() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/random/uuid")
+        .map(|u| u.trim().to_string())
+        .unwrap_or_else(|_| {
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos());
+            format!("{:x}-{nanos:x}", std::process::id())
+        })
+}
+
+/// What the records under our own node id say about who else uses it.
+#[derive(Debug, Default)]
+pub struct OwnId {
+    /// Our own record has been seen under our key (we wrote, and the watch saw it).
+    seen_ours: bool,
+    /// Another process's record appeared after ours: its host name.
+    pub conflict: Option<String>,
+}
+
+impl OwnId {
+    /// The record under our node id as the watch read it, with our `instance`. Another
+    /// instance's record before we saw our own is our previous run's; after it, another
+    /// process writes our node id.
+    pub fn observe(&mut self, record: &NodeRecord, instance: &str) -> Option<&str> {
+        if record.instance.as_deref() == Some(instance) {
+            self.seen_ours = true;
+            return None;
+        }
+        if self.seen_ours && self.conflict.is_none() {
+            self.conflict = Some(record.hostname.clone());
+            return self.conflict.as_deref();
+        }
+        None
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -139,6 +182,24 @@ mod tests {
         assert!(!r.is_fresh(limit + 1));
         // A record from a clock ahead of ours is fresh.
         assert!(r.is_fresh(0));
+    }
+
+    #[test]
+    fn another_instance_under_our_id_is_a_conflict_only_after_our_own_record() {
+        let mut own = OwnId::default();
+        let rec = |instance: &str, host: &str| NodeRecord {
+            node_id: "n1".into(),
+            hostname: host.into(),
+            instance: Some(instance.into()),
+            ..NodeRecord::default()
+        };
+        // Our previous run's record, then ours: no conflict.
+        assert_eq!(own.observe(&rec("old", "a"), "me"), None);
+        assert_eq!(own.observe(&rec("me", "a"), "me"), None);
+        // Then another process's: a conflict, named once.
+        assert_eq!(own.observe(&rec("other", "b"), "me"), Some("b"));
+        assert_eq!(own.observe(&rec("other", "b"), "me"), None);
+        assert_eq!(own.conflict.as_deref(), Some("b"));
     }
 
     #[test]

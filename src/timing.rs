@@ -79,10 +79,12 @@ pub struct Timing {
     /// After any other step-down, the node leaves the released lock to the others for this
     /// long before it may take it back itself.
     pub retake_holdoff: Duration,
-    /// A new leader whose neard's head stays below the previous leader's for this long (two
-    /// TTLs) gives the lock back, its key never live, when another node is ready to take over:
-    /// a standby whose neard is stuck behind must not hold the lock for good.
-    pub behind_limit: Duration,
+    /// A lock holder that has not signed for this long (a third of the TTL: one heartbeat
+    /// interval) while another node is ready gives the lock to it: promoting, when its neard
+    /// reports syncing, or its head stays put while a ready node's record shows a higher one;
+    /// validating, when its head stays put while a ready node's record shows a higher one. See
+    /// `docs/failover.md`, "Liveness", for the bound this gives.
+    pub progress_grace: Duration,
 }
 
 impl Timing {
@@ -117,7 +119,7 @@ impl Timing {
             guard_ack: GUARD_ACK_MAX.min(ttl / 5),
             handover_holdoff: ttl,
             retake_holdoff: heartbeat_interval,
-            behind_limit: 2 * ttl,
+            progress_grace: heartbeat_interval,
         })
     }
 }

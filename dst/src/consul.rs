@@ -91,7 +91,7 @@ impl Entry {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Rec {
     /// A node's status record.
-    Node(NodeRecord),
+    Node(Box<NodeRecord>),
     /// The control record.
     Control(Control),
 }

@@ -57,6 +57,9 @@ pub struct Mutations {
     /// A new leader's record carries only its own view until its fence opens, not what it
     /// inherited of the leader before it.
     pub no_inherited_horizon: bool,
+    /// A lock holder that cannot sign keeps the lock however long (no liveness rule: a
+    /// promoting node whose neard syncs, a leader whose head froze).
+    pub no_progress_rule: bool,
 }
 
 impl Mutations {

@@ -94,7 +94,7 @@ impl Machine {
         };
         let after = match reason {
             StepDown::Shutdown => After::Exit,
-            StepDown::HandOver => self.after_standby(true),
+            StepDown::HandOver | StepDown::NoProgress(_) => self.after_standby(true),
             _ => self.after_standby(false),
         };
         out.push(Command::SteppedDown(reason));
@@ -230,6 +230,8 @@ impl Machine {
             Letgo::Clean => lease
                 .released(self.horizon, self.successor.take())
                 .to_bytes(),
+            // Never live: what the next leader must wait for is only the previous leader's.
+            Letgo::GiveBack(inherited) => lease.released(inherited, None).to_bytes(),
             _ => lease.record().to_bytes(),
         };
         self.phase = Phase::Releasing(Release {
@@ -307,15 +309,6 @@ impl Machine {
                     };
                     if open {
                         self.activate(p, out);
-                    } else if let Err(Closed::Head { own, need }) = check {
-                        // Stuck behind the previous leader: a ready node may do better. The
-                        // value stays as it is, so the next leader keeps every wait it had.
-                        if now >= p.acquired + self.cfg.timing.behind_limit
-                            && self.peers.iter().any(|q| q.may_take_over && q.priority > 0)
-                        {
-                            out.push(Command::SteppedDown(StepDown::Behind { own, need }));
-                            self.start_release(Letgo::Unchanged, self.after_standby(true));
-                        }
                     }
                 }
                 PromoteStep::Swapping {

@@ -19,7 +19,7 @@ use std::time::Duration;
 use crate::backoff::Backoff;
 use crate::clock::Instant;
 use crate::doppelganger::{Change, Cluster, Doppelganger};
-use crate::fence::{Closed, Fence, FenceParams, OwnView};
+use crate::fence::{self, Closed, Fence, FenceParams, OwnView};
 use crate::lease::{
     AcquirePlan, Horizon, KeyState, Lease, Lost, Observer, Record, RecordState, StandbyMove,
 };
@@ -34,6 +34,7 @@ use crate::timing::{
 mod config;
 mod facts;
 mod fencing;
+mod liveness;
 mod process;
 mod progress;
 mod standby;
@@ -49,6 +50,15 @@ const WINDOWS_REFRESH: Duration = Duration::from_secs(10);
 
 /// How long to wait before trying again to start a guard that could not be started.
 const GUARD_RETRY: Duration = Duration::from_secs(1);
+
+/// A peer's status record that has not changed for this long, as this node saw it (three
+/// [`RECORD_INTERVAL`]s: a running node rewrites its record at least that often), describes a
+/// node that is gone. Judged by our own clock, never by the writer's wall clock.
+pub const PEER_FRESH: Duration = Duration::from_secs(3 * RECORD_INTERVAL.as_secs());
+
+/// After a block arrived stamped later than our wall clock, the fence does not trust our wall
+/// clock for this long (a clock that was behind once is suspect until NTP has had time).
+pub const WALL_DISTRUST: Duration = Duration::from_secs(600);
 
 /// The machine.
 #[derive(Debug, Clone)]
@@ -94,7 +104,13 @@ pub struct Machine {
     polling: Option<Polling>,
     exited: bool,
     control: Control,
-    peers: Vec<NodeRecord>,
+    /// The other nodes' status records, with when each last changed (by our clock).
+    peers: Vec<Peer>,
+    /// As a standby: the lock holder's progress, as its records show it.
+    holder: Option<HolderProgress>,
+    /// Until when our wall clock is not trusted for the fence's "caught up" rule: a block
+    /// arrived stamped later than our wall clock (plus [`fence::WALL_SKEW`]).
+    wall_behind_until: Option<Instant>,
     /// The switchover request last acted on (or found impossible), by id.
     handled_switchover: Option<String>,
     /// The leader's progress on the current switchover.
@@ -160,6 +176,8 @@ impl Machine {
             exited: false,
             control: Control::default(),
             peers: Vec::new(),
+            holder: None,
+            wall_behind_until: None,
             handled_switchover: None,
             switchover: None,
             successor: None,
@@ -372,7 +390,6 @@ impl Machine {
             Phase::Promoting(p) => match &p.step {
                 PromoteStep::Fencing => {
                     d.push(p.fence.not_before());
-                    d.push(p.acquired + t.behind_limit);
                     // The "caught up" rule opens with a poll; the polls are fast meanwhile.
                 }
                 PromoteStep::Swapping { deadline, .. } => d.push(*deadline),
@@ -394,6 +411,7 @@ impl Machine {
         if let Some(h) = self.holdoff_until {
             d.push(h);
         }
+        self.progress_deadlines(&mut d);
         d.push(self.published_at + RECORD_INTERVAL);
         if let Some(seen) = self.observer.seen() {
             // A switchover's successor that does not come, and the priority yield.
@@ -417,6 +435,7 @@ impl Machine {
             self.reconcile_neard_health(out);
             self.reconcile_lease(out);
             self.reconcile_phase(out);
+            self.reconcile_progress(out);
             self.reconcile_neard_start(out);
             self.reconcile_guard(out);
             self.reconcile_session(out);

@@ -87,9 +87,7 @@ impl Machine {
 
     /// Whether a peer with a higher priority would take the lock now.
     pub(super) fn better_peer(&self) -> bool {
-        self.peers
-            .iter()
-            .any(|p| p.may_take_over && p.priority > self.cfg.priority)
+        self.ready_peers().any(|p| p.priority > self.cfg.priority)
     }
 
     pub(super) fn reconcile_standby(&mut self, out: &mut Vec<Command>) {
@@ -245,18 +243,9 @@ impl Machine {
             self.handled_switchover = Some(sw.id);
             return;
         }
-        let eligible = |p: &&NodeRecord| p.may_take_over && p.priority > 0;
         let target = match &sw.to {
-            Some(to) => self
-                .peers
-                .iter()
-                .filter(eligible)
-                .find(|p| &p.node_id == to),
-            None => self
-                .peers
-                .iter()
-                .filter(eligible)
-                .max_by_key(|p| p.priority),
+            Some(to) => self.ready_peers().find(|p| &p.node_id == to),
+            None => self.ready_peers().max_by_key(|p| p.priority),
         }
         .map(|p| p.node_id.clone());
         let Some(target) = target else {
@@ -336,7 +325,9 @@ impl Machine {
         };
         // A fence just now is news: publish it at once (a switchover measures its gap by it).
         let fresh_fence = self.fenced_at == Some(self.now);
-        let due = fresh_fence || self.now >= self.published_at + RECORD_INTERVAL;
+        let due = fresh_fence
+            || self.now >= self.published_at + RECORD_INTERVAL
+            || self.holder_evidence(facts.head);
         if due || self.published.as_ref().is_none_or(|p| p.differs(&facts)) {
             self.published_at = self.now;
             self.published = Some(facts.clone());

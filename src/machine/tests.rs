@@ -583,6 +583,8 @@ fn a_silent_holder_is_destroyed_only_on_a_fresh_read() {
     let before = d.log.len();
     d.feed(Event::Acquired { sent, index: 22 });
     d.ack_guard();
+    // A block produced (and arrived) after the silent leader was fenced.
+    d.head += 1;
     d.status();
     assert!(
         d.log[before..].contains(&Command::InstallKey),
@@ -1431,6 +1433,16 @@ fn a_failed_fresh_read_keeps_the_view_and_is_retried() {
     );
 }
 
+// ----- liveness: a holder that cannot sign gives the lock to a ready node --------------------
+
+/// A ready peer whose record shows head `head`.
+fn ready_at(id: &str, head: Option<u64>) -> NodeRecord {
+    NodeRecord {
+        head,
+        ..peer(id, 1, true)
+    }
+}
+
 /// From Voting with our neard at head 30 (the previous leader's record says 40), takes a clean
 /// release and runs the promotion for `secs`, heartbeats and guard orders acknowledged, our
 /// head frozen; returns when the lock was acquired.
@@ -1447,6 +1459,13 @@ fn promote_behind(d: &mut Driver, peers: Vec<NodeRecord>, secs: u64) -> Instant 
     let sent = d.now;
     d.feed(Event::Acquired { sent, index: 11 });
     assert_eq!(d.m.state(), State::Promoting);
+    run_promotion(d, secs);
+    sent
+}
+
+/// Runs a promotion for up to `secs` (heartbeats and guard orders acknowledged, a poll every
+/// 100 ms) until the lock is released.
+fn run_promotion(d: &mut Driver, secs: u64) {
     for _ in 0..secs * 10 {
         let out = d.advance(Duration::from_millis(100));
         d.ack_heartbeats(&out, 11);
@@ -1456,51 +1475,55 @@ fn promote_behind(d: &mut Driver, peers: Vec<NodeRecord>, secs: u64) -> Instant 
             break;
         }
     }
-    sent
+}
+
+fn released_value(d: &Driver) -> Option<Record> {
+    d.log.iter().find_map(|c| match c {
+        Command::Release { value, .. } => Record::parse(value),
+        _ => None,
+    })
 }
 
 #[test]
-fn a_new_leader_stuck_behind_gives_the_lock_back_to_a_ready_node() {
+fn a_new_leader_stuck_behind_gives_the_lock_to_a_ready_node_with_what_it_waited_for() {
     let mut d = Driver::new(true);
-    let acquired = promote_behind(&mut d, vec![peer("n2", 1, true)], 4 * TTL.as_secs());
+    let acquired = promote_behind(&mut d, vec![ready_at("n2", Some(45))], 4 * TTL.as_secs());
     let gave_back = d.now.saturating_duration_since(acquired);
-    let limit = 2 * TTL;
+    let grace = Timing::new(TTL, GRACE).expect("timing").progress_grace;
     assert!(
-        d.log.contains(&Command::SteppedDown(StepDown::Behind {
-            own: 30,
-            need: 40
-        })),
+        d.log
+            .contains(&Command::SteppedDown(StepDown::NoProgress(Stuck::Head {
+                own: 30,
+                peer: 45,
+                live: false
+            }))),
         "{:?}",
         d.log
     );
     assert!(
-        gave_back >= limit && gave_back < limit + Duration::from_millis(200),
-        "gave the lock back {gave_back:?} after acquiring it"
+        gave_back >= grace && gave_back < grace + Duration::from_millis(200),
+        "gave the lock back {gave_back:?} after acquiring it (grace {grace:?})"
     );
     assert!(
         !d.log.contains(&Command::InstallKey),
         "the key never went live"
     );
-    // The value stays the previous leader's wait: ours, active, never "released".
-    let value = d.log.iter().find_map(|c| match c {
-        Command::Release { value, .. } => Record::parse(value),
-        _ => None,
-    });
-    let value = value.expect("a release with our record");
-    assert_eq!(value.state, RecordState::Active, "{value:?}");
-    // ... carrying the previous leader's horizon (40 / 41) besides our own (30 / 31): the
-    // next holder's fence reads this record.
+    // The previous leader released cleanly (exact horizon 40 / 41): that leader is fenced, and
+    // our key never went live, so the record says "released" with what our fence waited for:
+    // the ready node needs no TTL wait, only the same height fence.
+    let value = released_value(&d).expect("a release");
+    assert_eq!(value.state, RecordState::Released, "{value:?}");
     assert_eq!(
-        (value.horizon.head, value.horizon.target),
-        (Some(30), Some(31)),
+        value.horizon,
+        Horizon {
+            head: Some(40),
+            target: Some(41),
+            exact: true,
+            stale_ms: None
+        },
         "{value:?}"
     );
-    let inherited = value.inherited.expect("what we inherited");
-    assert_eq!(
-        (inherited.head, inherited.target, inherited.exact),
-        (Some(40), Some(41), true),
-        "{value:?}"
-    );
+    assert_eq!(value.inherited, None);
     // And it leaves the lock to the ready node for a while.
     d.feed(Event::Released(true));
     let out = d.observe(Some(d.released_key(20)), 20);
@@ -1511,11 +1534,20 @@ fn a_new_leader_stuck_behind_gives_the_lock_back_to_a_ready_node() {
 }
 
 #[test]
-fn a_new_leader_stuck_behind_keeps_the_lock_when_no_node_is_ready() {
+fn a_new_leader_stuck_behind_keeps_the_lock_when_no_node_is_ready_and_ahead() {
     for peers in [
         vec![],
-        vec![peer("n2", 1, false)],
-        vec![peer("n2", 0, true)],
+        vec![NodeRecord {
+            head: Some(45),
+            ..peer("n2", 1, false)
+        }],
+        vec![NodeRecord {
+            head: Some(45),
+            ..peer("n2", 0, true)
+        }],
+        // A stalled chain: the ready node is where we are.
+        vec![ready_at("n2", Some(30))],
+        vec![ready_at("n2", None)],
     ] {
         let mut d = Driver::new(true);
         promote_behind(&mut d, peers.clone(), 4 * TTL.as_secs());
@@ -1532,6 +1564,258 @@ fn a_new_leader_stuck_behind_keeps_the_lock_when_no_node_is_ready() {
         d.status();
         assert!(d.log.contains(&Command::InstallKey), "{peers:?}");
     }
+}
+
+/// The test of the test above: with the rule switched off (a mutation, compiled in only with
+/// the `mutations` feature: `cargo test -p kuutamod --lib --features mutations`), it fails.
+#[cfg(feature = "mutations")]
+#[test]
+fn with_the_rule_switched_off_a_stuck_new_leader_keeps_the_lock() {
+    let mut d = Driver::new(true);
+    d.m.cfg.mutations.no_progress_rule = true;
+    promote_behind(&mut d, vec![ready_at("n2", Some(45))], 4 * TTL.as_secs());
+    assert!(!d.log.iter().any(|c| matches!(c, Command::Release { .. })));
+}
+
+#[test]
+fn a_promoting_node_whose_neard_syncs_gives_the_lock_back_once_the_wait_is_over() {
+    // The leader key was deleted: we acquired an absent key and must wait a TTL. Our neard
+    // starts syncing right after: the lock goes to the ready node once the TTL is over, with a
+    // released record (our key never went live; the unknown leader is fenced by then).
+    let mut d = Driver::new(true);
+    d.reach_voting();
+    d.feed(Event::ClusterObserved {
+        control: Control::default(),
+        peers: vec![ready_at("n2", None)],
+    });
+    d.observe(None, 5);
+    let acquired = d.now;
+    d.feed(Event::Acquired {
+        sent: acquired,
+        index: 6,
+    });
+    d.ack_guard();
+    let mut p = d.poll();
+    p.syncing = true;
+    for _ in 0..(2 * TTL.as_millis() / 100) {
+        let out = d.advance(Duration::from_millis(100));
+        d.ack_heartbeats(&out, 6);
+        d.ack_guard();
+        p.wall_ms += 100;
+        d.feed(Event::Status(p));
+        if released_value(&d).is_some() {
+            break;
+        }
+    }
+    let gave_back = d.now.saturating_duration_since(acquired);
+    assert!(
+        d.log
+            .contains(&Command::SteppedDown(StepDown::NoProgress(Stuck::Syncing))),
+        "{:?}",
+        d.log
+    );
+    assert!(
+        gave_back >= TTL && gave_back < TTL + Duration::from_millis(200),
+        "gave back {gave_back:?} after acquiring; the wait was {TTL:?}"
+    );
+    let value = released_value(&d).expect("released");
+    assert_eq!(value.state, RecordState::Released);
+    // What our fence waited for: our own view at the acquisition (head 50, target 51) stood
+    // in for the unknown leader, as stale as the wait.
+    assert_eq!(value.horizon.target, Some(51), "{value:?}");
+    assert!(!value.horizon.exact);
+    assert!(value
+        .horizon
+        .stale_ms
+        .is_some_and(|ms| ms >= TTL.as_millis() as u64));
+    assert_eq!(d.count(|c| *c == Command::InstallKey), 0);
+}
+
+#[test]
+fn a_syncing_promotion_without_a_ready_node_keeps_waiting() {
+    let mut d = Driver::new(true);
+    d.reach_voting();
+    d.observe(None, 5);
+    let acquired = d.now;
+    d.feed(Event::Acquired {
+        sent: acquired,
+        index: 6,
+    });
+    d.ack_guard();
+    let mut p = d.poll();
+    p.syncing = true;
+    for _ in 0..30 {
+        let out = d.advance(Duration::from_millis(100));
+        d.ack_heartbeats(&out, 6);
+        p.wall_ms += 100;
+        d.feed(Event::Status(p));
+    }
+    assert!(released_value(&d).is_none(), "{:?}", d.log);
+}
+
+/// A validating leader whose neard's head stays at 50 while it reports itself in sync.
+fn frozen_leader(peers: Vec<NodeRecord>) -> Driver {
+    let mut d = Driver::new(true);
+    d.reach_validating();
+    d.feed(Event::ClusterObserved {
+        control: Control::default(),
+        peers,
+    });
+    for _ in 0..30 {
+        let out = d.advance(Duration::from_millis(100));
+        d.ack_heartbeats(&out, 11);
+        d.ack_guard();
+        d.status();
+    }
+    d
+}
+
+#[test]
+fn a_leader_whose_head_froze_is_fenced_and_releases_when_a_ready_node_is_ahead() {
+    let d = frozen_leader(vec![ready_at("n2", Some(57))]);
+    assert!(
+        d.log
+            .contains(&Command::SteppedDown(StepDown::NoProgress(Stuck::Head {
+                own: 50,
+                peer: 57,
+                live: true
+            }))),
+        "{:?}",
+        d.log
+    );
+    // Fenced first: a hot-swap demotion (the key file removed, SIGHUP).
+    let after = d
+        .log
+        .iter()
+        .position(|c| matches!(c, Command::SteppedDown(StepDown::NoProgress(_))))
+        .expect("stepped down");
+    assert!(d.log[after..].contains(&Command::RemoveKey));
+    assert!(d.log[after..].contains(&Command::Sighup));
+}
+
+#[test]
+fn a_frozen_head_in_a_stalled_chain_or_without_a_ready_node_keeps_validating() {
+    for peers in [
+        vec![],
+        vec![ready_at("n2", Some(50))],
+        vec![NodeRecord {
+            head: Some(57),
+            ..peer("n2", 1, false)
+        }],
+    ] {
+        let d = frozen_leader(peers.clone());
+        assert!(
+            !d.log.iter().any(|c| matches!(c, Command::SteppedDown(_))),
+            "{peers:?}: {:?}",
+            d.log
+        );
+        assert!(d.m.key_live());
+    }
+}
+
+#[test]
+fn a_peer_is_judged_by_when_this_node_saw_its_record_change_not_by_its_wall_clock() {
+    // A ready peer whose wall clock is ten minutes off either way is ready all the same.
+    for skew in [0, 600_000, u64::MAX / 2] {
+        let d = frozen_leader(vec![NodeRecord {
+            updated_ms: skew,
+            ..ready_at("n2", Some(57))
+        }]);
+        assert!(
+            d.log
+                .iter()
+                .any(|c| matches!(c, Command::SteppedDown(StepDown::NoProgress(_)))),
+            "updated_ms {skew}"
+        );
+    }
+    // A record this node has not seen change for three record intervals is a node that is
+    // gone, whatever its clock says.
+    let mut d = Driver::new(true);
+    d.reach_validating();
+    let gone = ready_at("n2", Some(57));
+    d.feed(Event::ClusterObserved {
+        control: Control::default(),
+        peers: vec![gone.clone()],
+    });
+    d.now = d.now + PEER_FRESH;
+    d.feed(Event::ClusterObserved {
+        control: Control::default(),
+        peers: vec![gone],
+    });
+    assert_eq!(d.m.ready_peers().count(), 0);
+}
+
+/// The lock holder's heartbeat `seq`, head `head`, as a standby's watch sees it.
+fn holder_beat(seq: u64, head: u64) -> KeyState {
+    let mut r = n0_record(
+        seq,
+        RecordState::Active,
+        Horizon {
+            head: Some(head),
+            target: Some(head + 1),
+            exact: false,
+            stale_ms: Some(1000),
+        },
+    );
+    r.session = "s0".into();
+    KeyState {
+        index: 100 + seq,
+        session: Some("s0".into()),
+        value: r.to_bytes(),
+    }
+}
+
+fn published_heads(out: &[Command]) -> Vec<Option<u64>> {
+    out.iter()
+        .filter_map(|c| match c {
+            Command::Publish(f) => Some(f.head),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_ready_standby_publishes_its_head_when_the_holder_s_head_stays_put() {
+    let mut d = Driver::new(true);
+    d.reach_voting();
+    d.head = 60;
+    d.status();
+    // A live chain: every heartbeat shows a new head; nothing to say.
+    for (seq, head) in [(5, 55), (6, 58)] {
+        let out = d.observe(Some(holder_beat(seq, head)), 100 + seq);
+        assert_eq!(published_heads(&out), Vec::<Option<u64>>::new(), "{out:?}");
+    }
+    // Two heartbeats with head 58 while ours is 60: publish our head at once, once.
+    let out = d.observe(Some(holder_beat(7, 58)), 107);
+    assert_eq!(published_heads(&out), vec![Some(60)], "{out:?}");
+    let out = d.observe(Some(holder_beat(8, 58)), 108);
+    assert_eq!(published_heads(&out), Vec::<Option<u64>>::new(), "{out:?}");
+    // A stalled chain: the holder's head stays where ours is; nothing to say.
+    let mut d = Driver::new(true);
+    d.reach_voting();
+    d.head = 58;
+    d.status();
+    d.observe(Some(holder_beat(6, 58)), 106);
+    let out = d.observe(Some(holder_beat(7, 58)), 107);
+    assert_eq!(published_heads(&out), Vec::<Option<u64>>::new(), "{out:?}");
+}
+
+#[test]
+fn a_block_stamped_after_our_wall_clock_stops_the_caught_up_rule() {
+    let mut d = Driver::new(true);
+    d.reach_voting();
+    assert!(d.m.own_view().is_some_and(|v| v.wall_trusted));
+    let mut p = d.poll();
+    p.block_ms = Some(p.wall_ms + 600_000); // our clock ten minutes behind the chain's
+    p.head += 1;
+    d.feed(Event::Status(p));
+    assert!(d.m.own_view().is_some_and(|v| !v.wall_trusted));
+    // ... for a while, also once the stamps look plausible again.
+    d.advance(Duration::from_secs(60));
+    d.status();
+    assert!(!d.m.wall_trusted());
+    d.advance(WALL_DISTRUST);
+    assert!(d.m.wall_trusted());
 }
 
 #[test]

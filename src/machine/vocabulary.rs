@@ -383,14 +383,26 @@ pub enum StepDown {
     Shutdown,
     /// A restart with the key did not come up in time.
     BootTimeout,
-    /// Promoting, our neard's head stayed below the previous leader's past
-    /// [`Timing::behind_limit`](crate::timing::Timing::behind_limit) while another node was
-    /// ready: the lock goes back, the key never went live.
-    Behind {
-        /// Our neard's head.
+    /// The node held the lock without signing for
+    /// [`Timing::progress_grace`](crate::timing::Timing::progress_grace) while another node was
+    /// ready: the lock goes to that node (docs/failover.md, "Liveness").
+    NoProgress(Stuck),
+}
+
+/// Why a lock holder is not signing (see [`StepDown::NoProgress`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stuck {
+    /// Promoting (the key not live yet), its neard reports syncing.
+    Syncing,
+    /// Its neard's head stayed at `own` while a ready node's record shows `peer`, a higher one:
+    /// the chain moves on without this node (frozen, cut off, or on a fork of its own).
+    Head {
+        /// Our neard's head, unchanged for the grace.
         own: u64,
-        /// The previous leader's head.
-        need: u64,
+        /// The highest head a ready node's record shows.
+        peer: u64,
+        /// Whether our key may be live (validating) or never went live (promoting).
+        live: bool,
     },
 }
 
@@ -407,7 +419,7 @@ impl StepDown {
         "hand_over",
         "shutdown",
         "boot_timeout",
-        "behind",
+        "no_progress",
     ];
 
     /// The metric label.
@@ -423,7 +435,7 @@ impl StepDown {
             StepDown::HandOver => "hand_over",
             StepDown::Shutdown => "shutdown",
             StepDown::BootTimeout => "boot_timeout",
-            StepDown::Behind { .. } => "behind",
+            StepDown::NoProgress(_) => "no_progress",
         }
     }
 
@@ -442,8 +454,12 @@ impl StepDown {
             StepDown::HandOver => "asked to hand over (SIGUSR1)".into(),
             StepDown::Shutdown => "asked to stop".into(),
             StepDown::BootTimeout => "neard did not come up with the key in time".into(),
-            StepDown::Behind { own, need } => format!(
-                "our neard's head {own} stayed below the previous leader's {need}; a ready node gets the lock (our key never went live)"
+            StepDown::NoProgress(Stuck::Syncing) => {
+                "our neard reports syncing while another node is ready; it gets the lock (our key never went live)".into()
+            }
+            StepDown::NoProgress(Stuck::Head { own, peer, live }) => format!(
+                "our neard's head stayed at {own} while a ready node's is at {peer}; it gets the lock ({})",
+                if live { "our neard is fenced first" } else { "our key never went live" }
             ),
         }
     }

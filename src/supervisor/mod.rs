@@ -71,6 +71,14 @@ pub async fn run(
         tx.clone(),
     ));
     let key = leader_key(&settings.account_id);
+    tasks::check_node_id(
+        &consul,
+        &settings.account_id,
+        &settings.node_id,
+        &hostname(),
+    )
+    .await?;
+    let instance = crate::records::new_instance();
     let watcher = tokio::spawn(tasks::watch_leader(
         consul.clone(),
         key.clone(),
@@ -81,6 +89,7 @@ pub async fn run(
         consul.clone(),
         settings.account_id.clone(),
         settings.node_id.clone(),
+        instance.clone(),
         tx.clone(),
         metrics.clone(),
     ));
@@ -136,6 +145,7 @@ pub async fn run(
         shown: State::Startup,
         rpc: rpc_for_windows,
         hooks,
+        instance,
     };
     let result = sup.main_loop(rx, notes_rx, shutdown).await;
     // The last record (`Shutdown`) gets a moment to reach Consul, so `kuutamoctl status` shows
@@ -171,6 +181,8 @@ struct Supervisor {
     shown: State,
     rpc: NeardRpc,
     hooks: Option<mpsc::UnboundedSender<(State, State)>>,
+    /// This process's id in its status records.
+    instance: String,
 }
 
 impl Supervisor {
@@ -296,6 +308,22 @@ impl Supervisor {
         self.metrics
             .lock_held
             .set(i64::from(self.machine.holds_lock()));
+        self.metrics
+            .not_signing
+            .set(self.machine.not_signing_for().as_secs_f64());
+        let trusted = self.machine.wall_clock_trusted();
+        if i64::from(trusted) != self.metrics.wall_clock_trusted.get() {
+            if trusted {
+                log::info!("this host's wall clock agrees with the chain's block timestamps again");
+            } else {
+                log::warn!(
+                    "neard shows a block stamped later than this host's wall clock: the clock is behind the chain's (check NTP); \
+                     the height fence ignores block timestamps for {:?}",
+                    crate::machine::WALL_DISTRUST
+                );
+            }
+            self.metrics.wall_clock_trusted.set(i64::from(trusted));
+        }
         self.published.send_replace(Published {
             state,
             neard_pid: self.neard.as_ref().map(Neard::pid),
@@ -449,6 +477,7 @@ impl Supervisor {
         crate::records::NodeRecord {
             node_id: self.settings.node_id.clone(),
             hostname: hostname(),
+            instance: Some(self.instance.clone()),
             state: facts.state.name().to_string(),
             synced: facts.synced,
             head: facts.head,

@@ -199,18 +199,24 @@ pub async fn watch_leader(
 }
 
 /// Watches the account's records (`kuutamod/<account>/`: the control record and every node's
-/// status record) and reports the control record and the other nodes' fresh records.
+/// status record) and reports the control record and the other nodes' records. Their
+/// freshness is the machine's to judge, by when it saw them change: never by the writers' wall
+/// clocks. A record of our own node id written by another kuutamod process (`instance`) is a
+/// second host with our node id: logged as an error and counted in
+/// `kuutamod_node_id_conflict`.
 pub async fn watch_cluster(
     consul: Consul,
     account: String,
     node_id: String,
+    instance: String,
     tx: mpsc::UnboundedSender<Report>,
     metrics: Metrics,
 ) {
-    use crate::records::{control_key, prefix, Control, NodeRecord};
+    use crate::records::{control_key, prefix, Control, NodeRecord, OwnId};
     let prefix = prefix(&account);
     let control_key = control_key(&account);
     let mut index = 0u64;
+    let mut own = OwnId::default();
     loop {
         let blocking = (index > 0).then_some((index, WATCH_WAIT));
         metrics.consul_requests.with_label_values(&["watch"]).inc();
@@ -218,22 +224,28 @@ pub async fn watch_cluster(
             Ok((entries, new_index)) => {
                 let unchanged = index > 0 && new_index == index;
                 index = if new_index < index { 0 } else { new_index };
-                let now = wall_ms();
                 let mut control = Control::default();
                 let mut peers = Vec::new();
                 for e in &entries {
                     if e.key == control_key {
                         control = Control::parse(&e.bytes()).unwrap_or_default();
                     } else if let Some(r) = NodeRecord::parse(&e.bytes()) {
-                        if r.node_id != node_id && r.is_fresh(now) {
+                        if r.node_id != node_id {
                             peers.push(r);
+                        } else if let Some(host) = own.observe(&r, &instance) {
+                            log::error!(
+                                "another kuutamod process (host {host}, instance {}) writes the status record of node id {node_id}: \
+                                 two hosts run with KUUTAMO_NODE_ID={node_id}; give every host its own node id",
+                                r.instance.as_deref().unwrap_or("unknown"),
+                            );
+                            metrics.node_id_conflict.set(1);
                         }
                     }
                 }
                 if control
                     .switchover
                     .as_ref()
-                    .is_some_and(|s| s.expires_ms < now)
+                    .is_some_and(|s| s.expires_ms < wall_ms())
                 {
                     control.switchover = None;
                 }
@@ -253,6 +265,39 @@ pub async fn watch_cluster(
             }
         }
     }
+}
+
+/// Refuses to start when another host runs a kuutamod with our node id: the status record of
+/// our node id names another host, and its Consul session is alive. Consul unreachable or no
+/// record: nothing to say here (the cluster watch notices a conflict later).
+pub async fn check_node_id(
+    consul: &Consul,
+    account: &str,
+    node_id: &str,
+    hostname: &str,
+) -> anyhow::Result<()> {
+    let key = crate::records::node_key(account, node_id);
+    let Ok((Some(entry), _)) = consul.get_key(&key, None, false).await else {
+        return Ok(());
+    };
+    let Some(record) = NodeRecord::parse(&entry.bytes()) else {
+        return Ok(());
+    };
+    let Some(session) = record
+        .session
+        .as_deref()
+        .filter(|_| record.hostname != hostname)
+    else {
+        return Ok(());
+    };
+    if let Ok(Some(_)) = consul.session_info(session).await {
+        anyhow::bail!(
+            "host {} already runs a kuutamod with KUUTAMO_NODE_ID={node_id} (its Consul session {session} is alive): \
+             give every host its own node id",
+            record.hostname
+        );
+    }
+    Ok(())
 }
 
 /// Writes this node's status record (`kuutamod/<account>/nodes/<node>`): one PUT at a time,

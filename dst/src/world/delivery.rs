@@ -274,7 +274,7 @@ impl World {
                 for (_, r) in recs {
                     match r {
                         Rec::Control(c) => control = c.clone(),
-                        Rec::Node(n) if n.node_id != me => peers.push(n.clone()),
+                        Rec::Node(n) if n.node_id != me => peers.push((**n).clone()),
                         Rec::Node(_) => {}
                     }
                 }

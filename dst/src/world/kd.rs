@@ -342,7 +342,7 @@ impl World {
                     h,
                     Op::Put {
                         key,
-                        rec: Box::new(Rec::Node(rec)),
+                        rec: Box::new(Rec::Node(Box::new(rec))),
                     },
                     Purpose::Publish,
                 );
@@ -445,6 +445,7 @@ impl World {
         NodeRecord {
             node_id: format!("n{h}"),
             hostname: format!("h{h}"),
+            instance: self.hosts[h].kd.as_ref().map(|k| format!("i{}", k.inst)),
             state: facts.state.name().to_string(),
             synced: facts.synced,
             head: facts.head,
