@@ -402,6 +402,7 @@ impl Machine {
             }
             Phase::Releasing(r) => {
                 d.push(r.retry_at);
+                d.push(r.beat_wait_until);
                 if let Some(g) = r.give_up_at {
                     d.push(g);
                 }

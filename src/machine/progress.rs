@@ -131,7 +131,13 @@ pub(super) enum DemoteStep {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct Release {
-    pub(super) value: Vec<u8>,
+    /// How: the value written is derived when the release is sent, from the last record
+    /// Consul acknowledged.
+    pub(super) letgo: Letgo,
+    /// The node a clean release hands over to (a switchover).
+    pub(super) successor: Option<String>,
+    /// Until when the release waits for the verdict of a heartbeat on its way.
+    pub(super) beat_wait_until: Instant,
     pub(super) after: After,
     pub(super) retry_at: Instant,
     pub(super) in_flight: bool,

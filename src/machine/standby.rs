@@ -96,11 +96,28 @@ impl Machine {
             || !matches!(self.phase, Phase::Idle)
             || self.acquiring.is_some()
             || self.releasing_own.is_some()
-            || !self.guard.alive
         {
             return;
         }
-        let (Some(view), Some(own)) = (self.own_view(), self.session().map(str::to_string)) else {
+        let Some(own) = self.session().map(str::to_string) else {
+            return;
+        };
+        // Our own session on the key while we do not lead (a release refused because a
+        // heartbeat landed first, an acquisition whose answer was lost): give it back whatever
+        // our neard's state, or it holds the lock until someone destroys our session.
+        if !self.cfg.mutations.on(|m| m.keep_lock_after_step_down)
+            && self
+                .observer
+                .key()
+                .is_some_and(|k| k.session.as_deref() == Some(own.as_str()))
+        {
+            self.release_own(own, out);
+            return;
+        }
+        if !self.guard.alive {
+            return;
+        }
+        let Some(view) = self.own_view() else {
             return;
         };
         let me = self.cfg.node_id.clone();
@@ -202,22 +219,27 @@ impl Machine {
                     self.acquiring = Some((plan, record));
                 }
             }
-            StandbyMove::ReleaseOwn => {
-                if let Some(key) = self.observer.key() {
-                    if let Some((index, retry)) = self.released_own {
-                        if index == key.index && retry.is_none_or(|at| now < at) {
-                            return;
-                        }
-                    }
-                    self.releasing_own = Some(key.index);
-                    out.push(Command::Release {
-                        session: own,
-                        expected_index: key.index,
-                        value: key.value.clone(),
-                    });
-                }
+            StandbyMove::ReleaseOwn => self.release_own(own, out),
+        }
+    }
+
+    /// Releases the key our session holds although we do not lead, value unchanged; once per
+    /// index seen (after a failure, again after the retry delay).
+    fn release_own(&mut self, own: String, out: &mut Vec<Command>) {
+        let Some(key) = self.observer.key() else {
+            return;
+        };
+        if let Some((index, retry)) = self.released_own {
+            if index == key.index && retry.is_none_or(|at| self.now < at) {
+                return;
             }
         }
+        self.releasing_own = Some(key.index);
+        out.push(Command::Release {
+            session: own,
+            expected_index: key.index,
+            value: key.value.clone(),
+        });
     }
 
     /// A planned switchover, carried out by the leader: pick the target, wait for a

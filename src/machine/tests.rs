@@ -308,7 +308,9 @@ fn the_leader_steps_down_at_its_lease_deadline_and_releases_cleanly() {
     d.reloads += 1;
     d.head = 60;
     d.target = 62;
-    let out = d.status();
+    d.status();
+    // The release waits a moment for the verdict of the heartbeat on its way (none comes).
+    let out = d.advance(t.retry);
     let release = out
         .iter()
         .find_map(|c| match c {
@@ -1651,6 +1653,93 @@ fn a_syncing_promotion_without_a_ready_node_keeps_waiting() {
         d.feed(Event::Status(p));
     }
     assert!(released_value(&d).is_none(), "{:?}", d.log);
+}
+
+#[test]
+fn a_give_back_waits_for_the_heartbeat_on_its_way_and_a_refused_release_is_retried_while_syncing() {
+    // Found by the bench (16a): the give-back's release and a heartbeat left together; the
+    // heartbeat landed first, the release's index check failed, and the node, its neard
+    // syncing, never gave its own key back: a ready node had to wait a TTL to destroy it.
+    let mut d = Driver::new(true);
+    d.reach_voting();
+    d.feed(Event::ClusterObserved {
+        control: Control::default(),
+        peers: vec![ready_at("n2", None)],
+    });
+    d.observe(None, 5);
+    let acquired = d.now;
+    // Sent 100 ms before it was acknowledged: heartbeats fall due 100 ms before the whole
+    // seconds at which the give-back is due.
+    d.feed(Event::Acquired {
+        sent: acquired - Duration::from_millis(100),
+        index: 6,
+    });
+    d.ack_guard();
+    let mut p = d.poll();
+    p.syncing = true;
+    // Heartbeats are acknowledged, but for the one that leaves just before the give-back.
+    let mut held = None;
+    while d.now < acquired + TTL * 2 {
+        let out = d.advance(Duration::from_millis(100));
+        if d.now >= acquired + TTL - Duration::from_millis(150) {
+            held = held.or(out.iter().find_map(|c| match c {
+                Command::Heartbeat { seq, .. } => Some(*seq),
+                _ => None,
+            }));
+        } else {
+            d.ack_heartbeats(&out, 6);
+        }
+        p.wall_ms += 100;
+        d.feed(Event::Status(p));
+        if out.iter().any(|c| matches!(c, Command::SteppedDown(_))) {
+            break;
+        }
+    }
+    assert!(d
+        .log
+        .contains(&Command::SteppedDown(StepDown::NoProgress(Stuck::Syncing))));
+    let seq = held.expect("a heartbeat left just before the give-back");
+    assert!(
+        released_value(&d).is_none(),
+        "no release while a heartbeat is on its way"
+    );
+    // The heartbeat lands (index 9): the release checks that index.
+    d.feed(Event::HeartbeatAcked {
+        seq,
+        sent: d.now,
+        index: 9,
+    });
+    let release = d.log.iter().rev().find_map(|c| match c {
+        Command::Release {
+            expected_index,
+            value,
+            ..
+        } => Some((*expected_index, Record::parse(value).expect("a record"))),
+        _ => None,
+    });
+    let (index, value) = release.expect("released once the heartbeat's verdict came");
+    assert_eq!(index, 9);
+    assert_eq!(value.state, RecordState::Released);
+    assert_eq!(value.seq, seq + 1, "after the heartbeat's record");
+    // Refused all the same (someone else moved the key): the watch shows our session on it,
+    // and we give it back although our neard still syncs.
+    d.feed(Event::Released(false));
+    let mine = KeyState {
+        index: 12,
+        session: Some("s1".into()),
+        value: b"{}".to_vec(),
+    };
+    let out = d.observe(Some(mine), 12);
+    assert!(
+        out.iter().any(|c| matches!(
+            c,
+            Command::Release {
+                expected_index: 12,
+                ..
+            }
+        )),
+        "{out:?}"
+    );
 }
 
 /// A validating leader whose neard's head stays at 50 while it reports itself in sync.

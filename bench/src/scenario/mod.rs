@@ -30,7 +30,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 pub use inject::MAX_STARTS_PER_MIN;
-pub use measure::{longest_stall, signing_gap, RunResult};
+pub use measure::{longest_silence, longest_stall, signing_gap, RunResult};
 pub use run::World;
 
 /// Extra time beyond the TTL-derived bounds a fault is held, so it outlasts the lease.
@@ -38,6 +38,9 @@ const BEYOND_TTL: Duration = Duration::from_secs(1);
 
 /// Slack for start-up and recovery beyond what the timing predicts (a shared 2-core machine).
 const SLACK: Duration = Duration::from_secs(30);
+
+/// The wall-clock offset of 16d and 16e: ten minutes.
+const WALL_OFFSET_MS: i64 = 600_000;
 
 /// Extra time a stalled chain may take to resume under a new leader: its fence waits until the
 /// new leader's own target outruns everything the old leader could have signed while its
@@ -124,6 +127,23 @@ pub enum Scenario {
     /// 15c: the standby runs with `KUUTAMO_PRIORITY=0`; the leader's neard SIGKILLed: the
     /// standby must never validate, the old leader validates again.
     PriorityZero,
+    /// 16a: the leader key deleted; as soon as the standby holds the absent key (and must wait a
+    /// TTL), its neard reports syncing: it must give the lock to the old leader, ready again.
+    PromotingSyncs,
+    /// 16b: the leader's neard's head stops advancing while `/status` says it is in sync: the
+    /// standby, whose head moves on, must take over.
+    FrozenHead,
+    /// 16c: the standby's neard is cut off from the chain (stuck, still "in sync"); the
+    /// leader's neard is killed once; the stuck standby takes the lock and must give it back
+    /// to the old leader once that one is ready again.
+    StandbyBehind,
+    /// 16d: 16c with the old leader's kuutamod wall clock ten minutes slow.
+    BehindSlowClock,
+    /// 16e: 16c with the old leader's kuutamod wall clock ten minutes fast.
+    BehindFastClock,
+    /// 16f: both nodes run with one `KUUTAMO_NODE_ID`: the conflict must be reported
+    /// (`kuutamod_node_id_conflict`), and a crash of the leader's neard still taken over.
+    SameNodeId,
     /// 12r (opt-in, not in [`ALL`]): the frozen host of 12 resumes once the standby signs,
     /// neard first (a VM resume wakes every process at once; neard first is the worst order).
     HostResume,
@@ -133,7 +153,7 @@ pub enum Scenario {
 pub const OPT_IN: [Scenario; 1] = [Scenario::HostResume];
 
 /// Every scenario, in order.
-pub const ALL: [Scenario; 33] = [
+pub const ALL: [Scenario; 39] = [
     Scenario::NeardKill,
     Scenario::KuutamodTerm,
     Scenario::KuutamodKill,
@@ -167,6 +187,12 @@ pub const ALL: [Scenario; 33] = [
     Scenario::Switchover,
     Scenario::PauseNeardKill,
     Scenario::PriorityZero,
+    Scenario::PromotingSyncs,
+    Scenario::FrozenHead,
+    Scenario::StandbyBehind,
+    Scenario::BehindSlowClock,
+    Scenario::BehindFastClock,
+    Scenario::SameNodeId,
 ];
 
 impl Scenario {
@@ -207,6 +233,12 @@ impl Scenario {
             Scenario::Switchover => "15a-switchover",
             Scenario::PauseNeardKill => "15b-pause-neard-kill",
             Scenario::PriorityZero => "15c-priority-zero",
+            Scenario::PromotingSyncs => "16a-promoting-syncs",
+            Scenario::FrozenHead => "16b-frozen-head",
+            Scenario::StandbyBehind => "16c-standby-behind",
+            Scenario::BehindSlowClock => "16d-behind-slow-clock",
+            Scenario::BehindFastClock => "16e-behind-fast-clock",
+            Scenario::SameNodeId => "16f-same-node-id",
         }
     }
 
@@ -243,7 +275,40 @@ impl Scenario {
                 | Scenario::GuardStop
                 | Scenario::GuardKill
                 | Scenario::CrashLoop
+                | Scenario::FrozenHead
+                | Scenario::SameNodeId
         )
+    }
+
+    /// The liveness scenarios of 16a-e: a lock holder that cannot sign while another node is
+    /// ready. Each run measures the time from the holder's last progress to the ready node's
+    /// first signature against [`Timing::liveness_bound`], and fails over it.
+    pub fn liveness(self) -> bool {
+        matches!(
+            self,
+            Scenario::PromotingSyncs
+                | Scenario::FrozenHead
+                | Scenario::StandbyBehind
+                | Scenario::BehindSlowClock
+                | Scenario::BehindFastClock
+        )
+    }
+
+    /// 16c-e: node 0 is started first, so that it leads (and carries the clock offset).
+    fn node0_leads(self) -> bool {
+        matches!(
+            self,
+            Scenario::StandbyBehind | Scenario::BehindSlowClock | Scenario::BehindFastClock
+        )
+    }
+
+    /// How far node 0's kuutamod's wall clock is off (ms), for 16d and 16e.
+    fn node0_clock(self) -> i64 {
+        match self {
+            Scenario::BehindSlowClock => -WALL_OFFSET_MS,
+            Scenario::BehindFastClock => WALL_OFFSET_MS,
+            _ => 0,
+        }
     }
 
     /// Whether the scenario cuts a host off (needs namespaces).
@@ -311,6 +376,14 @@ impl Timing {
     /// Takeover bound after host loss: 1.3 x TTL, plus neard's boot in restart mode.
     pub fn host_loss_bound(&self, mode: &str) -> Duration {
         self.ttl * 13 / 10 + self.boot(mode)
+    }
+
+    /// The liveness bound (docs/failover.md, "Liveness"): from the moment a lock holder stops
+    /// making progress (with a ready node) to the ready node's first signature, 1.5 x TTL plus
+    /// that node's own promotion (`took`: its height fence's wait and the hot swap, or
+    /// neard's boot in restart mode).
+    pub fn liveness_bound(&self, took: Duration) -> Duration {
+        self.ttl * 3 / 2 + took
     }
 
     /// neard's boot when the mode restarts it for a promotion.
