@@ -125,6 +125,13 @@ pub struct Record {
     /// leave it to that node for a TTL.
     #[serde(rename = "Successor", default, skip_serializing_if = "Option::is_none")]
     pub successor: Option<String>,
+    /// With `successor`: the id of the switchover request this hand-over carries out.
+    #[serde(
+        rename = "Switchover",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub switchover: Option<String>,
     /// While the holder is promoting (its key not live yet): the horizon and stale window of
     /// the leader before it, as its fence waits for them ([`crate::fence::Fence::inherited`]).
     /// If it gives the lock back before its fence opened, the next holder's fence must still
@@ -274,13 +281,15 @@ impl Lease {
     }
 
     /// The record to release the lock with after the neard was fenced; `successor` names
-    /// the node a planned switchover hands over to.
-    pub fn released(&self, horizon: Horizon, successor: Option<String>) -> Record {
+    /// the node a planned switchover (its id) hands over to.
+    pub fn released(&self, horizon: Horizon, successor: Option<(String, String)>) -> Record {
+        let (successor, switchover) = successor.unzip();
         Record {
             seq: self.record.seq + 1,
             state: RecordState::Released,
             horizon,
             successor,
+            switchover,
             inherited: None,
             ..self.record.clone()
         }
@@ -455,9 +464,16 @@ impl Observer {
     }
 
     /// What a standby with session `own` (node `me`) should do at `now`; `wait` is the time
-    /// after which a silent holder has surely fenced itself (the TTL), and for which a
-    /// switchover's released record is left to its successor.
-    pub fn standby_move(&self, own: &str, me: &str, now: Instant, wait: Duration) -> StandbyMove {
+    /// after which a silent holder has surely fenced itself (the TTL); a switchover's released
+    /// record is left to its successor for `reserve`.
+    pub fn standby_move(
+        &self,
+        own: &str,
+        me: &str,
+        now: Instant,
+        wait: Duration,
+        reserve: Duration,
+    ) -> StandbyMove {
         let Some(seen) = &self.seen else {
             return StandbyMove::Wait;
         };
@@ -486,7 +502,7 @@ impl Observer {
                     ..
                 }) = &record
                 {
-                    if s != me && now < seen.value_since + wait {
+                    if s != me && now < seen.value_since + reserve {
                         return StandbyMove::Wait;
                     }
                 }

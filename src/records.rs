@@ -75,30 +75,59 @@ pub struct SwitchoverStatus {
     pub failed: bool,
 }
 
-/// The account's control record, written by `kuutamoctl`.
+/// The account's control record, written by `kuutamoctl` (pause, a switchover request) and by
+/// the node that ends a switchover (its outcome), always with check-and-set.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Control {
     /// No automatic failover and no neard restarts while set. Safety fences stay active.
     #[serde(default)]
     pub paused: bool,
-    /// A planned hand-over, if one is requested.
+    /// A planned hand-over, while it is pending.
     #[serde(default)]
     pub switchover: Option<Switchover>,
+    /// How the last switchover ended.
+    #[serde(default)]
+    pub done: Option<SwitchoverDone>,
 }
 
-/// A planned hand-over request.
+/// A planned hand-over request: one operation with an identity. Only `from`, the node that
+/// validated when it was requested, carries it out, once, to `to`, chosen when it was
+/// requested; the first node that validates after it (or `from`, when it cannot) ends it by
+/// moving it to [`Control::done`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Switchover {
     /// Unique id of the request.
     pub id: String,
-    /// The node to hand over to; `None`: the best synced standby.
+    /// The node that validated when the request was made; only it hands over.
+    #[serde(default)]
+    pub from: String,
+    /// Its Consul session then: a `from` that restarted since does not act on the request.
+    #[serde(default)]
+    pub from_session: Option<String>,
+    /// The node to hand over to, chosen when the request was made.
     #[serde(default)]
     pub to: Option<String>,
     /// Wait until neard says our account has nothing to produce for a while.
     #[serde(default)]
     pub in_window: bool,
-    /// Unix ms after which the request is void.
-    pub expires_ms: u64,
+    /// How long after a node first saw the request it may still start the hand-over (ms; by
+    /// that node's own clock). 0: no limit.
+    #[serde(default)]
+    pub timeout_ms: u64,
+}
+
+/// How a switchover ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SwitchoverDone {
+    /// The request's id.
+    pub id: String,
+    /// Whether `to` validates after a planned hand-over from `from`, as asked.
+    pub ok: bool,
+    /// The node that validated when it ended (the one that ended it), if any.
+    #[serde(default)]
+    pub leader: Option<String>,
+    /// What happened, in words.
+    pub outcome: String,
 }
 
 impl Control {

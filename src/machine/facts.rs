@@ -186,6 +186,7 @@ impl Machine {
             Event::Acquired { sent, index } => {
                 if let Some((plan, record)) = self.acquiring.take() {
                     self.activated = false;
+                    self.acquired_switchover = self.acquiring_switchover.take();
                     self.lease = Some(Lease::new(
                         record,
                         index,

@@ -111,12 +111,21 @@ pub struct Machine {
     /// Until when our wall clock is not trusted for the fence's "caught up" rule: a block
     /// arrived stamped later than our wall clock (plus [`fence::WALL_SKEW`]).
     wall_behind_until: Option<Instant>,
-    /// The switchover request last acted on (or found impossible), by id.
+    /// The switchover request this node handed over for, by id.
     handled_switchover: Option<String>,
+    /// The switchover request this node ended (moved to `done`), by id.
+    finished_switchover: Option<String>,
+    /// The switchover request seen last, and when this node first saw it (its timeout runs
+    /// from then, by our clock).
+    switchover_seen: Option<(String, Instant)>,
+    /// The switchover whose hand-over released the lock this node acquired, if any.
+    acquired_switchover: Option<String>,
+    /// The same for the acquisition in flight.
+    acquiring_switchover: Option<String>,
     /// The leader's progress on the current switchover.
     switchover: Option<SwitchoverStatus>,
-    /// The node the next clean release is meant for (a switchover).
-    successor: Option<String>,
+    /// The node the next clean release is meant for, and the switchover's id.
+    successor: Option<(String, String)>,
     windows: Option<Result<Vec<(u64, u64)>, String>>,
     windows_pending: bool,
     windows_at: Instant,
@@ -179,6 +188,10 @@ impl Machine {
             holder: None,
             wall_behind_until: None,
             handled_switchover: None,
+            finished_switchover: None,
+            switchover_seen: None,
+            acquired_switchover: None,
+            acquiring_switchover: None,
             switchover: None,
             successor: None,
             windows: None,

@@ -134,8 +134,8 @@ pub(super) struct Release {
     /// How: the value written is derived when the release is sent, from the last record
     /// Consul acknowledged.
     pub(super) letgo: Letgo,
-    /// The node a clean release hands over to (a switchover).
-    pub(super) successor: Option<String>,
+    /// The node a clean release hands over to, and the switchover's id.
+    pub(super) successor: Option<(String, String)>,
     /// Until when the release waits for the verdict of a heartbeat on its way.
     pub(super) beat_wait_until: Instant,
     pub(super) after: After,

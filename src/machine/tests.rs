@@ -7,6 +7,7 @@
 use super::*;
 use crate::backoff::BackoffConfig;
 use crate::lease::{KeyState, RecordState};
+use crate::neard::rpc::Production;
 use crate::records::{Control, NodeRecord};
 use crate::timing::Timing;
 
@@ -233,6 +234,44 @@ fn a_hot_swap_after_a_poll_without_metrics_is_confirmed() {
     let mut d = Driver::new(true);
     d.reach_validating_with(false);
     assert_eq!(d.count(|c| matches!(c, Command::HotSwapFallback(_))), 0);
+}
+
+#[test]
+fn a_block_produced_before_the_hot_swap_is_confirmed_is_not_a_doppelganger() {
+    // Found by the bench (17e): the poll that confirmed the hot swap already counted the new
+    // leader's first block, and the node, still promoting, took it for a foreign signer.
+    let mut d = Driver::new(true);
+    d.reach_voting();
+    let produced = |n: u64| Production {
+        blocks_produced: n,
+        blocks_expected: n,
+        chunks_produced: 0,
+        chunks_expected: 0,
+        own_blocks: n,
+        own_chunks: 0,
+    };
+    // Leaderless for longer than the grace, no production.
+    for _ in 0..(TTL.as_millis() / 500 + 2) {
+        d.advance(Duration::from_millis(500));
+        d.ack_guard();
+        let mut p = d.poll();
+        p.production = Some(produced(0));
+        d.feed(Event::Status(p));
+    }
+    d.observe(Some(d.released_key(10)), 10);
+    let sent = d.now;
+    d.feed(Event::Acquired { sent, index: 11 });
+    d.ack_guard();
+    d.status();
+    assert!(d.log.contains(&Command::Sighup));
+    // The confirming poll shows our key and our first block.
+    d.key = KeyShown::Ours;
+    d.reloads += 1;
+    let mut p = d.poll();
+    p.production = Some(produced(1));
+    d.feed(Event::Status(p));
+    assert!(d.m.key_live());
+    assert_eq!(d.m.doppelganger(), None, "{:?}", d.log);
 }
 
 #[test]
@@ -974,6 +1013,7 @@ fn n0_record(seq: u64, state: RecordState, horizon: Horizon) -> Record {
         state,
         horizon,
         successor: None,
+        switchover: None,
         inherited: None,
     }
 }
@@ -992,7 +1032,7 @@ fn peer(id: &str, priority: u32, may_take_over: bool) -> NodeRecord {
 fn paused() -> Control {
     Control {
         paused: true,
-        switchover: None,
+        ..Control::default()
     }
 }
 
@@ -1078,16 +1118,32 @@ fn a_lower_priority_standby_leaves_a_free_lock_to_a_better_one_for_a_moment() {
     );
 }
 
+/// A switchover request made while n1 (this Driver, session s1) validated.
 fn switchover(to: Option<&str>, in_window: bool) -> Control {
+    switchover_from("n1", "s1", to, in_window)
+}
+
+fn switchover_from(from: &str, session: &str, to: Option<&str>, in_window: bool) -> Control {
     Control {
-        paused: false,
         switchover: Some(crate::records::Switchover {
             id: "sw1".into(),
+            from: from.into(),
+            from_session: Some(session.into()),
             to: to.map(str::to_string),
             in_window,
-            expires_ms: u64::MAX,
+            timeout_ms: 0,
         }),
+        ..Control::default()
     }
+}
+
+fn finished(log: &[Command]) -> Vec<crate::records::SwitchoverDone> {
+    log.iter()
+        .filter_map(|c| match c {
+            Command::FinishSwitchover(d) => Some(d.clone()),
+            _ => None,
+        })
+        .collect()
 }
 
 fn released_successor(out: &[Command]) -> Option<Option<String>> {
@@ -1173,6 +1229,192 @@ fn a_switchover_in_a_window_fails_without_the_rpc() {
     });
     assert!(failed.is_some_and(|s| s.failed && s.status.contains("METHOD_NOT_FOUND")));
     assert!(d.m.key_live(), "still validating");
+}
+
+#[test]
+fn the_new_leader_ends_the_switchover_it_completed_and_never_hands_over_again() {
+    // Issue 20, fault 1: the new leader took the request for its own and handed back at once.
+    let mut d = Driver::new(true);
+    d.reach_voting();
+    d.feed(Event::ClusterObserved {
+        control: switchover_from("n0", "s0", Some("n1"), false),
+        peers: vec![peer("n0", 1, true)],
+    });
+    let mut k = d.released_key(10);
+    let mut r = Record::parse(&k.value).expect("record");
+    r.successor = Some("n1".into());
+    r.switchover = Some("sw1".into());
+    k.value = r.to_bytes();
+    d.observe(Some(k), 10);
+    let sent = d.now;
+    d.feed(Event::Acquired { sent, index: 11 });
+    d.ack_guard();
+    d.status();
+    d.key = KeyShown::Ours;
+    d.reloads += 1;
+    d.status();
+    assert!(d.m.key_live());
+    for _ in 0..20 {
+        let out = d.advance(Duration::from_millis(100));
+        d.ack_heartbeats(&out, 11);
+        d.ack_guard();
+        d.status();
+    }
+    assert_eq!(
+        finished(&d.log),
+        vec![crate::records::SwitchoverDone {
+            id: "sw1".into(),
+            ok: true,
+            leader: Some("n1".into()),
+            outcome: "n0 -> n1".into(),
+        }]
+    );
+    assert_eq!(
+        d.count(|c| matches!(c, Command::SteppedDown(_))),
+        0,
+        "{:?}",
+        d.log
+    );
+}
+
+#[test]
+fn a_leader_that_got_its_handed_over_lock_back_ends_the_switchover_as_failed() {
+    let mut d = Driver::new(true);
+    d.reach_validating();
+    d.feed(Event::ClusterObserved {
+        control: switchover(Some("n2"), false),
+        peers: vec![peer("n2", 1, true)],
+    });
+    d.key = KeyShown::None;
+    d.reloads += 1;
+    d.status();
+    d.feed(Event::Released(true));
+    assert_eq!(d.m.state(), State::Voting);
+    // n2 does not come: the lock (our released record naming n2) is ours to take back after
+    // a heartbeat interval, not a TTL.
+    let ours = released_value(&d).expect("released");
+    assert_eq!(ours.successor.as_deref(), Some("n2"));
+    assert_eq!(ours.switchover.as_deref(), Some("sw1"));
+    let key = KeyState {
+        index: 20,
+        session: None,
+        value: ours.to_bytes(),
+    };
+    let out = d.observe(Some(key), 20);
+    assert!(!out.iter().any(|c| matches!(c, Command::Acquire { .. })));
+    let before = d.log.len();
+    for _ in 0..4 {
+        d.ack_guard();
+        d.advance(TTL / 12 + Duration::from_millis(5));
+        d.status();
+    }
+    assert!(
+        d.log[before..]
+            .iter()
+            .any(|c| matches!(c, Command::Acquire { .. })),
+        "{:?}",
+        &d.log[before..]
+    );
+    let sent = d.now;
+    d.feed(Event::Acquired { sent, index: 21 });
+    d.ack_guard();
+    d.status();
+    d.key = KeyShown::Ours;
+    d.reloads += 1;
+    d.status();
+    assert!(d.m.key_live());
+    let done = finished(&d.log);
+    assert_eq!(done.len(), 1, "{done:?}");
+    assert!(!done[0].ok);
+    assert!(
+        done[0].outcome.contains("n2 did not take the lock"),
+        "{done:?}"
+    );
+    assert_eq!(
+        d.count(|c| *c == Command::SteppedDown(StepDown::HandOver)),
+        1
+    );
+}
+
+#[test]
+fn a_switchover_of_another_session_or_a_paused_cluster_is_ended_not_carried_out() {
+    // A request made before this node restarted (another session of n1).
+    let mut d = Driver::new(true);
+    d.reach_validating();
+    d.feed(Event::ClusterObserved {
+        control: switchover_from("n1", "s-old", Some("n2"), false),
+        peers: vec![peer("n2", 1, true)],
+    });
+    assert_eq!(d.count(|c| matches!(c, Command::SteppedDown(_))), 0);
+    let done = finished(&d.log);
+    assert!(done.len() == 1 && !done[0].ok, "{done:?}");
+    // A request in a paused cluster (a pause that raced it): no released lock nobody takes.
+    let mut d = Driver::new(true);
+    d.reach_validating();
+    let mut c = switchover(Some("n2"), false);
+    c.paused = true;
+    d.feed(Event::ClusterObserved {
+        control: c,
+        peers: vec![peer("n2", 1, true)],
+    });
+    assert_eq!(d.count(|c| matches!(c, Command::SteppedDown(_))), 0);
+    let done = finished(&d.log);
+    assert!(
+        done.len() == 1 && done[0].outcome.contains("paused"),
+        "{done:?}"
+    );
+}
+
+#[test]
+fn a_switchover_whose_target_never_becomes_ready_times_out_by_this_node_s_clock() {
+    let mut d = Driver::new(true);
+    d.reach_validating();
+    let mut c = switchover(Some("n2"), false);
+    if let Some(sw) = c.switchover.as_mut() {
+        sw.timeout_ms = 2000;
+    }
+    d.feed(Event::ClusterObserved {
+        control: c,
+        peers: vec![peer("n2", 1, false)],
+    });
+    for _ in 0..15 {
+        let out = d.advance(Duration::from_millis(100));
+        d.ack_heartbeats(&out, 11);
+        d.ack_guard();
+        d.status();
+    }
+    assert!(finished(&d.log).is_empty(), "not yet");
+    for _ in 0..10 {
+        let out = d.advance(Duration::from_millis(100));
+        d.ack_heartbeats(&out, 11);
+        d.ack_guard();
+        d.status();
+    }
+    let done = finished(&d.log);
+    assert!(
+        done.len() == 1 && done[0].outcome.contains("timed out"),
+        "{done:?}"
+    );
+    assert_eq!(d.count(|c| matches!(c, Command::SteppedDown(_))), 0);
+}
+
+#[test]
+fn the_named_successor_takes_its_lock_also_in_a_paused_cluster() {
+    let mut d = Driver::new(true);
+    d.reach_voting();
+    d.feed(Event::ClusterObserved {
+        control: paused(),
+        peers: vec![],
+    });
+    let mut k = d.released_key(10);
+    let mut r = Record::parse(&k.value).expect("record");
+    r.successor = Some("n1".into());
+    k.value = r.to_bytes();
+    let out = d.observe(Some(k), 10);
+    assert!(
+        out.iter().any(|c| matches!(c, Command::Acquire { .. })),
+        "{out:?}"
+    );
 }
 
 #[test]

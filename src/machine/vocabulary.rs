@@ -310,6 +310,9 @@ pub enum Command {
     HotSwapFallback(&'static str),
     /// Publish this node's status record.
     Publish(NodeFacts),
+    /// End the switchover request `done.id`: in the control record, with check-and-set,
+    /// replace the request by its outcome (nothing, if the request is no longer there).
+    FinishSwitchover(crate::records::SwitchoverDone),
     /// Ask neard for our account's maintenance windows; report [`Event::Windows`].
     QueryWindows,
     /// The doppelganger alarm changed (log it).
@@ -451,7 +454,7 @@ impl StepDown {
             StepDown::Syncing => "neard kept reporting syncing past the syncing grace".into(),
             StepDown::GuardLost => "the guard process did not acknowledge".into(),
             StepDown::ClockJump => "the host was suspended".into(),
-            StepDown::HandOver => "asked to hand over (SIGUSR1)".into(),
+            StepDown::HandOver => "asked to hand over (SIGUSR1 or kuutamoctl switchover)".into(),
             StepDown::Shutdown => "asked to stop".into(),
             StepDown::BootTimeout => "neard did not come up with the key in time".into(),
             StepDown::NoProgress(Stuck::Syncing) => {

@@ -429,6 +429,15 @@ impl Supervisor {
                 }
                 None
             }
+            Command::FinishSwitchover(done) => {
+                tokio::spawn(tasks::finish_switchover(
+                    self.consul.clone(),
+                    self.settings.account_id.clone(),
+                    done,
+                    self.metrics.clone(),
+                ));
+                None
+            }
             Command::Publish(facts) => {
                 let record = self.node_record(facts);
                 self.records.send_replace(Some(record));

@@ -242,13 +242,6 @@ pub async fn watch_cluster(
                         }
                     }
                 }
-                if control
-                    .switchover
-                    .as_ref()
-                    .is_some_and(|s| s.expires_ms < wall_ms())
-                {
-                    control.switchover = None;
-                }
                 let event = Event::ClusterObserved { control, peers };
                 if tx.send(Report { event, pid: None }).is_err() {
                     return;
@@ -265,6 +258,64 @@ pub async fn watch_cluster(
             }
         }
     }
+}
+
+/// How many times a switchover's end is tried against a control record that keeps changing.
+const FINISH_TRIES: usize = 20;
+
+/// Ends switchover `done.id` in the account's control record: replaces the pending request by
+/// its outcome with check-and-set, retrying while the record changes under it (a `pause`, a
+/// status of another node); does nothing if the request is no longer there.
+pub async fn finish_switchover(
+    consul: Consul,
+    account: String,
+    done: crate::records::SwitchoverDone,
+    metrics: Metrics,
+) {
+    use crate::records::{control_key, Control};
+    let key = control_key(&account);
+    for _ in 0..FINISH_TRIES {
+        metrics
+            .consul_requests
+            .with_label_values(&["publish"])
+            .inc();
+        let (entry, _) = match consul.get_key(&key, None, true).await {
+            Ok(r) => r,
+            Err(e) => {
+                log::warn!("cannot read {key} to end switchover {}: {e}", done.id);
+                tokio::time::sleep(WATCH_RETRY).await;
+                continue;
+            }
+        };
+        let Some(entry) = entry else { return };
+        let mut control = Control::parse(&entry.bytes()).unwrap_or_default();
+        if control.switchover.as_ref().is_none_or(|s| s.id != done.id) {
+            return; // ended already (or cancelled)
+        }
+        control.switchover = None;
+        control.done = Some(done.clone());
+        let bytes = serde_json::to_vec(&control).unwrap_or_default();
+        match consul.put_cas(&key, &bytes, entry.modify_index).await {
+            Ok(true) => {
+                log::info!(
+                    "switchover {} ended: {}{}",
+                    done.id,
+                    done.outcome,
+                    if done.ok { "" } else { " (not as asked)" }
+                );
+                return;
+            }
+            Ok(false) => {}
+            Err(e) => {
+                log::warn!("cannot end switchover {}: {e}", done.id);
+                tokio::time::sleep(WATCH_RETRY).await;
+            }
+        }
+    }
+    log::warn!(
+        "gave up ending switchover {} after {FINISH_TRIES} tries: `kuutamoctl switchover --cancel` clears it",
+        done.id
+    );
 }
 
 /// Refuses to start when another host runs a kuutamod with our node id: the status record of

@@ -385,8 +385,18 @@ pub(super) fn inject(scenario: Scenario, f: Fault<'_>) -> anyhow::Result<Observe
                 .context("leader's neard pid")?;
             signal(pid, Signal::SIGKILL);
         }
-        Scenario::CrashLoop | Scenario::WrongAccount | Scenario::ElectionRace => {
-            unreachable!("handled elsewhere")
+        Scenario::CrashLoop
+        | Scenario::WrongAccount
+        | Scenario::ElectionRace
+        | Scenario::SwitchoverAny
+        | Scenario::SwitchoverThenPause
+        | Scenario::SwitchoverCrash
+        | Scenario::TwoSwitchovers
+        | Scenario::SwitchoverTargetDies
+        | Scenario::SwitchoverAndSigusr1
+        | Scenario::PauseDuringTakeover
+        | Scenario::SwitchoverPriorityZero => {
+            anyhow::bail!("{} is run by its own function", scenario.name())
         }
     }
     Ok(seen)

@@ -23,6 +23,7 @@
 
 mod inject;
 mod measure;
+mod operator;
 mod run;
 
 use std::time::Duration;
@@ -144,6 +145,25 @@ pub enum Scenario {
     /// 16f: both nodes run with one `KUUTAMO_NODE_ID`: the conflict must be reported
     /// (`kuutamod_node_id_conflict`), and a crash of the leader's neard still taken over.
     SameNodeId,
+    /// 17a: `kuutamoctl switchover --wait` without `--to`: one hand-over to the target chosen
+    /// when it was asked, no hand-over back.
+    SwitchoverAny,
+    /// 17b: `switchover --to <standby>`, then at once `pause`: never a released lock nobody
+    /// may take.
+    SwitchoverThenPause,
+    /// 17c: the leader's neard crashes while its `switchover --in-window --wait` waits.
+    SwitchoverCrash,
+    /// 17d: three nodes; two `switchover --wait` at once to different targets: one is
+    /// carried out, the other refused.
+    TwoSwitchovers,
+    /// 17e: `switchover --to <standby> --wait`, the standby killed at once: the lock comes back.
+    SwitchoverTargetDies,
+    /// 17f: SIGUSR1 to the leader and `switchover --in-window --wait` at once.
+    SwitchoverAndSigusr1,
+    /// 17g: the leader's neard killed, `pause` at once, `resume` a TTL later.
+    PauseDuringTakeover,
+    /// 17h: `switchover --to <standby> --wait`, the standby restarted with priority 0 at once.
+    SwitchoverPriorityZero,
     /// 12r (opt-in, not in [`ALL`]): the frozen host of 12 resumes once the standby signs,
     /// neard first (a VM resume wakes every process at once; neard first is the worst order).
     HostResume,
@@ -153,7 +173,7 @@ pub enum Scenario {
 pub const OPT_IN: [Scenario; 1] = [Scenario::HostResume];
 
 /// Every scenario, in order.
-pub const ALL: [Scenario; 39] = [
+pub const ALL: [Scenario; 47] = [
     Scenario::NeardKill,
     Scenario::KuutamodTerm,
     Scenario::KuutamodKill,
@@ -193,6 +213,14 @@ pub const ALL: [Scenario; 39] = [
     Scenario::BehindSlowClock,
     Scenario::BehindFastClock,
     Scenario::SameNodeId,
+    Scenario::SwitchoverAny,
+    Scenario::SwitchoverThenPause,
+    Scenario::SwitchoverCrash,
+    Scenario::TwoSwitchovers,
+    Scenario::SwitchoverTargetDies,
+    Scenario::SwitchoverAndSigusr1,
+    Scenario::PauseDuringTakeover,
+    Scenario::SwitchoverPriorityZero,
 ];
 
 impl Scenario {
@@ -239,6 +267,14 @@ impl Scenario {
             Scenario::BehindSlowClock => "16d-behind-slow-clock",
             Scenario::BehindFastClock => "16e-behind-fast-clock",
             Scenario::SameNodeId => "16f-same-node-id",
+            Scenario::SwitchoverAny => "17a-switchover-any",
+            Scenario::SwitchoverThenPause => "17b-switchover-then-pause",
+            Scenario::SwitchoverCrash => "17c-switchover-crash",
+            Scenario::TwoSwitchovers => "17d-two-switchovers",
+            Scenario::SwitchoverTargetDies => "17e-switchover-target-dies",
+            Scenario::SwitchoverAndSigusr1 => "17f-switchover-sigusr1",
+            Scenario::PauseDuringTakeover => "17g-pause-during-takeover",
+            Scenario::SwitchoverPriorityZero => "17h-switchover-priority-zero",
         }
     }
 
@@ -291,6 +327,21 @@ impl Scenario {
                 | Scenario::StandbyBehind
                 | Scenario::BehindSlowClock
                 | Scenario::BehindFastClock
+        )
+    }
+
+    /// The operator scenarios of 17a-h ([`operator`]).
+    fn operator(self) -> bool {
+        matches!(
+            self,
+            Scenario::SwitchoverAny
+                | Scenario::SwitchoverThenPause
+                | Scenario::SwitchoverCrash
+                | Scenario::TwoSwitchovers
+                | Scenario::SwitchoverTargetDies
+                | Scenario::SwitchoverAndSigusr1
+                | Scenario::PauseDuringTakeover
+                | Scenario::SwitchoverPriorityZero
         )
     }
 
@@ -387,7 +438,7 @@ impl Timing {
     }
 
     /// neard's boot when the mode restarts it for a promotion.
-    fn boot(&self, mode: &str) -> Duration {
+    pub(super) fn boot(&self, mode: &str) -> Duration {
         if mode == "restart" {
             Duration::from_millis(self.boot_delay_ms)
         } else {
@@ -395,7 +446,7 @@ impl Timing {
         }
     }
 
-    fn limit(&self) -> Duration {
+    pub(super) fn limit(&self) -> Duration {
         self.ttl * 3 + Duration::from_millis(self.boot_delay_ms * 3) + self.syncing_grace + SLACK
     }
 

@@ -16,7 +16,7 @@ use crate::procs::now_ms;
 use crate::sampler::Sampler;
 
 /// Time to watch after recovery, so a signer left behind by the fault shows in the ledger.
-const OBSERVE_AFTER: Duration = Duration::from_secs(2);
+pub(super) const OBSERVE_AFTER: Duration = Duration::from_secs(2);
 
 /// Steady state observed before the fault (a baseline for the sampler).
 const BASELINE: Duration = Duration::from_secs(1);
@@ -43,8 +43,11 @@ pub struct World {
     runs: usize,
 }
 
-/// Node slots a scenario may use.
-const SLOTS: u8 = 2;
+/// Hosts on the LAN: two nodes in most scenarios, three in 17d.
+const SLOTS: u8 = 3;
+
+/// Nodes of a scenario's cluster, unless it says otherwise.
+const NODES: usize = 2;
 
 impl World {
     /// Creates the LAN with `use_netns` (failing loudly when namespaces or nft are
@@ -72,12 +75,17 @@ impl World {
     /// The cluster of a run in `dir`: two nodes on the LAN's hosts (or loopback), one Consul
     /// server (three for `three_servers`), a fresh account.
     pub fn spec(&self, dir: &Path, opts: Opts, three_servers: bool) -> Spec {
+        self.spec_of(dir, opts, three_servers, NODES)
+    }
+
+    /// [`World::spec`] with `nodes` nodes.
+    pub fn spec_of(&self, dir: &Path, opts: Opts, three_servers: bool, nodes: usize) -> Spec {
         let tag = dir
             .file_name()
             .map(|n| n.to_string_lossy().replace(['-', '_'], ""))
             .unwrap_or_default();
         let mut spec = Spec::new(
-            SLOTS as usize,
+            nodes,
             &format!("{tag}{}.bench.near", std::process::id()),
             opts,
         );
@@ -98,6 +106,7 @@ impl World {
         let result = match scenario {
             Scenario::ElectionRace => self.election_race(&dir, mode, timing),
             Scenario::WrongAccount => self.wrong_account(&dir, mode, timing).map(|r| vec![r]),
+            s if s.operator() => self.operator(s, &dir, mode, timing).map(|r| vec![r]),
             _ => self.run_one(scenario, &dir, mode, timing).map(|r| vec![r]),
         };
         let mut results = result.unwrap_or_else(|e| {
@@ -119,7 +128,7 @@ impl World {
         results
     }
 
-    fn opts(mode: &str, timing: &Timing) -> Opts {
+    pub(super) fn opts(mode: &str, timing: &Timing) -> Opts {
         Opts {
             ttl: timing.ttl,
             stop_grace: timing.stop_grace,
@@ -158,7 +167,7 @@ impl World {
             // the deletion, for a signer outside the cluster (nobody holds the key then) and
             // holds both nodes back for its silent heights: 11c shows that; here it would
             // hide the promotion this scenario is about.
-            for i in 0..SLOTS as usize {
+            for i in 0..NODES {
                 spec = spec.node_env(i, "KUUTAMO_DOPPELGANGER_HEIGHTS", "0");
             }
         }

@@ -348,6 +348,17 @@ impl World {
                 );
                 None
             }
+            Command::FinishSwitchover(done) => {
+                // The node's check-and-set of the control record (applied at once here; the
+                // simulation's Consul model keeps the control record out of band).
+                let c = &mut self.consul.control;
+                if c.switchover.as_ref().is_some_and(|s| s.id == done.id) {
+                    c.switchover = None;
+                    c.done = Some(done);
+                    self.write_control();
+                }
+                None
+            }
             Command::QueryWindows => {
                 let inst = self.hosts[h].kd.as_ref()?.inst;
                 let answer = match self.neard_answers(h) {

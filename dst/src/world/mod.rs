@@ -312,7 +312,6 @@ impl World {
                 lossy: (0, 0),
                 control: Control::default(),
                 control_pending: false,
-                switchover_from: None,
                 foreign: None,
                 holder: None,
             },

@@ -7,7 +7,7 @@
 //!   validating, whether the cluster is paused, a pending switchover.
 //! - `pause` / `resume`: no automatic failover and no neard restarts while paused (safety fences
 //!   stay active).
-//! - `switchover [--to NODE] [--in-window] [--wait] [--timeout D]`: a planned hand-over to a
+//! - `switchover [--to NODE] [--in-window] [--wait] [--timeout D] [--cancel]`: a planned hand-over to a
 //!   synced standby, carried out by the leader with the same fencing as every hand-over.
 //!   `--in-window` waits for a height range in which our account has nothing to produce
 //!   (neard's `maintenance_windows` RPC); `--wait` reports the new leader and the gap.
@@ -18,11 +18,11 @@ use clap::{Parser, Subcommand};
 use kuutamod::consul::{Consul, KvEntry};
 use kuutamod::keys::KeyFile;
 use kuutamod::lease::{Record, RecordState};
-use kuutamod::records::{control_key, prefix, Control, NodeRecord, Switchover};
+use kuutamod::records::{control_key, prefix, Control, NodeRecord, Switchover, SwitchoverDone};
 use kuutamod::settings::{check_consul_url, consul_token, leader_key};
 
 mod control;
-use control::{set_paused, switchover};
+use control::{cancel_switchover, set_paused, switchover};
 
 #[derive(Parser)]
 #[command(
@@ -76,18 +76,24 @@ enum Command {
     Pause,
     /// Resume automatic failover.
     Resume,
-    /// Hand the validator role over to a synced standby.
+    /// Hand the validator role over to a synced standby (refused while paused or while another
+    /// switchover is in flight).
     Switchover {
-        /// The node to hand over to (default: the synced standby with the highest priority).
+        /// The node to hand over to (default: the synced standby with the highest priority,
+        /// chosen now).
         #[arg(long)]
         to: Option<String>,
+        /// End the switchover in flight without a hand-over.
+        #[arg(long, conflicts_with_all = ["to", "in_window", "wait"])]
+        cancel: bool,
         /// Wait until our account has no block or chunk to produce for a few heights.
         #[arg(long)]
         in_window: bool,
-        /// Wait until the new leader validates, and report it and the gap.
+        /// Wait until the switchover ends, and report who validates then (exit 0 only if it is
+        /// the target, its key confirmed live) and the signing gap the status records showed.
         #[arg(long)]
         wait: bool,
-        /// Give up after this long (and the request expires then).
+        /// The request lapses this long after a node first saw it; `--wait` gives up then.
         #[arg(long, default_value = "120s", value_parser = kuutamod::duration::parse)]
         timeout: Duration,
     },
@@ -148,11 +154,13 @@ async fn run(cli: Cli) -> Result<i32, String> {
         Command::Status { json } => status(&consul, &account, json).await,
         Command::Pause => set_paused(&consul, &account, true).await,
         Command::Resume => set_paused(&consul, &account, false).await,
+        Command::Switchover { cancel: true, .. } => cancel_switchover(&consul, &account).await,
         Command::Switchover {
             to,
             in_window,
             wait,
             timeout,
+            ..
         } => switchover(&consul, &account, to, in_window, wait, timeout).await,
     }
 }
@@ -287,6 +295,7 @@ async fn status(consul: &Consul, account: &str, json: bool) -> Result<i32, Strin
             "validating_since_ms": since,
             "paused": control.paused,
             "switchover": control.switchover,
+            "switchover_done": control.done,
             "nodes": nodes,
         });
         println!("{out}");
@@ -306,13 +315,27 @@ async fn status(consul: &Consul, account: &str, json: bool) -> Result<i32, Strin
     );
     if let Some(sw) = &control.switchover {
         println!(
-            "switchover requested to {}{}",
+            "switchover {} in flight: {} -> {}{}",
+            sw.id,
+            if sw.from.is_empty() {
+                "the leader"
+            } else {
+                &sw.from
+            },
             sw.to.as_deref().unwrap_or("the best standby"),
             if sw.in_window {
                 " in a maintenance window"
             } else {
                 ""
             }
+        );
+    }
+    if let Some(d) = &control.done {
+        println!(
+            "last switchover {}: {}{}",
+            d.id,
+            d.outcome,
+            if d.ok { "" } else { " (not as asked)" }
         );
     }
     println!(
