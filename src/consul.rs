@@ -343,19 +343,24 @@ impl Consul {
         blocking: Option<(u64, Duration)>,
         consistent: bool,
     ) -> Result<(Option<KvEntry>, u64), ConsulError> {
-        let (mut path, timeout) = match blocking {
-            Some((index, wait)) => (
-                format!(
-                    "/v1/kv/{key}?index={index}&wait={}",
-                    crate::duration::consul(wait)
-                ),
-                wait + wait / 16 + BLOCKING_SLACK,
-            ),
-            None => (format!("/v1/kv/{key}?"), REQUEST_TIMEOUT),
+        let mut query = Vec::new();
+        let timeout = match blocking {
+            Some((index, wait)) => {
+                query.push(format!("index={index}"));
+                query.push(format!("wait={}", crate::duration::consul(wait)));
+                wait + wait / 16 + BLOCKING_SLACK
+            }
+            None => REQUEST_TIMEOUT,
         };
         if consistent {
-            path.push_str("&consistent");
+            query.push("consistent".to_string());
         }
+        // No `?` without a query: the URL goes into error messages and logs as it is.
+        let path = if query.is_empty() {
+            format!("/v1/kv/{key}")
+        } else {
+            format!("/v1/kv/{key}?{}", query.join("&"))
+        };
         let (status, headers, body) = self
             .send(reqwest::Method::GET, &path, None, timeout)
             .await?;

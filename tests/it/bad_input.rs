@@ -233,6 +233,9 @@ fn unreachable_consul_keeps_the_node_registering_without_the_key_and_says_where(
             }
         },
     );
+    // Each URL as it is: no `?` left where a query was not added.
+    let log = std::fs::read_to_string(&node.log).unwrap_or_default();
+    assert!(!log.contains("? is unreachable"), "{log}");
     wait::until(
         Duration::from_secs(30),
         "the node to reach Registering",
