@@ -54,17 +54,17 @@ impl Consul {
             .pool_idle_timeout(Duration::from_secs(60));
         if let Some(path) = ca {
             let pem = std::fs::read(path).map_err(|e| {
-                anyhow::anyhow!("cannot read KUUTAMO_CONSUL_CA_FILE {}: {e}", path.display())
+                anyhow::anyhow!("cannot read the Consul CA file {}: {e}", path.display())
             })?;
             let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
                 anyhow::anyhow!(
-                    "KUUTAMO_CONSUL_CA_FILE {} is not a PEM certificate: {e}",
+                    "the Consul CA file {} is not a PEM certificate: {e}",
                     path.display()
                 )
             })?;
             if certs.is_empty() {
                 anyhow::bail!(
-                    "KUUTAMO_CONSUL_CA_FILE {} holds no PEM certificate",
+                    "the Consul CA file {} holds no PEM certificate",
                     path.display()
                 );
             }

@@ -1,15 +1,39 @@
 //! kuutamod's configuration: `KUUTAMO_*` environment variables (each also a flag), checked at
 //! start so that every bad input fails at once with one line naming the variable or file.
+//!
+//! The checks are small functions ([`ConsulAccess::resolve`], [`read_key`], [`distinct_keys`],
+//! [`account_of`], [`resolve_neard_bin`], ...) that [`Settings::from_args`] runs in order.
 
+use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use clap::{Parser, ValueEnum};
+use clap::{CommandFactory, Parser, ValueEnum};
 
 use crate::keys::KeyFile;
 use crate::neard::config::NeardConfig;
 use crate::timing::Timing;
+
+/// Consul's address when neither `KUUTAMO_CONSUL_URL` nor `CONSUL_HTTP_ADDR` names one: the
+/// local agent, as the consul CLI assumes.
+pub const DEFAULT_CONSUL_URL: &str = "http://localhost:8500";
+
+/// `kuutamod --help`'s closing text: the formats and rules no single flag shows.
+const AFTER_HELP: &str = "\
+Durations (KUUTAMO_SESSION_TTL, KUUTAMO_NEARD_STOP_GRACE, KUUTAMO_SYNCING_GRACE): a number with a
+unit (500ms, 30s, 2m, 1h, or 1m30s), or a bare number of seconds (30 is 30s, as systemd reads it).
+
+Consul: the URL is --consul-url / KUUTAMO_CONSUL_URL, else CONSUL_HTTP_ADDR (with CONSUL_HTTP_SSL,
+as the consul CLI reads them), else http://localhost:8500. The ACL token is KUUTAMO_CONSUL_TOKEN,
+else the file KUUTAMO_CONSUL_TOKEN_FILE, else CONSUL_HTTP_TOKEN_FILE, else CONSUL_HTTP_TOKEN. The
+CA file is KUUTAMO_CONSUL_CA_FILE, else CONSUL_CACERT.
+
+Logging: RUST_LOG sets what is logged to stderr (env_logger's syntax; default `info`), e.g.
+RUST_LOG=debug or RUST_LOG=kuutamod=debug,info.
+
+Exit status: 0 after SIGTERM or SIGINT (neard fenced and stopped, the lock released); 1 on a bad
+setting (one line naming the variable or file, and the fix) or on a failure.";
 
 /// How a voter is promoted to validator.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -36,7 +60,8 @@ pub enum ShardTracking {
 #[command(
     name = "kuutamod",
     version,
-    about = "Distributed supervisor for neard: Consul-locked active-passive failover for NEAR validators"
+    about = "Distributed supervisor for neard: Consul-locked active-passive failover for NEAR validators",
+    after_help = AFTER_HELP
 )]
 pub struct Args {
     /// This node's id, in logs and in the leader key's value.
@@ -47,24 +72,23 @@ pub struct Args {
     /// typos: kuutamod refuses to start otherwise).
     #[arg(long, env = "KUUTAMO_ACCOUNT_ID")]
     pub account_id: Option<String>,
-    /// Consul HTTP API (http or https).
-    #[arg(
-        long,
-        env = "KUUTAMO_CONSUL_URL",
-        default_value = "http://localhost:8500"
-    )]
-    pub consul_url: String,
-    /// Consul ACL token (else CONSUL_HTTP_TOKEN, else the token file).
+    /// Consul HTTP API (http or https) [default: $CONSUL_HTTP_ADDR, else
+    /// http://localhost:8500].
+    #[arg(long, env = "KUUTAMO_CONSUL_URL")]
+    pub consul_url: Option<String>,
+    /// Consul ACL token [default: the token file, else $CONSUL_HTTP_TOKEN_FILE, else
+    /// $CONSUL_HTTP_TOKEN].
     #[arg(long, env = "KUUTAMO_CONSUL_TOKEN", hide_env_values = true)]
     pub consul_token: Option<String>,
     /// File holding the Consul ACL token.
     #[arg(long, env = "KUUTAMO_CONSUL_TOKEN_FILE")]
     pub consul_token_file: Option<PathBuf>,
-    /// PEM file of the CA that signed Consul's HTTPS certificate (for an https URL with a
-    /// private CA).
+    /// PEM file of the CA that signed Consul's HTTPS certificate, for an https URL with a
+    /// private CA [default: $CONSUL_CACERT].
     #[arg(long, env = "KUUTAMO_CONSUL_CA_FILE")]
     pub consul_ca_file: Option<PathBuf>,
-    /// Where /metrics, /health and /neard-pid are served.
+    /// Where kuutamod serves /metrics, /health (the state), /leader (200 while validating),
+    /// /standby (200 while ready to take over) and /neard-pid.
     #[arg(
         long,
         env = "KUUTAMO_EXPORTER_ADDRESS",
@@ -105,11 +129,13 @@ pub struct Args {
     /// The neard binary.
     #[arg(long, env = "KUUTAMO_NEARD_BIN", default_value = "neard")]
     pub neard_bin: PathBuf,
-    /// TTL of the Consul session. The lock can move this long after the last renew at the
-    /// earliest; see docs/failover.md for how the other timings derive from it.
+    /// TTL of the Consul session (a duration, see below). The lock can move this long after the
+    /// last renew at the earliest; see docs/failover.md for how the other timings derive from
+    /// it.
     #[arg(long, env = "KUUTAMO_SESSION_TTL", default_value = "30s", value_parser = crate::duration::parse)]
     pub session_ttl: Duration,
-    /// How long neard may take to exit after SIGTERM before it is killed.
+    /// How long neard may take to exit after SIGTERM before it is killed (at most 0.4 x the
+    /// TTL).
     #[arg(long, env = "KUUTAMO_NEARD_STOP_GRACE", default_value = "5s", value_parser = crate::duration::parse)]
     pub neard_stop_grace: Duration,
     /// How long the validating neard may report `syncing` before this node steps down.
@@ -230,7 +256,9 @@ pub fn leader_key(account_id: &str) -> String {
     format!("kuutamod-leader/{account_id}")
 }
 
-fn key_path(given: Option<&Path>, var: &str, file: &str) -> Result<PathBuf, String> {
+/// Where a key file is: the variable's path, else `$CREDENTIALS_DIRECTORY/<file>` (systemd's
+/// `LoadCredential`).
+pub fn key_path(given: Option<&Path>, var: &str, file: &str) -> Result<PathBuf, String> {
     if let Some(p) = given {
         return Ok(p.to_owned());
     }
@@ -243,10 +271,78 @@ fn key_path(given: Option<&Path>, var: &str, file: &str) -> Result<PathBuf, Stri
     }
 }
 
-fn socket_addr(var: &str, value: &str) -> Result<SocketAddr, String> {
+/// Reads and checks the key file `var` names (or `file` in `$CREDENTIALS_DIRECTORY`).
+pub fn read_key(
+    what: &'static str,
+    given: Option<&Path>,
+    var: &str,
+    file: &str,
+) -> Result<KeyFile, String> {
+    let path = key_path(given, var, file)?;
+    KeyFile::read(what, &path).map_err(|e| e.to_string())
+}
+
+/// Whether this node needs the validator node key: always in restart mode (neard validates
+/// with it), in hot-swap mode only when one is given (a hot swap keeps the host's own).
+pub fn wants_validator_node_key(args: &Args) -> bool {
+    args.failover_mode == FailoverMode::Restart
+        || args.validator_node_key.is_some()
+        || std::env::var_os("CREDENTIALS_DIRECTORY")
+            .is_some_and(|d| Path::new(&d).join("validator_node_key.json").exists())
+}
+
+/// The three keys must be three different keys: the voter node key is this host's own network
+/// identity; sharing it with the validator role, or using the validator key as a node key,
+/// breaks the hand-over (two hosts with one network identity).
+pub fn distinct_keys(
+    validator: &KeyFile,
+    validator_node: Option<&KeyFile>,
+    voter_node: &KeyFile,
+) -> Result<(), String> {
+    if validator_node.is_some_and(|k| k.public_key == voter_node.public_key) {
+        return Err(
+            "KUUTAMO_VOTER_NODE_KEY is the same key as KUUTAMO_VALIDATOR_NODE_KEY; \
+             each host needs its own voter node key (generate one with `neard init` in a scratch home)"
+                .into(),
+        );
+    }
+    if voter_node.public_key == validator.public_key {
+        return Err(
+            "KUUTAMO_VOTER_NODE_KEY is the validator key; use a node key of this host's own".into(),
+        );
+    }
+    if validator_node.is_some_and(|k| k.public_key == validator.public_key) {
+        return Err(
+            "KUUTAMO_VALIDATOR_NODE_KEY is the validator key; the validator role's node key is \
+             a node key (node_key.json), not validator_key.json"
+                .into(),
+        );
+    }
+    Ok(())
+}
+
+/// Parses `value` of `var` as an `ip:port`; the error shows an example fit for that variable.
+pub fn socket_addr(var: &str, value: &str) -> Result<SocketAddr, String> {
+    let example = match var {
+        "KUUTAMO_EXPORTER_ADDRESS" => "127.0.0.1:2233",
+        "KUUTAMO_VOTER_NETWORK_ADDR" => "0.0.0.0:24568",
+        _ => "0.0.0.0:24567",
+    };
     value
         .parse()
-        .map_err(|_| format!("{var}={value:?} is not an ip:port address (e.g. 0.0.0.0:24567)"))
+        .map_err(|_| format!("{var}={value:?} is not an ip:port address (e.g. {example})"))
+}
+
+/// The three listen addresses: exporter, validator network, voter network.
+pub fn addresses(args: &Args) -> Result<(SocketAddr, SocketAddr, SocketAddr), String> {
+    Ok((
+        socket_addr("KUUTAMO_EXPORTER_ADDRESS", &args.exporter_address)?,
+        socket_addr(
+            "KUUTAMO_VALIDATOR_NETWORK_ADDR",
+            &args.validator_network_addr,
+        )?,
+        socket_addr("KUUTAMO_VOTER_NETWORK_ADDR", &args.voter_network_addr)?,
+    ))
 }
 
 /// Resolves the neard binary: a path must be an executable file; a bare name is looked up on
@@ -280,41 +376,226 @@ pub fn resolve_neard_bin(bin: &Path) -> Result<PathBuf, String> {
         })
 }
 
-/// Checks a Consul URL: http(s), with a host.
-pub fn check_consul_url(url: &str) -> Result<(), String> {
-    let parsed = reqwest::Url::parse(url).map_err(|e| {
-        format!("KUUTAMO_CONSUL_URL={url:?} is not a URL ({e}); e.g. http://localhost:8500")
-    })?;
+/// Checks a Consul URL that `var` gave: http(s), with a host.
+pub fn check_consul_url(var: &str, url: &str) -> Result<(), String> {
+    let parsed = reqwest::Url::parse(url)
+        .map_err(|e| format!("{var}={url:?} is not a URL ({e}); e.g. {DEFAULT_CONSUL_URL}"))?;
     if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
         return Err(format!(
-            "KUUTAMO_CONSUL_URL={url:?} must be an http:// or https:// URL with a host"
+            "{var}={url:?} must be an http:// or https:// URL with a host"
         ));
     }
     Ok(())
 }
 
-/// The ACL token: the flag/`KUUTAMO_CONSUL_TOKEN`, else `CONSUL_HTTP_TOKEN`, else the token file.
+/// A non-empty environment variable.
+fn env_var(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+/// Go's `strconv.ParseBool`, which the consul CLI reads `CONSUL_HTTP_SSL` with.
+fn go_bool(var: &str, value: &str) -> Result<bool, String> {
+    match value {
+        "1" | "t" | "T" | "TRUE" | "true" | "True" => Ok(true),
+        "0" | "f" | "F" | "FALSE" | "false" | "False" => Ok(false),
+        _ => Err(format!("{var}={value:?} is not a boolean (true or false)")),
+    }
+}
+
+/// The URL that `CONSUL_HTTP_ADDR` means to the consul CLI (hashicorp/consul `api/api.go`,
+/// `DefaultConfig` and `NewClient`): `host:port`, `http://host:port` or `https://host:port`
+/// (with an optional path prefix); without a scheme, https when `CONSUL_HTTP_SSL` is true;
+/// `CONSUL_HTTP_SSL` true also turns an `http://` address into https. A `unix://` socket is
+/// refused: kuutamod speaks to Consul over TCP.
+pub fn consul_http_addr(addr: &str, ssl: bool) -> Result<String, String> {
+    let (scheme, rest) = match addr.split_once("://") {
+        None => (if ssl { "https" } else { "http" }, addr),
+        Some(("http", rest)) => (if ssl { "https" } else { "http" }, rest),
+        Some(("https", rest)) => ("https", rest),
+        Some(("unix", _)) => {
+            return Err(format!(
+                "CONSUL_HTTP_ADDR={addr:?} is a Unix socket, which kuutamod and kuutamoctl cannot use; \
+                 set KUUTAMO_CONSUL_URL to the agent's HTTP address, e.g. {DEFAULT_CONSUL_URL}"
+            ))
+        }
+        Some((other, _)) => {
+            return Err(format!(
+                "CONSUL_HTTP_ADDR={addr:?} has the unknown scheme {other:?}; use http or https"
+            ))
+        }
+    };
+    Ok(format!("{scheme}://{rest}"))
+}
+
+/// Consul's URL and which setting gave it: `given` (`--consul-url`, `KUUTAMO_CONSUL_URL`),
+/// else `CONSUL_HTTP_ADDR` (and `CONSUL_HTTP_SSL`) as the consul CLI reads them, else
+/// [`DEFAULT_CONSUL_URL`].
+pub fn consul_url(given: Option<&str>) -> Result<(String, &'static str), String> {
+    if let Some(url) = given.filter(|u| !u.is_empty()) {
+        check_consul_url("KUUTAMO_CONSUL_URL", url)?;
+        return Ok((url.to_string(), "KUUTAMO_CONSUL_URL"));
+    }
+    if let Some(addr) = env_var("CONSUL_HTTP_ADDR") {
+        let ssl = match env_var("CONSUL_HTTP_SSL") {
+            Some(v) => go_bool("CONSUL_HTTP_SSL", &v)?,
+            None => false,
+        };
+        let url = consul_http_addr(&addr, ssl)?;
+        check_consul_url("CONSUL_HTTP_ADDR", &url)?;
+        return Ok((url, "CONSUL_HTTP_ADDR"));
+    }
+    Ok((DEFAULT_CONSUL_URL.to_string(), "the default"))
+}
+
+/// The ACL token, kuutamod's own settings first: the flag/`KUUTAMO_CONSUL_TOKEN`, else the
+/// file `KUUTAMO_CONSUL_TOKEN_FILE`, else the consul CLI's `CONSUL_HTTP_TOKEN_FILE`, else its
+/// `CONSUL_HTTP_TOKEN`. (So an operator's shell with a management token in
+/// `CONSUL_HTTP_TOKEN` still uses the kuutamoctl token file it names.)
 pub fn consul_token(given: Option<&str>, file: Option<&Path>) -> Result<Option<String>, String> {
     if let Some(t) = given.filter(|t| !t.is_empty()) {
         return Ok(Some(t.to_string()));
     }
-    if let Ok(t) = std::env::var("CONSUL_HTTP_TOKEN") {
-        if !t.is_empty() {
-            return Ok(Some(t));
-        }
+    let read = |var: &str, path: &Path| -> Result<Option<String>, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read {var} {}: {e}", path.display()))?;
+        Ok(Some(text.trim().to_string()).filter(|t| !t.is_empty()))
+    };
+    if let Some(path) = file {
+        return read("KUUTAMO_CONSUL_TOKEN_FILE", path);
     }
-    match file {
-        None => Ok(None),
-        Some(path) => {
-            let text = std::fs::read_to_string(path).map_err(|e| {
-                format!(
-                    "cannot read KUUTAMO_CONSUL_TOKEN_FILE {}: {e}",
-                    path.display()
-                )
-            })?;
-            Ok(Some(text.trim().to_string()).filter(|t| !t.is_empty()))
-        }
+    if let Some(path) = env_var("CONSUL_HTTP_TOKEN_FILE") {
+        return read("CONSUL_HTTP_TOKEN_FILE", Path::new(&path));
     }
+    Ok(env_var("CONSUL_HTTP_TOKEN"))
+}
+
+/// The CA file for Consul's HTTPS and which setting gave it: `given`
+/// (`KUUTAMO_CONSUL_CA_FILE`), else the consul CLI's `CONSUL_CACERT`.
+pub fn consul_ca_file(given: Option<&Path>) -> Option<(PathBuf, &'static str)> {
+    match given {
+        Some(p) => Some((p.to_owned(), "KUUTAMO_CONSUL_CA_FILE")),
+        None => env_var("CONSUL_CACERT").map(|p| (PathBuf::from(p), "CONSUL_CACERT")),
+    }
+}
+
+/// How to reach Consul: URL, token and CA, each resolved as the functions above say.
+#[derive(Debug, Clone)]
+pub struct ConsulAccess {
+    /// Consul's base URL.
+    pub url: String,
+    /// The setting the URL came from (`KUUTAMO_CONSUL_URL`, `CONSUL_HTTP_ADDR`, `the
+    /// default`), for messages.
+    pub url_from: &'static str,
+    /// The ACL token.
+    pub token: Option<String>,
+    /// The CA file, checked to hold PEM certificates.
+    pub ca_file: Option<PathBuf>,
+}
+
+impl ConsulAccess {
+    /// Resolves and checks the URL, token and CA file (reading both files), or one line naming
+    /// the setting at fault.
+    pub fn resolve(
+        url: Option<&str>,
+        token: Option<&str>,
+        token_file: Option<&Path>,
+        ca_file: Option<&Path>,
+    ) -> Result<Self, String> {
+        let (url, url_from) = consul_url(url)?;
+        let token = consul_token(token, token_file)?;
+        let ca = consul_ca_file(ca_file);
+        if let Some((path, var)) = &ca {
+            crate::consul::Consul::with_ca(&url, None, Some(path))
+                .map_err(|e| format!("{var}: {e:#}"))?;
+        }
+        Ok(ConsulAccess {
+            url,
+            url_from,
+            token,
+            ca_file: ca.map(|(p, _)| p),
+        })
+    }
+
+    /// A client for this Consul.
+    pub fn client(&self) -> anyhow::Result<crate::consul::Consul> {
+        crate::consul::Consul::with_ca(&self.url, self.token.clone(), self.ca_file.as_deref())
+    }
+}
+
+/// Parses the command line and the environment. Help and version print and exit 0; every
+/// other error becomes one line that names what the user set: the variable when the value came
+/// from the environment (`KUUTAMO_SESSION_TTL="30x" is not valid: ...`), the flag otherwise.
+pub fn parse_args() -> Result<Args, String> {
+    parse_args_from(std::env::args_os())
+}
+
+/// [`parse_args`] for a given command line (the environment is the process's).
+pub fn parse_args_from(argv: impl IntoIterator<Item = OsString>) -> Result<Args, String> {
+    let argv: Vec<OsString> = argv.into_iter().collect();
+    match Args::try_parse_from(&argv) {
+        Ok(args) => Ok(args),
+        Err(e) if !e.use_stderr() => e.exit(),
+        Err(e) => Err(describe_clap_error(&e, &argv)),
+    }
+}
+
+fn describe_clap_error(e: &clap::Error, argv: &[OsString]) -> String {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    let text = |kind| match e.get(kind) {
+        Some(ContextValue::String(s)) => Some(s.clone()),
+        _ => None,
+    };
+    let first_line = || {
+        let rendered = e.render().to_string();
+        let line = rendered.lines().next().unwrap_or_default();
+        format!(
+            "{}; `kuutamod --help` lists every setting",
+            line.trim_start_matches("error: ")
+        )
+    };
+    if !matches!(
+        e.kind(),
+        ErrorKind::ValueValidation | ErrorKind::InvalidValue
+    ) {
+        return first_line();
+    }
+    let (Some(arg), Some(value)) = (
+        text(ContextKind::InvalidArg),
+        text(ContextKind::InvalidValue),
+    ) else {
+        return first_line();
+    };
+    // "--session-ttl <SESSION_TTL>" -> the flag and its variable.
+    let flag = arg
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    let var = Args::command()
+        .get_arguments()
+        .find(|a| a.get_long().is_some_and(|l| flag == format!("--{l}")))
+        .and_then(|a| a.get_env().map(|v| v.to_string_lossy().into_owned()));
+    let on_command_line = argv
+        .iter()
+        .skip(1)
+        .filter_map(|a| a.to_str())
+        .any(|a| a == flag || a.starts_with(&format!("{flag}=")));
+    let named = match &var {
+        Some(var) if !on_command_line => format!("{var}={value:?}"),
+        Some(var) => format!("{flag} {value:?} (or {var})"),
+        None => format!("{flag} {value:?}"),
+    };
+    let reason = match e.kind() {
+        ErrorKind::InvalidValue => match e.get(ContextKind::ValidValue) {
+            Some(ContextValue::Strings(valid)) => format!("use one of: {}", valid.join(", ")),
+            _ => "not one of the accepted values".to_string(),
+        },
+        _ => std::error::Error::source(e).map_or_else(
+            || "see `kuutamod --help`".to_string(),
+            |source| source.to_string(),
+        ),
+    };
+    format!("{named} is not valid: {reason}")
 }
 
 impl Settings {
@@ -324,75 +605,47 @@ impl Settings {
         if args.node_id.is_empty() {
             return Err("KUUTAMO_NODE_ID is empty; give each host a distinct node id".into());
         }
-        check_consul_url(&args.consul_url)?;
-        let consul_token = consul_token(
+        let consul = ConsulAccess::resolve(
+            args.consul_url.as_deref(),
             args.consul_token.as_deref(),
             args.consul_token_file.as_deref(),
+            args.consul_ca_file.as_deref(),
         )?;
-        let exporter_address = socket_addr("KUUTAMO_EXPORTER_ADDRESS", &args.exporter_address)?;
-        let validator_network_addr = socket_addr(
-            "KUUTAMO_VALIDATOR_NETWORK_ADDR",
-            &args.validator_network_addr,
-        )?;
-        let voter_network_addr =
-            socket_addr("KUUTAMO_VOTER_NETWORK_ADDR", &args.voter_network_addr)?;
+        let (exporter_address, validator_network_addr, voter_network_addr) = addresses(&args)?;
         let timing = Timing::new(args.session_ttl, args.neard_stop_grace)?;
 
-        let read = |what, given: &Option<PathBuf>, var, file| -> Result<KeyFile, String> {
-            let path = key_path(given.as_deref(), var, file)?;
-            KeyFile::read(what, &path).map_err(|e| e.to_string())
-        };
-        let validator_key = read(
+        let validator_key = read_key(
             "validator",
-            &args.validator_key,
+            args.validator_key.as_deref(),
             "KUUTAMO_VALIDATOR_KEY",
             "validator_key.json",
         )?;
-        let validator_node_key_given = args.validator_node_key.is_some()
-            || std::env::var_os("CREDENTIALS_DIRECTORY")
-                .is_some_and(|d| Path::new(&d).join("validator_node_key.json").exists());
-        let validator_node_key =
-            if args.failover_mode == FailoverMode::Restart || validator_node_key_given {
-                Some(read(
-                    "validator node",
-                    &args.validator_node_key,
-                    "KUUTAMO_VALIDATOR_NODE_KEY",
-                    "validator_node_key.json",
-                )?)
-            } else {
-                None
-            };
-        let voter_node_key = read(
+        let validator_node_key = if wants_validator_node_key(&args) {
+            Some(read_key(
+                "validator node",
+                args.validator_node_key.as_deref(),
+                "KUUTAMO_VALIDATOR_NODE_KEY",
+                "validator_node_key.json",
+            )?)
+        } else {
+            None
+        };
+        let voter_node_key = read_key(
             "voter node",
-            &args.voter_node_key,
+            args.voter_node_key.as_deref(),
             "KUUTAMO_VOTER_NODE_KEY",
             "voter_node_key.json",
         )?;
-        if validator_node_key
-            .as_ref()
-            .is_some_and(|k| k.public_key == voter_node_key.public_key)
-        {
-            return Err(
-                "KUUTAMO_VOTER_NODE_KEY is the same key as KUUTAMO_VALIDATOR_NODE_KEY; \
-                 each host needs its own voter node key (generate one with `neard init` in a scratch home)"
-                    .into(),
-            );
-        }
-        if voter_node_key.public_key == validator_key.public_key {
-            return Err(
-                "KUUTAMO_VOTER_NODE_KEY is the validator key; use a node key of this host's own"
-                    .into(),
-            );
-        }
+        distinct_keys(&validator_key, validator_node_key.as_ref(), &voter_node_key)?;
         let account_id = account_of(&validator_key, args.account_id.as_deref())?;
         let neard_config = NeardConfig::load(&args.neard_home).map_err(|e| e.to_string())?;
         let neard_bin = resolve_neard_bin(&args.neard_bin)?;
         Ok(Settings {
             node_id: args.node_id,
             account_id,
-            consul_url: args.consul_url,
-            consul_token,
-            consul_ca_file: args.consul_ca_file,
+            consul_url: consul.url,
+            consul_token: consul.token,
+            consul_ca_file: consul.ca_file,
             exporter_address,
             validator_key,
             validator_node_key,
@@ -421,9 +674,80 @@ mod tests {
 
     #[test]
     fn urls_are_checked() {
-        assert!(check_consul_url("http://localhost:8500").is_ok());
-        assert!(check_consul_url("https://consul.example:8501").is_ok());
-        assert!(check_consul_url("localhost:8500").is_err());
-        assert!(check_consul_url("ftp://x").is_err());
+        let var = "KUUTAMO_CONSUL_URL";
+        assert!(check_consul_url(var, "http://localhost:8500").is_ok());
+        assert!(check_consul_url(var, "https://consul.example:8501").is_ok());
+        assert!(check_consul_url(var, "localhost:8500").is_err());
+        let err = check_consul_url("CONSUL_HTTP_ADDR", "ftp://x").expect_err("ftp");
+        assert!(err.starts_with("CONSUL_HTTP_ADDR="), "{err}");
+    }
+
+    #[test]
+    fn consul_http_addr_reads_as_the_consul_cli_reads_it() {
+        let ok = |addr, ssl| consul_http_addr(addr, ssl).expect("valid");
+        assert_eq!(ok("127.0.0.1:8500", false), "http://127.0.0.1:8500");
+        assert_eq!(ok("127.0.0.1:8500", true), "https://127.0.0.1:8500");
+        assert_eq!(ok("http://consul:8500", false), "http://consul:8500");
+        // "Never revert to http if TLS was explicitly requested."
+        assert_eq!(ok("http://consul:8500", true), "https://consul:8500");
+        assert_eq!(ok("https://consul:8501", false), "https://consul:8501");
+        assert_eq!(ok("https://gw/consul", false), "https://gw/consul");
+        let err = consul_http_addr("unix:///run/consul.sock", false).expect_err("unix");
+        assert!(
+            err.contains("Unix socket") && err.contains("KUUTAMO_CONSUL_URL"),
+            "{err}"
+        );
+        assert!(consul_http_addr("tcp://x:1", false).is_err());
+        assert_eq!(go_bool("V", "TRUE"), Ok(true));
+        assert_eq!(go_bool("V", "0"), Ok(false));
+        assert!(go_bool("V", "yes").is_err());
+    }
+
+    #[test]
+    fn address_errors_show_an_example_for_that_address() {
+        let err = socket_addr("KUUTAMO_EXPORTER_ADDRESS", "everywhere").expect_err("bad");
+        assert!(err.contains("e.g. 127.0.0.1:2233"), "{err}");
+        let err = socket_addr("KUUTAMO_VOTER_NETWORK_ADDR", "0.0.0.0").expect_err("bad");
+        assert!(err.contains("e.g. 0.0.0.0:24568"), "{err}");
+    }
+
+    #[test]
+    fn a_bad_value_names_the_flag_given_on_the_command_line() {
+        let err = parse_args_from(["kuutamod", "--session-ttl", "30x"].map(OsString::from))
+            .expect_err("bad duration");
+        assert!(
+            err.starts_with(
+                "--session-ttl \"30x\" (or KUUTAMO_SESSION_TTL) is not valid: unknown unit \"x\""
+            ),
+            "{err}"
+        );
+        let err = parse_args_from(["kuutamod", "--failover-mode=hotswap"].map(OsString::from))
+            .expect_err("bad mode");
+        assert!(err.contains("use one of: restart, hot-swap"), "{err}");
+        let err = parse_args_from(["kuutamod", "--no-such-flag"].map(OsString::from))
+            .expect_err("unknown flag");
+        assert!(
+            err.contains("'--no-such-flag'") && !err.contains('\n'),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn help_documents_durations_logging_consul_and_every_endpoint() {
+        let help = Args::command().render_long_help().to_string();
+        for needle in [
+            "bare number of seconds (30 is 30s",
+            "RUST_LOG",
+            "CONSUL_HTTP_ADDR",
+            "CONSUL_CACERT",
+            "/metrics",
+            "/health",
+            "/leader",
+            "/standby",
+            "/neard-pid",
+            "Exit status",
+        ] {
+            assert!(help.contains(needle), "{needle:?} not in --help:\n{help}");
+        }
     }
 }

@@ -54,7 +54,7 @@ fn a_bad_ca_file_is_refused_with_its_name() {
         .expect_err("missing")
         .to_string();
     assert!(
-        err.contains("KUUTAMO_CONSUL_CA_FILE") && err.contains("missing.pem"),
+        err.contains("Consul CA file") && err.contains("missing.pem"),
         "{err}"
     );
     let junk = dir.path().join("junk.pem");
