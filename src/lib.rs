@@ -25,8 +25,11 @@
 //! - [`guard`]: the process outside kuutamod that kills a validating neard if kuutamod is paused.
 //! - [`metrics`] and [`exporter`]: the Prometheus metrics and the HTTP endpoint serving them.
 //! - [`duration`]: parsing of durations such as `30s` and `500ms`, and printing them back.
+//! - [`check`]: `kuutamod --check`, every setting, key, neard and the Consul token checked
+//!   without starting anything.
 
 pub mod backoff;
+pub mod check;
 pub mod clock;
 pub mod consul;
 pub mod doppelganger;

@@ -1,5 +1,6 @@
 //! The kuutamod binary: parse settings, set up logging, serve metrics, run the supervisor
-//! until SIGTERM or SIGINT.
+//! until SIGTERM or SIGINT; or, with `--check` / `--check-local`, check everything kuutamod
+//! would need and exit.
 
 use std::io::Write;
 
@@ -26,6 +27,16 @@ async fn main() {
         Ok(args) => args,
         Err(e) => fail(&e),
     };
+    if args.check || args.check_local {
+        let scope = if args.check {
+            kuutamod::check::Scope::All
+        } else {
+            kuutamod::check::Scope::Local
+        };
+        let report = kuutamod::check::run(&args, scope).await;
+        print!("{report}");
+        std::process::exit(if report.passed() { 0 } else { 1 });
+    }
     let node_id = args.node_id.clone();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
         .format(move |buf, record| {

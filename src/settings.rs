@@ -2,7 +2,8 @@
 //! start so that every bad input fails at once with one line naming the variable or file.
 //!
 //! The checks are small functions ([`ConsulAccess::resolve`], [`read_key`], [`distinct_keys`],
-//! [`account_of`], [`resolve_neard_bin`], ...) that [`Settings::from_args`] runs in order.
+//! [`account_of`], [`resolve_neard_bin`], ...) that [`Settings::from_args`] runs in order and
+//! that `kuutamod --check` ([`crate::check`]) runs one by one, to report every problem at once.
 
 use std::ffi::OsString;
 use std::net::SocketAddr;
@@ -32,8 +33,12 @@ CA file is KUUTAMO_CONSUL_CA_FILE, else CONSUL_CACERT.
 Logging: RUST_LOG sets what is logged to stderr (env_logger's syntax; default `info`), e.g.
 RUST_LOG=debug or RUST_LOG=kuutamod=debug,info.
 
+--check validates everything kuutamod needs without starting neard or taking the lock (it
+creates and destroys one Consul session to test the token), one line per check; --check-local
+leaves Consul out (for a unit's ExecStartPre: kuutamod itself rides out an unreachable Consul).
+
 Exit status: 0 after SIGTERM or SIGINT (neard fenced and stopped, the lock released); 1 on a bad
-setting (one line naming the variable or file, and the fix) or on a failure.";
+setting (one line naming the variable or file, and the fix), on a failure, or when a check fails.";
 
 /// How a voter is promoted to validator.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -64,6 +69,13 @@ pub enum ShardTracking {
     after_help = AFTER_HELP
 )]
 pub struct Args {
+    /// Check every setting, key, neard, the Consul lock store and the ACL token, the clock and
+    /// the exporter address, one line each; start nothing, take no lock; exit 1 if any fails.
+    #[arg(long, conflicts_with = "check_local")]
+    pub check: bool,
+    /// Like --check, without the checks that need Consul (for ExecStartPre).
+    #[arg(long)]
+    pub check_local: bool,
     /// This node's id, in logs and in the leader key's value.
     #[arg(long, env = "KUUTAMO_NODE_ID", default_value = "node")]
     pub node_id: String,
@@ -745,6 +757,7 @@ mod tests {
             "/leader",
             "/standby",
             "/neard-pid",
+            "--check",
             "Exit status",
         ] {
             assert!(help.contains(needle), "{needle:?} not in --help:\n{help}");

@@ -12,9 +12,20 @@ use clap::{Parser, Subcommand};
 use neard_sim::spec::{ChainSpec, Timers, ValidatorSpec, DEFAULT_EPOCH_LENGTH};
 use neard_sim::{chaind, config, node, settings::Settings};
 
+/// What `--version` prints after the name, in neard's shape (nearcore `neard/src/main.rs`,
+/// `NEARD_VERSION_STRING`): `(release R) (build B) (rustc V) (protocol P) (db D)`, so that
+/// `kuutamod --check` reads the release as it reads real neard's. The release and protocol are
+/// the ones `/status` reports ([`neard_sim::status::NEARD_VERSION`],
+/// [`neard_sim::chain::PROTOCOL_VERSION`]); the simulator has no database (db 0).
+const VERSION: &str = concat!(
+    "(release 2.6.0) (build neard-sim-",
+    env!("CARGO_PKG_VERSION"),
+    ") (rustc 1.80.0) (protocol 73) (db 0)"
+);
+
 /// A stand-in for neard 2.x, for tests and trials only.
 #[derive(Parser)]
-#[command(name = "neard-sim", version, about)]
+#[command(name = "neard-sim", version = VERSION, about)]
 struct Cli {
     /// Home directory (config.json, keys, genesis.json).
     #[arg(long, global = true, default_value_os_t = default_home())]
@@ -420,5 +431,18 @@ fn report(what: &str, r: std::io::Result<config::InitReport>) -> ExitCode {
             eprintln!("Error: Failed to initialize configs: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::VERSION;
+
+    #[test]
+    fn version_says_what_status_says() {
+        let release = format!("(release {}) ", neard_sim::status::NEARD_VERSION);
+        let protocol = format!("(protocol {}) ", neard_sim::chain::PROTOCOL_VERSION);
+        assert!(VERSION.starts_with(&release), "{VERSION}");
+        assert!(VERSION.contains(&protocol), "{VERSION}");
     }
 }

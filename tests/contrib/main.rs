@@ -8,6 +8,8 @@
 //!   ACLs on (default deny) holding only a token of `kuutamod-policy.hcl`, takes the lock,
 //!   validates, hands over and takes it again; `kuutamoctl` works with a token of
 //!   `kuutamoctl-policy.hcl`.
+//! - `kuutamod --check` passes with a token of `kuutamod-policy.hcl` and changes nothing in
+//!   Consul; each failing check prints its line (`check.rs`).
 //!
 //! Real parts only: a Consul dev agent, the kuutamod and kuutamoctl binaries, and the neard
 //! simulator that kuutamod supervises. `promtool check/test rules` run in `scripts/check-contrib`.
@@ -16,6 +18,7 @@
 //! dashboard), `metrics.rs` (what contrib uses against what is exported), `procs.rs` (the
 //! processes the test starts: Consul with ACLs, kuutamod; bounded waits).
 
+mod check;
 mod metrics;
 mod procs;
 mod promql;

@@ -364,6 +364,7 @@ fn help_lists_every_endpoint_rust_log_and_the_exit_status() {
         "/neard-pid",
         "RUST_LOG",
         "Exit status",
+        "--check",
         "CONSUL_HTTP_ADDR",
     ] {
         assert!(
