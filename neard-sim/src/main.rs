@@ -108,6 +108,10 @@ enum Cmd {
         /// Also fail when two nodes signed anything (even identical) for one height.
         #[arg(long)]
         strict: bool,
+        /// A moment to explain the gaps by, as unix milliseconds and a label (repeatable):
+        /// each gap names the events inside it, and an event without a gap is said so.
+        #[arg(long = "event", value_name = "MS=LABEL")]
+        events: Vec<neard_sim::ledger::explain::Event>,
     },
     /// The chain process: the rest of a localnet's network, shared by several nodes.
     Chain {
@@ -283,7 +287,8 @@ fn main() -> ExitCode {
             files,
             account,
             strict,
-        } => ledger_report(&files, &account, strict),
+            events,
+        } => ledger_report(&files, &account, strict, &events),
         Cmd::Chain { cmd } => chain_cmd(cmd),
         Cmd::Localnet {
             validators,
@@ -332,7 +337,12 @@ fn main() -> ExitCode {
     }
 }
 
-fn ledger_report(files: &[PathBuf], account: &str, strict: bool) -> ExitCode {
+fn ledger_report(
+    files: &[PathBuf],
+    account: &str,
+    strict: bool,
+    events: &[neard_sim::ledger::explain::Event],
+) -> ExitCode {
     // A reader that stops early (`| head`) ends the report, not the verdict.
     let mut out = std::io::stdout().lock();
     let entries = match neard_sim::ledger::read_all(files) {
@@ -364,6 +374,14 @@ fn ledger_report(files: &[PathBuf], account: &str, strict: bool) -> ExitCode {
     for (node, runs) in &r.intervals {
         let shown: Vec<String> = runs.iter().map(|(a, b)| format!("{a}..={b}")).collect();
         let _ = writeln!(out, "  {node}: {}", shown.join(", "));
+    }
+    use neard_sim::ledger::explain;
+    for line in explain::gaps(&r, events)
+        .into_iter()
+        .chain(explain::gapless(&r, events))
+        .chain(explain::doubles(&r))
+    {
+        let _ = writeln!(out, "  {line}");
     }
     for c in r.conflicting.iter().take(20) {
         let sigs: Vec<String> = c
