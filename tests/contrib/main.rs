@@ -94,6 +94,26 @@ fn the_scanner_finds_metrics_and_matchers() {
     assert_eq!(matchers[0].op, "=~");
 }
 
+/// contrib/neard-metrics.txt lists neard's metrics that contrib may use; each must be
+/// documented, with its nearcore source, in docs/neard.md (section 2.2).
+#[test]
+fn every_listed_neard_metric_is_documented_in_docs_neard_md() {
+    let doc = read(&repo().join("docs/neard.md"));
+    let listed = neard_list();
+    assert!(
+        !listed.is_empty(),
+        "contrib/neard-metrics.txt lists nothing"
+    );
+    let missing: Vec<&String> = listed
+        .iter()
+        .filter(|name| !doc.contains(&format!("`{name}`")))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "listed in contrib/neard-metrics.txt but not in docs/neard.md: {missing:?}"
+    );
+}
+
 #[test]
 fn the_rules_reader_reads_every_expr() {
     let yaml = "groups:\n  - name: g\n    rules:\n      - alert: A\n        expr: a_metric > 1\n        for: 1m\n      - alert: B\n        expr: |\n          b_metric\n            or c_metric\n        labels: {}\n";
