@@ -102,11 +102,6 @@ impl Report {
     pub fn passed(&self) -> bool {
         self.lines.iter().all(|l| l.verdict != Verdict::Fail)
     }
-
-    /// The line of the check `name`, if it ran.
-    pub fn line(&self, name: &str) -> Option<&Line> {
-        self.lines.iter().find(|l| l.name == name)
-    }
 }
 
 impl fmt::Display for Report {
