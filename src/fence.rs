@@ -2,7 +2,7 @@
 //! anything the old leader's neard signed differently. Pure: the caller passes what its neard
 //! shows and the time.
 //!
-//! # What neard signs, and when (neard-interface.md §8, nearcore `doomslug.rs`)
+//! # What neard signs, and when (docs/neard.md §8, nearcore `doomslug.rs`)
 //!
 //! A validating neard signs approvals for *targets* ahead of its head: an endorsement of its tip
 //! for `tip + 1`, and, while no next block arrives, skips for `tip + 2`, `tip + 3`, ... on

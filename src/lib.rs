@@ -24,9 +24,12 @@
 //! - [`supervisor`]: the I/O loop that feeds events to the machine and carries out its commands.
 //! - [`guard`]: the process outside kuutamod that kills a validating neard if kuutamod is paused.
 //! - [`metrics`] and [`exporter`]: the Prometheus metrics and the HTTP endpoint serving them.
-//! - [`duration`]: parsing of durations such as `30s` and `500ms`.
+//! - [`duration`]: parsing of durations such as `30s` and `500ms`, and printing them back.
+//! - [`check`]: `kuutamod --check`, every setting, key, neard and the Consul token checked
+//!   without starting anything.
 
 pub mod backoff;
+pub mod check;
 pub mod clock;
 pub mod consul;
 pub mod doppelganger;

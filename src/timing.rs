@@ -99,11 +99,16 @@ impl Timing {
             .checked_sub(stop_grace + margin)
             .filter(|d| *d >= needed)
             .ok_or_else(|| {
+                use crate::duration::{display, display_floor};
                 format!(
-                    "KUUTAMO_NEARD_STOP_GRACE ({stop_grace:?}) is too long for KUUTAMO_SESSION_TTL ({ttl:?}): \
-                     a leader must survive one missed heartbeat ({needed:?}) and still stop neard {margin:?} before the TTL; \
-                     use a stop grace of at most {:?} or a longer TTL",
-                    ttl.saturating_sub(needed + margin),
+                    "KUUTAMO_NEARD_STOP_GRACE ({}) is too long for KUUTAMO_SESSION_TTL ({}): \
+                     a leader must survive one missed heartbeat ({}) and still stop neard {} before the TTL; \
+                     use a stop grace of at most {} or a longer TTL",
+                    display(stop_grace),
+                    display(ttl),
+                    display(needed),
+                    display(margin),
+                    display_floor(ttl.saturating_sub(needed + margin)),
                 )
             })?;
         Ok(Timing {
@@ -144,6 +149,11 @@ mod tests {
         let err =
             Timing::new(Duration::from_secs(10), Duration::from_secs(5)).expect_err("must fail");
         assert!(err.contains("KUUTAMO_NEARD_STOP_GRACE"), "{err}");
+        // Durations print as people write them: 10 s / 3 + 10 s / 6 is 4.999999999 s.
+        assert!(
+            err.contains("(5s)") && err.contains("at most 4s") && !err.contains("999"),
+            "{err}"
+        );
         // The largest grace the error proposes is accepted.
         assert!(Timing::new(Duration::from_secs(10), Duration::from_secs(4)).is_ok());
     }
