@@ -115,6 +115,12 @@ pub struct Record {
     /// Heartbeat counter: 1 at acquisition, +1 per heartbeat.
     #[serde(rename = "Seq", default)]
     pub seq: u64,
+    /// The term: one more than the largest term its writer had seen (in the key or in its
+    /// [`LockMemory`]) when it acquired the lock, the same in every heartbeat and the release
+    /// of that acquisition. A record of an older `(Term, Seq)` than one a node has seen is from
+    /// a rewound Consul (a snapshot restore) and proves nothing: the node treats it as foreign.
+    #[serde(rename = "Term", default)]
+    pub term: u64,
     /// Active or released.
     #[serde(rename = "State", default = "active")]
     pub state: RecordState,
@@ -146,6 +152,11 @@ fn active() -> RecordState {
 }
 
 impl Record {
+    /// Its place in the lock's history: `(Term, Seq)`.
+    pub fn order(&self) -> (u64, u64) {
+        (self.term, self.seq)
+    }
+
     /// Parses a key value; `None` when it is not a kuutamod record.
     pub fn parse(bytes: &[u8]) -> Option<Record> {
         serde_json::from_slice(bytes).ok()
@@ -155,6 +166,27 @@ impl Record {
     pub fn to_bytes(&self) -> Vec<u8> {
         // Serializing a struct of strings and integers cannot fail.
         serde_json::to_vec(self).unwrap_or_default()
+    }
+}
+
+/// What a node remembers of the lock across restarts (on disk, in its state directory): the
+/// newest record it has seen, by `(Term, Seq)`, and the Consul index at which it saw it. An
+/// older record, or the key at a lower index, afterwards is Consul's state rewound (a snapshot
+/// restore): such a record is foreign, whatever it says.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LockMemory {
+    /// The newest record's term.
+    pub term: u64,
+    /// Its heartbeat counter.
+    pub seq: u64,
+    /// The key's `ModifyIndex` with that record.
+    pub index: u64,
+}
+
+impl LockMemory {
+    /// The newest record's `(Term, Seq)`.
+    pub fn order(&self) -> (u64, u64) {
+        (self.term, self.seq)
     }
 }
 
@@ -466,6 +498,10 @@ impl Observer {
     /// What a standby with session `own` (node `me`) should do at `now`; `wait` is the time
     /// after which a silent holder has surely fenced itself (the TTL); a switchover's released
     /// record is left to its successor for `reserve`.
+    ///
+    /// `remembered` is the newest `(Term, Seq)` this node has seen: a record older than that is
+    /// from a rewound Consul and counts as a foreign value (a TTL after it appeared, and our
+    /// own view for the previous leader's horizon), a released one too.
     pub fn standby_move(
         &self,
         own: &str,
@@ -473,6 +509,7 @@ impl Observer {
         now: Instant,
         wait: Duration,
         reserve: Duration,
+        remembered: Option<(u64, u64)>,
     ) -> StandbyMove {
         let Some(seen) = &self.seen else {
             return StandbyMove::Wait;
@@ -495,7 +532,8 @@ impl Observer {
                 }
             }
             None => {
-                let record = Record::parse(&key.value);
+                let record =
+                    Record::parse(&key.value).filter(|r| remembered.is_none_or(|m| r.order() >= m));
                 if let Some(Record {
                     state: RecordState::Released,
                     successor: Some(s),

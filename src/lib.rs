@@ -19,6 +19,7 @@
 //!   [`fence`] (the height fence against neard's signing horizon), [`doppelganger`] (our key
 //!   signing elsewhere), [`backoff`], and
 //!   [`clock`] (the `CLOCK_BOOTTIME` instant they use).
+//! - [`memory`]: what kuutamod remembers across restarts (the newest lock record it saw).
 //! - [`records`]: what the nodes tell each other and the operator besides the lock (status
 //!   records, pause, planned switchover).
 //! - [`supervisor`]: the I/O loop that feeds events to the machine and carries out its commands.
@@ -40,6 +41,7 @@ pub mod guard;
 pub mod keys;
 pub mod lease;
 pub mod machine;
+pub mod memory;
 pub mod metrics;
 pub mod neard;
 pub mod records;

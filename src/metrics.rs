@@ -68,6 +68,9 @@ pub struct Metrics {
     /// `kuutamod_wall_clock_trusted`: 0 while our wall clock is behind the chain's block
     /// timestamps (the height fence then does not read them).
     pub wall_clock_trusted: IntGauge,
+    /// `kuutamod_consul_rewinds_total`: times the leader key showed an older record at a lower
+    /// index than this node had seen (Consul's state rewound, a snapshot restore).
+    pub consul_rewinds: IntCounter,
     /// `kuutamod_consul_errors_total{op}`: Consul requests that failed (no answer, an error
     /// status, garbage; a refused transaction or a lost session is an answer, not an error).
     pub consul_errors: IntCounterVec,
@@ -187,6 +190,11 @@ impl Metrics {
             "0 while this host's wall clock is behind the chain's block timestamps (the height fence then ignores them)",
         )
         .expect("valid metric");
+        let consul_rewinds = IntCounter::new(
+            "kuutamod_consul_rewinds_total",
+            "Times the leader key showed an older record at a lower index than this node had seen (Consul's state rewound)",
+        )
+        .expect("valid metric");
         let consul_errors = IntCounterVec::new(
             Opts::new(
                 "kuutamod_consul_errors_total",
@@ -252,6 +260,7 @@ impl Metrics {
             Box::new(not_signing.clone()),
             Box::new(node_id_conflict.clone()),
             Box::new(wall_clock_trusted.clone()),
+            Box::new(consul_rewinds.clone()),
             Box::new(consul_errors.clone()),
             Box::new(consul_latency.clone()),
             Box::new(production[0].clone()),
@@ -292,6 +301,7 @@ impl Metrics {
             not_signing,
             node_id_conflict,
             wall_clock_trusted,
+            consul_rewinds,
             consul_errors,
             consul_latency,
             production,

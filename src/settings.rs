@@ -127,6 +127,10 @@ pub struct Args {
     /// neard's home, with config.json and genesis.json in place.
     #[arg(long, env = "KUUTAMO_NEARD_HOME", default_value = ".")]
     pub neard_home: PathBuf,
+    /// Where kuutamod keeps what it must remember across restarts (the newest lock record it
+    /// has seen, to recognise a rewound Consul) [default: $STATE_DIRECTORY, else neard's home].
+    #[arg(long, env = "KUUTAMO_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
     /// Passed to neard as --boot-nodes.
     #[arg(long, env = "KUUTAMO_NEARD_BOOTNODES")]
     pub neard_bootnodes: Option<String>,
@@ -221,6 +225,8 @@ pub struct Settings {
     pub voter_node_key: KeyFile,
     /// neard's home.
     pub neard_home: PathBuf,
+    /// kuutamod's state directory.
+    pub state_dir: PathBuf,
     /// neard's config.json as found at start.
     pub neard_config: NeardConfig,
     /// Boot nodes for neard.
@@ -446,6 +452,18 @@ impl Settings {
             validator_key,
             validator_node_key,
             voter_node_key,
+            state_dir: args
+                .state_dir
+                .filter(|d| !d.as_os_str().is_empty())
+                .or_else(|| {
+                    // systemd may list several directories, separated by colons.
+                    let dirs = std::env::var("STATE_DIRECTORY").ok()?;
+                    dirs.split(':')
+                        .next()
+                        .filter(|d| !d.is_empty())
+                        .map(PathBuf::from)
+                })
+                .unwrap_or_else(|| args.neard_home.clone()),
             neard_home: args.neard_home,
             neard_config,
             neard_bootnodes: args.neard_bootnodes.filter(|b| !b.is_empty()),

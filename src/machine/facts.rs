@@ -140,6 +140,10 @@ impl Machine {
                 if let Some(lease) = self.lease.as_mut() {
                     lease.acked(seq, sent, index);
                 }
+                if let Some(l) = &self.lease {
+                    let (order, index) = (l.record().order(), l.index());
+                    self.remember(order, index, out);
+                }
             }
             Event::HeartbeatRejected => {
                 if let Some(lease) = self.lease.as_mut() {
@@ -162,6 +166,7 @@ impl Machine {
                 }
                 self.observer.observe(key, index, now);
                 self.observe_holder();
+                self.remember_key(out);
                 let lost = match (&self.lease, self.observer.seen()) {
                     (Some(lease), Some(seen)) => lease.check(seen).err(),
                     _ => None,
@@ -187,6 +192,7 @@ impl Machine {
                 if let Some((plan, record)) = self.acquiring.take() {
                     self.activated = false;
                     self.acquired_switchover = self.acquiring_switchover.take();
+                    self.remember(record.order(), index, out);
                     self.lease = Some(Lease::new(
                         record,
                         index,
@@ -399,6 +405,54 @@ impl Machine {
             });
             self.horizon_at = Some(now);
         }
+    }
+
+    /// The newest `(Term, Seq)` of the lock this node has seen, unless the simulation switched
+    /// the check off.
+    pub(super) fn remembered(&self) -> Option<(u64, u64)> {
+        if self.cfg.mutations.on(|m| m.trust_rewound_records) {
+            return None;
+        }
+        self.memory.map(|m| m.order())
+    }
+
+    /// Takes in what the key shows: a newer record is remembered (and persisted); an older one
+    /// at a lower index than remembered is Consul's state rewound, reported once.
+    pub(super) fn remember_key(&mut self, out: &mut Vec<Command>) {
+        let Some((key, record)) = self
+            .observer
+            .key()
+            .and_then(|k| Some((k.clone(), Record::parse(&k.value)?)))
+        else {
+            return;
+        };
+        self.remember(record.order(), key.index, out);
+        if let Some(m) = self.memory {
+            if record.order() < m.order()
+                && key.index < m.index
+                && self.rewind_reported != Some(key.index)
+            {
+                self.rewind_reported = Some(key.index);
+                out.push(Command::ConsulRewound {
+                    seen: (record.term, record.seq, key.index),
+                    remembered: m,
+                });
+            }
+        }
+    }
+
+    /// Remembers `(term, seq)` at `index` if it is newer than what we remembered.
+    pub(super) fn remember(&mut self, order: (u64, u64), index: u64, out: &mut Vec<Command>) {
+        if self.memory.is_some_and(|m| order <= m.order()) {
+            return;
+        }
+        let m = LockMemory {
+            term: order.0,
+            seq: order.1,
+            index,
+        };
+        self.memory = Some(m);
+        out.push(Command::Remember(m));
     }
 
     /// Takes in the other nodes' records: a record that differs from what we had of that node

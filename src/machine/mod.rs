@@ -21,7 +21,8 @@ use crate::clock::Instant;
 use crate::doppelganger::{Change, Cluster, Doppelganger};
 use crate::fence::{self, Closed, Fence, FenceParams, OwnView};
 use crate::lease::{
-    AcquirePlan, Horizon, KeyState, Lease, Lost, Observer, Record, RecordState, StandbyMove,
+    AcquirePlan, Horizon, KeyState, Lease, LockMemory, Lost, Observer, Record, RecordState,
+    StandbyMove,
 };
 use crate::neard::rpc::Production;
 use crate::neard::Role;
@@ -108,6 +109,10 @@ pub struct Machine {
     peers: Vec<Peer>,
     /// As a standby: the lock holder's progress, as its records show it.
     holder: Option<HolderProgress>,
+    /// The newest record seen of the lock (persisted: [`Command::Remember`]).
+    memory: Option<LockMemory>,
+    /// The last Consul index at which a rewind was reported (once per index).
+    rewind_reported: Option<u64>,
     /// Until when our wall clock is not trusted for the fence's "caught up" rule: a block
     /// arrived stamped later than our wall clock (plus [`fence::WALL_SKEW`]).
     wall_behind_until: Option<Instant>,
@@ -186,6 +191,8 @@ impl Machine {
             control: Control::default(),
             peers: Vec::new(),
             holder: None,
+            memory: cfg.remembered,
+            rewind_reported: None,
             wall_behind_until: None,
             handled_switchover: None,
             finished_switchover: None,

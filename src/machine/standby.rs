@@ -129,6 +129,7 @@ impl Machine {
             now,
             self.cfg.timing.ttl,
             self.cfg.timing.heartbeat_interval,
+            self.remembered(),
         );
         let automatic =
             self.cfg.priority > 0 && !self.control.paused && !self.doppelganger.alarmed();
@@ -164,6 +165,13 @@ impl Machine {
                     account: self.cfg.account.clone(),
                     session: own.clone(),
                     seq: 1,
+                    // One more than any term seen here or in the key: a record of this
+                    // acquisition is newer than everything any node has seen.
+                    term: self
+                        .memory
+                        .map_or(0, |m| m.term)
+                        .max(self.observer.record().map_or(0, |r| r.term))
+                        + 1,
                     state: RecordState::Active,
                     horizon: Horizon {
                         head: Some(view.head),

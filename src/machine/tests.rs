@@ -26,6 +26,7 @@ fn config(hot_swap: bool) -> Config {
         priority: 1,
         doppelganger_heights: 20,
         block_delays: crate::fence::BlockDelays::NEARD,
+        remembered: None,
         mutations: Mutations::default(),
     }
 }
@@ -1010,6 +1011,7 @@ fn n0_record(seq: u64, state: RecordState, horizon: Horizon) -> Record {
         account: "pool.near".into(),
         session: "s0".into(),
         seq,
+        term: 1,
         state,
         horizon,
         successor: None,
@@ -2168,4 +2170,151 @@ fn records_carry_the_inherited_horizon_only_until_the_key_may_be_live() {
         _ => None,
     });
     assert_eq!(beat.expect("a heartbeat").inherited, None);
+}
+
+// ----- a rewound Consul: the lock memory ------------------------------------------------------
+
+/// n0's record of `term` and `seq` at `index`, held by nobody.
+fn n0_key(term: u64, seq: u64, state: RecordState, index: u64) -> KeyState {
+    let mut r = n0_record(
+        seq,
+        state,
+        Horizon {
+            head: Some(40),
+            target: Some(41),
+            exact: state == RecordState::Released,
+            stale_ms: None,
+        },
+    );
+    r.term = term;
+    KeyState {
+        index,
+        session: None,
+        value: r.to_bytes(),
+    }
+}
+
+fn remembered(log: &[Command]) -> Vec<crate::lease::LockMemory> {
+    log.iter()
+        .filter_map(|c| match c {
+            Command::Remember(m) => Some(*m),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_node_remembers_the_newest_record_and_acquires_with_a_newer_term() {
+    let mut d = Driver::new(true);
+    d.reach_voting();
+    d.observe(Some(n0_key(4, 9, RecordState::Active, 50)), 50);
+    d.observe(Some(n0_key(4, 10, RecordState::Released, 51)), 51);
+    let m = remembered(&d.log);
+    assert_eq!(
+        m.last().map(|m| (m.term, m.seq, m.index)),
+        Some((4, 10, 51))
+    );
+    let acquire = d.log.iter().find_map(|c| match c {
+        Command::Acquire { value, .. } => Record::parse(value),
+        _ => None,
+    });
+    assert_eq!(acquire.expect("acquires the released lock").term, 5);
+}
+
+/// Issue 21, fault 2: a standby that saw term 5 (remembered on disk across its restart) finds
+/// a restored snapshot's *released* record of term 3 at a lower index.
+fn rewound_standby(memory: Option<crate::lease::LockMemory>) -> Driver {
+    let mut d = Driver::new(true);
+    d.m = Machine::new(
+        Config {
+            remembered: memory,
+            ..config(true)
+        },
+        d.now,
+    );
+    d.reach_voting();
+    d.observe(Some(n0_key(3, 7, RecordState::Released, 30)), 30);
+    let sent = d.now;
+    d.feed(Event::Acquired { sent, index: 60 });
+    d.ack_guard();
+    d
+}
+
+#[test]
+fn a_released_record_older_than_remembered_is_foreign_and_waits_a_ttl() {
+    let memory = crate::lease::LockMemory {
+        term: 5,
+        seq: 2,
+        index: 55,
+    };
+    let mut d = rewound_standby(Some(memory));
+    assert!(
+        d.log.iter().any(|c| matches!(
+            c,
+            Command::ConsulRewound {
+                seen: (3, 7, 30),
+                ..
+            }
+        )),
+        "{:?}",
+        d.log
+    );
+    let acquire = d.log.iter().find_map(|c| match c {
+        Command::Acquire { value, .. } => Record::parse(value),
+        _ => None,
+    });
+    assert_eq!(
+        acquire.expect("acquired").term,
+        6,
+        "newer than anything seen"
+    );
+    // Not the clean release it claims to be: a TTL's wait.
+    for _ in 0..(TTL.as_millis() / 100 - 2) {
+        let out = d.advance(Duration::from_millis(100));
+        d.ack_heartbeats(&out, 60);
+        d.ack_guard();
+        d.head += 1;
+        d.status();
+    }
+    assert!(!d.log.contains(&Command::InstallKey), "{:?}", d.log);
+    for _ in 0..10 {
+        let out = d.advance(Duration::from_millis(100));
+        d.ack_heartbeats(&out, 60);
+        d.ack_guard();
+        d.head += 1;
+        d.target = d.head + 1;
+        d.status();
+    }
+    assert!(d.log.contains(&Command::InstallKey), "after the TTL");
+}
+
+#[test]
+fn without_memory_a_restored_release_looks_clean() {
+    // What the memory is for: a node that never saw anything newer takes the record at its
+    // word (docs/failover.md, "What this does not cover").
+    let mut d = rewound_standby(None);
+    d.status();
+    assert!(d.log.contains(&Command::InstallKey), "{:?}", d.log);
+}
+
+#[cfg(feature = "mutations")]
+#[test]
+fn with_the_memory_switched_off_a_restored_release_is_trusted() {
+    let memory = crate::lease::LockMemory {
+        term: 5,
+        seq: 2,
+        index: 55,
+    };
+    let mut d = Driver::new(true);
+    let mut cfg = config(true);
+    cfg.remembered = Some(memory);
+    cfg.mutations.trust_rewound_records = true;
+    d.m = Machine::new(cfg, d.now);
+    d.reach_voting();
+    d.observe(Some(n0_key(3, 7, RecordState::Released, 30)), 30);
+    let sent = d.now;
+    d.feed(Event::Acquired { sent, index: 60 });
+    d.ack_guard();
+    d.status();
+    assert!(d.log.contains(&Command::InstallKey));
 }

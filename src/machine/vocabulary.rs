@@ -310,6 +310,16 @@ pub enum Command {
     HotSwapFallback(&'static str),
     /// Publish this node's status record.
     Publish(NodeFacts),
+    /// Persist what this node remembers of the lock (atomically, in its state directory).
+    Remember(LockMemory),
+    /// The key shows an older record, at a lower Consul index, than this node has seen:
+    /// Consul's state was rewound (a snapshot restore). Log and count it.
+    ConsulRewound {
+        /// What the key shows now: `(Term, Seq)` and its index.
+        seen: (u64, u64, u64),
+        /// What this node had seen.
+        remembered: LockMemory,
+    },
     /// End the switchover request `done.id`: in the control record, with check-and-set,
     /// replace the request by its outcome (nothing, if the request is no longer there).
     FinishSwitchover(crate::records::SwitchoverDone),

@@ -112,6 +112,26 @@ pub async fn run(
     });
     metrics.priority.set(i64::from(settings.priority));
     let (notes_tx, notes_rx) = mpsc::unbounded_channel();
+    let memory_path = crate::memory::path(&settings.state_dir, &settings.account_id);
+    let remembered = match crate::memory::load(&memory_path) {
+        Ok(m) => m,
+        Err(e) => {
+            // As a node that never ran: it learns the lock anew from Consul.
+            log::error!("{e}");
+            None
+        }
+    };
+    if let Some(m) = remembered {
+        log::info!(
+            "remembered the lock at term {}, heartbeat {}, Consul index {} ({})",
+            m.term,
+            m.seq,
+            m.index,
+            memory_path.display()
+        );
+    }
+    let (memory, memory_rx) = watch::channel(remembered);
+    let keeper = tokio::spawn(crate::memory::keep(memory_path, memory_rx));
     let config = Config {
         node_id: settings.node_id.clone(),
         hostname: hostname(),
@@ -123,6 +143,7 @@ pub async fn run(
         priority: settings.priority,
         doppelganger_heights: settings.doppelganger_heights,
         block_delays: settings.neard_config.block_delays()?,
+        remembered,
         mutations: crate::machine::Mutations::default(),
     };
     let mut sup = Supervisor {
@@ -146,11 +167,13 @@ pub async fn run(
         rpc: rpc_for_windows,
         hooks,
         instance,
+        memory,
     };
     let result = sup.main_loop(rx, notes_rx, shutdown).await;
     // The last record (`Shutdown`) gets a moment to reach Consul, so `kuutamoctl status` shows
     // a stopped node as stopped.
     drop(sup);
+    let _ = tokio::time::timeout(RECORD_FLUSH, keeper).await;
     if tokio::time::timeout(RECORD_FLUSH, publisher).await.is_err() {
         log::warn!("this node's last status record was not published within {RECORD_FLUSH:?}");
     }
@@ -183,6 +206,8 @@ struct Supervisor {
     hooks: Option<mpsc::UnboundedSender<(State, State)>>,
     /// This process's id in its status records.
     instance: String,
+    /// The lock memory to persist ([`crate::memory::keep`]).
+    memory: watch::Sender<Option<crate::lease::LockMemory>>,
 }
 
 impl Supervisor {
@@ -427,6 +452,23 @@ impl Supervisor {
                         self.metrics.doppelganger.set(0);
                     }
                 }
+                None
+            }
+            Command::Remember(m) => {
+                self.memory.send_replace(Some(m));
+                None
+            }
+            Command::ConsulRewound { seen, remembered } => {
+                log::error!(
+                    "Consul's state was rewound: the leader key shows term {}, heartbeat {} at index {}, but this node saw term {}, heartbeat {} at index {} (a snapshot restore?); the key's record is treated as foreign (a TTL's wait, our own view of the chain)",
+                    seen.0,
+                    seen.1,
+                    seen.2,
+                    remembered.term,
+                    remembered.seq,
+                    remembered.index
+                );
+                self.metrics.consul_rewinds.inc();
                 None
             }
             Command::FinishSwitchover(done) => {

@@ -395,7 +395,9 @@ pub(super) fn inject(scenario: Scenario, f: Fault<'_>) -> anyhow::Result<Observe
         | Scenario::SwitchoverTargetDies
         | Scenario::SwitchoverAndSigusr1
         | Scenario::PauseDuringTakeover
-        | Scenario::SwitchoverPriorityZero => {
+        | Scenario::SwitchoverPriorityZero
+        | Scenario::RestoreStandbyStopped
+        | Scenario::RestoreAgentFrozen => {
             anyhow::bail!("{} is run by its own function", scenario.name())
         }
     }

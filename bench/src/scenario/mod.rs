@@ -24,6 +24,7 @@
 mod inject;
 mod measure;
 mod operator;
+mod restore;
 mod run;
 
 use std::time::Duration;
@@ -164,6 +165,11 @@ pub enum Scenario {
     PauseDuringTakeover,
     /// 17h: `switchover --to <standby> --wait`, the standby restarted with priority 0 at once.
     SwitchoverPriorityZero,
+    /// 18a: a Consul snapshot holding a released record of an earlier term is restored while
+    /// the standby is stopped; the standby starts right after.
+    RestoreStandbyStopped,
+    /// 18b: as 18a, with the leader's Consul agent also frozen at the restore.
+    RestoreAgentFrozen,
     /// 12r (opt-in, not in [`ALL`]): the frozen host of 12 resumes once the standby signs,
     /// neard first (a VM resume wakes every process at once; neard first is the worst order).
     HostResume,
@@ -173,7 +179,7 @@ pub enum Scenario {
 pub const OPT_IN: [Scenario; 1] = [Scenario::HostResume];
 
 /// Every scenario, in order.
-pub const ALL: [Scenario; 47] = [
+pub const ALL: [Scenario; 49] = [
     Scenario::NeardKill,
     Scenario::KuutamodTerm,
     Scenario::KuutamodKill,
@@ -221,6 +227,8 @@ pub const ALL: [Scenario; 47] = [
     Scenario::SwitchoverAndSigusr1,
     Scenario::PauseDuringTakeover,
     Scenario::SwitchoverPriorityZero,
+    Scenario::RestoreStandbyStopped,
+    Scenario::RestoreAgentFrozen,
 ];
 
 impl Scenario {
@@ -275,6 +283,8 @@ impl Scenario {
             Scenario::SwitchoverAndSigusr1 => "17f-switchover-sigusr1",
             Scenario::PauseDuringTakeover => "17g-pause-during-takeover",
             Scenario::SwitchoverPriorityZero => "17h-switchover-priority-zero",
+            Scenario::RestoreStandbyStopped => "18a-restore-standby-stopped",
+            Scenario::RestoreAgentFrozen => "18b-restore-agent-frozen",
         }
     }
 
@@ -342,6 +352,14 @@ impl Scenario {
                 | Scenario::SwitchoverAndSigusr1
                 | Scenario::PauseDuringTakeover
                 | Scenario::SwitchoverPriorityZero
+        )
+    }
+
+    /// The Consul restore scenarios of 18a-b.
+    fn restore(self) -> bool {
+        matches!(
+            self,
+            Scenario::RestoreStandbyStopped | Scenario::RestoreAgentFrozen
         )
     }
 

@@ -107,6 +107,7 @@ impl World {
             Scenario::ElectionRace => self.election_race(&dir, mode, timing),
             Scenario::WrongAccount => self.wrong_account(&dir, mode, timing).map(|r| vec![r]),
             s if s.operator() => self.operator(s, &dir, mode, timing).map(|r| vec![r]),
+            s if s.restore() => self.restore(s, &dir, mode, timing).map(|r| vec![r]),
             _ => self.run_one(scenario, &dir, mode, timing).map(|r| vec![r]),
         };
         let mut results = result.unwrap_or_else(|e| {

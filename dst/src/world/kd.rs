@@ -88,6 +88,7 @@ impl World {
                 min: self.timers.min_block_production_delay,
                 max: self.timers.max_block_production_delay,
             },
+            remembered: self.hosts[h].memory,
             mutations: self.settings.mutation.machine(),
         };
         let now = self.clock_now(h);
@@ -348,6 +349,11 @@ impl World {
                 );
                 None
             }
+            Command::Remember(m) => {
+                self.hosts[h].memory = Some(m);
+                None
+            }
+            Command::ConsulRewound { .. } => None,
             Command::FinishSwitchover(done) => {
                 // The node's check-and-set of the control record (applied at once here; the
                 // simulation's Consul model keeps the control record out of band).
