@@ -12,7 +12,7 @@
 # - genesis: every *kickout_threshold set to 0, so node3 keeps its seat while kuutamod is not
 #   yet (or no longer) running it; otherwise an epoch with too few of its blocks kicks it out.
 #   With 4 equal stakes, 3 validators online exceed the 2/3 doomslug needs: the chain advances
-#   while node3 is down (neard-interface.md section 8).
+#   while node3 is down (docs/neard.md, section 8).
 # - chain node i: network.addr BIND:P2P_BASE+i (BIND: 0.0.0.0 by default, for kuutamod hosts
 #   on other machines; the trial passes 127.0.0.1), rpc.addr 127.0.0.1:RPC_BASE+i, boot nodes =
 #   the other chain nodes on 127.0.0.1, consensus.min_num_peers 2 (each sees the other two).

@@ -1,9 +1,9 @@
 # The prebuilt near-sandbox 2.13.4 tarballs the flake packages as neard, by Nix system. A
-# system is listed only with a hash taken from a published source: a fixed-output fetch is
-# exactly as trustworthy as its hash. NEAR publishes Linux-aarch64 tarballs under the same
-# layout, but no hash of them is published anywhere we found (no checksum file from NEAR; the
-# near-sandbox npm package and the Rust near-sandbox installer download without one), so
-# aarch64-linux has no neard, no VM tests and no trial yet; docs/nix.md says how to add it.
+# system is listed only with a hash from a published source confirmed by a second, independent
+# one: a fixed-output fetch is exactly as trustworthy as its hash. NEAR publishes Linux-aarch64
+# tarballs under the same layout but no checksum; one public Nix expression lists a hash for
+# it, which nothing here could confirm, so aarch64-linux has no neard, no VM tests and no trial
+# yet. docs/nix.md gives that hash and the one command that confirms it before it is added.
 # The flake enables neard, the VM tests, the trial and the dev shell's neard for exactly the
 # systems listed here.
 {

@@ -194,7 +194,7 @@ in
     exporterAddress = mkOption {
       type = types.str;
       default = "127.0.0.1:2233";
-      description = "Listen address of `/metrics`, `/health` and `/neard-pid`.";
+      description = "Listen address of `/metrics`, `/health`, `/leader`, `/standby` and `/neard-pid`.";
     };
 
     validatorKeyFile = secretPathOption keyOptions.validatorKeyFile;
@@ -422,7 +422,14 @@ in
       startLimitIntervalSec = 0;
 
       serviceConfig = {
-        ExecStartPre = prepareHome;
+        ExecStartPre = [
+          prepareHome
+          # Every setting, key and neard (home, binary, version) checked before the start, one
+          # line each in the journal, all problems at once. Local checks only: kuutamod rides
+          # out an unreachable Consul (its neard keeps syncing as a voter), so a Consul outage
+          # must not keep the unit from starting.
+          "${lib.getExe cfg.package} --check-local"
+        ];
         ExecStart = lib.getExe cfg.package;
         WorkingDirectory = stateDir;
         LoadCredential = credentials;

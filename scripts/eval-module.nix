@@ -194,6 +194,8 @@ let
   settingsHash = jsonHash (builtins.toJSON sample.services.kuutamod.neardSettings);
   unit = cfg.systemd.services.kuutamod;
   sc = unit.serviceConfig;
+  # The first ExecStartPre: the script that copies config.json and genesis.json into the home.
+  prepare = builtins.head sc.ExecStartPre;
   env = unit.environment;
   kuutamoctl = builtins.head cfg.environment.systemPackages;
 
@@ -327,19 +329,23 @@ in
   )
   (expect "ExecStartPre copies the rendered neardSettings and the genesis"
     (
-      hasInfix "-neard-config.json /var/lib/kuutamod/config.json" sc.ExecStartPre.text
-      && hasInfix "/var/lib/near-genesis/genesis.json /var/lib/kuutamod/genesis.json" sc.ExecStartPre.text
-      && hasInfix "install -m 0600" sc.ExecStartPre.text
+      hasInfix "-neard-config.json /var/lib/kuutamod/config.json" prepare.text
+      && hasInfix "/var/lib/near-genesis/genesis.json /var/lib/kuutamod/genesis.json" prepare.text
+      && hasInfix "install -m 0600" prepare.text
     )
-    sc.ExecStartPre.text
+    prepare.text
+  )
+  (expectEq "ExecStartPre then runs kuutamod's local checks, on the copied home"
+    (builtins.elemAt sc.ExecStartPre 1)
+    "/nix/store/00000000000000000000000000000000-kuutamod-0.1.0/bin/kuutamod --check-local"
   )
   (expect "neardSettings rendered to JSON and that file copied"
-    (hasInfix "/nix/store/${settingsHash}-neard-config.json" sc.ExecStartPre.text)
-    sc.ExecStartPre.text
+    (hasInfix "/nix/store/${settingsHash}-neard-config.json" prepare.text)
+    prepare.text
   )
   (expect "neardConfigFile is copied when given instead of settings"
-    (hasInfix "/etc/neard/config.json /var/lib/kuutamod/config.json" unit2.serviceConfig.ExecStartPre.text)
-    unit2.serviceConfig.ExecStartPre.text
+    (hasInfix "/etc/neard/config.json /var/lib/kuutamod/config.json" (builtins.head unit2.serviceConfig.ExecStartPre).text)
+    (builtins.head unit2.serviceConfig.ExecStartPre).text
   )
   (expectEq "no token credential and no boot nodes when unset"
     [

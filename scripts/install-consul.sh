@@ -19,6 +19,10 @@ if [ ! -x "$bin" ]; then
   echo 'deb http://deb.debian.org/debian bullseye main' >"$cache/sources.list"
   o=(-o "Dir::Etc::SourceList=$cache/sources.list" -o Dir::Etc::SourceParts=/dev/null
      -o "Dir::State::Lists=$cache/lists" -o Debug::NoLocking=1)
+  # As root, apt downloads as the unprivileged user _apt, which cannot write into a cache in
+  # root's home: it falls back to root and warns ("Download is performed unsandboxed as
+  # root ... Permission denied"), which reads like a failure. Ask for root from the start.
+  if [ "$(id -u)" = 0 ]; then o+=(-o APT::Sandbox::User=root); fi
   apt-get "${o[@]}" -qq update >&2
   (cd "$cache" && rm -f consul_*.deb && apt-get "${o[@]}" -qq download consul >&2)
   dpkg -x "$cache"/consul_*.deb "$cache/root"

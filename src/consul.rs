@@ -23,7 +23,36 @@ mod error;
 mod wire;
 
 pub use error::{describe_transport, ConsulError};
-pub use wire::{KvEntry, SessionInfo};
+pub use wire::{KvEntry, SessionInfo, TokenInfo, TokenPolicy};
+
+/// The value a probe transaction carries (it is never written; see [`Consul::probe_lock`]).
+const PROBE_VALUE: &[u8] = b"kuutamod --check probe: never written";
+
+/// What a token may do, asked without doing it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Access {
+    /// The ACL allows it.
+    Allowed,
+    /// The ACL denies it: Consul's words.
+    Denied(String),
+}
+
+/// A probe's answer: may the token read the checked key, and do the write?
+///
+/// A probe is a transaction that cannot apply: first a check that the key is at index 0, which
+/// no key ever is (an existing key's index is its last write's Raft index; a missing key fails
+/// the check too), then the write. Consul applies a transaction whole or not at all, and
+/// before applying it vets every operation against the token's ACL, naming each one denied
+/// ("Permission denied" at its `OpIndex`): the check needs read on its key, the write its own
+/// permission. Checked against Consul 1.8.7: an allowed probe answers 409 with the failed
+/// check and writes nothing (`tests/contrib/check.rs`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Probe {
+    /// Read on the key the probe checks.
+    pub read: Access,
+    /// The write (lock or set).
+    pub write: Access,
+}
 
 /// The client.
 #[derive(Debug, Clone)]
@@ -54,17 +83,17 @@ impl Consul {
             .pool_idle_timeout(Duration::from_secs(60));
         if let Some(path) = ca {
             let pem = std::fs::read(path).map_err(|e| {
-                anyhow::anyhow!("cannot read KUUTAMO_CONSUL_CA_FILE {}: {e}", path.display())
+                anyhow::anyhow!("cannot read the Consul CA file {}: {e}", path.display())
             })?;
             let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
                 anyhow::anyhow!(
-                    "KUUTAMO_CONSUL_CA_FILE {} is not a PEM certificate: {e}",
+                    "the Consul CA file {} is not a PEM certificate: {e}",
                     path.display()
                 )
             })?;
             if certs.is_empty() {
                 anyhow::bail!(
-                    "KUUTAMO_CONSUL_CA_FILE {} holds no PEM certificate",
+                    "the Consul CA file {} holds no PEM certificate",
                     path.display()
                 );
             }
@@ -113,12 +142,19 @@ impl Consul {
     }
 
     fn status_error(&self, path: &str, status: reqwest::StatusCode, body: &[u8]) -> ConsulError {
+        let body = String::from_utf8_lossy(&body[..body.len().min(200)])
+            .trim()
+            .to_string();
+        if status == reqwest::StatusCode::FORBIDDEN {
+            return ConsulError::Denied {
+                url: self.url(path),
+                reason: body,
+            };
+        }
         ConsulError::Status {
             url: self.url(path),
             status,
-            body: String::from_utf8_lossy(&body[..body.len().min(200)])
-                .trim()
-                .to_string(),
+            body,
         }
     }
 
@@ -343,19 +379,24 @@ impl Consul {
         blocking: Option<(u64, Duration)>,
         consistent: bool,
     ) -> Result<(Option<KvEntry>, u64), ConsulError> {
-        let (mut path, timeout) = match blocking {
-            Some((index, wait)) => (
-                format!(
-                    "/v1/kv/{key}?index={index}&wait={}",
-                    crate::duration::consul(wait)
-                ),
-                wait + wait / 16 + BLOCKING_SLACK,
-            ),
-            None => (format!("/v1/kv/{key}?"), REQUEST_TIMEOUT),
+        let mut query = Vec::new();
+        let timeout = match blocking {
+            Some((index, wait)) => {
+                query.push(format!("index={index}"));
+                query.push(format!("wait={}", crate::duration::consul(wait)));
+                wait + wait / 16 + BLOCKING_SLACK
+            }
+            None => REQUEST_TIMEOUT,
         };
         if consistent {
-            path.push_str("&consistent");
+            query.push("consistent".to_string());
         }
+        // No `?` without a query: the URL goes into error messages and logs as it is.
+        let path = if query.is_empty() {
+            format!("/v1/kv/{key}")
+        } else {
+            format!("/v1/kv/{key}?{}", query.join("&"))
+        };
         let (status, headers, body) = self
             .send(reqwest::Method::GET, &path, None, timeout)
             .await?;
@@ -424,6 +465,109 @@ impl Consul {
             return Err(self.status_error(&path, status, &body));
         }
         self.parse(&path, &body)
+    }
+
+    /// Whether this token may read `key` and lock it for `session`, asked without changing
+    /// anything (`kuutamod --check`); how, [`Probe`] says.
+    pub async fn probe_lock(&self, key: &str, session: &str) -> Result<Probe, ConsulError> {
+        let lock = serde_json::json!({"KV": {
+            "Verb": "lock",
+            "Key": key,
+            "Session": session,
+            "Value": base64::engine::general_purpose::STANDARD.encode(PROBE_VALUE),
+        }});
+        self.probe(key, lock).await
+    }
+
+    /// Whether this token may read `read_key` and write `key`, asked without changing anything
+    /// (`kuutamod --check`); how, [`Probe`] says.
+    pub async fn probe_set(&self, read_key: &str, key: &str) -> Result<Probe, ConsulError> {
+        let set = serde_json::json!({"KV": {
+            "Verb": "set",
+            "Key": key,
+            "Value": base64::engine::general_purpose::STANDARD.encode(PROBE_VALUE),
+        }});
+        self.probe(read_key, set).await
+    }
+
+    /// The probe transaction ([`Probe`]): a check that `read_key` is at index 0, then `op`.
+    async fn probe(&self, read_key: &str, op: serde_json::Value) -> Result<Probe, ConsulError> {
+        let path = "/v1/txn";
+        let check = serde_json::json!({"KV": {"Verb": "check-index", "Key": read_key, "Index": 0}});
+        let body = serde_json::to_vec(&[check, op]).map_err(|e| ConsulError::Garbage {
+            url: self.url(path),
+            reason: e.to_string(),
+        })?;
+        let (status, _, body) = self
+            .send(reqwest::Method::PUT, path, Some(body), REQUEST_TIMEOUT)
+            .await?;
+        if status.is_success() {
+            return Err(ConsulError::Garbage {
+                url: self.url(path),
+                reason: "a probe transaction applied, which a check of index 0 must prevent".into(),
+            });
+        }
+        if status != reqwest::StatusCode::CONFLICT {
+            return Err(self.status_error(path, status, &body));
+        }
+        #[derive(Deserialize)]
+        struct TxnError {
+            #[serde(rename = "OpIndex", default)]
+            op_index: usize,
+            #[serde(rename = "What", default)]
+            what: String,
+        }
+        #[derive(Deserialize)]
+        struct TxnAnswer {
+            #[serde(rename = "Errors", default)]
+            errors: Option<Vec<TxnError>>,
+        }
+        let answer: TxnAnswer = self.parse(path, &body)?;
+        let errors = answer.errors.unwrap_or_default();
+        let access = |index: usize| match errors
+            .iter()
+            .find(|e| e.op_index == index && e.what.contains("Permission denied"))
+        {
+            Some(e) => Access::Denied(e.what.clone()),
+            None => Access::Allowed,
+        };
+        Ok(Probe {
+            read: access(0),
+            write: access(1),
+        })
+    }
+
+    /// The token's own description and policy names (`/v1/acl/token/self`), `Ok(None)` when
+    /// Consul's ACLs are off.
+    pub async fn token_self(&self) -> Result<Option<TokenInfo>, ConsulError> {
+        let path = "/v1/acl/token/self";
+        let (status, _, body) = self
+            .send(reqwest::Method::GET, path, None, REQUEST_TIMEOUT)
+            .await?;
+        // Consul answers 401 "ACL support disabled" when ACLs are off.
+        if status == reqwest::StatusCode::UNAUTHORIZED
+            && String::from_utf8_lossy(&body).contains("ACL support disabled")
+        {
+            return Ok(None);
+        }
+        if !status.is_success() {
+            return Err(self.status_error(path, status, &body));
+        }
+        self.parse(path, &body).map(Some)
+    }
+
+    /// The address of Consul's Raft leader (`/v1/status/leader`), `None` when the servers have
+    /// no leader (no quorum).
+    pub async fn leader(&self) -> Result<Option<String>, ConsulError> {
+        let path = "/v1/status/leader";
+        let (status, _, body) = self
+            .send(reqwest::Method::GET, path, None, REQUEST_TIMEOUT)
+            .await?;
+        if !status.is_success() {
+            return Err(self.status_error(path, status, &body));
+        }
+        let leader: String = self.parse(path, &body)?;
+        Ok(Some(leader).filter(|l| !l.is_empty()))
     }
 
     /// Writes `value` to `key` without any lock (for records that are not the lock, such as a

@@ -2,7 +2,7 @@
 //! anything the old leader's neard signed differently. Pure: the caller passes what its neard
 //! shows and the time.
 //!
-//! # What neard signs, and when (neard-interface.md §8, nearcore `doomslug.rs`)
+//! # What neard signs, and when (docs/neard.md §8, nearcore `doomslug.rs`)
 //!
 //! A validating neard signs approvals for *targets* ahead of its head: an endorsement of its tip
 //! for `tip + 1`, and, while no next block arrives, skips for `tip + 2`, `tip + 3`, ... on
@@ -60,6 +60,13 @@ pub struct OwnView {
     pub tip_ms: Option<u64>,
     /// Our wall clock (unix ms) at the poll.
     pub wall_ms: u64,
+    /// Our tip arrived after this instant (our own clock): the poll before the one that first
+    /// showed this head. `None` when unknown (the first poll of a neard).
+    pub arrived_after: Option<Instant>,
+    /// Whether our wall clock agrees with the chain's block timestamps, as far as recent blocks
+    /// show: a block that arrives stamped later than our wall clock (by more than
+    /// [`WALL_SKEW`]) says our clock is behind the block producers'.
+    pub wall_trusted: bool,
 }
 
 impl OwnView {
@@ -313,13 +320,18 @@ impl Fence {
         };
         // Caught up: our tip was produced after the old leader stopped, so it extends every
         // block the old leader saw (and endorsed) before; and our target is above the skips it
-        // could have sent meanwhile without blocks.
+        // could have sent meanwhile without blocks. "Produced after" is read from the block's
+        // timestamp against our wall clock, so it is trusted only when our clock agrees with
+        // the chain's, and only for a tip that arrived after the old leader stopped (by our own
+        // clock): a block that arrived before cannot have been produced after.
         let fence_wall = own
             .wall_ms
             .saturating_sub(millis(now.saturating_duration_since(fenced_by)));
-        let after_fence = own
-            .tip_ms
-            .is_some_and(|tip| tip >= fence_wall + millis(WALL_SKEW));
+        let after_fence = own.wall_trusted
+            && own.arrived_after.is_some_and(|a| a >= fenced_by)
+            && own
+                .tip_ms
+                .is_some_and(|tip| tip >= fence_wall + millis(WALL_SKEW));
         if after_fence && beyond(params.delays.max).is_none_or(|t| own_target >= t) {
             return Ok(());
         }

@@ -115,6 +115,12 @@ pub struct Record {
     /// Heartbeat counter: 1 at acquisition, +1 per heartbeat.
     #[serde(rename = "Seq", default)]
     pub seq: u64,
+    /// The term: one more than the largest term its writer had seen (in the key or in its
+    /// [`LockMemory`]) when it acquired the lock, the same in every heartbeat and the release
+    /// of that acquisition. A record of an older `(Term, Seq)` than one a node has seen is from
+    /// a rewound Consul (a snapshot restore) and proves nothing: the node treats it as foreign.
+    #[serde(rename = "Term", default)]
+    pub term: u64,
     /// Active or released.
     #[serde(rename = "State", default = "active")]
     pub state: RecordState,
@@ -125,6 +131,13 @@ pub struct Record {
     /// leave it to that node for a TTL.
     #[serde(rename = "Successor", default, skip_serializing_if = "Option::is_none")]
     pub successor: Option<String>,
+    /// With `successor`: the id of the switchover request this hand-over carries out.
+    #[serde(
+        rename = "Switchover",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub switchover: Option<String>,
     /// While the holder is promoting (its key not live yet): the horizon and stale window of
     /// the leader before it, as its fence waits for them ([`crate::fence::Fence::inherited`]).
     /// If it gives the lock back before its fence opened, the next holder's fence must still
@@ -139,6 +152,11 @@ fn active() -> RecordState {
 }
 
 impl Record {
+    /// Its place in the lock's history: `(Term, Seq)`.
+    pub fn order(&self) -> (u64, u64) {
+        (self.term, self.seq)
+    }
+
     /// Parses a key value; `None` when it is not a kuutamod record.
     pub fn parse(bytes: &[u8]) -> Option<Record> {
         serde_json::from_slice(bytes).ok()
@@ -148,6 +166,27 @@ impl Record {
     pub fn to_bytes(&self) -> Vec<u8> {
         // Serializing a struct of strings and integers cannot fail.
         serde_json::to_vec(self).unwrap_or_default()
+    }
+}
+
+/// What a node remembers of the lock across restarts (on disk, in its state directory): the
+/// newest record it has seen, by `(Term, Seq)`, and the Consul index at which it saw it. An
+/// older record, or the key at a lower index, afterwards is Consul's state rewound (a snapshot
+/// restore): such a record is foreign, whatever it says.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LockMemory {
+    /// The newest record's term.
+    pub term: u64,
+    /// Its heartbeat counter.
+    pub seq: u64,
+    /// The key's `ModifyIndex` with that record.
+    pub index: u64,
+}
+
+impl LockMemory {
+    /// The newest record's `(Term, Seq)`.
+    pub fn order(&self) -> (u64, u64) {
+        (self.term, self.seq)
     }
 }
 
@@ -274,13 +313,15 @@ impl Lease {
     }
 
     /// The record to release the lock with after the neard was fenced; `successor` names
-    /// the node a planned switchover hands over to.
-    pub fn released(&self, horizon: Horizon, successor: Option<String>) -> Record {
+    /// the node a planned switchover (its id) hands over to.
+    pub fn released(&self, horizon: Horizon, successor: Option<(String, String)>) -> Record {
+        let (successor, switchover) = successor.unzip();
         Record {
             seq: self.record.seq + 1,
             state: RecordState::Released,
             horizon,
             successor,
+            switchover,
             inherited: None,
             ..self.record.clone()
         }
@@ -455,9 +496,21 @@ impl Observer {
     }
 
     /// What a standby with session `own` (node `me`) should do at `now`; `wait` is the time
-    /// after which a silent holder has surely fenced itself (the TTL), and for which a
-    /// switchover's released record is left to its successor.
-    pub fn standby_move(&self, own: &str, me: &str, now: Instant, wait: Duration) -> StandbyMove {
+    /// after which a silent holder has surely fenced itself (the TTL); a switchover's released
+    /// record is left to its successor for `reserve`.
+    ///
+    /// `remembered` is the newest `(Term, Seq)` this node has seen: a record older than that is
+    /// from a rewound Consul and counts as a foreign value (a TTL after it appeared, and our
+    /// own view for the previous leader's horizon), a released one too.
+    pub fn standby_move(
+        &self,
+        own: &str,
+        me: &str,
+        now: Instant,
+        wait: Duration,
+        reserve: Duration,
+        remembered: Option<(u64, u64)>,
+    ) -> StandbyMove {
         let Some(seen) = &self.seen else {
             return StandbyMove::Wait;
         };
@@ -479,14 +532,15 @@ impl Observer {
                 }
             }
             None => {
-                let record = Record::parse(&key.value);
+                let record =
+                    Record::parse(&key.value).filter(|r| remembered.is_none_or(|m| r.order() >= m));
                 if let Some(Record {
                     state: RecordState::Released,
                     successor: Some(s),
                     ..
                 }) = &record
                 {
-                    if s != me && now < seen.value_since + wait {
+                    if s != me && now < seen.value_since + reserve {
                         return StandbyMove::Wait;
                     }
                 }

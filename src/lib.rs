@@ -19,6 +19,7 @@
 //!   [`fence`] (the height fence against neard's signing horizon), [`doppelganger`] (our key
 //!   signing elsewhere), [`backoff`], and
 //!   [`clock`] (the `CLOCK_BOOTTIME` instant they use).
+//! - [`memory`]: what kuutamod remembers across restarts (the newest lock record it saw).
 //! - [`records`]: what the nodes tell each other and the operator besides the lock (status
 //!   records, pause, planned switchover).
 //! - [`supervisor`]: the I/O loop that feeds events to the machine and carries out its commands.
@@ -26,9 +27,12 @@
 //!   deadline if kuutamod is paused, and takes it down when it dies; [`pidfd`]: the process
 //!   handles both use to signal neard.
 //! - [`metrics`] and [`exporter`]: the Prometheus metrics and the HTTP endpoint serving them.
-//! - [`duration`]: parsing of durations such as `30s` and `500ms`.
+//! - [`duration`]: parsing of durations such as `30s` and `500ms`, and printing them back.
+//! - [`check`]: `kuutamod --check`, every setting, key, neard and the Consul token checked
+//!   without starting anything.
 
 pub mod backoff;
+pub mod check;
 pub mod clock;
 pub mod consul;
 pub mod doppelganger;
@@ -39,6 +43,7 @@ pub mod guard;
 pub mod keys;
 pub mod lease;
 pub mod machine;
+pub mod memory;
 pub mod metrics;
 pub mod neard;
 pub mod pidfd;

@@ -1,13 +1,13 @@
 //! The kuutamod binary: parse settings, set up logging, serve metrics, run the supervisor
-//! until SIGTERM or SIGINT.
+//! until SIGTERM or SIGINT; or, with `--check` / `--check-local`, check everything kuutamod
+//! would need and exit.
 
 use std::io::Write;
 
-use clap::Parser;
 use kuutamod::exporter::{self, Published};
 use kuutamod::machine::State;
 use kuutamod::metrics::Metrics;
-use kuutamod::settings::{Args, Settings};
+use kuutamod::settings::{parse_args, Args, Settings};
 
 fn main() {
     // The guard first, before anything could start a thread: it starts neard from this thread,
@@ -40,7 +40,20 @@ async fn kuutamod_main() {
         Some(&nix::sys::signal::SigSet::empty()),
         None,
     );
-    let args = Args::parse();
+    let args = match parse_args() {
+        Ok(args) => args,
+        Err(e) => fail(&e),
+    };
+    if args.check || args.check_local {
+        let scope = if args.check {
+            kuutamod::check::Scope::All
+        } else {
+            kuutamod::check::Scope::Local
+        };
+        let report = kuutamod::check::run(&args, scope).await;
+        print!("{report}");
+        std::process::exit(if report.passed() { 0 } else { 1 });
+    }
     let node_id = args.node_id.clone();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
         .format(move |buf, record| {
@@ -55,10 +68,15 @@ async fn kuutamod_main() {
         })
         .init();
     if let Err(e) = run(args).await {
-        log::error!("{e:#}");
-        eprintln!("kuutamod: {e:#}");
-        std::process::exit(1);
+        fail(&format!("{e:#}"));
     }
+}
+
+/// Prints the error once, as one line (not as a log line and again), and exits 1: the status
+/// of every settings error and failure.
+fn fail(e: &str) -> ! {
+    eprintln!("kuutamod: {e}");
+    std::process::exit(1);
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
@@ -74,13 +92,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
     });
     tokio::spawn(exporter::serve(listener, metrics.clone(), watch));
     log::info!(
-        "kuutamod {} starting: account {}, Consul {}, neard home {}, TTL {:?}, step-down {:?} after the last acknowledged heartbeat",
+        "kuutamod {} starting: account {}, Consul {}, neard home {}, TTL {}, step-down {} after the last acknowledged heartbeat",
         env!("CARGO_PKG_VERSION"),
         settings.account_id,
         settings.consul_url,
         settings.neard_home.display(),
-        settings.timing.ttl,
-        settings.timing.step_down_after,
+        kuutamod::duration::display(settings.timing.ttl),
+        kuutamod::duration::display(settings.timing.step_down_after),
     );
     kuutamod::supervisor::run(settings, metrics, published, shutdown_signal()?).await?;
     log::info!("stopped");

@@ -58,6 +58,19 @@ pub struct Metrics {
     pub lock_held: IntGauge,
     /// `kuutamod_consul_up`: 1 when the last Consul request succeeded, 0 when it failed.
     pub consul_up: IntGauge,
+    /// `kuutamod_not_signing_seconds`: how long this node has held the lock without signing
+    /// (promoting with its key not live yet, or validating with its neard's head unchanged or
+    /// syncing); 0 otherwise.
+    pub not_signing: prometheus::Gauge,
+    /// `kuutamod_node_id_conflict`: 1 once another kuutamod process wrote this node's status
+    /// record (two hosts with one `KUUTAMO_NODE_ID`).
+    pub node_id_conflict: IntGauge,
+    /// `kuutamod_wall_clock_trusted`: 0 while our wall clock is behind the chain's block
+    /// timestamps (the height fence then does not read them).
+    pub wall_clock_trusted: IntGauge,
+    /// `kuutamod_consul_rewinds_total`: times the leader key showed an older record at a lower
+    /// index than this node had seen (Consul's state rewound, a snapshot restore).
+    pub consul_rewinds: IntCounter,
     /// `kuutamod_consul_errors_total{op}`: Consul requests that failed (no answer, an error
     /// status, garbage; a refused transaction or a lost session is an answer, not an error).
     pub consul_errors: IntCounterVec,
@@ -162,6 +175,26 @@ impl Metrics {
             "1 when the last Consul request succeeded, 0 when it failed",
         )
         .expect("valid metric");
+        let not_signing = prometheus::Gauge::new(
+            "kuutamod_not_signing_seconds",
+            "How long this node has held the leader lock without signing (key not live yet, or neard's head unchanged or syncing); 0 otherwise",
+        )
+        .expect("valid metric");
+        let node_id_conflict = IntGauge::new(
+            "kuutamod_node_id_conflict",
+            "1 once another kuutamod process wrote this node's status record: two hosts share one KUUTAMO_NODE_ID",
+        )
+        .expect("valid metric");
+        let wall_clock_trusted = IntGauge::new(
+            "kuutamod_wall_clock_trusted",
+            "0 while this host's wall clock is behind the chain's block timestamps (the height fence then ignores them)",
+        )
+        .expect("valid metric");
+        let consul_rewinds = IntCounter::new(
+            "kuutamod_consul_rewinds_total",
+            "Times the leader key showed an older record at a lower index than this node had seen (Consul's state rewound)",
+        )
+        .expect("valid metric");
         let consul_errors = IntCounterVec::new(
             Opts::new(
                 "kuutamod_consul_errors_total",
@@ -224,6 +257,10 @@ impl Metrics {
             Box::new(guard_up.clone()),
             Box::new(lock_held.clone()),
             Box::new(consul_up.clone()),
+            Box::new(not_signing.clone()),
+            Box::new(node_id_conflict.clone()),
+            Box::new(wall_clock_trusted.clone()),
+            Box::new(consul_rewinds.clone()),
             Box::new(consul_errors.clone()),
             Box::new(consul_latency.clone()),
             Box::new(production[0].clone()),
@@ -261,6 +298,10 @@ impl Metrics {
             guard_up,
             lock_held,
             consul_up,
+            not_signing,
+            node_id_conflict,
+            wall_clock_trusted,
+            consul_rewinds,
             consul_errors,
             consul_latency,
             production,
@@ -268,6 +309,7 @@ impl Metrics {
             kickout_margin,
         };
         metrics.set_state(State::Startup);
+        metrics.wall_clock_trusted.set(1);
         // Every labelled series exists from the start, so that rate() and increase() see the
         // first event.
         for reason in crate::machine::StepDown::LABELS {

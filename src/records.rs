@@ -29,6 +29,11 @@ pub struct NodeRecord {
     pub node_id: String,
     /// Host name.
     pub hostname: String,
+    /// A random id of the kuutamod process that wrote the record (new at every start): a
+    /// record of our node id written by another process while we run is a second host with
+    /// our node id.
+    #[serde(default)]
+    pub instance: Option<String>,
     /// kuutamod's state (`Voting`, `Validating`, ...).
     pub state: String,
     /// Whether neard is in sync.
@@ -70,30 +75,59 @@ pub struct SwitchoverStatus {
     pub failed: bool,
 }
 
-/// The account's control record, written by `kuutamoctl`.
+/// The account's control record, written by `kuutamoctl` (pause, a switchover request) and by
+/// the node that ends a switchover (its outcome), always with check-and-set.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Control {
     /// No automatic failover and no neard restarts while set. Safety fences stay active.
     #[serde(default)]
     pub paused: bool,
-    /// A planned hand-over, if one is requested.
+    /// A planned hand-over, while it is pending.
     #[serde(default)]
     pub switchover: Option<Switchover>,
+    /// How the last switchover ended.
+    #[serde(default)]
+    pub done: Option<SwitchoverDone>,
 }
 
-/// A planned hand-over request.
+/// A planned hand-over request: one operation with an identity. Only `from`, the node that
+/// validated when it was requested, carries it out, once, to `to`, chosen when it was
+/// requested; the first node that validates after it (or `from`, when it cannot) ends it by
+/// moving it to [`Control::done`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Switchover {
     /// Unique id of the request.
     pub id: String,
-    /// The node to hand over to; `None`: the best synced standby.
+    /// The node that validated when the request was made; only it hands over.
+    #[serde(default)]
+    pub from: String,
+    /// Its Consul session then: a `from` that restarted since does not act on the request.
+    #[serde(default)]
+    pub from_session: Option<String>,
+    /// The node to hand over to, chosen when the request was made.
     #[serde(default)]
     pub to: Option<String>,
     /// Wait until neard says our account has nothing to produce for a while.
     #[serde(default)]
     pub in_window: bool,
-    /// Unix ms after which the request is void.
-    pub expires_ms: u64,
+    /// How long after a node first saw the request it may still start the hand-over (ms; by
+    /// that node's own clock). 0: no limit.
+    #[serde(default)]
+    pub timeout_ms: u64,
+}
+
+/// How a switchover ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SwitchoverDone {
+    /// The request's id.
+    pub id: String,
+    /// Whether `to` validates after a planned hand-over from `from`, as asked.
+    pub ok: bool,
+    /// The node that validated when it ended (the one that ended it), if any.
+    #[serde(default)]
+    pub leader: Option<String>,
+    /// What happened, in words.
+    pub outcome: String,
 }
 
 impl Control {
@@ -124,6 +158,44 @@ impl NodeRecord {
     }
 }
 
+/// A random id for this kuutamod process's records ([`NodeRecord::instance`]).
+pub fn new_instance() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/random/uuid")
+        .map(|u| u.trim().to_string())
+        .unwrap_or_else(|_| {
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos());
+            format!("{:x}-{nanos:x}", std::process::id())
+        })
+}
+
+/// What the records under our own node id say about who else uses it.
+#[derive(Debug, Default)]
+pub struct OwnId {
+    /// Our own record has been seen under our key (we wrote, and the watch saw it).
+    seen_ours: bool,
+    /// Another process's record appeared after ours: its host name.
+    pub conflict: Option<String>,
+}
+
+impl OwnId {
+    /// The record under our node id as the watch read it, with our `instance`. Another
+    /// instance's record before we saw our own is our previous run's; after it, another
+    /// process writes our node id.
+    pub fn observe(&mut self, record: &NodeRecord, instance: &str) -> Option<&str> {
+        if record.instance.as_deref() == Some(instance) {
+            self.seen_ours = true;
+            return None;
+        }
+        if self.seen_ours && self.conflict.is_none() {
+            self.conflict = Some(record.hostname.clone());
+            return self.conflict.as_deref();
+        }
+        None
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -139,6 +211,24 @@ mod tests {
         assert!(!r.is_fresh(limit + 1));
         // A record from a clock ahead of ours is fresh.
         assert!(r.is_fresh(0));
+    }
+
+    #[test]
+    fn another_instance_under_our_id_is_a_conflict_only_after_our_own_record() {
+        let mut own = OwnId::default();
+        let rec = |instance: &str, host: &str| NodeRecord {
+            node_id: "n1".into(),
+            hostname: host.into(),
+            instance: Some(instance.into()),
+            ..NodeRecord::default()
+        };
+        // Our previous run's record, then ours: no conflict.
+        assert_eq!(own.observe(&rec("old", "a"), "me"), None);
+        assert_eq!(own.observe(&rec("me", "a"), "me"), None);
+        // Then another process's: a conflict, named once.
+        assert_eq!(own.observe(&rec("other", "b"), "me"), Some("b"));
+        assert_eq!(own.observe(&rec("other", "b"), "me"), None);
+        assert_eq!(own.conflict.as_deref(), Some("b"));
     }
 
     #[test]

@@ -1,5 +1,11 @@
 //! kuutamod's configuration: `KUUTAMO_*` environment variables (each also a flag), checked at
 //! start so that every bad input fails at once with one line naming the variable or file.
+//!
+//! The checks are small functions ([`ConsulAccess::resolve`], [`read_key`], [`distinct_keys`],
+//! [`account_of`], [`resolve_neard_bin`], ...) that [`Settings::from_args`] runs in order and
+//! that `kuutamod --check` ([`crate::check`]) runs one by one, to report every problem at once.
+//! Beside this file: `cli.rs` ([`parse_args`]: clap's errors as one line naming the variable)
+//! and `consul.rs` (where Consul is: kuutamo's settings, then the consul CLI's variables).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -10,6 +16,35 @@ use clap::{Parser, ValueEnum};
 use crate::keys::KeyFile;
 use crate::neard::config::NeardConfig;
 use crate::timing::Timing;
+
+mod cli;
+mod consul;
+
+pub use cli::{parse_args, parse_args_from};
+pub use consul::{
+    check_consul_url, consul_ca_file, consul_http_addr, consul_token, consul_url, ConsulAccess,
+    DEFAULT_CONSUL_URL,
+};
+
+/// `kuutamod --help`'s closing text: the formats and rules no single flag shows.
+const AFTER_HELP: &str = "\
+Durations (KUUTAMO_SESSION_TTL, KUUTAMO_NEARD_STOP_GRACE, KUUTAMO_SYNCING_GRACE): a number with a
+unit (500ms, 30s, 2m, 1h, or 1m30s), or a bare number of seconds (30 is 30s, as systemd reads it).
+
+Consul: the URL is --consul-url / KUUTAMO_CONSUL_URL, else CONSUL_HTTP_ADDR (with CONSUL_HTTP_SSL,
+as the consul CLI reads them), else http://localhost:8500. The ACL token is KUUTAMO_CONSUL_TOKEN,
+else the file KUUTAMO_CONSUL_TOKEN_FILE, else CONSUL_HTTP_TOKEN_FILE, else CONSUL_HTTP_TOKEN. The
+CA file is KUUTAMO_CONSUL_CA_FILE, else CONSUL_CACERT.
+
+Logging: RUST_LOG sets what is logged to stderr (env_logger's syntax; default `info`), e.g.
+RUST_LOG=debug or RUST_LOG=kuutamod=debug,info.
+
+--check validates everything kuutamod needs without starting neard or taking the lock (it
+creates and destroys one Consul session to test the token), one line per check; --check-local
+leaves Consul out (for a unit's ExecStartPre: kuutamod itself rides out an unreachable Consul).
+
+Exit status: 0 after SIGTERM or SIGINT (neard fenced and stopped, the lock released); 1 on a bad
+setting (one line naming the variable or file, and the fix), on a failure, or when a check fails.";
 
 /// How a voter is promoted to validator.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -36,9 +71,17 @@ pub enum ShardTracking {
 #[command(
     name = "kuutamod",
     version,
-    about = "Distributed supervisor for neard: Consul-locked active-passive failover for NEAR validators"
+    about = "Distributed supervisor for neard: Consul-locked active-passive failover for NEAR validators",
+    after_help = AFTER_HELP
 )]
 pub struct Args {
+    /// Check every setting, key, neard, the Consul lock store and the ACL token, the clock and
+    /// the exporter address, one line each; start nothing, take no lock; exit 1 if any fails.
+    #[arg(long, conflicts_with = "check_local")]
+    pub check: bool,
+    /// Like --check, without the checks that need Consul (for ExecStartPre).
+    #[arg(long)]
+    pub check_local: bool,
     /// This node's id, in logs and in the leader key's value.
     #[arg(long, env = "KUUTAMO_NODE_ID", default_value = "node")]
     pub node_id: String,
@@ -47,24 +90,23 @@ pub struct Args {
     /// typos: kuutamod refuses to start otherwise).
     #[arg(long, env = "KUUTAMO_ACCOUNT_ID")]
     pub account_id: Option<String>,
-    /// Consul HTTP API (http or https).
-    #[arg(
-        long,
-        env = "KUUTAMO_CONSUL_URL",
-        default_value = "http://localhost:8500"
-    )]
-    pub consul_url: String,
-    /// Consul ACL token (else CONSUL_HTTP_TOKEN, else the token file).
+    /// Consul HTTP API (http or https) [default: $CONSUL_HTTP_ADDR, else
+    /// http://localhost:8500].
+    #[arg(long, env = "KUUTAMO_CONSUL_URL")]
+    pub consul_url: Option<String>,
+    /// Consul ACL token [default: the token file, else $CONSUL_HTTP_TOKEN_FILE, else
+    /// $CONSUL_HTTP_TOKEN].
     #[arg(long, env = "KUUTAMO_CONSUL_TOKEN", hide_env_values = true)]
     pub consul_token: Option<String>,
     /// File holding the Consul ACL token.
     #[arg(long, env = "KUUTAMO_CONSUL_TOKEN_FILE")]
     pub consul_token_file: Option<PathBuf>,
-    /// PEM file of the CA that signed Consul's HTTPS certificate (for an https URL with a
-    /// private CA).
+    /// PEM file of the CA that signed Consul's HTTPS certificate, for an https URL with a
+    /// private CA [default: $CONSUL_CACERT].
     #[arg(long, env = "KUUTAMO_CONSUL_CA_FILE")]
     pub consul_ca_file: Option<PathBuf>,
-    /// Where /metrics, /health and /neard-pid are served.
+    /// Where kuutamod serves /metrics, /health (the state), /leader (200 while validating),
+    /// /standby (200 while ready to take over) and /neard-pid.
     #[arg(
         long,
         env = "KUUTAMO_EXPORTER_ADDRESS",
@@ -85,6 +127,10 @@ pub struct Args {
     /// neard's home, with config.json and genesis.json in place.
     #[arg(long, env = "KUUTAMO_NEARD_HOME", default_value = ".")]
     pub neard_home: PathBuf,
+    /// Where kuutamod keeps what it must remember across restarts (the newest lock record it
+    /// has seen, to recognise a rewound Consul) [default: $STATE_DIRECTORY, else neard's home].
+    #[arg(long, env = "KUUTAMO_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
     /// Passed to neard as --boot-nodes.
     #[arg(long, env = "KUUTAMO_NEARD_BOOTNODES")]
     pub neard_bootnodes: Option<String>,
@@ -105,11 +151,13 @@ pub struct Args {
     /// The neard binary.
     #[arg(long, env = "KUUTAMO_NEARD_BIN", default_value = "neard")]
     pub neard_bin: PathBuf,
-    /// TTL of the Consul session. The lock can move this long after the last renew at the
-    /// earliest; see docs/failover.md for how the other timings derive from it.
+    /// TTL of the Consul session (a duration, see below). The lock can move this long after the
+    /// last renew at the earliest; see docs/failover.md for how the other timings derive from
+    /// it.
     #[arg(long, env = "KUUTAMO_SESSION_TTL", default_value = "30s", value_parser = crate::duration::parse)]
     pub session_ttl: Duration,
-    /// How long neard may take to exit after SIGTERM before it is killed.
+    /// How long neard may take to exit after SIGTERM before it is killed (at most 0.4 x the
+    /// TTL).
     #[arg(long, env = "KUUTAMO_NEARD_STOP_GRACE", default_value = "5s", value_parser = crate::duration::parse)]
     pub neard_stop_grace: Duration,
     /// How long the validating neard may report `syncing` before this node steps down.
@@ -177,6 +225,8 @@ pub struct Settings {
     pub voter_node_key: KeyFile,
     /// neard's home.
     pub neard_home: PathBuf,
+    /// kuutamod's state directory.
+    pub state_dir: PathBuf,
     /// neard's config.json as found at start.
     pub neard_config: NeardConfig,
     /// Boot nodes for neard.
@@ -230,7 +280,9 @@ pub fn leader_key(account_id: &str) -> String {
     format!("kuutamod-leader/{account_id}")
 }
 
-fn key_path(given: Option<&Path>, var: &str, file: &str) -> Result<PathBuf, String> {
+/// Where a key file is: the variable's path, else `$CREDENTIALS_DIRECTORY/<file>` (systemd's
+/// `LoadCredential`).
+pub fn key_path(given: Option<&Path>, var: &str, file: &str) -> Result<PathBuf, String> {
     if let Some(p) = given {
         return Ok(p.to_owned());
     }
@@ -243,10 +295,78 @@ fn key_path(given: Option<&Path>, var: &str, file: &str) -> Result<PathBuf, Stri
     }
 }
 
-fn socket_addr(var: &str, value: &str) -> Result<SocketAddr, String> {
+/// Reads and checks the key file `var` names (or `file` in `$CREDENTIALS_DIRECTORY`).
+pub fn read_key(
+    what: &'static str,
+    given: Option<&Path>,
+    var: &str,
+    file: &str,
+) -> Result<KeyFile, String> {
+    let path = key_path(given, var, file)?;
+    KeyFile::read(what, &path).map_err(|e| e.to_string())
+}
+
+/// Whether this node needs the validator node key: always in restart mode (neard validates
+/// with it), in hot-swap mode only when one is given (a hot swap keeps the host's own).
+pub fn wants_validator_node_key(args: &Args) -> bool {
+    args.failover_mode == FailoverMode::Restart
+        || args.validator_node_key.is_some()
+        || std::env::var_os("CREDENTIALS_DIRECTORY")
+            .is_some_and(|d| Path::new(&d).join("validator_node_key.json").exists())
+}
+
+/// The three keys must be three different keys: the voter node key is this host's own network
+/// identity; sharing it with the validator role, or using the validator key as a node key,
+/// breaks the hand-over (two hosts with one network identity).
+pub fn distinct_keys(
+    validator: &KeyFile,
+    validator_node: Option<&KeyFile>,
+    voter_node: &KeyFile,
+) -> Result<(), String> {
+    if validator_node.is_some_and(|k| k.public_key == voter_node.public_key) {
+        return Err(
+            "KUUTAMO_VOTER_NODE_KEY is the same key as KUUTAMO_VALIDATOR_NODE_KEY; \
+             each host needs its own voter node key (generate one with `neard init` in a scratch home)"
+                .into(),
+        );
+    }
+    if voter_node.public_key == validator.public_key {
+        return Err(
+            "KUUTAMO_VOTER_NODE_KEY is the validator key; use a node key of this host's own".into(),
+        );
+    }
+    if validator_node.is_some_and(|k| k.public_key == validator.public_key) {
+        return Err(
+            "KUUTAMO_VALIDATOR_NODE_KEY is the validator key; the validator role's node key is \
+             a node key (node_key.json), not validator_key.json"
+                .into(),
+        );
+    }
+    Ok(())
+}
+
+/// Parses `value` of `var` as an `ip:port`; the error shows an example fit for that variable.
+pub fn socket_addr(var: &str, value: &str) -> Result<SocketAddr, String> {
+    let example = match var {
+        "KUUTAMO_EXPORTER_ADDRESS" => "127.0.0.1:2233",
+        "KUUTAMO_VOTER_NETWORK_ADDR" => "0.0.0.0:24568",
+        _ => "0.0.0.0:24567",
+    };
     value
         .parse()
-        .map_err(|_| format!("{var}={value:?} is not an ip:port address (e.g. 0.0.0.0:24567)"))
+        .map_err(|_| format!("{var}={value:?} is not an ip:port address (e.g. {example})"))
+}
+
+/// The three listen addresses: exporter, validator network, voter network.
+pub fn addresses(args: &Args) -> Result<(SocketAddr, SocketAddr, SocketAddr), String> {
+    Ok((
+        socket_addr("KUUTAMO_EXPORTER_ADDRESS", &args.exporter_address)?,
+        socket_addr(
+            "KUUTAMO_VALIDATOR_NETWORK_ADDR",
+            &args.validator_network_addr,
+        )?,
+        socket_addr("KUUTAMO_VOTER_NETWORK_ADDR", &args.voter_network_addr)?,
+    ))
 }
 
 /// Resolves the neard binary: a path must be an executable file; a bare name is looked up on
@@ -280,43 +400,6 @@ pub fn resolve_neard_bin(bin: &Path) -> Result<PathBuf, String> {
         })
 }
 
-/// Checks a Consul URL: http(s), with a host.
-pub fn check_consul_url(url: &str) -> Result<(), String> {
-    let parsed = reqwest::Url::parse(url).map_err(|e| {
-        format!("KUUTAMO_CONSUL_URL={url:?} is not a URL ({e}); e.g. http://localhost:8500")
-    })?;
-    if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
-        return Err(format!(
-            "KUUTAMO_CONSUL_URL={url:?} must be an http:// or https:// URL with a host"
-        ));
-    }
-    Ok(())
-}
-
-/// The ACL token: the flag/`KUUTAMO_CONSUL_TOKEN`, else `CONSUL_HTTP_TOKEN`, else the token file.
-pub fn consul_token(given: Option<&str>, file: Option<&Path>) -> Result<Option<String>, String> {
-    if let Some(t) = given.filter(|t| !t.is_empty()) {
-        return Ok(Some(t.to_string()));
-    }
-    if let Ok(t) = std::env::var("CONSUL_HTTP_TOKEN") {
-        if !t.is_empty() {
-            return Ok(Some(t));
-        }
-    }
-    match file {
-        None => Ok(None),
-        Some(path) => {
-            let text = std::fs::read_to_string(path).map_err(|e| {
-                format!(
-                    "cannot read KUUTAMO_CONSUL_TOKEN_FILE {}: {e}",
-                    path.display()
-                )
-            })?;
-            Ok(Some(text.trim().to_string()).filter(|t| !t.is_empty()))
-        }
-    }
-}
-
 impl Settings {
     /// Checks `args`: parses addresses, reads and checks every key file and neard's
     /// config.json. The error is one line naming the variable or file and the fix.
@@ -324,79 +407,63 @@ impl Settings {
         if args.node_id.is_empty() {
             return Err("KUUTAMO_NODE_ID is empty; give each host a distinct node id".into());
         }
-        check_consul_url(&args.consul_url)?;
-        let consul_token = consul_token(
+        let consul = ConsulAccess::resolve(
+            args.consul_url.as_deref(),
             args.consul_token.as_deref(),
             args.consul_token_file.as_deref(),
+            args.consul_ca_file.as_deref(),
         )?;
-        let exporter_address = socket_addr("KUUTAMO_EXPORTER_ADDRESS", &args.exporter_address)?;
-        let validator_network_addr = socket_addr(
-            "KUUTAMO_VALIDATOR_NETWORK_ADDR",
-            &args.validator_network_addr,
-        )?;
-        let voter_network_addr =
-            socket_addr("KUUTAMO_VOTER_NETWORK_ADDR", &args.voter_network_addr)?;
+        let (exporter_address, validator_network_addr, voter_network_addr) = addresses(&args)?;
         let timing = Timing::new(args.session_ttl, args.neard_stop_grace)?;
 
-        let read = |what, given: &Option<PathBuf>, var, file| -> Result<KeyFile, String> {
-            let path = key_path(given.as_deref(), var, file)?;
-            KeyFile::read(what, &path).map_err(|e| e.to_string())
-        };
-        let validator_key = read(
+        let validator_key = read_key(
             "validator",
-            &args.validator_key,
+            args.validator_key.as_deref(),
             "KUUTAMO_VALIDATOR_KEY",
             "validator_key.json",
         )?;
-        let validator_node_key_given = args.validator_node_key.is_some()
-            || std::env::var_os("CREDENTIALS_DIRECTORY")
-                .is_some_and(|d| Path::new(&d).join("validator_node_key.json").exists());
-        let validator_node_key =
-            if args.failover_mode == FailoverMode::Restart || validator_node_key_given {
-                Some(read(
-                    "validator node",
-                    &args.validator_node_key,
-                    "KUUTAMO_VALIDATOR_NODE_KEY",
-                    "validator_node_key.json",
-                )?)
-            } else {
-                None
-            };
-        let voter_node_key = read(
+        let validator_node_key = if wants_validator_node_key(&args) {
+            Some(read_key(
+                "validator node",
+                args.validator_node_key.as_deref(),
+                "KUUTAMO_VALIDATOR_NODE_KEY",
+                "validator_node_key.json",
+            )?)
+        } else {
+            None
+        };
+        let voter_node_key = read_key(
             "voter node",
-            &args.voter_node_key,
+            args.voter_node_key.as_deref(),
             "KUUTAMO_VOTER_NODE_KEY",
             "voter_node_key.json",
         )?;
-        if validator_node_key
-            .as_ref()
-            .is_some_and(|k| k.public_key == voter_node_key.public_key)
-        {
-            return Err(
-                "KUUTAMO_VOTER_NODE_KEY is the same key as KUUTAMO_VALIDATOR_NODE_KEY; \
-                 each host needs its own voter node key (generate one with `neard init` in a scratch home)"
-                    .into(),
-            );
-        }
-        if voter_node_key.public_key == validator_key.public_key {
-            return Err(
-                "KUUTAMO_VOTER_NODE_KEY is the validator key; use a node key of this host's own"
-                    .into(),
-            );
-        }
+        distinct_keys(&validator_key, validator_node_key.as_ref(), &voter_node_key)?;
         let account_id = account_of(&validator_key, args.account_id.as_deref())?;
         let neard_config = NeardConfig::load(&args.neard_home).map_err(|e| e.to_string())?;
         let neard_bin = resolve_neard_bin(&args.neard_bin)?;
         Ok(Settings {
             node_id: args.node_id,
             account_id,
-            consul_url: args.consul_url,
-            consul_token,
-            consul_ca_file: args.consul_ca_file,
+            consul_url: consul.url,
+            consul_token: consul.token,
+            consul_ca_file: consul.ca_file,
             exporter_address,
             validator_key,
             validator_node_key,
             voter_node_key,
+            state_dir: args
+                .state_dir
+                .filter(|d| !d.as_os_str().is_empty())
+                .or_else(|| {
+                    // systemd may list several directories, separated by colons.
+                    let dirs = std::env::var("STATE_DIRECTORY").ok()?;
+                    dirs.split(':')
+                        .next()
+                        .filter(|d| !d.is_empty())
+                        .map(PathBuf::from)
+                })
+                .unwrap_or_else(|| args.neard_home.clone()),
             neard_home: args.neard_home,
             neard_config,
             neard_bootnodes: args.neard_bootnodes.filter(|b| !b.is_empty()),
@@ -418,12 +485,33 @@ impl Settings {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::CommandFactory;
 
     #[test]
-    fn urls_are_checked() {
-        assert!(check_consul_url("http://localhost:8500").is_ok());
-        assert!(check_consul_url("https://consul.example:8501").is_ok());
-        assert!(check_consul_url("localhost:8500").is_err());
-        assert!(check_consul_url("ftp://x").is_err());
+    fn address_errors_show_an_example_for_that_address() {
+        let err = socket_addr("KUUTAMO_EXPORTER_ADDRESS", "everywhere").expect_err("bad");
+        assert!(err.contains("e.g. 127.0.0.1:2233"), "{err}");
+        let err = socket_addr("KUUTAMO_VOTER_NETWORK_ADDR", "0.0.0.0").expect_err("bad");
+        assert!(err.contains("e.g. 0.0.0.0:24568"), "{err}");
+    }
+
+    #[test]
+    fn help_documents_durations_logging_consul_and_every_endpoint() {
+        let help = Args::command().render_long_help().to_string();
+        for needle in [
+            "bare number of seconds (30 is 30s",
+            "RUST_LOG",
+            "CONSUL_HTTP_ADDR",
+            "CONSUL_CACERT",
+            "/metrics",
+            "/health",
+            "/leader",
+            "/standby",
+            "/neard-pid",
+            "--check",
+            "Exit status",
+        ] {
+            assert!(help.contains(needle), "{needle:?} not in --help:\n{help}");
+        }
     }
 }

@@ -79,10 +79,12 @@ pub struct Timing {
     /// After any other step-down, the node leaves the released lock to the others for this
     /// long before it may take it back itself.
     pub retake_holdoff: Duration,
-    /// A new leader whose neard's head stays below the previous leader's for this long (two
-    /// TTLs) gives the lock back, its key never live, when another node is ready to take over:
-    /// a standby whose neard is stuck behind must not hold the lock for good.
-    pub behind_limit: Duration,
+    /// A lock holder that has not signed for this long (a third of the TTL: one heartbeat
+    /// interval) while another node is ready gives the lock to it: promoting, when its neard
+    /// reports syncing, or its head stays put while a ready node's record shows a higher one;
+    /// validating, when its head stays put while a ready node's record shows a higher one. See
+    /// `docs/failover.md`, "Liveness", for the bound this gives.
+    pub progress_grace: Duration,
 }
 
 impl Timing {
@@ -97,11 +99,16 @@ impl Timing {
             .checked_sub(stop_grace + margin)
             .filter(|d| *d >= needed)
             .ok_or_else(|| {
+                use crate::duration::{display, display_floor};
                 format!(
-                    "KUUTAMO_NEARD_STOP_GRACE ({stop_grace:?}) is too long for KUUTAMO_SESSION_TTL ({ttl:?}): \
-                     a leader must survive one missed heartbeat ({needed:?}) and still stop neard {margin:?} before the TTL; \
-                     use a stop grace of at most {:?} or a longer TTL",
-                    ttl.saturating_sub(needed + margin),
+                    "KUUTAMO_NEARD_STOP_GRACE ({}) is too long for KUUTAMO_SESSION_TTL ({}): \
+                     a leader must survive one missed heartbeat ({}) and still stop neard {} before the TTL; \
+                     use a stop grace of at most {} or a longer TTL",
+                    display(stop_grace),
+                    display(ttl),
+                    display(needed),
+                    display(margin),
+                    display_floor(ttl.saturating_sub(needed + margin)),
                 )
             })?;
         Ok(Timing {
@@ -117,7 +124,7 @@ impl Timing {
             guard_ack: GUARD_ACK_MAX.min(ttl / 5),
             handover_holdoff: ttl,
             retake_holdoff: heartbeat_interval,
-            behind_limit: 2 * ttl,
+            progress_grace: heartbeat_interval,
         })
     }
 }
@@ -142,6 +149,11 @@ mod tests {
         let err =
             Timing::new(Duration::from_secs(10), Duration::from_secs(5)).expect_err("must fail");
         assert!(err.contains("KUUTAMO_NEARD_STOP_GRACE"), "{err}");
+        // Durations print as people write them: 10 s / 3 + 10 s / 6 is 4.999999999 s.
+        assert!(
+            err.contains("(5s)") && err.contains("at most 4s") && !err.contains("999"),
+            "{err}"
+        );
         // The largest grace the error proposes is accepted.
         assert!(Timing::new(Duration::from_secs(10), Duration::from_secs(4)).is_ok());
     }

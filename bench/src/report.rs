@@ -58,6 +58,9 @@ pub struct Row {
     pub bounded_max_ms: Option<u64>,
     /// Consul's write outage (7a-c), largest over the runs (ms).
     pub consul_outage_max_ms: Option<u64>,
+    /// The longest time our account signed nothing after the fault, largest over the runs
+    /// (ms).
+    pub silent_max_ms: Option<u64>,
     /// neard starts per minute in a crash loop (13d), largest over the runs.
     pub neard_starts_per_min_max: Option<f64>,
     /// Every scenario check that failed, over the runs.
@@ -130,6 +133,7 @@ pub fn rows(runs: &[RunResult]) -> Vec<Row> {
                 bound_ms: rs.iter().filter_map(|r| r.bound_ms).max(),
                 bounded_max_ms: rs.iter().filter_map(|r| r.bounded_ms).max(),
                 consul_outage_max_ms: rs.iter().filter_map(|r| r.consul_outage_ms).max(),
+                silent_max_ms: rs.iter().filter_map(|r| r.silent_ms).max(),
                 neard_starts_per_min_max: rs
                     .iter()
                     .filter_map(|r| r.neard_starts_per_min)
@@ -158,6 +162,9 @@ fn notes(r: &Row) -> String {
     }
     if let Some(o) = r.consul_outage_max_ms {
         out.push(format!("Consul outage max {o} ms"));
+    }
+    if let Some(s) = r.silent_max_ms.filter(|s| *s >= STALL_NOTE_MS) {
+        out.push(format!("account silent for up to {s} ms"));
     }
     if let Some(s) = r.stall_max_ms.filter(|s| *s >= STALL_NOTE_MS) {
         out.push(format!("chain without a block for up to {s} ms"));

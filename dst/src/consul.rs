@@ -2,8 +2,7 @@
 //! state machine, with Consul's own rules for what kuutamod uses.
 //!
 //! What it keeps, and the rule it follows for each (Consul's session and KV documentation, and
-//! the state store in `agent/consul/state/kvs.go` and `session.go`; see also
-//! `shared/consul-notes.md`):
+//! the state store in `agent/consul/state/kvs.go` and `session.go` of hashicorp/consul):
 //!
 //! - **One Raft index** for every write; a write gives the key a strictly larger `ModifyIndex`.
 //!   A write that changes nothing (same value, same session) keeps the index (`kvsSetTxn`).
@@ -91,7 +90,7 @@ impl Entry {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Rec {
     /// A node's status record.
-    Node(NodeRecord),
+    Node(Box<NodeRecord>),
     /// The control record.
     Control(Control),
 }

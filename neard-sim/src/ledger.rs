@@ -33,6 +33,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::blocks::{Approval, ApprovalInner, Block, Chunk};
 
+pub mod explain;
+
 /// What kind of message was signed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

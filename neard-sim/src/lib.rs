@@ -1,7 +1,7 @@
 //! A stand-in for `neard` 2.x, for kuutamod's tests and local trials, with a double-signing oracle.
 //!
 //! Real neard cannot be built or fetched where kuutamod is developed, so its tests run this
-//! simulator instead. It follows `neard-interface.md` (the checklist of its section 9) on every
+//! simulator instead. It follows `docs/neard.md` (the checklist of its section 9) on every
 //! surface kuutamod touches: the CLI (`init`, `localnet`, `run`), the home's files, HTTP
 //! `/status`, `/health`, `/metrics` and JSON-RPC, SIGHUP key hot swap and SIGTERM. The daemon
 //! never imports this crate; only tests and trials do.

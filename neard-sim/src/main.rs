@@ -12,9 +12,20 @@ use clap::{Parser, Subcommand};
 use neard_sim::spec::{ChainSpec, Timers, ValidatorSpec, DEFAULT_EPOCH_LENGTH};
 use neard_sim::{chaind, config, node, settings::Settings};
 
+/// What `--version` prints after the name, in neard's shape (nearcore `neard/src/main.rs`,
+/// `NEARD_VERSION_STRING`): `(release R) (build B) (rustc V) (protocol P) (db D)`, so that
+/// `kuutamod --check` reads the release as it reads real neard's. The release and protocol are
+/// the ones `/status` reports ([`neard_sim::status::NEARD_VERSION`],
+/// [`neard_sim::chain::PROTOCOL_VERSION`]); the simulator has no database (db 0).
+const VERSION: &str = concat!(
+    "(release 2.6.0) (build neard-sim-",
+    env!("CARGO_PKG_VERSION"),
+    ") (rustc 1.80.0) (protocol 73) (db 0)"
+);
+
 /// A stand-in for neard 2.x, for tests and trials only.
 #[derive(Parser)]
-#[command(name = "neard-sim", version, about)]
+#[command(name = "neard-sim", version = VERSION, about)]
 struct Cli {
     /// Home directory (config.json, keys, genesis.json).
     #[arg(long, global = true, default_value_os_t = default_home())]
@@ -97,6 +108,10 @@ enum Cmd {
         /// Also fail when two nodes signed anything (even identical) for one height.
         #[arg(long)]
         strict: bool,
+        /// A moment to explain the gaps by, as unix milliseconds and a label (repeatable):
+        /// each gap names the events inside it, and an event without a gap is said so.
+        #[arg(long = "event", value_name = "MS=LABEL")]
+        events: Vec<neard_sim::ledger::explain::Event>,
     },
     /// The chain process: the rest of a localnet's network, shared by several nodes.
     Chain {
@@ -272,7 +287,8 @@ fn main() -> ExitCode {
             files,
             account,
             strict,
-        } => ledger_report(&files, &account, strict),
+            events,
+        } => ledger_report(&files, &account, strict, &events),
         Cmd::Chain { cmd } => chain_cmd(cmd),
         Cmd::Localnet {
             validators,
@@ -321,7 +337,12 @@ fn main() -> ExitCode {
     }
 }
 
-fn ledger_report(files: &[PathBuf], account: &str, strict: bool) -> ExitCode {
+fn ledger_report(
+    files: &[PathBuf],
+    account: &str,
+    strict: bool,
+    events: &[neard_sim::ledger::explain::Event],
+) -> ExitCode {
     // A reader that stops early (`| head`) ends the report, not the verdict.
     let mut out = std::io::stdout().lock();
     let entries = match neard_sim::ledger::read_all(files) {
@@ -353,6 +374,14 @@ fn ledger_report(files: &[PathBuf], account: &str, strict: bool) -> ExitCode {
     for (node, runs) in &r.intervals {
         let shown: Vec<String> = runs.iter().map(|(a, b)| format!("{a}..={b}")).collect();
         let _ = writeln!(out, "  {node}: {}", shown.join(", "));
+    }
+    use neard_sim::ledger::explain;
+    for line in explain::gaps(&r, events)
+        .into_iter()
+        .chain(explain::gapless(&r, events))
+        .chain(explain::doubles(&r))
+    {
+        let _ = writeln!(out, "  {line}");
     }
     for c in r.conflicting.iter().take(20) {
         let sigs: Vec<String> = c
@@ -420,5 +449,18 @@ fn report(what: &str, r: std::io::Result<config::InitReport>) -> ExitCode {
             eprintln!("Error: Failed to initialize configs: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::VERSION;
+
+    #[test]
+    fn version_says_what_status_says() {
+        let release = format!("(release {}) ", neard_sim::status::NEARD_VERSION);
+        let protocol = format!("(protocol {}) ", neard_sim::chain::PROTOCOL_VERSION);
+        assert!(VERSION.starts_with(&release), "{VERSION}");
+        assert!(VERSION.contains(&protocol), "{VERSION}");
     }
 }

@@ -13,7 +13,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 /// neard's localnet/default `consensus.min_block_production_delay` (nearcore/src/config.rs;
-/// neard-interface.md §5): the endorsement delay of doomslug.
+/// docs/neard.md §5): the endorsement delay of doomslug.
 pub const NEARD_MIN_BLOCK_PRODUCTION_DELAY: Duration = Duration::from_millis(600);
 /// neard's default `consensus.max_block_production_delay` (2 s): the first skip delay.
 pub const NEARD_MAX_BLOCK_PRODUCTION_DELAY: Duration = Duration::from_secs(2);

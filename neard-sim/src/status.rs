@@ -1,7 +1,7 @@
 //! The `StatusResponse` body and the health verdict, as pure functions of a node's view
 //! ([`StatusView`]; [`Snapshot`] is the older clock-driven description, still accepted).
 //!
-//! Shape and types follow `neard-interface.md` §1.2 exactly: every field present,
+//! Shape and types follow neard's `StatusResponse` (docs/neard.md §1.2) exactly: every field present,
 //! `validator_account_id`/`validator_public_key`/`node_key` `null` without a key, `node_key`
 //! equal to `validator_public_key`, `detailed_debug_status` absent.
 

@@ -22,6 +22,15 @@ pub enum ConsulError {
         /// The transport error.
         source: reqwest::Error,
     },
+    /// Consul refused the request for its ACL token (HTTP 403): the token is unknown (`ACL not
+    /// found`) or its policy lacks the permission (`Permission denied`).
+    #[error("Consul at {url} denied the request ({reason}): check the ACL token and its policy")]
+    Denied {
+        /// The endpoint.
+        url: String,
+        /// Consul's answer.
+        reason: String,
+    },
     /// Consul answered with an error status.
     #[error("Consul at {url} answered {status}: {body}")]
     Status {

@@ -22,6 +22,28 @@ async fn unreachable_consul_names_the_endpoint_and_the_cause() {
     );
     assert!(err.contains("cannot connect"), "{err}");
     assert!(err.to_lowercase().contains("refused"), "{err}");
+
+    // A plain read names the key's URL as it is, without a stray `?`.
+    let err = c
+        .get_key("kuutamod-leader/pool.near", None, false)
+        .await
+        .expect_err("nobody listens")
+        .to_string();
+    assert!(
+        err.contains(&format!(
+            "Consul at http://127.0.0.1:{port}/v1/kv/kuutamod-leader/pool.near is unreachable"
+        )),
+        "{err}"
+    );
+    let err = c
+        .get_key("k", Some((7, std::time::Duration::from_secs(5))), true)
+        .await
+        .expect_err("nobody listens")
+        .to_string();
+    assert!(
+        err.contains("/v1/kv/k?index=7&wait=5s&consistent "),
+        "{err}"
+    );
 }
 
 #[test]
@@ -32,7 +54,7 @@ fn a_bad_ca_file_is_refused_with_its_name() {
         .expect_err("missing")
         .to_string();
     assert!(
-        err.contains("KUUTAMO_CONSUL_CA_FILE") && err.contains("missing.pem"),
+        err.contains("Consul CA file") && err.contains("missing.pem"),
         "{err}"
     );
     let junk = dir.path().join("junk.pem");

@@ -14,6 +14,9 @@ fn own(head: u64, target: Option<u64>, tip_wall: u64, now_ms: u64) -> OwnView {
         target,
         tip_ms: Some(1_000_000 + tip_wall),
         wall_ms: 1_000_000 + now_ms,
+        // It arrived when it was produced, on a clock that agrees with the chain's.
+        arrived_after: Some(t(tip_wall)),
+        wall_trusted: true,
     }
 }
 
@@ -115,6 +118,63 @@ fn a_stale_horizon_opens_once_we_have_a_block_from_after_the_old_leader_stopped(
         f.check(t(30_600), own(67, Some(68), 30_500, 30_600), &P),
         Ok(())
     );
+}
+
+#[test]
+fn caught_up_needs_a_tip_that_arrived_after_the_fence_and_a_clock_that_agrees_with_the_chain() {
+    let hb = Horizon {
+        head: Some(50),
+        target: Some(51),
+        exact: false,
+        stale_ms: Some(0),
+    };
+    let f = Fence::new(
+        Activation::NotBefore {
+            at: t(30_000),
+            horizon: hb,
+            inherited: None,
+        },
+        t(1000),
+        None,
+        Duration::ZERO,
+        &P,
+    );
+    let fresh = own(81, Some(82), 30_500, 30_600);
+    assert_eq!(f.check(t(30_600), fresh, &P), Ok(()));
+    // The same timestamps, but the tip arrived before the old leader stopped (our clock is
+    // wrong, or the tip's producer's is): it cannot have been produced after.
+    let early = OwnView {
+        arrived_after: Some(t(29_000)),
+        ..fresh
+    };
+    assert!(matches!(
+        f.check(t(30_600), early, &P),
+        Err(Closed::Stale { .. })
+    ));
+    // Unknown arrival (the first poll of this neard): not caught up either.
+    let unknown = OwnView {
+        arrived_after: None,
+        ..fresh
+    };
+    assert!(f.check(t(30_600), unknown, &P).is_err());
+    // A wall clock behind the chain's (blocks arrived stamped from our future): the timestamps
+    // say nothing; only the outrun rule may open (51 + ceil(30 s / 600 ms) + 1 = 102).
+    let skewed = OwnView {
+        wall_trusted: false,
+        ..fresh
+    };
+    assert!(matches!(
+        f.check(t(30_600), skewed, &P),
+        Err(Closed::Stale {
+            outrun: Some(102),
+            ..
+        })
+    ));
+    let outrun = OwnView {
+        target: Some(102),
+        ..skewed
+    };
+    assert_eq!(f.check(t(30_600), outrun, &P), Ok(()));
 }
 
 #[test]

@@ -15,6 +15,7 @@ fn record(session: &str, seq: u64, state: RecordState) -> Record {
         account: "pool.near".into(),
         session: session.into(),
         seq,
+        term: 0,
         state,
         horizon: Horizon {
             head: Some(10 + seq),
@@ -23,6 +24,7 @@ fn record(session: &str, seq: u64, state: RecordState) -> Record {
             stale_ms: None,
         },
         successor: None,
+        switchover: None,
         inherited: None,
     }
 }
@@ -101,7 +103,7 @@ fn a_released_record_allows_activation_at_once() {
     let r = record("s1", 9, RecordState::Released);
     o.observe(key(20, None, &r), 20, t(0));
     assert_eq!(
-        o.standby_move("me", "n9", t(1), TTL),
+        o.standby_move("me", "n9", t(1), TTL, TTL, None),
         StandbyMove::Acquire(AcquirePlan {
             expected_index: Some(20),
             activation: Activation::Clean(r.horizon),
@@ -117,14 +119,17 @@ fn a_switchover_leaves_the_lock_to_its_successor_for_a_ttl() {
         ..record("s1", 9, RecordState::Released)
     };
     o.observe(key(20, None, &r), 20, t(0));
-    assert_eq!(o.standby_move("me", "n9", t(1), TTL), StandbyMove::Wait);
+    assert_eq!(
+        o.standby_move("me", "n9", t(1), TTL, TTL, None),
+        StandbyMove::Wait
+    );
     assert!(matches!(
-        o.standby_move("me", "n2", t(1), TTL),
+        o.standby_move("me", "n2", t(1), TTL, TTL, None),
         StandbyMove::Acquire(_)
     ));
     assert!(
         matches!(
-            o.standby_move("me", "n9", t(30_000), TTL),
+            o.standby_move("me", "n9", t(30_000), TTL, TTL, None),
             StandbyMove::Acquire(_)
         ),
         "a successor that does not come is replaced after a TTL"
@@ -136,12 +141,15 @@ fn a_heartbeat_bounds_activation_from_when_it_was_first_seen() {
     let mut o = Observer::default();
     let hb = record("s1", 4, RecordState::Active);
     o.observe(key(20, Some("s1"), &hb), 20, t(1000));
-    assert_eq!(o.standby_move("me", "n9", t(2000), TTL), StandbyMove::Wait);
+    assert_eq!(
+        o.standby_move("me", "n9", t(2000), TTL, TTL, None),
+        StandbyMove::Wait
+    );
     // Consul ends the session (the leader's agent restarts): the value stays, the
     // session goes, the index moves. The first sight of the value still counts.
     o.observe(key(21, None, &hb), 21, t(5000));
     assert_eq!(
-        o.standby_move("me", "n9", t(5000), TTL),
+        o.standby_move("me", "n9", t(5000), TTL, TTL, None),
         StandbyMove::Acquire(AcquirePlan {
             expected_index: Some(21),
             activation: Activation::NotBefore {
@@ -163,16 +171,16 @@ fn a_new_heartbeat_restarts_the_clock() {
     // A blocking query returning without a change refreshes the read, not the value.
     o.observe(key(22, Some("s1"), &hb(5)), 22, t(39_500));
     assert_eq!(
-        o.standby_move("me", "n9", t(39_999), TTL),
+        o.standby_move("me", "n9", t(39_999), TTL, TTL, None),
         StandbyMove::Wait
     );
     assert_eq!(
-        o.standby_move("me", "n9", t(40_000), TTL),
+        o.standby_move("me", "n9", t(40_000), TTL, TTL, None),
         StandbyMove::DestroyHolder("s1".into()),
         "silent for a full TTL, and freshly read"
     );
     assert_eq!(
-        o.standby_move("me", "n9", t(40_600), TTL),
+        o.standby_move("me", "n9", t(40_600), TTL, TTL, None),
         StandbyMove::Reread,
         "a standby cut off from Consul must read again before it destroys anything"
     );
@@ -183,7 +191,7 @@ fn an_absent_key_waits_a_full_ttl_after_the_acquisition() {
     let mut o = Observer::default();
     o.observe(None, 5, t(0));
     assert_eq!(
-        o.standby_move("me", "n9", t(50_000), TTL),
+        o.standby_move("me", "n9", t(50_000), TTL, TTL, None),
         StandbyMove::Acquire(AcquirePlan {
             expected_index: None,
             activation: Activation::AfterAck { wait: TTL },
@@ -200,7 +208,7 @@ fn our_own_session_on_the_key_is_released_when_we_do_not_lead() {
         t(0),
     );
     assert_eq!(
-        o.standby_move("me", "n9", t(0), TTL),
+        o.standby_move("me", "n9", t(0), TTL, TTL, None),
         StandbyMove::ReleaseOwn
     );
 }
@@ -218,7 +226,7 @@ fn foreign_values_are_bounded_like_heartbeats() {
         t(100),
     );
     assert_eq!(
-        o.standby_move("me", "n9", t(100), TTL),
+        o.standby_move("me", "n9", t(100), TTL, TTL, None),
         StandbyMove::Acquire(AcquirePlan {
             expected_index: Some(4),
             activation: Activation::NotBefore {
@@ -264,7 +272,7 @@ fn a_promoting_holder_s_record_passes_on_what_it_inherited() {
     let mut o = Observer::default();
     o.observe(key(30, None, &promoting), 30, t(0));
     assert_eq!(
-        o.standby_move("me", "n9", t(1), TTL),
+        o.standby_move("me", "n9", t(1), TTL, TTL, None),
         StandbyMove::Acquire(AcquirePlan {
             expected_index: Some(30),
             activation: Activation::NotBefore {

@@ -29,6 +29,8 @@ pub struct Config {
     pub doppelganger_heights: u64,
     /// neard's block production delays (how fast its largest approval target can grow).
     pub block_delays: BlockDelays,
+    /// What this node remembered of the lock on disk at start ([`LockMemory`]), if anything.
+    pub remembered: Option<crate::lease::LockMemory>,
     /// Fixes switched off, for the deterministic simulation only (they take effect only when
     /// kuutamod is built with the `mutations` feature; never set them elsewhere).
     pub mutations: Mutations,
@@ -57,6 +59,12 @@ pub struct Mutations {
     /// A new leader's record carries only its own view until its fence opens, not what it
     /// inherited of the leader before it.
     pub no_inherited_horizon: bool,
+    /// A lock holder that cannot sign keeps the lock however long (no liveness rule: a
+    /// promoting node whose neard syncs, a leader whose head froze).
+    pub no_progress_rule: bool,
+    /// A node trusts any record in the key, also one older than it has seen (a Consul
+    /// snapshot restore bringing back an old release).
+    pub trust_rewound_records: bool,
 }
 
 impl Mutations {

@@ -42,6 +42,8 @@ impl Machine {
                     last_ok: None,
                     poll: None,
                     syncing_since: None,
+                    head_since: None,
+                    tip_after: None,
                 });
                 self.key_live = role == Role::Validator;
                 // Announce the polling again for the new process.
@@ -138,6 +140,10 @@ impl Machine {
                 if let Some(lease) = self.lease.as_mut() {
                     lease.acked(seq, sent, index);
                 }
+                if let Some(l) = &self.lease {
+                    let (order, index) = (l.record().order(), l.index());
+                    self.remember(order, index, out);
+                }
             }
             Event::HeartbeatRejected => {
                 if let Some(lease) = self.lease.as_mut() {
@@ -159,6 +165,8 @@ impl Machine {
                     self.destroying = None;
                 }
                 self.observer.observe(key, index, now);
+                self.observe_holder();
+                self.remember_key(out);
                 let lost = match (&self.lease, self.observer.seen()) {
                     (Some(lease), Some(seen)) => lease.check(seen).err(),
                     _ => None,
@@ -183,6 +191,8 @@ impl Machine {
             Event::Acquired { sent, index } => {
                 if let Some((plan, record)) = self.acquiring.take() {
                     self.activated = false;
+                    self.acquired_switchover = self.acquiring_switchover.take();
+                    self.remember(record.order(), index, out);
                     self.lease = Some(Lease::new(
                         record,
                         index,
@@ -338,7 +348,7 @@ impl Machine {
                     self.windows = None;
                 }
                 self.control = control;
-                self.peers = peers;
+                self.observe_peers(peers);
             }
             Event::NeardVersion(v) => self.neard_version = Some(v),
             Event::Windows(w) => {
@@ -354,6 +364,22 @@ impl Machine {
         let Proc::Up(up) = &mut self.proc else {
             return;
         };
+        match up.poll {
+            Some(prev) if prev.head == poll.head => {}
+            prev => {
+                up.head_since = Some(now);
+                up.tip_after = prev.and(up.last_ok);
+            }
+        }
+        // A block stamped later than our wall clock: our clock is behind the chain's (or a
+        // producer's is ahead). The fence's "caught up" rule reads block timestamps against
+        // our clock; it is not used until the clocks have agreed for a while.
+        if poll
+            .block_ms
+            .is_some_and(|tip| tip > poll.wall_ms + millis(fence::WALL_SKEW))
+        {
+            self.wall_behind_until = Some(now + WALL_DISTRUST);
+        }
         up.last_ok = Some(now);
         up.syncing_since = match (poll.syncing, up.syncing_since) {
             (false, _) => None,
@@ -381,17 +407,131 @@ impl Machine {
         }
     }
 
+    /// The newest `(Term, Seq)` of the lock this node has seen, unless the simulation switched
+    /// the check off.
+    pub(super) fn remembered(&self) -> Option<(u64, u64)> {
+        if self.cfg.mutations.on(|m| m.trust_rewound_records) {
+            return None;
+        }
+        self.memory.map(|m| m.order())
+    }
+
+    /// Takes in what the key shows: a newer record is remembered (and persisted); an older one
+    /// at a lower index than remembered is Consul's state rewound, reported once.
+    pub(super) fn remember_key(&mut self, out: &mut Vec<Command>) {
+        let Some((key, record)) = self
+            .observer
+            .key()
+            .and_then(|k| Some((k.clone(), Record::parse(&k.value)?)))
+        else {
+            return;
+        };
+        self.remember(record.order(), key.index, out);
+        if let Some(m) = self.memory {
+            if record.order() < m.order()
+                && key.index < m.index
+                && self.rewind_reported != Some(key.index)
+            {
+                self.rewind_reported = Some(key.index);
+                out.push(Command::ConsulRewound {
+                    seen: (record.term, record.seq, key.index),
+                    remembered: m,
+                });
+            }
+        }
+    }
+
+    /// Remembers `(term, seq)` at `index` if it is newer than what we remembered.
+    pub(super) fn remember(&mut self, order: (u64, u64), index: u64, out: &mut Vec<Command>) {
+        if self.memory.is_some_and(|m| order <= m.order()) {
+            return;
+        }
+        let m = LockMemory {
+            term: order.0,
+            seq: order.1,
+            index,
+        };
+        self.memory = Some(m);
+        out.push(Command::Remember(m));
+    }
+
+    /// Takes in the other nodes' records: a record that differs from what we had of that node
+    /// (every write changes its time stamp) is fresh from now, by our clock.
+    pub(super) fn observe_peers(&mut self, records: Vec<NodeRecord>) {
+        let now = self.now;
+        let old = std::mem::take(&mut self.peers);
+        self.peers = records
+            .into_iter()
+            .filter(|r| r.node_id != self.cfg.node_id)
+            .map(|record| {
+                let changed = old
+                    .iter()
+                    .find(|p| p.record == record)
+                    .map_or(now, |p| p.changed);
+                Peer { record, changed }
+            })
+            .collect();
+    }
+
+    /// The other nodes whose fresh records say they would take the lock now.
+    pub(super) fn ready_peers(&self) -> impl Iterator<Item = &NodeRecord> {
+        self.ready().map(|p| &p.record)
+    }
+
+    /// [`Self::ready_peers`], with when each record last changed.
+    pub(super) fn ready(&self) -> impl Iterator<Item = &Peer> {
+        self.peers.iter().filter(|p| {
+            self.now < p.changed + PEER_FRESH && p.record.may_take_over && p.record.priority > 0
+        })
+    }
+
+    /// As a standby: follows the head the lock holder's records show, and since which of its
+    /// records.
+    pub(super) fn observe_holder(&mut self) {
+        let own = self.session().map(str::to_string);
+        let seen = self.observer.key().and_then(|k| {
+            let session = k.session.clone()?;
+            let record = Record::parse(&k.value)?;
+            let head = record.horizon.head?;
+            (Some(&session) != own.as_ref()).then_some((session, head, record.seq))
+        });
+        self.holder = match (seen, self.holder.take()) {
+            (None, _) => None,
+            (Some((session, head, seq)), Some(h)) if h.session == session && h.head == head => {
+                Some(HolderProgress { seq, ..h })
+            }
+            (Some((session, head, seq)), _) => Some(HolderProgress {
+                session,
+                head,
+                first_seq: seq,
+                seq,
+            }),
+        };
+    }
+
+    /// Whether our wall clock may be read against block timestamps (no block from our
+    /// clock's future lately).
+    pub(super) fn wall_trusted(&self) -> bool {
+        self.wall_behind_until.is_none_or(|until| self.now >= until)
+    }
+
     pub(super) fn synced(&self) -> bool {
         self.own_view().is_some()
     }
 
     pub(super) fn own_view(&self) -> Option<OwnView> {
         match &self.proc {
-            Proc::Up(Up { poll: Some(p), .. }) if !p.syncing => Some(OwnView {
+            Proc::Up(Up {
+                poll: Some(p),
+                tip_after,
+                ..
+            }) if !p.syncing => Some(OwnView {
                 head: p.head,
                 target: p.target,
                 tip_ms: p.block_ms,
                 wall_ms: p.wall_ms,
+                arrived_after: *tip_after,
+                wall_trusted: self.wall_trusted(),
             }),
             _ => None,
         }
@@ -409,4 +549,8 @@ impl Machine {
         };
         After::Standby(self.now + hold)
     }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }

@@ -110,7 +110,7 @@ impl Machine {
         };
         let after = match reason {
             StepDown::Shutdown => After::Exit,
-            StepDown::HandOver => self.after_standby(true),
+            StepDown::HandOver | StepDown::NoProgress(_) => self.after_standby(true),
             _ => self.after_standby(false),
         };
         out.push(Command::SteppedDown(reason));
@@ -232,30 +232,40 @@ impl Machine {
     }
 
     pub(super) fn start_release(&mut self, letgo: Letgo, after: After) {
-        let Some(lease) = &self.lease else {
+        if self.lease.is_none() {
             self.finish_release(after);
             return;
-        };
+        }
         // Only a term whose fence opened may say "released": before that, the previous
         // leader's wait still holds, and the next one must inherit it (the value unchanged).
         let letgo = match letgo {
             Letgo::Clean if !self.activated => Letgo::Unchanged,
             l => l,
         };
-        let value = match letgo {
-            Letgo::Clean => lease
-                .released(self.horizon, self.successor.take())
-                .to_bytes(),
-            _ => lease.record().to_bytes(),
+        let successor = match letgo {
+            Letgo::Clean => self.successor.take(),
+            _ => None,
         };
         self.phase = Phase::Releasing(Release {
-            value,
+            letgo,
+            successor,
             after,
+            beat_wait_until: self.now + self.cfg.timing.retry,
             retry_at: self.now,
             in_flight: false,
             give_up_at: (after == After::Exit)
                 .then(|| self.now + self.cfg.timing.heartbeat_interval),
         });
+    }
+
+    /// The value a release writes, from the last record Consul acknowledged.
+    fn release_value(&self, lease: &Lease, r: &Release) -> Vec<u8> {
+        match r.letgo {
+            Letgo::Clean => lease.released(self.horizon, r.successor.clone()).to_bytes(),
+            // Never live: what the next leader must wait for is only the previous leader's.
+            Letgo::GiveBack(inherited) => lease.released(inherited, None).to_bytes(),
+            _ => lease.record().to_bytes(),
+        }
     }
 
     /// [`Mutations::keep_lock_after_step_down`]: forget the lease but leave the lock with our
@@ -323,15 +333,6 @@ impl Machine {
                     };
                     if open {
                         self.activate(p, out);
-                    } else if let Err(Closed::Head { own, need }) = check {
-                        // Stuck behind the previous leader: a ready node may do better. The
-                        // value stays as it is, so the next leader keeps every wait it had.
-                        if now >= p.acquired + self.cfg.timing.behind_limit
-                            && self.peers.iter().any(|q| q.may_take_over && q.priority > 0)
-                        {
-                            out.push(Command::SteppedDown(StepDown::Behind { own, need }));
-                            self.start_release(Letgo::Unchanged, self.after_standby(true));
-                        }
                     }
                 }
                 PromoteStep::Swapping {
@@ -418,11 +419,15 @@ impl Machine {
                     return;
                 }
                 match (self.session().map(str::to_string), &self.lease) {
+                    // A heartbeat on its way would move the key past the index the release
+                    // checks (and the release would be refused): its verdict first, for a
+                    // while (a refused release is retried with the value unchanged).
+                    (Some(_), Some(lease)) if lease.in_flight() && now < r.beat_wait_until => {}
                     (Some(session), Some(lease)) => {
                         out.push(Command::Release {
                             session,
                             expected_index: lease.index(),
-                            value: r.value.clone(),
+                            value: self.release_value(lease, &r),
                         });
                         if let Phase::Releasing(r) = &mut self.phase {
                             r.in_flight = true;

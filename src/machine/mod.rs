@@ -19,9 +19,10 @@ use std::time::Duration;
 use crate::backoff::Backoff;
 use crate::clock::Instant;
 use crate::doppelganger::{Change, Cluster, Doppelganger};
-use crate::fence::{Closed, Fence, FenceParams, OwnView};
+use crate::fence::{self, Closed, Fence, FenceParams, OwnView};
 use crate::lease::{
-    AcquirePlan, Horizon, KeyState, Lease, Lost, Observer, Record, RecordState, StandbyMove,
+    AcquirePlan, Horizon, KeyState, Lease, LockMemory, Lost, Observer, Record, RecordState,
+    StandbyMove,
 };
 use crate::neard::rpc::Production;
 use crate::neard::Role;
@@ -34,6 +35,7 @@ use crate::timing::{
 mod config;
 mod facts;
 mod fencing;
+mod liveness;
 mod process;
 mod progress;
 mod standby;
@@ -49,6 +51,15 @@ const WINDOWS_REFRESH: Duration = Duration::from_secs(10);
 
 /// How long to wait before trying again to start a guard that could not be started.
 const GUARD_RETRY: Duration = Duration::from_secs(1);
+
+/// A peer's status record that has not changed for this long, as this node saw it (three
+/// [`RECORD_INTERVAL`]s: a running node rewrites its record at least that often), describes a
+/// node that is gone. Judged by our own clock, never by the writer's wall clock.
+pub const PEER_FRESH: Duration = Duration::from_secs(3 * RECORD_INTERVAL.as_secs());
+
+/// After a block arrived stamped later than our wall clock, the fence does not trust our wall
+/// clock for this long (a clock that was behind once is suspect until NTP has had time).
+pub const WALL_DISTRUST: Duration = Duration::from_secs(600);
 
 /// The machine.
 #[derive(Debug, Clone)]
@@ -94,13 +105,32 @@ pub struct Machine {
     polling: Option<Polling>,
     exited: bool,
     control: Control,
-    peers: Vec<NodeRecord>,
-    /// The switchover request last acted on (or found impossible), by id.
+    /// The other nodes' status records, with when each last changed (by our clock).
+    peers: Vec<Peer>,
+    /// As a standby: the lock holder's progress, as its records show it.
+    holder: Option<HolderProgress>,
+    /// The newest record seen of the lock (persisted: [`Command::Remember`]).
+    memory: Option<LockMemory>,
+    /// The last Consul index at which a rewind was reported (once per index).
+    rewind_reported: Option<u64>,
+    /// Until when our wall clock is not trusted for the fence's "caught up" rule: a block
+    /// arrived stamped later than our wall clock (plus [`fence::WALL_SKEW`]).
+    wall_behind_until: Option<Instant>,
+    /// The switchover request this node handed over for, by id.
     handled_switchover: Option<String>,
+    /// The switchover request this node ended (moved to `done`), by id.
+    finished_switchover: Option<String>,
+    /// The switchover request seen last, and when this node first saw it (its timeout runs
+    /// from then, by our clock).
+    switchover_seen: Option<(String, Instant)>,
+    /// The switchover whose hand-over released the lock this node acquired, if any.
+    acquired_switchover: Option<String>,
+    /// The same for the acquisition in flight.
+    acquiring_switchover: Option<String>,
     /// The leader's progress on the current switchover.
     switchover: Option<SwitchoverStatus>,
-    /// The node the next clean release is meant for (a switchover).
-    successor: Option<String>,
+    /// The node the next clean release is meant for, and the switchover's id.
+    successor: Option<(String, String)>,
     windows: Option<Result<Vec<(u64, u64)>, String>>,
     windows_pending: bool,
     windows_at: Instant,
@@ -160,7 +190,15 @@ impl Machine {
             exited: false,
             control: Control::default(),
             peers: Vec::new(),
+            holder: None,
+            memory: cfg.remembered,
+            rewind_reported: None,
+            wall_behind_until: None,
             handled_switchover: None,
+            finished_switchover: None,
+            switchover_seen: None,
+            acquired_switchover: None,
+            acquiring_switchover: None,
             switchover: None,
             successor: None,
             windows: None,
@@ -372,7 +410,6 @@ impl Machine {
             Phase::Promoting(p) => match &p.step {
                 PromoteStep::Fencing => {
                     d.push(p.fence.not_before());
-                    d.push(p.acquired + t.behind_limit);
                     // The "caught up" rule opens with a poll; the polls are fast meanwhile.
                 }
                 PromoteStep::Swapping { deadline, .. } => d.push(*deadline),
@@ -385,6 +422,7 @@ impl Machine {
             }
             Phase::Releasing(r) => {
                 d.push(r.retry_at);
+                d.push(r.beat_wait_until);
                 if let Some(g) = r.give_up_at {
                     d.push(g);
                 }
@@ -394,6 +432,7 @@ impl Machine {
         if let Some(h) = self.holdoff_until {
             d.push(h);
         }
+        self.progress_deadlines(&mut d);
         d.push(self.published_at + RECORD_INTERVAL);
         if let Some(seen) = self.observer.seen() {
             // A switchover's successor that does not come, and the priority yield.
@@ -417,6 +456,7 @@ impl Machine {
             self.reconcile_neard_health(out);
             self.reconcile_lease(out);
             self.reconcile_phase(out);
+            self.reconcile_progress(out);
             self.reconcile_neard_start(out);
             self.reconcile_guard(out);
             self.reconcile_session(out);

@@ -26,6 +26,12 @@ pub(super) struct Up {
     pub(super) last_ok: Option<Instant>,
     pub(super) poll: Option<Poll>,
     pub(super) syncing_since: Option<Instant>,
+    /// Since when its head has been what the last poll showed (our own clock; the first poll
+    /// sets it).
+    pub(super) head_since: Option<Instant>,
+    /// The current head arrived after this instant: the poll before the one that first showed
+    /// it (`None` for the head of the first poll).
+    pub(super) tip_after: Option<Instant>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -59,6 +65,11 @@ pub(super) enum Letgo {
     /// It never activated: release with the value unchanged, so that the next leader's wait
     /// still counts from the previous leader's last heartbeat.
     Unchanged,
+    /// It never activated, and its fence's wait for the previous leader is over (that leader
+    /// is fenced by now): release with a released record carrying what the fence still waits
+    /// for of that leader ([`Fence::inherited`]), so that a ready node takes over without a
+    /// TTL wait (docs/failover.md, Lemma 2).
+    GiveBack(Horizon),
     /// The key is not ours any more: nothing to release.
     NotOurs,
 }
@@ -120,7 +131,13 @@ pub(super) enum DemoteStep {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct Release {
-    pub(super) value: Vec<u8>,
+    /// How: the value written is derived when the release is sent, from the last record
+    /// Consul acknowledged.
+    pub(super) letgo: Letgo,
+    /// The node a clean release hands over to, and the switchover's id.
+    pub(super) successor: Option<(String, String)>,
+    /// Until when the release waits for the verdict of a heartbeat on its way.
+    pub(super) beat_wait_until: Instant,
     pub(super) after: After,
     pub(super) retry_at: Instant,
     pub(super) in_flight: bool,
@@ -140,4 +157,23 @@ pub(super) struct Guard {
     pub(super) acked: Option<GuardOrder>,
     pub(super) last_sent: Instant,
     pub(super) retry_at: Instant,
+}
+
+/// Another node's status record, and when this node last saw it change, by its own clock: a
+/// record's age is never read from the writer's wall clock.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Peer {
+    pub(super) record: NodeRecord,
+    pub(super) changed: Instant,
+}
+
+/// What a standby has seen of the lock holder's progress: the head its records show, and the
+/// sequence numbers of the first and the latest record that showed it. Two heartbeats with one
+/// head mean the holder's neard did not advance for a heartbeat interval.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct HolderProgress {
+    pub(super) session: String,
+    pub(super) head: u64,
+    pub(super) first_seq: u64,
+    pub(super) seq: u64,
 }

@@ -68,7 +68,9 @@ impl Machine {
     /// What this cluster is doing, for the doppelganger check: this node validates; another
     /// node of ours holds the lock and heartbeats; or nobody of ours validates.
     pub(super) fn cluster_view(&self) -> Cluster {
-        if matches!(self.phase, Phase::Validating) && self.key_live {
+        // Whenever our neard may hold the key (a hot swap not confirmed yet, a demotion not
+        // confirmed yet), what our account produces may be ours.
+        if self.key_live {
             return Cluster::Leading;
         }
         let live_other = self.observer.seen().is_some_and(|s| {
@@ -87,9 +89,7 @@ impl Machine {
 
     /// Whether a peer with a higher priority would take the lock now.
     pub(super) fn better_peer(&self) -> bool {
-        self.peers
-            .iter()
-            .any(|p| p.may_take_over && p.priority > self.cfg.priority)
+        self.ready_peers().any(|p| p.priority > self.cfg.priority)
     }
 
     pub(super) fn reconcile_standby(&mut self, out: &mut Vec<Command>) {
@@ -98,17 +98,39 @@ impl Machine {
             || !matches!(self.phase, Phase::Idle)
             || self.acquiring.is_some()
             || self.releasing_own.is_some()
-            || !self.guard.alive
         {
             return;
         }
-        let (Some(view), Some(own)) = (self.own_view(), self.session().map(str::to_string)) else {
+        let Some(own) = self.session().map(str::to_string) else {
+            return;
+        };
+        // Our own session on the key while we do not lead (a release refused because a
+        // heartbeat landed first, an acquisition whose answer was lost): give it back whatever
+        // our neard's state, or it holds the lock until someone destroys our session.
+        if !self.cfg.mutations.on(|m| m.keep_lock_after_step_down)
+            && self
+                .observer
+                .key()
+                .is_some_and(|k| k.session.as_deref() == Some(own.as_str()))
+        {
+            self.release_own(own, out);
+            return;
+        }
+        if !self.guard.alive {
+            return;
+        }
+        let Some(view) = self.own_view() else {
             return;
         };
         let me = self.cfg.node_id.clone();
-        let movement = self
-            .observer
-            .standby_move(&own, &me, now, self.cfg.timing.ttl);
+        let movement = self.observer.standby_move(
+            &own,
+            &me,
+            now,
+            self.cfg.timing.ttl,
+            self.cfg.timing.heartbeat_interval,
+            self.remembered(),
+        );
         let automatic =
             self.cfg.priority > 0 && !self.control.paused && !self.doppelganger.alarmed();
         match movement {
@@ -119,7 +141,11 @@ impl Machine {
                     .record()
                     .and_then(|r| r.successor)
                     .is_some_and(|s| s == me);
-                if !automatic {
+                // The successor of a switchover takes the lock it was handed also in a paused
+                // cluster (a pause that raced the switchover): a released lock nobody may
+                // take is no validator at all.
+                let named = for_me && self.cfg.priority > 0 && !self.doppelganger.alarmed();
+                if !automatic && !named {
                     return;
                 }
                 if !for_me {
@@ -139,6 +165,13 @@ impl Machine {
                     account: self.cfg.account.clone(),
                     session: own.clone(),
                     seq: 1,
+                    // One more than any term seen here or in the key: a record of this
+                    // acquisition is newer than everything any node has seen.
+                    term: self
+                        .memory
+                        .map_or(0, |m| m.term)
+                        .max(self.observer.record().map_or(0, |r| r.term))
+                        + 1,
                     state: RecordState::Active,
                     horizon: Horizon {
                         head: Some(view.head),
@@ -151,6 +184,7 @@ impl Machine {
                         ),
                     },
                     successor: None,
+                    switchover: None,
                     // What we inherit of the previous leader until our fence opens.
                     inherited: inherit.then(|| {
                         Fence::new(
@@ -169,6 +203,13 @@ impl Machine {
                     value: record.to_bytes(),
                 });
                 self.acquiring = Some((plan, record));
+                // A switchover's hand-over to us: its id, for ending the request once we
+                // validate.
+                self.acquiring_switchover = self
+                    .observer
+                    .record()
+                    .filter(|r| r.state == RecordState::Released && for_me)
+                    .and_then(|r| r.switchover);
             }
             StandbyMove::DestroyHolder(s) => {
                 if automatic && self.destroying.as_deref() != Some(s.as_str()) {
@@ -204,35 +245,110 @@ impl Machine {
                     self.acquiring = Some((plan, record));
                 }
             }
-            StandbyMove::ReleaseOwn => {
-                if let Some(key) = self.observer.key() {
-                    if let Some((index, retry)) = self.released_own {
-                        if index == key.index && retry.is_none_or(|at| now < at) {
-                            return;
-                        }
-                    }
-                    self.releasing_own = Some(key.index);
-                    out.push(Command::Release {
-                        session: own,
-                        expected_index: key.index,
-                        value: key.value.clone(),
-                    });
-                }
-            }
+            StandbyMove::ReleaseOwn => self.release_own(own, out),
         }
     }
 
-    /// A planned switchover, carried out by the leader: pick the target, wait for a
-    /// maintenance window if asked, then hand over with the target named in the released
-    /// record.
+    /// Releases the key our session holds although we do not lead, value unchanged; once per
+    /// index seen (after a failure, again after the retry delay).
+    fn release_own(&mut self, own: String, out: &mut Vec<Command>) {
+        let Some(key) = self.observer.key() else {
+            return;
+        };
+        if let Some((index, retry)) = self.released_own {
+            if index == key.index && retry.is_none_or(|at| self.now < at) {
+                return;
+            }
+        }
+        self.releasing_own = Some(key.index);
+        out.push(Command::Release {
+            session: own,
+            expected_index: key.index,
+            value: key.value.clone(),
+        });
+    }
+
+    /// A planned switchover (docs/operations.md, "kuutamoctl switchover"). Only the node that
+    /// validated when it was requested (`from`, with the same session) carries it out, once:
+    /// it waits for its target to be ready (and for a maintenance window if asked), then hands
+    /// over with the target and the request's id in its released record. The first node that
+    /// validates otherwise ends the request (moves it to the control record's `done`), saying
+    /// whether the hand-over happened as asked: no node ever acts on it again.
     pub(super) fn reconcile_switchover(&mut self, out: &mut Vec<Command>) {
         let Some(sw) = self.control.switchover.clone() else {
             return;
         };
-        if self.handled_switchover.as_deref() == Some(sw.id.as_str()) {
+        let first_seen = match &self.switchover_seen {
+            Some((id, at)) if *id == sw.id => *at,
+            _ => {
+                self.switchover_seen = Some((sw.id.clone(), self.now));
+                self.now
+            }
+        };
+        if self.finished_switchover.as_deref() == Some(sw.id.as_str())
+            || !matches!(self.phase, Phase::Validating)
+            || !self.activated
+        {
             return;
         }
-        if !matches!(self.phase, Phase::Validating) {
+        let me = self.cfg.node_id.clone();
+        let to = sw.to.clone().unwrap_or_default();
+        let ours = sw.from == me
+            && sw
+                .from_session
+                .as_deref()
+                .is_none_or(|s| Some(s) == self.session());
+        let expired =
+            sw.timeout_ms > 0 && self.now >= first_seen + Duration::from_millis(sw.timeout_ms);
+        let handled = self.handled_switchover.as_deref() == Some(sw.id.as_str());
+        if !ours || handled || expired || self.control.paused {
+            let (ok, outcome) = if !ours && me == to {
+                let planned = self.acquired_switchover.as_deref() == Some(sw.id.as_str());
+                if planned {
+                    (true, format!("{} -> {me}", sw.from))
+                } else {
+                    (
+                        false,
+                        format!(
+                            "{me} validates, but not by the hand-over from {} (it stopped validating for another reason first)",
+                            sw.from
+                        ),
+                    )
+                }
+            } else if !ours && sw.from == me {
+                (false, format!("{me} restarted before it handed over"))
+            } else if !ours {
+                (false, format!("{me} validates, not {to}"))
+            } else if handled {
+                (
+                    false,
+                    format!("{to} did not take the lock; {me} validates again"),
+                )
+            } else if expired {
+                let why = self
+                    .switchover
+                    .as_ref()
+                    .filter(|s| s.id == sw.id)
+                    .map_or("no progress".to_string(), |s| s.status.clone());
+                (false, format!("timed out on {me}: {why}"))
+            } else {
+                (
+                    false,
+                    "the cluster was paused before the hand-over".to_string(),
+                )
+            };
+            self.finished_switchover = Some(sw.id.clone());
+            self.switchover = Some(SwitchoverStatus {
+                id: sw.id.clone(),
+                status: outcome.clone(),
+                failed: !ok,
+            });
+            out.push(Command::FinishSwitchover(crate::records::SwitchoverDone {
+                id: sw.id,
+                ok,
+                leader: Some(me),
+                outcome,
+            }));
             return;
         }
         let status = |text: String, failed: bool| SwitchoverStatus {
@@ -240,23 +356,10 @@ impl Machine {
             status: text,
             failed,
         };
-        if sw.to.as_deref() == Some(self.cfg.node_id.as_str()) {
-            self.switchover = Some(status("this node already validates".into(), false));
-            self.handled_switchover = Some(sw.id);
-            return;
-        }
-        let eligible = |p: &&NodeRecord| p.may_take_over && p.priority > 0;
+        // Requests from an older kuutamoctl name no target: the best standby, chosen now.
         let target = match &sw.to {
-            Some(to) => self
-                .peers
-                .iter()
-                .filter(eligible)
-                .find(|p| &p.node_id == to),
-            None => self
-                .peers
-                .iter()
-                .filter(eligible)
-                .max_by_key(|p| p.priority),
+            Some(to) => self.ready_peers().find(|p| &p.node_id == to),
+            None => self.ready_peers().max_by_key(|p| p.priority),
         }
         .map(|p| p.node_id.clone());
         let Some(target) = target else {
@@ -279,11 +382,17 @@ impl Machine {
                     return;
                 }
                 Some(Err(e)) => {
-                    self.switchover = Some(status(
-                        format!("neard cannot tell its maintenance windows ({e}); switch over without --in-window"),
-                        true,
-                    ));
-                    self.handled_switchover = Some(sw.id);
+                    let outcome = format!(
+                        "neard cannot tell its maintenance windows ({e}); switch over without --in-window"
+                    );
+                    self.switchover = Some(status(outcome.clone(), true));
+                    self.finished_switchover = Some(sw.id.clone());
+                    out.push(Command::FinishSwitchover(crate::records::SwitchoverDone {
+                        id: sw.id,
+                        ok: false,
+                        leader: Some(me),
+                        outcome,
+                    }));
                     return;
                 }
                 Some(Ok(windows)) => {
@@ -309,9 +418,17 @@ impl Machine {
             }
         }
         self.switchover = Some(status(format!("handing over to {target}"), false));
-        self.handled_switchover = Some(sw.id);
-        self.successor = Some(target);
+        self.handled_switchover = Some(sw.id.clone());
+        self.successor = Some((target, sw.id));
         self.step_down(StepDown::HandOver, out);
+        // The target has the lock to itself for a heartbeat interval; if it does not come, this
+        // node may take it back after that, not after a whole TTL.
+        let back = After::Standby(self.now + self.cfg.timing.heartbeat_interval);
+        match &mut self.phase {
+            Phase::Demoting(d) => d.after = back,
+            Phase::Releasing(r) => r.after = back,
+            _ => {}
+        }
     }
 
     /// This node's status record, published on every change and every [`RECORD_INTERVAL`].
@@ -336,7 +453,9 @@ impl Machine {
         };
         // A fence just now is news: publish it at once (a switchover measures its gap by it).
         let fresh_fence = self.fenced_at == Some(self.now);
-        let due = fresh_fence || self.now >= self.published_at + RECORD_INTERVAL;
+        let due = fresh_fence
+            || self.now >= self.published_at + RECORD_INTERVAL
+            || self.holder_evidence(facts.head);
         if due || self.published.as_ref().is_none_or(|p| p.differs(&facts)) {
             self.published_at = self.now;
             self.published = Some(facts.clone());

@@ -311,6 +311,19 @@ pub enum Command {
     HotSwapFallback(&'static str),
     /// Publish this node's status record.
     Publish(NodeFacts),
+    /// Persist what this node remembers of the lock (atomically, in its state directory).
+    Remember(LockMemory),
+    /// The key shows an older record, at a lower Consul index, than this node has seen:
+    /// Consul's state was rewound (a snapshot restore). Log and count it.
+    ConsulRewound {
+        /// What the key shows now: `(Term, Seq)` and its index.
+        seen: (u64, u64, u64),
+        /// What this node had seen.
+        remembered: LockMemory,
+    },
+    /// End the switchover request `done.id`: in the control record, with check-and-set,
+    /// replace the request by its outcome (nothing, if the request is no longer there).
+    FinishSwitchover(crate::records::SwitchoverDone),
     /// Ask neard for our account's maintenance windows; report [`Event::Windows`].
     QueryWindows,
     /// The doppelganger alarm changed (log it).
@@ -385,14 +398,26 @@ pub enum StepDown {
     Shutdown,
     /// A restart with the key did not come up in time.
     BootTimeout,
-    /// Promoting, our neard's head stayed below the previous leader's past
-    /// [`Timing::behind_limit`](crate::timing::Timing::behind_limit) while another node was
-    /// ready: the lock goes back, the key never went live.
-    Behind {
-        /// Our neard's head.
+    /// The node held the lock without signing for
+    /// [`Timing::progress_grace`](crate::timing::Timing::progress_grace) while another node was
+    /// ready: the lock goes to that node (docs/failover.md, "Liveness").
+    NoProgress(Stuck),
+}
+
+/// Why a lock holder is not signing (see [`StepDown::NoProgress`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stuck {
+    /// Promoting (the key not live yet), its neard reports syncing.
+    Syncing,
+    /// Its neard's head stayed at `own` while a ready node's record shows `peer`, a higher one:
+    /// the chain moves on without this node (frozen, cut off, or on a fork of its own).
+    Head {
+        /// Our neard's head, unchanged for the grace.
         own: u64,
-        /// The previous leader's head.
-        need: u64,
+        /// The highest head a ready node's record shows.
+        peer: u64,
+        /// Whether our key may be live (validating) or never went live (promoting).
+        live: bool,
     },
 }
 
@@ -409,7 +434,7 @@ impl StepDown {
         "hand_over",
         "shutdown",
         "boot_timeout",
-        "behind",
+        "no_progress",
     ];
 
     /// The metric label.
@@ -425,7 +450,7 @@ impl StepDown {
             StepDown::HandOver => "hand_over",
             StepDown::Shutdown => "shutdown",
             StepDown::BootTimeout => "boot_timeout",
-            StepDown::Behind { .. } => "behind",
+            StepDown::NoProgress(_) => "no_progress",
         }
     }
 
@@ -441,11 +466,15 @@ impl StepDown {
             StepDown::Syncing => "neard kept reporting syncing past the syncing grace".into(),
             StepDown::GuardLost => "the guard process was lost (neard died with it)".into(),
             StepDown::ClockJump => "the host was suspended".into(),
-            StepDown::HandOver => "asked to hand over (SIGUSR1)".into(),
+            StepDown::HandOver => "asked to hand over (SIGUSR1 or kuutamoctl switchover)".into(),
             StepDown::Shutdown => "asked to stop".into(),
             StepDown::BootTimeout => "neard did not come up with the key in time".into(),
-            StepDown::Behind { own, need } => format!(
-                "our neard's head {own} stayed below the previous leader's {need}; a ready node gets the lock (our key never went live)"
+            StepDown::NoProgress(Stuck::Syncing) => {
+                "our neard reports syncing while another node is ready; it gets the lock (our key never went live)".into()
+            }
+            StepDown::NoProgress(Stuck::Head { own, peer, live }) => format!(
+                "our neard's head stayed at {own} while a ready node's is at {peer}; it gets the lock ({})",
+                if live { "our neard is fenced first" } else { "our key never went live" }
             ),
         }
     }

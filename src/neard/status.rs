@@ -3,7 +3,7 @@
 //! kuutamod reads only what it decides on: whether neard is syncing, its head height, and which
 //! validator key it has loaded (for hot-swap confirmation). Everything else in the
 //! `StatusResponse` is ignored, so the parser accepts neard 1.x and 2.x bodies alike (see the
-//! fixtures in `../shared/fixtures`), and a field neard adds later cannot break it.
+//! fixtures in `tests/fixtures/`), and a field neard adds later cannot break it.
 
 use serde::Deserialize;
 

@@ -77,6 +77,14 @@ pub async fn run(
         tx.clone(),
     ));
     let key = leader_key(&settings.account_id);
+    tasks::check_node_id(
+        &consul,
+        &settings.account_id,
+        &settings.node_id,
+        &hostname(),
+    )
+    .await?;
+    let instance = crate::records::new_instance();
     let watcher = tokio::spawn(tasks::watch_leader(
         consul.clone(),
         key.clone(),
@@ -87,6 +95,7 @@ pub async fn run(
         consul.clone(),
         settings.account_id.clone(),
         settings.node_id.clone(),
+        instance.clone(),
         tx.clone(),
         metrics.clone(),
     ));
@@ -109,6 +118,26 @@ pub async fn run(
     });
     metrics.priority.set(i64::from(settings.priority));
     let (notes_tx, notes_rx) = mpsc::unbounded_channel();
+    let memory_path = crate::memory::path(&settings.state_dir, &settings.account_id);
+    let remembered = match crate::memory::load(&memory_path) {
+        Ok(m) => m,
+        Err(e) => {
+            // As a node that never ran: it learns the lock anew from Consul.
+            log::error!("{e}");
+            None
+        }
+    };
+    if let Some(m) = remembered {
+        log::info!(
+            "remembered the lock at term {}, heartbeat {}, Consul index {} ({})",
+            m.term,
+            m.seq,
+            m.index,
+            memory_path.display()
+        );
+    }
+    let (memory, memory_rx) = watch::channel(remembered);
+    let keeper = tokio::spawn(crate::memory::keep(memory_path, memory_rx));
     let config = Config {
         node_id: settings.node_id.clone(),
         hostname: hostname(),
@@ -120,6 +149,7 @@ pub async fn run(
         priority: settings.priority,
         doppelganger_heights: settings.doppelganger_heights,
         block_delays: settings.neard_config.block_delays()?,
+        remembered,
         mutations: crate::machine::Mutations::default(),
     };
     let mut sup = Supervisor {
@@ -145,11 +175,14 @@ pub async fn run(
         shown: State::Startup,
         rpc: rpc_for_windows,
         hooks,
+        instance,
+        memory,
     };
     let result = sup.main_loop(rx, notes_rx, shutdown).await;
     // The last record (`Shutdown`) gets a moment to reach Consul, so `kuutamoctl status` shows
     // a stopped node as stopped.
     drop(sup);
+    let _ = tokio::time::timeout(RECORD_FLUSH, keeper).await;
     if tokio::time::timeout(RECORD_FLUSH, publisher).await.is_err() {
         log::warn!("this node's last status record was not published within {RECORD_FLUSH:?}");
     }
@@ -186,6 +219,10 @@ struct Supervisor {
     shown: State,
     rpc: NeardRpc,
     hooks: Option<mpsc::UnboundedSender<(State, State)>>,
+    /// This process's id in its status records.
+    instance: String,
+    /// The lock memory to persist ([`crate::memory::keep`]).
+    memory: watch::Sender<Option<crate::lease::LockMemory>>,
 }
 
 impl Supervisor {
@@ -304,6 +341,22 @@ impl Supervisor {
         self.metrics
             .lock_held
             .set(i64::from(self.machine.holds_lock()));
+        self.metrics
+            .not_signing
+            .set(self.machine.not_signing_for().as_secs_f64());
+        let trusted = self.machine.wall_clock_trusted();
+        if i64::from(trusted) != self.metrics.wall_clock_trusted.get() {
+            if trusted {
+                log::info!("this host's wall clock agrees with the chain's block timestamps again");
+            } else {
+                log::warn!(
+                    "neard shows a block stamped later than this host's wall clock: the clock is behind the chain's (check NTP); \
+                     the height fence ignores block timestamps for {:?}",
+                    crate::machine::WALL_DISTRUST
+                );
+            }
+            self.metrics.wall_clock_trusted.set(i64::from(trusted));
+        }
         self.published.send_replace(Published {
             state,
             neard_pid: self.neard.as_ref().map(Neard::pid),
@@ -418,6 +471,32 @@ impl Supervisor {
                 }
                 None
             }
+            Command::Remember(m) => {
+                self.memory.send_replace(Some(m));
+                None
+            }
+            Command::ConsulRewound { seen, remembered } => {
+                log::error!(
+                    "Consul's state was rewound: the leader key shows term {}, heartbeat {} at index {}, but this node saw term {}, heartbeat {} at index {} (a snapshot restore?); the key's record is treated as foreign (a TTL's wait, our own view of the chain)",
+                    seen.0,
+                    seen.1,
+                    seen.2,
+                    remembered.term,
+                    remembered.seq,
+                    remembered.index
+                );
+                self.metrics.consul_rewinds.inc();
+                None
+            }
+            Command::FinishSwitchover(done) => {
+                tokio::spawn(tasks::finish_switchover(
+                    self.consul.clone(),
+                    self.settings.account_id.clone(),
+                    done,
+                    self.metrics.clone(),
+                ));
+                None
+            }
             Command::Publish(facts) => {
                 let record = self.node_record(facts);
                 self.records.send_replace(Some(record));
@@ -466,6 +545,7 @@ impl Supervisor {
         crate::records::NodeRecord {
             node_id: self.settings.node_id.clone(),
             hostname: hostname(),
+            instance: Some(self.instance.clone()),
             state: facts.state.name().to_string(),
             synced: facts.synced,
             head: facts.head,

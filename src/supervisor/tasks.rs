@@ -199,18 +199,24 @@ pub async fn watch_leader(
 }
 
 /// Watches the account's records (`kuutamod/<account>/`: the control record and every node's
-/// status record) and reports the control record and the other nodes' fresh records.
+/// status record) and reports the control record and the other nodes' records. Their
+/// freshness is the machine's to judge, by when it saw them change: never by the writers' wall
+/// clocks. A record of our own node id written by another kuutamod process (`instance`) is a
+/// second host with our node id: logged as an error and counted in
+/// `kuutamod_node_id_conflict`.
 pub async fn watch_cluster(
     consul: Consul,
     account: String,
     node_id: String,
+    instance: String,
     tx: mpsc::UnboundedSender<Report>,
     metrics: Metrics,
 ) {
-    use crate::records::{control_key, prefix, Control, NodeRecord};
+    use crate::records::{control_key, prefix, Control, NodeRecord, OwnId};
     let prefix = prefix(&account);
     let control_key = control_key(&account);
     let mut index = 0u64;
+    let mut own = OwnId::default();
     loop {
         let blocking = (index > 0).then_some((index, WATCH_WAIT));
         metrics.consul_requests.with_label_values(&["watch"]).inc();
@@ -218,24 +224,23 @@ pub async fn watch_cluster(
             Ok((entries, new_index)) => {
                 let unchanged = index > 0 && new_index == index;
                 index = if new_index < index { 0 } else { new_index };
-                let now = wall_ms();
                 let mut control = Control::default();
                 let mut peers = Vec::new();
                 for e in &entries {
                     if e.key == control_key {
                         control = Control::parse(&e.bytes()).unwrap_or_default();
                     } else if let Some(r) = NodeRecord::parse(&e.bytes()) {
-                        if r.node_id != node_id && r.is_fresh(now) {
+                        if r.node_id != node_id {
                             peers.push(r);
+                        } else if let Some(host) = own.observe(&r, &instance) {
+                            log::error!(
+                                "another kuutamod process (host {host}, instance {}) writes the status record of node id {node_id}: \
+                                 two hosts run with KUUTAMO_NODE_ID={node_id}; give every host its own node id",
+                                r.instance.as_deref().unwrap_or("unknown"),
+                            );
+                            metrics.node_id_conflict.set(1);
                         }
                     }
-                }
-                if control
-                    .switchover
-                    .as_ref()
-                    .is_some_and(|s| s.expires_ms < now)
-                {
-                    control.switchover = None;
                 }
                 let event = Event::ClusterObserved { control, peers };
                 if tx.send(Report { event, pid: None }).is_err() {
@@ -253,6 +258,97 @@ pub async fn watch_cluster(
             }
         }
     }
+}
+
+/// How many times a switchover's end is tried against a control record that keeps changing.
+const FINISH_TRIES: usize = 20;
+
+/// Ends switchover `done.id` in the account's control record: replaces the pending request by
+/// its outcome with check-and-set, retrying while the record changes under it (a `pause`, a
+/// status of another node); does nothing if the request is no longer there.
+pub async fn finish_switchover(
+    consul: Consul,
+    account: String,
+    done: crate::records::SwitchoverDone,
+    metrics: Metrics,
+) {
+    use crate::records::{control_key, Control};
+    let key = control_key(&account);
+    for _ in 0..FINISH_TRIES {
+        metrics
+            .consul_requests
+            .with_label_values(&["publish"])
+            .inc();
+        let (entry, _) = match consul.get_key(&key, None, true).await {
+            Ok(r) => r,
+            Err(e) => {
+                log::warn!("cannot read {key} to end switchover {}: {e}", done.id);
+                tokio::time::sleep(WATCH_RETRY).await;
+                continue;
+            }
+        };
+        let Some(entry) = entry else { return };
+        let mut control = Control::parse(&entry.bytes()).unwrap_or_default();
+        if control.switchover.as_ref().is_none_or(|s| s.id != done.id) {
+            return; // ended already (or cancelled)
+        }
+        control.switchover = None;
+        control.done = Some(done.clone());
+        let bytes = serde_json::to_vec(&control).unwrap_or_default();
+        match consul.put_cas(&key, &bytes, entry.modify_index).await {
+            Ok(true) => {
+                log::info!(
+                    "switchover {} ended: {}{}",
+                    done.id,
+                    done.outcome,
+                    if done.ok { "" } else { " (not as asked)" }
+                );
+                return;
+            }
+            Ok(false) => {}
+            Err(e) => {
+                log::warn!("cannot end switchover {}: {e}", done.id);
+                tokio::time::sleep(WATCH_RETRY).await;
+            }
+        }
+    }
+    log::warn!(
+        "gave up ending switchover {} after {FINISH_TRIES} tries: `kuutamoctl switchover --cancel` clears it",
+        done.id
+    );
+}
+
+/// Refuses to start when another host runs a kuutamod with our node id: the status record of
+/// our node id names another host, and its Consul session is alive. Consul unreachable or no
+/// record: nothing to say here (the cluster watch notices a conflict later).
+pub async fn check_node_id(
+    consul: &Consul,
+    account: &str,
+    node_id: &str,
+    hostname: &str,
+) -> anyhow::Result<()> {
+    let key = crate::records::node_key(account, node_id);
+    let Ok((Some(entry), _)) = consul.get_key(&key, None, false).await else {
+        return Ok(());
+    };
+    let Some(record) = NodeRecord::parse(&entry.bytes()) else {
+        return Ok(());
+    };
+    let Some(session) = record
+        .session
+        .as_deref()
+        .filter(|_| record.hostname != hostname)
+    else {
+        return Ok(());
+    };
+    if let Ok(Some(_)) = consul.session_info(session).await {
+        anyhow::bail!(
+            "host {} already runs a kuutamod with KUUTAMO_NODE_ID={node_id} (its Consul session {session} is alive): \
+             give every host its own node id",
+            record.hostname
+        );
+    }
+    Ok(())
 }
 
 /// Writes this node's status record (`kuutamod/<account>/nodes/<node>`): one PUT at a time,

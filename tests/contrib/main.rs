@@ -8,6 +8,8 @@
 //!   ACLs on (default deny) holding only a token of `kuutamod-policy.hcl`, takes the lock,
 //!   validates, hands over and takes it again; `kuutamoctl` works with a token of
 //!   `kuutamoctl-policy.hcl`.
+//! - `kuutamod --check` passes with a token of `kuutamod-policy.hcl` and changes nothing in
+//!   Consul; each failing check prints its line (`check.rs`).
 //!
 //! Real parts only: a Consul dev agent, the kuutamod and kuutamoctl binaries, and the neard
 //! simulator that kuutamod supervises. `promtool check/test rules` run in `scripts/check-contrib`.
@@ -16,6 +18,7 @@
 //! dashboard), `metrics.rs` (what contrib uses against what is exported), `procs.rs` (the
 //! processes the test starts: Consul with ACLs, kuutamod; bounded waits).
 
+mod check;
 mod metrics;
 mod procs;
 mod promql;
@@ -89,6 +92,26 @@ fn the_scanner_finds_metrics_and_matchers() {
     assert_eq!(names.len(), 1);
     assert_eq!(matchers[0].value, "lease_expired|key_lost");
     assert_eq!(matchers[0].op, "=~");
+}
+
+/// contrib/neard-metrics.txt lists neard's metrics that contrib may use; each must be
+/// documented, with its nearcore source, in docs/neard.md (section 2.2).
+#[test]
+fn every_listed_neard_metric_is_documented_in_docs_neard_md() {
+    let doc = read(&repo().join("docs/neard.md"));
+    let listed = neard_list();
+    assert!(
+        !listed.is_empty(),
+        "contrib/neard-metrics.txt lists nothing"
+    );
+    let missing: Vec<&String> = listed
+        .iter()
+        .filter(|name| !doc.contains(&format!("`{name}`")))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "listed in contrib/neard-metrics.txt but not in docs/neard.md: {missing:?}"
+    );
 }
 
 #[test]

@@ -69,8 +69,10 @@ impl Setup {
 /// checks would run on (it retries Consul), and is killed and failed at this bound.
 const FAILS_AT_START: Duration = Duration::from_secs(10);
 
-/// Runs kuutamod and expects it to fail at once with a message containing every `needle`.
-fn fails_with(mut cmd: Command, needles: &[&str]) {
+/// Runs kuutamod and expects it to fail at once (exit 1, the status of every settings error)
+/// with one error line containing every `needle`, printed once (not also as a log line).
+/// Returns stderr.
+fn fails_with(mut cmd: Command, needles: &[&str]) -> String {
     let dir = tempfile::tempdir().expect("tempdir");
     let err_path = dir.path().join("stderr");
     let err_file = std::fs::File::create(&err_path).expect("stderr file");
@@ -109,6 +111,11 @@ fn fails_with(mut cmd: Command, needles: &[&str]) {
         .filter(|l| l.starts_with("kuutamod: "))
         .count();
     assert_eq!(error_lines, 1, "one error line: {stderr}");
+    if let Some(needle) = needles.first() {
+        let mentions = stderr.lines().filter(|l| l.contains(needle)).count();
+        assert_eq!(mentions, 1, "the error is printed once: {stderr}");
+    }
+    stderr
 }
 
 #[test]
@@ -182,14 +189,32 @@ fn bad_urls_addresses_and_durations() {
     fails_with(cmd, &["KUUTAMO_CONSUL_URL"]);
     let mut cmd = s.command();
     cmd.env("KUUTAMO_EXPORTER_ADDRESS", "everywhere");
-    fails_with(cmd, &["KUUTAMO_EXPORTER_ADDRESS", "everywhere"]);
+    // The example is an exporter address, not neard's p2p port.
+    fails_with(
+        cmd,
+        &[
+            "KUUTAMO_EXPORTER_ADDRESS",
+            "everywhere",
+            "e.g. 127.0.0.1:2233",
+        ],
+    );
     let mut cmd = s.command();
     cmd.env("KUUTAMO_VOTER_NETWORK_ADDR", "0.0.0.0");
     fails_with(cmd, &["KUUTAMO_VOTER_NETWORK_ADDR"]);
     let mut cmd = s.command();
     cmd.env("KUUTAMO_SESSION_TTL", "10s")
         .env("KUUTAMO_NEARD_STOP_GRACE", "9s");
-    fails_with(cmd, &["KUUTAMO_NEARD_STOP_GRACE", "KUUTAMO_SESSION_TTL"]);
+    // 10 s / 3 + 10 s / 6 is 4.999999999 s in `Duration`'s arithmetic: printed as 5s.
+    let stderr = fails_with(
+        cmd,
+        &[
+            "KUUTAMO_NEARD_STOP_GRACE (9s)",
+            "KUUTAMO_SESSION_TTL (10s)",
+            "missed heartbeat (5s)",
+            "at most 4s",
+        ],
+    );
+    assert!(!stderr.contains("999"), "a float artefact: {stderr}");
     let mut cmd = s.command();
     cmd.env("KUUTAMO_NEARD_BIN", s.dir.path().join("no-such-neard"));
     fails_with(cmd, &["KUUTAMO_NEARD_BIN", "no-such-neard"]);
@@ -233,6 +258,9 @@ fn unreachable_consul_keeps_the_node_registering_without_the_key_and_says_where(
             }
         },
     );
+    // Each URL as it is: no `?` left where a query was not added.
+    let log = std::fs::read_to_string(&node.log).unwrap_or_default();
+    assert!(!log.contains("? is unreachable"), "{log}");
     wait::until(
         Duration::from_secs(30),
         "the node to reach Registering",
@@ -266,4 +294,82 @@ fn validator_node_key_is_needed_in_restart_mode_only() {
     cmd.env_remove("KUUTAMO_VALIDATOR_NODE_KEY")
         .env("KUUTAMO_FAILOVER_MODE", "hot-swap");
     fails_with(cmd, &["config.json"]);
+}
+
+#[test]
+fn a_bad_value_names_the_variable_the_user_set_and_exits_like_every_settings_error() {
+    let s = setup();
+    let mut cmd = s.command();
+    cmd.env("KUUTAMO_SESSION_TTL", "30x");
+    fails_with(
+        cmd,
+        &[
+            "KUUTAMO_SESSION_TTL=\"30x\" is not valid",
+            "unknown unit \"x\"",
+        ],
+    );
+    let mut cmd = s.command();
+    cmd.env("KUUTAMO_FAILOVER_MODE", "hotswap");
+    fails_with(
+        cmd,
+        &[
+            "KUUTAMO_FAILOVER_MODE=\"hotswap\" is not valid",
+            "restart, hot-swap",
+        ],
+    );
+    let mut cmd = s.command();
+    cmd.env("KUUTAMO_PRIORITY", "high");
+    fails_with(cmd, &["KUUTAMO_PRIORITY=\"high\" is not valid"]);
+    // On the command line, the flag is named (and its variable).
+    let mut cmd = s.command();
+    cmd.args(["--session-ttl", "30x"]);
+    fails_with(cmd, &["--session-ttl \"30x\" (or KUUTAMO_SESSION_TTL)"]);
+    let mut cmd = s.command();
+    cmd.arg("--no-such-flag");
+    fails_with(cmd, &["'--no-such-flag'", "kuutamod --help"]);
+}
+
+#[test]
+fn a_bare_number_is_seconds_as_help_says() {
+    let s = setup();
+    let out = Command::new(kuutamod_bin())
+        .arg("--help")
+        .output()
+        .expect("kuutamod --help");
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(help.contains("bare number of seconds (30 is 30s"), "{help}");
+    // 30 is accepted as 30 s: with a 5 s grace the timing rule holds (it would not for 30 ms),
+    // and kuutamod gets to the next check (config.json, removed here).
+    std::fs::remove_file(s.home.join("config.json")).expect("rm");
+    let mut cmd = s.command();
+    cmd.env("KUUTAMO_SESSION_TTL", "30")
+        .env("KUUTAMO_NEARD_STOP_GRACE", "5");
+    fails_with(cmd, &["config.json"]);
+}
+
+#[test]
+fn help_lists_every_endpoint_rust_log_and_the_exit_status() {
+    let out = Command::new(kuutamod_bin())
+        .arg("--help")
+        .output()
+        .expect("kuutamod --help");
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    for needle in [
+        "/metrics",
+        "/health",
+        "/leader",
+        "/standby",
+        "/neard-pid",
+        "RUST_LOG",
+        "Exit status",
+        "--check",
+        "CONSUL_HTTP_ADDR",
+    ] {
+        assert!(
+            help.contains(needle),
+            "{needle:?} not in kuutamod --help:\n{help}"
+        );
+    }
 }

@@ -1,6 +1,8 @@
 //! kuutamoctl: `active-validator` output and exit codes; `status` of a ready standby and a
 //! stopped node; a `switchover` in a maintenance window, `pause` / `resume` around a crash, and
-//! a node with priority 0, on the shared chain.
+//! a node with priority 0, on the shared chain; the command-line conventions (options after the
+//! command, the consul CLI's variables, exit 64 for a bad command line, an account Consul knows
+//! nothing of).
 
 use std::process::Command;
 use std::time::Duration;
@@ -40,7 +42,9 @@ fn active_validator_reports_holder_none_and_errors() {
     assert!(out.contains("no active validator"), "{out}");
     let (code, out) = ctl(&consul_url, true);
     assert_eq!(code, 1, "{out}");
-    let v: serde_json::Value = serde_json::from_str(&out).expect("json");
+    // stdout is the JSON; stderr (after it) warns that Consul knows nothing of the account.
+    let json = out.lines().next().unwrap_or_default();
+    let v: serde_json::Value = serde_json::from_str(json).expect("json");
     assert_eq!(v["node_id"], serde_json::Value::Null);
 
     cluster.start_all().must();
@@ -225,4 +229,149 @@ fn a_priority_zero_node_never_validates_while_another_synced_node_exists() {
         "node1 (priority 0) signed"
     );
     cluster.check_no_double_signing().must();
+}
+
+/// Runs kuutamoctl with only `env` in its environment; returns its exit code, stdout, stderr.
+fn ctl_env(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    let out = Command::new(kuutamoctl_bin())
+        .env_clear()
+        .envs(env.iter().copied())
+        .args(args)
+        .output()
+        .expect("kuutamoctl");
+    (
+        out.status.code().expect("exit code"),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn options_go_after_the_command_and_consul_is_found_as_the_consul_cli_finds_it() {
+    let cluster = cluster(1, Opts::test());
+    let url = cluster.servers.url();
+    let nobody = format!("127.0.0.1:{}", free_port());
+    // Every option after the command.
+    let (code, out, err) = ctl_env(
+        &[
+            "active-validator",
+            "--consul-url",
+            &url,
+            "--account-id",
+            ACCOUNT,
+        ],
+        &[],
+    );
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(out.contains("no active validator"), "{out}{err}");
+    // CONSUL_HTTP_ADDR, without a scheme as the consul CLI takes it.
+    let addr = url.trim_start_matches("http://");
+    let (code, out, err) = ctl_env(
+        &["active-validator"],
+        &[("CONSUL_HTTP_ADDR", addr), ("KUUTAMO_ACCOUNT_ID", ACCOUNT)],
+    );
+    assert_eq!(code, 1, "{out}{err}");
+    // kuutamoctl's own variable wins over the consul CLI's.
+    let (code, out, err) = ctl_env(
+        &["active-validator"],
+        &[
+            ("CONSUL_HTTP_ADDR", nobody.as_str()),
+            ("KUUTAMO_CONSUL_URL", url.as_str()),
+            ("KUUTAMO_ACCOUNT_ID", ACCOUNT),
+        ],
+    );
+    assert_eq!(code, 1, "{out}{err}");
+    let (code, _, err) = ctl_env(
+        &["active-validator"],
+        &[
+            ("CONSUL_HTTP_ADDR", nobody.as_str()),
+            ("KUUTAMO_ACCOUNT_ID", ACCOUNT),
+        ],
+    );
+    assert_eq!(code, 3, "{err}");
+    assert!(err.contains(&format!("http://{nobody}/")), "{err}");
+    // CONSUL_HTTP_SSL makes it https, as for the consul CLI (the agent speaks http: TLS fails).
+    let (code, _, err) = ctl_env(
+        &["active-validator"],
+        &[
+            ("CONSUL_HTTP_ADDR", addr),
+            ("CONSUL_HTTP_SSL", "true"),
+            ("KUUTAMO_ACCOUNT_ID", ACCOUNT),
+        ],
+    );
+    assert_eq!(code, 3, "{err}");
+    assert!(err.contains(&format!("https://{addr}/")), "{err}");
+    // CONSUL_CACERT is read (and named when it is not a certificate).
+    let dir = tempfile::tempdir().expect("tempdir");
+    let junk = dir.path().join("ca.pem");
+    std::fs::write(&junk, "not a certificate").expect("write");
+    let (code, _, err) = ctl_env(
+        &["status"],
+        &[
+            ("CONSUL_HTTP_ADDR", addr),
+            ("CONSUL_CACERT", junk.to_str().expect("utf-8 path")),
+            ("KUUTAMO_ACCOUNT_ID", ACCOUNT),
+        ],
+    );
+    assert_eq!(code, 3, "{err}");
+    assert!(
+        err.contains("CONSUL_CACERT") && err.contains("ca.pem"),
+        "{err}"
+    );
+}
+
+#[test]
+fn an_account_consul_knows_nothing_of_is_warned_of_and_not_paused_by_mistake() {
+    let cluster = cluster(1, Opts::test());
+    let url = cluster.servers.url();
+    let env = [
+        ("KUUTAMO_CONSUL_URL", url.as_str()),
+        ("KUUTAMO_ACCOUNT_ID", "pool.tset.near"),
+    ];
+    let (code, out, err) = ctl_env(&["status"], &env);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(out.is_empty(), "no empty table: {out}");
+    assert!(
+        err.contains("warning") && err.contains("knows nothing of account \"pool.tset.near\""),
+        "{err}"
+    );
+    let (code, out, err) = ctl_env(&["pause"], &env);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(err.contains("nothing was paused"), "{err}");
+    let (code, _, err) = ctl_env(&["resume"], &env);
+    assert_eq!(code, 1, "{err}");
+    // Before a first start, on purpose: --force.
+    let (code, out, err) = ctl_env(&["pause", "--force"], &env);
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, out, err) = ctl_env(&["status"], &env);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("automatic failover: PAUSED"), "{out}");
+    let (code, out, err) = ctl_env(&["resume"], &env);
+    assert_eq!(code, 0, "{out}{err}");
+}
+
+#[test]
+fn a_bad_command_line_exits_64_and_active_validator_help_lists_its_exit_codes() {
+    // 2 would read as active-validator's "the holder's session no longer exists".
+    let (code, _, err) = ctl_env(&["active-validator", "--jsn"], &[]);
+    assert_eq!(code, 64, "{err}");
+    assert!(err.contains("'--jsn'"), "{err}");
+    let (code, out, _) = ctl_env(&["active-validator", "--help"], &[]);
+    assert_eq!(code, 0);
+    for needle in [
+        "Exit status",
+        "0  a node holds the lock",
+        "1  no node holds the lock",
+        "2  the lock names a Consul session that no longer exists",
+        "3  Consul could not be asked",
+        "64  a bad command line",
+    ] {
+        assert!(out.contains(needle), "{needle:?} not in:\n{out}");
+    }
+    let (code, out, _) = ctl_env(&["--help"], &[]);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("CONSUL_HTTP_ADDR") && out.contains("CONSUL_CACERT") && out.contains("64"),
+        "{out}"
+    );
 }

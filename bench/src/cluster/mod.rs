@@ -268,6 +268,10 @@ impl Cluster {
             ];
             env.extend(spec.env.iter().cloned());
             env.extend(spec.node_env.get(&i).into_iter().flatten().cloned());
+            let wall_offset_ms = spec.node_clock.get(&i).copied().unwrap_or(0);
+            if wall_offset_ms != 0 {
+                env.extend(faketime_env(wall_offset_ms)?);
+            }
             nodes.push(Node {
                 log: dir.join(format!("{id}.log")),
                 id,
@@ -282,6 +286,7 @@ impl Cluster {
                 voter_port,
                 bin: bin.clone(),
                 env,
+                wall_offset_ms,
                 child: None,
             });
         }
@@ -341,4 +346,33 @@ impl Drop for Cluster {
         }
         self.kill_orphans();
     }
+}
+
+/// libfaketime's preload library, as Debian's `libfaketime` installs it.
+pub const LIBFAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
+
+/// The environment that runs a program with its wall clock `offset_ms` off through
+/// libfaketime: `CLOCK_REALTIME` only (`DONT_FAKE_MONOTONIC`), and not in the neard simulator
+/// or the guard it starts (`FAKETIME_SKIP_CMDS`, by `argv[0]`), so that only kuutamod's clock
+/// is off. (libfaketime also shifts absolute timer deadlines: the guard's `CLOCK_BOOTTIME`
+/// timer would fire ten minutes early or late.)
+fn faketime_env(offset_ms: i64) -> anyhow::Result<Vec<(String, String)>> {
+    anyhow::ensure!(
+        std::path::Path::new(LIBFAKETIME).exists(),
+        "{LIBFAKETIME} is missing: a wall-clock offset needs libfaketime (apt-get install faketime)"
+    );
+    let neard = crate::procs::neard_sim_bin();
+    let neard = neard
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    Ok(vec![
+        ("LD_PRELOAD".into(), LIBFAKETIME.into()),
+        ("FAKETIME".into(), format!("{:+}", offset_ms / 1000)),
+        ("DONT_FAKE_MONOTONIC".into(), "1".into()),
+        (
+            "FAKETIME_SKIP_CMDS".into(),
+            format!("{neard},kuutamod-guard"),
+        ),
+    ])
 }

@@ -43,6 +43,9 @@ pub struct Node {
     pub log: PathBuf,
     pub(super) bin: PathBuf,
     pub(super) env: Vec<(String, String)>,
+    /// How far this node's kuutamod's wall clock is off (ms; [`crate::cluster::Spec::node_clock`]):
+    /// its log's time stamps are corrected by it.
+    pub wall_offset_ms: i64,
     pub(super) child: Option<OwnedChild>,
 }
 
@@ -183,14 +186,48 @@ impl Node {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    /// When (Unix ms, by the line's timestamp) kuutamod last logged a line containing
-    /// `needle`.
+    /// When (Unix ms, by the line's timestamp, corrected by the node's wall-clock offset)
+    /// kuutamod last logged a line containing `needle`.
     pub fn last_logged(&self, needle: &str) -> Option<u64> {
+        self.logged(needle).next_back()
+    }
+
+    /// When kuutamod last logged a line containing `needle` before `before_ms`.
+    pub fn logged_before(&self, needle: &str, before_ms: u64) -> Option<u64> {
+        self.logged(needle).rfind(|t| *t < before_ms)
+    }
+
+    /// When kuutamod first logged a line containing `needle` at `after_ms` or later.
+    pub fn first_logged_after(&self, needle: &str, after_ms: u64) -> Option<u64> {
+        self.logged(needle).find(|t| *t >= after_ms)
+    }
+
+    /// The (corrected) time stamps of the lines containing `needle`, in order.
+    fn logged(&self, needle: &str) -> impl DoubleEndedIterator<Item = u64> {
+        let offset = self.wall_offset_ms;
         self.log_text()
             .lines()
             .filter(|l| l.contains(needle))
             .filter_map(|l| unix_ms(l.split(' ').next()?))
-            .next_back()
+            .filter_map(move |t| u64::try_from(i64::try_from(t).ok()? - offset).ok())
+            .collect::<Vec<_>>()
+            .into_iter()
+    }
+
+    /// The last `took` of a line `neard validates with the key <took> after acquiring the
+    /// lock`: this node's last promotion, from the lock to the live key (the height fence's
+    /// wait and the hot swap or neard's boot).
+    pub fn last_activation(&self) -> Option<Duration> {
+        let text = self.log_text();
+        let line = text
+            .lines()
+            .rfind(|l| l.contains("neard validates with the key"))?;
+        let took = line
+            .split("neard validates with the key ")
+            .nth(1)?
+            .split(' ')
+            .next()?;
+        debug_duration(took)
     }
 
     /// The last `n` lines of kuutamod's log.
@@ -203,6 +240,21 @@ impl Node {
             lines[lines.len().saturating_sub(n)..].join("\n")
         )
     }
+}
+
+/// Parses a `Duration`'s `Debug` form (`3.010087466s`, `8.172588ms`, `312µs`, `40ns`).
+pub fn debug_duration(s: &str) -> Option<Duration> {
+    let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
+    let (num, unit) = s.split_at(split);
+    let v: f64 = num.parse().ok()?;
+    let secs = match unit {
+        "s" => v,
+        "ms" => v / 1e3,
+        "µs" | "us" => v / 1e6,
+        "ns" => v / 1e9,
+        _ => return None,
+    };
+    Some(Duration::from_secs_f64(secs))
 }
 
 /// Parses Prometheus text into `name{labels}` -> value.
@@ -247,7 +299,18 @@ pub fn unix_ms(stamp: &str) -> Option<u64> {
 
 #[cfg(test)]
 mod tests {
-    use super::unix_ms;
+    use super::{debug_duration, unix_ms};
+    use std::time::Duration;
+
+    #[test]
+    fn debug_durations_parse() {
+        assert_eq!(debug_duration("3.5s"), Some(Duration::from_millis(3500)));
+        assert_eq!(debug_duration("8.25ms"), Some(Duration::from_micros(8250)));
+        assert_eq!(debug_duration("312µs"), Some(Duration::from_micros(312)));
+        assert_eq!(debug_duration("40ns"), Some(Duration::from_nanos(40)));
+        assert_eq!(debug_duration("3 s"), None);
+        assert_eq!(debug_duration("fast"), None);
+    }
 
     #[test]
     fn log_timestamps_convert_to_unix_ms() {

@@ -107,6 +107,9 @@ pub struct Spec {
     pub env: Vec<(String, String)>,
     /// Extra environment per node index (after [`Spec::env`]).
     pub node_env: BTreeMap<usize, Vec<(String, String)>>,
+    /// Per node index: how far (ms, signed) its kuutamod's wall clock is off
+    /// ([`Spec::node_clock`]).
+    pub node_clock: BTreeMap<usize, i64>,
     /// The kuutamod binary; `None`: [`kuutamod_bin`](crate::procs::kuutamod_bin) (beside the running executable).
     pub kuutamod_bin: Option<PathBuf>,
     /// The chain the nodes join.
@@ -128,6 +131,7 @@ impl Spec {
             opts,
             env: Vec::new(),
             node_env: BTreeMap::new(),
+            node_clock: BTreeMap::new(),
             kuutamod_bin: None,
             chain: ChainOpts::live(),
             kuutamoctl_bin: None,
@@ -142,6 +146,14 @@ impl Spec {
     /// The same on `chain`.
     pub fn chain(self, chain: ChainOpts) -> Spec {
         Spec { chain, ..self }
+    }
+
+    /// Runs node `i`'s kuutamod (and its guard, not its neard) with a wall clock `offset_ms`
+    /// off the host's, through libfaketime (Debian's `faketime` package; the cluster fails to
+    /// start without it): `CLOCK_REALTIME` only, monotonic and boot-time clocks stay true.
+    pub fn node_clock(mut self, i: usize, offset_ms: i64) -> Spec {
+        self.node_clock.insert(i, offset_ms);
+        self
     }
 
     /// Sets `key=value` for node `i`.

@@ -326,8 +326,84 @@ pub(super) fn inject(scenario: Scenario, f: Fault<'_>) -> anyhow::Result<Observe
             }
         }
         Scenario::FreezeGuardKill(at) => freeze_guard_kill(cluster, leader, timing, at, &mut seen)?,
-        Scenario::CrashLoop | Scenario::WrongAccount | Scenario::ElectionRace => {
-            unreachable!("handled elsewhere")
+        Scenario::PromotingSyncs => {
+            http_delete(&key_url(cluster)).map_err(anyhow::Error::msg)?;
+            // The standby takes the absent key (a TTL to wait); its neard syncs from then on.
+            wait::until(limit, "the standby to take the lock", || {
+                match cluster.nodes[standby].state() {
+                    Ok(s) if s == "Promoting" => Ok(()),
+                    other => Err(other),
+                }
+            })?;
+            let stuck = now_ms();
+            cluster.nodes[standby].control(&Control {
+                force_syncing: true,
+                ..Control::default()
+            })?;
+            liveness(cluster, leader, standby, stuck, timing, limit, &mut seen);
+            cluster.nodes[standby].control(&Control::default())?;
+        }
+        Scenario::FrozenHead => {
+            // neard's head stops and it signs nothing; `/status` says it is in sync.
+            cluster.nodes[leader].control(&Control {
+                stall: true,
+                ..Control::default()
+            })?;
+            liveness(cluster, standby, leader, t0, timing, limit, &mut seen);
+            cluster.nodes[leader].control(&Control::default())?;
+        }
+        Scenario::StandbyBehind | Scenario::BehindSlowClock | Scenario::BehindFastClock => {
+            cluster.nodes[standby].control(&Control {
+                network_offline: true,
+                ..Control::default()
+            })?;
+            // Its head falls behind the chain; then the leader's neard crashes once.
+            std::thread::sleep(timing.ttl);
+            let pid = cluster.nodes[leader]
+                .neard_pid()
+                .context("leader's neard pid")?;
+            let crash = now_ms();
+            signal(pid, Signal::SIGKILL);
+            // The stuck standby stops making progress when it takes the lock.
+            let took = wait::until(limit, "the stuck standby to take the lock", || {
+                cluster.nodes[standby]
+                    .first_logged_after("state Voting -> Promoting", crash)
+                    .ok_or(())
+            })?;
+            liveness(cluster, leader, standby, took, timing, limit, &mut seen);
+            cluster.nodes[standby].control(&Control::default())?;
+        }
+        Scenario::SameNodeId => {
+            // Both nodes write one status record: one of them must say so.
+            let conflict = "kuutamod_node_id_conflict";
+            let seen_by = cluster.until(limit, "a node to report the node id conflict", || {
+                (0..cluster.nodes.len())
+                    .find(|i| cluster.nodes[*i].metric_sum(conflict) == Ok(1.0))
+                    .ok_or_else(|| cluster.states())
+            });
+            if let Err(e) = seen_by {
+                seen.failures
+                    .push(format!("{e:#}").lines().next().unwrap_or("").to_string());
+            }
+            let pid = cluster.nodes[leader]
+                .neard_pid()
+                .context("leader's neard pid")?;
+            signal(pid, Signal::SIGKILL);
+        }
+        Scenario::CrashLoop
+        | Scenario::WrongAccount
+        | Scenario::ElectionRace
+        | Scenario::SwitchoverAny
+        | Scenario::SwitchoverThenPause
+        | Scenario::SwitchoverCrash
+        | Scenario::TwoSwitchovers
+        | Scenario::SwitchoverTargetDies
+        | Scenario::SwitchoverAndSigusr1
+        | Scenario::PauseDuringTakeover
+        | Scenario::SwitchoverPriorityZero
+        | Scenario::RestoreStandbyStopped
+        | Scenario::RestoreAgentFrozen => {
+            anyhow::bail!("{} is run by its own function", scenario.name())
         }
     }
     Ok(seen)
@@ -378,6 +454,50 @@ fn freeze_guard_kill(
     std::thread::sleep(timing.beyond_ttl().saturating_sub(frozen.elapsed()));
     node.signal_group(Signal::SIGCONT);
     Ok(())
+}
+
+/// The liveness measure of 16a-e: node `ready` must sign again, and `stuck`, the lock holder
+/// that stopped making progress at `stuck_ms`, never. Measured from `stuck_ms`, or from when
+/// `ready` became a ready standby if that was later, to `ready`'s first signature, against
+/// [`Timing::liveness_bound`] of `ready`'s own promotion (a run over it fails).
+fn liveness(
+    cluster: &Cluster,
+    ready: usize,
+    stuck: usize,
+    stuck_ms: u64,
+    timing: &Timing,
+    limit: Duration,
+    seen: &mut Observed,
+) {
+    let Ok(first) = cluster.wait_for_signing(ready, stuck_ms, limit) else {
+        seen.failures.push(format!(
+            "{} never signed again while {} could not",
+            cluster.nodes[ready].id, cluster.nodes[stuck].id
+        ));
+        return;
+    };
+    if cluster.signed_after(stuck, stuck_ms) {
+        seen.failures.push(format!(
+            "{}, which could not sign, signed",
+            cluster.nodes[stuck].id
+        ));
+    }
+    let node = &cluster.nodes[ready];
+    let became_ready = node
+        .logged_before("-> Voting", first)
+        .filter(|t| *t > stuck_ms);
+    let from = became_ready.unwrap_or(stuck_ms);
+    let took = node.last_activation().unwrap_or_default();
+    let bound = timing.liveness_bound(took).as_millis() as u64;
+    let measured = first.saturating_sub(from);
+    seen.bounded = Some((bound, measured));
+    if measured > bound {
+        seen.failures.push(format!(
+            "{} signed {measured} ms after the holder stopped making progress{}; bound 1.5 x TTL + its promotion ({took:?}) = {bound} ms",
+            node.id,
+            if became_ready.is_some() { " (and it was ready)" } else { "" },
+        ));
+    }
 }
 
 /// 15b: `kuutamoctl pause`, then the leader's neard SIGKILLed; for 2 x TTL + 1 s nobody may

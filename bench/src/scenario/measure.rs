@@ -54,6 +54,9 @@ pub struct RunResult {
     pub bounded_ms: Option<u64>,
     /// Consul's write outage as a client agent saw it (7a-c), ms.
     pub consul_outage_ms: Option<u64>,
+    /// The longest time our account signed nothing, from its last signature before the
+    /// fault to the end of the observation (ms).
+    pub silent_ms: Option<u64>,
     /// neard starts per minute during a crash loop (13d).
     pub neard_starts_per_min: Option<f64>,
     /// Scenario checks that failed (each fails the run).
@@ -83,6 +86,7 @@ impl RunResult {
             bound_ms: None,
             bounded_ms: None,
             consul_outage_ms: None,
+            silent_ms: None,
             neard_starts_per_min: None,
             failures: Vec::new(),
             error: None,
@@ -130,6 +134,21 @@ pub fn signing_gap(entries: &[Entry], old: &str, t0: u64) -> Option<u64> {
         .map(|e| e.time_ms)
         .max()?;
     Some(first_new - last_old)
+}
+
+/// The longest interval in which no node signed anything for our account, counted from the
+/// last signature before `from_ms` up to `to_ms` (ms).
+pub fn longest_silence(entries: &[Entry], from_ms: u64, to_ms: u64) -> Option<u64> {
+    let mut times: Vec<u64> = entries.iter().map(|e| e.time_ms).collect();
+    times.sort_unstable();
+    let start = times.iter().rev().find(|t| **t <= from_ms).copied()?;
+    let mut last = start;
+    let mut longest = 0;
+    for t in times.into_iter().filter(|t| *t > start && *t <= to_ms) {
+        longest = longest.max(t - last);
+        last = t;
+    }
+    Some(longest.max(to_ms.saturating_sub(last)))
 }
 
 /// The longest interval without a produced block among the chain's decisions in `[from_ms,
@@ -196,6 +215,22 @@ mod tests {
             parent_height: None,
             content: None,
         }
+    }
+
+    #[test]
+    fn the_account_is_silent_from_its_last_signature_to_its_next_by_any_node() {
+        let entries = [
+            entry("a", 100),
+            entry("a", 200),
+            entry("b", 1200),
+            entry("a", 1300),
+        ];
+        // 200 -> 1200 across the fault at 150 (1000 ms), then 1300 -> the end at 1500.
+        assert_eq!(longest_silence(&entries, 150, 1500), Some(1000));
+        // Nobody signs after 1300: the silence runs to the end.
+        assert_eq!(longest_silence(&entries, 1250, 4000), Some(2700));
+        // No signature before the window: unknown.
+        assert_eq!(longest_silence(&entries, 50, 4000), None);
     }
 
     #[test]

@@ -23,6 +23,8 @@
 
 mod inject;
 mod measure;
+mod operator;
+mod restore;
 mod run;
 
 use std::time::Duration;
@@ -30,7 +32,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 pub use inject::MAX_STARTS_PER_MIN;
-pub use measure::{longest_stall, signing_gap, RunResult};
+pub use measure::{longest_silence, longest_stall, signing_gap, RunResult};
 pub use run::World;
 
 /// Extra time beyond the TTL-derived bounds a fault is held, so it outlasts the lease.
@@ -45,6 +47,9 @@ const JUST_BEFORE_DEADLINE: Duration = Duration::from_millis(200);
 
 /// Slack for start-up and recovery beyond what the timing predicts (a shared 2-core machine).
 const SLACK: Duration = Duration::from_secs(30);
+
+/// The wall-clock offset of 16d and 16e: ten minutes.
+const WALL_OFFSET_MS: i64 = 600_000;
 
 /// Extra time a stalled chain may take to resume under a new leader: its fence waits until the
 /// new leader's own target outruns everything the old leader could have signed while its
@@ -136,6 +141,47 @@ pub enum Scenario {
     /// 15c: the standby runs with `KUUTAMO_PRIORITY=0`; the leader's neard SIGKILLed: the
     /// standby must never validate, the old leader validates again.
     PriorityZero,
+    /// 16a: the leader key deleted; as soon as the standby holds the absent key (and must wait a
+    /// TTL), its neard reports syncing: it must give the lock to the old leader, ready again.
+    PromotingSyncs,
+    /// 16b: the leader's neard's head stops advancing while `/status` says it is in sync: the
+    /// standby, whose head moves on, must take over.
+    FrozenHead,
+    /// 16c: the standby's neard is cut off from the chain (stuck, still "in sync"); the
+    /// leader's neard is killed once; the stuck standby takes the lock and must give it back
+    /// to the old leader once that one is ready again.
+    StandbyBehind,
+    /// 16d: 16c with the old leader's kuutamod wall clock ten minutes slow.
+    BehindSlowClock,
+    /// 16e: 16c with the old leader's kuutamod wall clock ten minutes fast.
+    BehindFastClock,
+    /// 16f: both nodes run with one `KUUTAMO_NODE_ID`: the conflict must be reported
+    /// (`kuutamod_node_id_conflict`), and a crash of the leader's neard still taken over.
+    SameNodeId,
+    /// 17a: `kuutamoctl switchover --wait` without `--to`: one hand-over to the target chosen
+    /// when it was asked, no hand-over back.
+    SwitchoverAny,
+    /// 17b: `switchover --to <standby>`, then at once `pause`: never a released lock nobody
+    /// may take.
+    SwitchoverThenPause,
+    /// 17c: the leader's neard crashes while its `switchover --in-window --wait` waits.
+    SwitchoverCrash,
+    /// 17d: three nodes; two `switchover --wait` at once to different targets: one is
+    /// carried out, the other refused.
+    TwoSwitchovers,
+    /// 17e: `switchover --to <standby> --wait`, the standby killed at once: the lock comes back.
+    SwitchoverTargetDies,
+    /// 17f: SIGUSR1 to the leader and `switchover --in-window --wait` at once.
+    SwitchoverAndSigusr1,
+    /// 17g: the leader's neard killed, `pause` at once, `resume` a TTL later.
+    PauseDuringTakeover,
+    /// 17h: `switchover --to <standby> --wait`, the standby restarted with priority 0 at once.
+    SwitchoverPriorityZero,
+    /// 18a: a Consul snapshot holding a released record of an earlier term is restored while
+    /// the standby is stopped; the standby starts right after.
+    RestoreStandbyStopped,
+    /// 18b: as 18a, with the leader's Consul agent also frozen at the restore.
+    RestoreAgentFrozen,
     /// 12r (opt-in, not in [`ALL`]): the frozen host of 12 resumes once the standby signs,
     /// neard first (a VM resume wakes every process at once; neard first is the worst order).
     HostResume,
@@ -156,7 +202,7 @@ pub enum KillAt {
 pub const OPT_IN: [Scenario; 1] = [Scenario::HostResume];
 
 /// Every scenario, in order.
-pub const ALL: [Scenario; 36] = [
+pub const ALL: [Scenario; 52] = [
     Scenario::NeardKill,
     Scenario::KuutamodTerm,
     Scenario::KuutamodKill,
@@ -193,6 +239,22 @@ pub const ALL: [Scenario; 36] = [
     Scenario::Switchover,
     Scenario::PauseNeardKill,
     Scenario::PriorityZero,
+    Scenario::PromotingSyncs,
+    Scenario::FrozenHead,
+    Scenario::StandbyBehind,
+    Scenario::BehindSlowClock,
+    Scenario::BehindFastClock,
+    Scenario::SameNodeId,
+    Scenario::SwitchoverAny,
+    Scenario::SwitchoverThenPause,
+    Scenario::SwitchoverCrash,
+    Scenario::TwoSwitchovers,
+    Scenario::SwitchoverTargetDies,
+    Scenario::SwitchoverAndSigusr1,
+    Scenario::PauseDuringTakeover,
+    Scenario::SwitchoverPriorityZero,
+    Scenario::RestoreStandbyStopped,
+    Scenario::RestoreAgentFrozen,
 ];
 
 impl Scenario {
@@ -236,6 +298,22 @@ impl Scenario {
             Scenario::Switchover => "15a-switchover",
             Scenario::PauseNeardKill => "15b-pause-neard-kill",
             Scenario::PriorityZero => "15c-priority-zero",
+            Scenario::PromotingSyncs => "16a-promoting-syncs",
+            Scenario::FrozenHead => "16b-frozen-head",
+            Scenario::StandbyBehind => "16c-standby-behind",
+            Scenario::BehindSlowClock => "16d-behind-slow-clock",
+            Scenario::BehindFastClock => "16e-behind-fast-clock",
+            Scenario::SameNodeId => "16f-same-node-id",
+            Scenario::SwitchoverAny => "17a-switchover-any",
+            Scenario::SwitchoverThenPause => "17b-switchover-then-pause",
+            Scenario::SwitchoverCrash => "17c-switchover-crash",
+            Scenario::TwoSwitchovers => "17d-two-switchovers",
+            Scenario::SwitchoverTargetDies => "17e-switchover-target-dies",
+            Scenario::SwitchoverAndSigusr1 => "17f-switchover-sigusr1",
+            Scenario::PauseDuringTakeover => "17g-pause-during-takeover",
+            Scenario::SwitchoverPriorityZero => "17h-switchover-priority-zero",
+            Scenario::RestoreStandbyStopped => "18a-restore-standby-stopped",
+            Scenario::RestoreAgentFrozen => "18b-restore-agent-frozen",
         }
     }
 
@@ -273,7 +351,63 @@ impl Scenario {
                 | Scenario::GuardKill
                 | Scenario::CrashLoop
                 | Scenario::FreezeGuardKill(_)
+                | Scenario::FrozenHead
+                | Scenario::SameNodeId
         )
+    }
+
+    /// The liveness scenarios of 16a-e: a lock holder that cannot sign while another node is
+    /// ready. Each run measures the time from the holder's last progress to the ready node's
+    /// first signature against [`Timing::liveness_bound`], and fails over it.
+    pub fn liveness(self) -> bool {
+        matches!(
+            self,
+            Scenario::PromotingSyncs
+                | Scenario::FrozenHead
+                | Scenario::StandbyBehind
+                | Scenario::BehindSlowClock
+                | Scenario::BehindFastClock
+        )
+    }
+
+    /// The operator scenarios of 17a-h ([`operator`]).
+    fn operator(self) -> bool {
+        matches!(
+            self,
+            Scenario::SwitchoverAny
+                | Scenario::SwitchoverThenPause
+                | Scenario::SwitchoverCrash
+                | Scenario::TwoSwitchovers
+                | Scenario::SwitchoverTargetDies
+                | Scenario::SwitchoverAndSigusr1
+                | Scenario::PauseDuringTakeover
+                | Scenario::SwitchoverPriorityZero
+        )
+    }
+
+    /// The Consul restore scenarios of 18a-b.
+    fn restore(self) -> bool {
+        matches!(
+            self,
+            Scenario::RestoreStandbyStopped | Scenario::RestoreAgentFrozen
+        )
+    }
+
+    /// 16c-e: node 0 is started first, so that it leads (and carries the clock offset).
+    fn node0_leads(self) -> bool {
+        matches!(
+            self,
+            Scenario::StandbyBehind | Scenario::BehindSlowClock | Scenario::BehindFastClock
+        )
+    }
+
+    /// How far node 0's kuutamod's wall clock is off (ms), for 16d and 16e.
+    fn node0_clock(self) -> i64 {
+        match self {
+            Scenario::BehindSlowClock => -WALL_OFFSET_MS,
+            Scenario::BehindFastClock => WALL_OFFSET_MS,
+            _ => 0,
+        }
     }
 
     /// Whether the scenario cuts a host off (needs namespaces).
@@ -366,8 +500,16 @@ impl Timing {
         self.ttl * 13 / 10 + self.boot(mode)
     }
 
+    /// The liveness bound (docs/failover.md, "Liveness"): from the moment a lock holder stops
+    /// making progress (with a ready node) to the ready node's first signature, 1.5 x TTL plus
+    /// that node's own promotion (`took`: its height fence's wait and the hot swap, or
+    /// neard's boot in restart mode).
+    pub fn liveness_bound(&self, took: Duration) -> Duration {
+        self.ttl * 3 / 2 + took
+    }
+
     /// neard's boot when the mode restarts it for a promotion.
-    fn boot(&self, mode: &str) -> Duration {
+    pub(super) fn boot(&self, mode: &str) -> Duration {
         if mode == "restart" {
             Duration::from_millis(self.boot_delay_ms)
         } else {
@@ -375,7 +517,7 @@ impl Timing {
         }
     }
 
-    fn limit(&self) -> Duration {
+    pub(super) fn limit(&self) -> Duration {
         self.ttl * 3 + Duration::from_millis(self.boot_delay_ms * 3) + self.syncing_grace + SLACK
     }
 

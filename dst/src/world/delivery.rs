@@ -90,7 +90,6 @@ pub(super) struct Consul {
     pub(super) lossy: (u64, u64),
     pub(super) control: Control,
     pub(super) control_pending: bool,
-    pub(super) switchover_from: Option<Option<usize>>,
     pub(super) foreign: Option<String>,
     pub(super) holder: Option<usize>,
 }
@@ -274,7 +273,7 @@ impl World {
                 for (_, r) in recs {
                     match r {
                         Rec::Control(c) => control = c.clone(),
-                        Rec::Node(n) if n.node_id != me => peers.push(n.clone()),
+                        Rec::Node(n) if n.node_id != me => peers.push((**n).clone()),
                         Rec::Node(_) => {}
                     }
                 }
@@ -376,18 +375,6 @@ impl World {
                 self.hosts[old].last_lock = Some(self.t);
             }
             self.consul.holder = holder;
-            // `kuutamoctl switchover --wait` clears its request once another node holds the
-            // lock.
-            if holder.is_some()
-                && self
-                    .consul
-                    .switchover_from
-                    .is_some_and(|from| from != holder)
-            {
-                self.consul.switchover_from = None;
-                self.consul.control.switchover = None;
-                self.write_control();
-            }
         }
         self.wake_waiters(false);
     }

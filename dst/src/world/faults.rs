@@ -116,15 +116,22 @@ impl World {
                 self.write_control();
             }
             CtlSwitchover { to } => {
-                let expires_ms = crate::clock::WALL_BASE_MS + self.t / MS + 60_000;
-                self.consul.control.switchover = Some(Switchover {
-                    id: format!("sw{i}"),
-                    to: to.map(|h| format!("n{h}")),
-                    in_window: false,
-                    expires_ms,
-                });
-                self.consul.switchover_from = Some(self.consul.holder);
-                self.write_control();
+                // kuutamoctl refuses while another request is in flight.
+                if self.consul.control.switchover.is_none() {
+                    self.consul.control.switchover = Some(Switchover {
+                        id: format!("sw{i}"),
+                        from: self
+                            .consul
+                            .holder
+                            .map(|h| format!("n{h}"))
+                            .unwrap_or_default(),
+                        from_session: None,
+                        to: to.map(|h| format!("n{h}")),
+                        in_window: false,
+                        timeout_ms: 60_000,
+                    });
+                    self.write_control();
+                }
             }
         }
     }

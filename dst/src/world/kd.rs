@@ -89,6 +89,7 @@ impl World {
                 min: self.timers.min_block_production_delay,
                 max: self.timers.max_block_production_delay,
             },
+            remembered: self.hosts[h].memory,
             mutations: self.settings.mutation.machine(),
         };
         let now = self.clock_now(h);
@@ -360,10 +361,26 @@ impl World {
                     h,
                     Op::Put {
                         key,
-                        rec: Box::new(Rec::Node(rec)),
+                        rec: Box::new(Rec::Node(Box::new(rec))),
                     },
                     Purpose::Publish,
                 );
+                None
+            }
+            Command::Remember(m) => {
+                self.hosts[h].memory = Some(m);
+                None
+            }
+            Command::ConsulRewound { .. } => None,
+            Command::FinishSwitchover(done) => {
+                // The node's check-and-set of the control record (applied at once here; the
+                // simulation's Consul model keeps the control record out of band).
+                let c = &mut self.consul.control;
+                if c.switchover.as_ref().is_some_and(|s| s.id == done.id) {
+                    c.switchover = None;
+                    c.done = Some(done);
+                    self.write_control();
+                }
                 None
             }
             Command::QueryWindows => {
@@ -463,6 +480,7 @@ impl World {
         NodeRecord {
             node_id: format!("n{h}"),
             hostname: format!("h{h}"),
+            instance: self.hosts[h].kd.as_ref().map(|k| format!("i{}", k.inst)),
             state: facts.state.name().to_string(),
             synced: facts.synced,
             head: facts.head,

@@ -187,6 +187,8 @@ struct Host {
     guard: Option<Guard>,
     neard: Option<Neard>,
     key_file: bool,
+    /// kuutamod's lock memory in its state directory (survives its restarts).
+    memory: Option<kuutamod::lease::LockMemory>,
     stored_target: u64,
     next_pid: u32,
     agent: Agent,
@@ -276,6 +278,7 @@ impl World {
                 guard: None,
                 neard: None,
                 key_file: false,
+                memory: None,
                 stored_target: 0,
                 next_pid: 100 + 1000 * h as u32,
                 agent: Agent {
@@ -313,7 +316,6 @@ impl World {
                 lossy: (0, 0),
                 control: Control::default(),
                 control_pending: false,
-                switchover_from: None,
                 foreign: None,
                 holder: None,
             },

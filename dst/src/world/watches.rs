@@ -151,21 +151,13 @@ impl World {
         }
         let inst = k.inst;
         match res {
-            Res::Prefix(mut control, peers, new_index) => {
+            Res::Prefix(control, peers, new_index) => {
                 let unchanged = k.cluster_index > 0 && new_index == k.cluster_index;
                 k.cluster_index = if new_index < k.cluster_index {
                     0
                 } else {
                     new_index
                 };
-                let now = self.hosts[h].clock.wall_ms(self.t);
-                if control
-                    .switchover
-                    .as_ref()
-                    .is_some_and(|s| s.expires_ms < now)
-                {
-                    control.switchover = None;
-                }
                 self.kd_feed(h, Event::ClusterObserved { control, peers });
                 if unchanged {
                     self.after(

@@ -5,7 +5,7 @@ use serde_json::Value;
 
 use crate::helper::{get, request, rpc, wait_for, Home, Sim};
 
-/// JSON type names, to compare with neard-interface.md §1.2.
+/// JSON type names, to compare with neard's `StatusResponse` (docs/neard.md §1.2).
 fn kind(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",

@@ -7,10 +7,16 @@
 //!   validating, whether the cluster is paused, a pending switchover.
 //! - `pause` / `resume`: no automatic failover and no neard restarts while paused (safety fences
 //!   stay active).
-//! - `switchover [--to NODE] [--in-window] [--wait] [--timeout D]`: a planned hand-over to a
+//! - `switchover [--to NODE] [--in-window] [--wait] [--timeout D] [--cancel]`: a planned hand-over to a
 //!   synced standby, carried out by the leader with the same fencing as every hand-over.
 //!   `--in-window` waits for a height range in which our account has nothing to produce
 //!   (neard's `maintenance_windows` RPC); `--wait` reports the new leader and the gap.
+//!
+//! Conventions: the global options go before or after the subcommand; Consul is found as the
+//! consul CLI finds it when kuutamoctl's own variables are unset (`CONSUL_HTTP_ADDR`,
+//! `CONSUL_HTTP_SSL`, `CONSUL_CACERT`, `CONSUL_HTTP_TOKEN_FILE`, `CONSUL_HTTP_TOKEN`); a bad
+//! command line exits 64 (`EX_USAGE`), never 2, which `active-validator` uses; an account
+//! nothing in Consul knows of is said so (most often a typo or the wrong Consul).
 
 use std::time::Duration;
 
@@ -18,41 +24,72 @@ use clap::{Parser, Subcommand};
 use kuutamod::consul::{Consul, KvEntry};
 use kuutamod::keys::KeyFile;
 use kuutamod::lease::{Record, RecordState};
-use kuutamod::records::{control_key, prefix, Control, NodeRecord, Switchover};
-use kuutamod::settings::{check_consul_url, consul_token, leader_key};
+use kuutamod::records::{control_key, prefix, Control, NodeRecord, Switchover, SwitchoverDone};
+use kuutamod::settings::{leader_key, ConsulAccess};
 
 mod control;
-use control::{set_paused, switchover};
+use control::{cancel_switchover, set_paused, switchover};
+
+/// Exit status of a bad command line: sysexits' `EX_USAGE`. clap's own 2 would read as
+/// `active-validator`'s "the holder's session is gone".
+const EXIT_USAGE: i32 = 64;
+
+/// Exit status when Consul cannot be asked or a setting is wrong.
+const EXIT_ERROR: i32 = 3;
+
+/// `kuutamoctl --help`'s closing text.
+const AFTER_HELP: &str = "\
+Consul: the URL is --consul-url / KUUTAMO_CONSUL_URL, else CONSUL_HTTP_ADDR (with CONSUL_HTTP_SSL,
+as the consul CLI reads them), else http://localhost:8500. The ACL token is KUUTAMO_CONSUL_TOKEN,
+else the file KUUTAMO_CONSUL_TOKEN_FILE, else CONSUL_HTTP_TOKEN_FILE, else CONSUL_HTTP_TOKEN. The
+CA file is KUUTAMO_CONSUL_CA_FILE, else CONSUL_CACERT. Options go before or after the command.
+
+Exit status: 0 done; 1 the command could not do what was asked (no leader, no ready standby, an
+account nothing in Consul knows of); active-validator adds 2; 3 Consul could not be asked
+(unreachable, the token refused) or a setting is wrong; 64 a bad command line.";
+
+/// `kuutamoctl active-validator --help`'s closing text: its exit status is its answer.
+const ACTIVE_VALIDATOR_EXIT: &str = "\
+Exit status (for scripts and monitoring):
+  0  a node holds the lock: it validates (printed: node id and host name)
+  1  no node holds the lock: nobody validates right now
+  2  the lock names a Consul session that no longer exists (usually a hand-over in progress:
+     ask again)
+  3  Consul could not be asked (unreachable, the token refused) or a setting is wrong
+ 64  a bad command line";
 
 #[derive(Parser)]
 #[command(
     name = "kuutamoctl",
     version,
-    about = "Inspect and steer a kuutamod cluster"
+    about = "Inspect and steer a kuutamod cluster",
+    after_help = AFTER_HELP
 )]
 struct Cli {
-    /// Consul HTTP API.
-    #[arg(
-        long,
-        env = "KUUTAMO_CONSUL_URL",
-        default_value = "http://localhost:8500"
-    )]
-    consul_url: String,
+    /// Consul HTTP API [default: $CONSUL_HTTP_ADDR, else http://localhost:8500].
+    #[arg(long, global = true, env = "KUUTAMO_CONSUL_URL")]
+    consul_url: Option<String>,
     /// Validator account (else the account of the validator key file).
-    #[arg(long, env = "KUUTAMO_ACCOUNT_ID")]
+    #[arg(long, global = true, env = "KUUTAMO_ACCOUNT_ID")]
     account_id: Option<String>,
     /// Validator key file, to read the account from [default:
     /// $CREDENTIALS_DIRECTORY/validator_key.json].
-    #[arg(long, env = "KUUTAMO_VALIDATOR_KEY")]
+    #[arg(long, global = true, env = "KUUTAMO_VALIDATOR_KEY")]
     validator_key: Option<std::path::PathBuf>,
-    /// Consul ACL token (else CONSUL_HTTP_TOKEN, else the token file).
-    #[arg(long, env = "KUUTAMO_CONSUL_TOKEN", hide_env_values = true)]
+    /// Consul ACL token [default: the token file, else $CONSUL_HTTP_TOKEN_FILE, else
+    /// $CONSUL_HTTP_TOKEN].
+    #[arg(
+        long,
+        global = true,
+        env = "KUUTAMO_CONSUL_TOKEN",
+        hide_env_values = true
+    )]
     consul_token: Option<String>,
     /// File holding the Consul ACL token.
-    #[arg(long, env = "KUUTAMO_CONSUL_TOKEN_FILE")]
+    #[arg(long, global = true, env = "KUUTAMO_CONSUL_TOKEN_FILE")]
     consul_token_file: Option<std::path::PathBuf>,
-    /// PEM file of the CA that signed Consul's HTTPS certificate.
-    #[arg(long, env = "KUUTAMO_CONSUL_CA_FILE")]
+    /// PEM file of the CA that signed Consul's HTTPS certificate [default: $CONSUL_CACERT].
+    #[arg(long, global = true, env = "KUUTAMO_CONSUL_CA_FILE")]
     consul_ca_file: Option<std::path::PathBuf>,
     #[command(subcommand)]
     command: Command,
@@ -60,7 +97,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Show the node that holds the validator lock.
+    /// Show the node that holds the validator lock (its exit status says the same).
+    #[command(after_help = ACTIVE_VALIDATOR_EXIT)]
     ActiveValidator {
         /// Print JSON instead of text.
         #[arg(long)]
@@ -73,21 +111,33 @@ enum Command {
         json: bool,
     },
     /// Stop automatic failover and neard restarts (cluster-wide) until `resume`.
-    Pause,
+    Pause {
+        /// Also pause an account that no kuutamod has registered yet (before the first
+        /// start, as the migration runbook does); without it kuutamoctl refuses, as a guard
+        /// against a mistyped account.
+        #[arg(long)]
+        force: bool,
+    },
     /// Resume automatic failover.
     Resume,
-    /// Hand the validator role over to a synced standby.
+    /// Hand the validator role over to a synced standby (refused while paused or while another
+    /// switchover is in flight).
     Switchover {
-        /// The node to hand over to (default: the synced standby with the highest priority).
+        /// The node to hand over to (default: the synced standby with the highest priority,
+        /// chosen now).
         #[arg(long)]
         to: Option<String>,
+        /// End the switchover in flight without a hand-over.
+        #[arg(long, conflicts_with_all = ["to", "in_window", "wait"])]
+        cancel: bool,
         /// Wait until our account has no block or chunk to produce for a few heights.
         #[arg(long)]
         in_window: bool,
-        /// Wait until the new leader validates, and report it and the gap.
+        /// Wait until the switchover ends, and report who validates then (exit 0 only if it is
+        /// the target, its key confirmed live) and the signing gap the status records showed.
         #[arg(long)]
         wait: bool,
-        /// Give up after this long (and the request expires then).
+        /// The request lapses this long after a node first saw it; `--wait` gives up then.
         #[arg(long, default_value = "120s", value_parser = kuutamod::duration::parse)]
         timeout: Duration,
     },
@@ -95,12 +145,19 @@ enum Command {
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if !e.use_stderr() => e.exit(), // --help, --version
+        Err(e) => {
+            let _ = e.print();
+            std::process::exit(EXIT_USAGE);
+        }
+    };
     let code = match run(cli).await {
         Ok(code) => code,
         Err(e) => {
             eprintln!("kuutamoctl: {e}");
-            3
+            EXIT_ERROR
         }
     };
     std::process::exit(code);
@@ -135,26 +192,89 @@ fn wall_ms() -> u64 {
 }
 
 async fn run(cli: Cli) -> Result<i32, String> {
-    check_consul_url(&cli.consul_url)?;
-    let token = consul_token(
+    let access = ConsulAccess::resolve(
+        cli.consul_url.as_deref(),
         cli.consul_token.as_deref(),
         cli.consul_token_file.as_deref(),
+        cli.consul_ca_file.as_deref(),
     )?;
-    let consul = Consul::with_ca(&cli.consul_url, token, cli.consul_ca_file.as_deref())
-        .map_err(|e| format!("{e:#}"))?;
+    let consul = access.client().map_err(|e| format!("{e:#}"))?;
     let account = account(&cli)?;
+    let unknown = |what: &str| unknown_account(&account, &access.url, what);
     match cli.command {
-        Command::ActiveValidator { json } => active_validator(&consul, &account, json).await,
-        Command::Status { json } => status(&consul, &account, json).await,
-        Command::Pause => set_paused(&consul, &account, true).await,
-        Command::Resume => set_paused(&consul, &account, false).await,
+        Command::ActiveValidator { json } => {
+            let code = active_validator(&consul, &account, json).await?;
+            if code == 1 && !registered(&consul, &account).await? {
+                eprintln!("{}", unknown("none holds its lock"));
+            }
+            Ok(code)
+        }
+        Command::Status { json } => {
+            if registered(&consul, &account).await? {
+                return status(&consul, &account, json).await;
+            }
+            if json {
+                status(&consul, &account, true).await?;
+            }
+            eprintln!("{}", unknown("there is nothing to show"));
+            Ok(1)
+        }
+        Command::Pause { force } => {
+            if !force && !registered(&consul, &account).await? {
+                eprintln!(
+                    "{}",
+                    unknown("nothing was paused (`kuutamoctl pause --force` pauses it before its first kuutamod starts)")
+                );
+                return Ok(1);
+            }
+            set_paused(&consul, &account, true).await
+        }
+        Command::Resume => {
+            if !registered(&consul, &account).await? {
+                eprintln!("{}", unknown("nothing was resumed"));
+                return Ok(1);
+            }
+            set_paused(&consul, &account, false).await
+        }
+        Command::Switchover { cancel: true, .. } => cancel_switchover(&consul, &account).await,
         Command::Switchover {
             to,
             in_window,
             wait,
             timeout,
+            ..
         } => switchover(&consul, &account, to, in_window, wait, timeout).await,
     }
+}
+
+/// Whether Consul knows anything of `account`: its lock key, or any record under
+/// `kuutamod/<account>/` (a node's status, the control record).
+async fn registered(consul: &Consul, account: &str) -> Result<bool, String> {
+    let (lock, _) = consul
+        .get_key(&leader_key(account), None, false)
+        .await
+        .map_err(|e| e.to_string())?;
+    if lock.is_some() {
+        return Ok(true);
+    }
+    let (entries, _) = consul
+        .get_prefix(&prefix(account), None)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(!entries.is_empty())
+}
+
+/// The warning for an account nothing in Consul knows of: most often a mistyped account or
+/// the wrong Consul, which an empty answer would hide.
+fn unknown_account(account: &str, url: &str, outcome: &str) -> String {
+    format!(
+        "kuutamoctl: warning: Consul at {url} knows nothing of account {account:?} (no lock key {} \
+         and no records under {}), so {outcome}. Check the account (KUUTAMO_ACCOUNT_ID or the \
+         validator key's), that this is the cluster's Consul, that the token may read them, and \
+         that a kuutamod of this account has started.",
+        leader_key(account),
+        prefix(account),
+    )
 }
 
 /// The lock: its entry, its record, and whether its session is alive.
@@ -287,6 +407,7 @@ async fn status(consul: &Consul, account: &str, json: bool) -> Result<i32, Strin
             "validating_since_ms": since,
             "paused": control.paused,
             "switchover": control.switchover,
+            "switchover_done": control.done,
             "nodes": nodes,
         });
         println!("{out}");
@@ -306,13 +427,27 @@ async fn status(consul: &Consul, account: &str, json: bool) -> Result<i32, Strin
     );
     if let Some(sw) = &control.switchover {
         println!(
-            "switchover requested to {}{}",
+            "switchover {} in flight: {} -> {}{}",
+            sw.id,
+            if sw.from.is_empty() {
+                "the leader"
+            } else {
+                &sw.from
+            },
             sw.to.as_deref().unwrap_or("the best standby"),
             if sw.in_window {
                 " in a maintenance window"
             } else {
                 ""
             }
+        );
+    }
+    if let Some(d) = &control.done {
+        println!(
+            "last switchover {}: {}{}",
+            d.id,
+            d.outcome,
+            if d.ok { "" } else { " (not as asked)" }
         );
     }
     println!(
