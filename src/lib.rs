@@ -13,7 +13,8 @@
 //! - [`neard`]: everything about the supervised `neard`: its home and `config.json`, its
 //!   `/status` and `/metrics`, the child process itself.
 //! - [`consul`]: the small Consul HTTP client (sessions, check-and-lock transactions, blocking
-//!   queries).
+//!   queries); [`lock_store`]: the calls kuutamod makes to its lock store, as one trait that
+//!   Consul (and the simulation's model of it) implements.
 //! - Pure decisions, no I/O, time passed in: [`machine`] (every decision, as one state
 //!   machine), [`lease`] (the lock record, the leader's lease and a standby's wait),
 //!   [`fence`] (the height fence against neard's signing horizon), [`doppelganger`] (our key
@@ -22,7 +23,9 @@
 //! - [`memory`]: what kuutamod remembers across restarts (the newest lock record it saw).
 //! - [`records`]: what the nodes tell each other and the operator besides the lock (status
 //!   records, pause, planned switchover).
-//! - [`supervisor`]: the I/O loop that feeds events to the machine and carries out its commands.
+//! - [`supervisor`]: the conductor (every decision around the machine: watches, the poller,
+//!   the status record, the guard's notes) as plain code without I/O, and the tokio loop that
+//!   carries out what it asks.
 //! - [`guard`]: the process between kuutamod and neard: it starts neard, kills it at the lease
 //!   deadline if kuutamod is paused, and takes it down when it dies; [`pidfd`]: the process
 //!   handles both use to signal neard.
@@ -42,6 +45,7 @@ pub mod fence;
 pub mod guard;
 pub mod keys;
 pub mod lease;
+pub mod lock_store;
 pub mod machine;
 pub mod memory;
 pub mod metrics;

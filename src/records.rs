@@ -135,6 +135,23 @@ impl Control {
     pub fn parse(bytes: &[u8]) -> Option<Control> {
         serde_json::from_slice(bytes).ok()
     }
+
+    /// The value bytes.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    /// Ends switchover `done.id`: the pending request is replaced by its outcome. `false`
+    /// (and nothing changed) when that request is not pending: it ended already, or was
+    /// cancelled.
+    pub fn finish(&mut self, done: &SwitchoverDone) -> bool {
+        if self.switchover.as_ref().is_none_or(|s| s.id != done.id) {
+            return false;
+        }
+        self.switchover = None;
+        self.done = Some(done.clone());
+        true
+    }
 }
 
 impl NodeRecord {
@@ -171,7 +188,7 @@ pub fn new_instance() -> String {
 }
 
 /// What the records under our own node id say about who else uses it.
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct OwnId {
     /// Our own record has been seen under our key (we wrote, and the watch saw it).
     seen_ours: bool,

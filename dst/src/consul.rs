@@ -24,8 +24,15 @@
 //!   missing key the table's largest index including tombstones (`kvs_endpoint.go` /
 //!   `kvsMaxIndex`).
 //!
-//! Delivery (latency, loss, agents, partitions, elections, quorum) is the world's business
-//! (`world/delivery.rs`); this module only says what a request does once a server applies it.
+//! Delivery (latency, loss, agents, partitions, elections, quorum, blocking queries that wait)
+//! is the world's business (`world/delivery.rs`); this module only says what a request does
+//! once a server applies it. [`Server`] is the store as kuutamod's supervisor sees it: it
+//! implements kuutamod's [`LockStore`], so the supervisor's own calls are what a server
+//! applies.
+//!
+//! A snapshot restore ([`Store::restore`]) brings back the KV entries with their old indexes,
+//! the sessions and their lock-delays as they were; the Raft index goes on from where it was
+//! (writes after the restore get higher indexes than any before it).
 //!
 //! Longer than ~500 lines on purpose: the store is one state machine whose rules lean on each
 //! other (every write's index, sessions and their lock-delay, tombstones), about 430 lines with
@@ -33,9 +40,12 @@
 //! pin down.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
+use base64::Engine;
+use kuutamod::consul::{ConsulError, KvEntry, SessionInfo};
 use kuutamod::lease::KeyState;
-use kuutamod::records::{Control, NodeRecord};
+use kuutamod::lock_store::LockStore;
 
 /// Who owns a session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -51,6 +61,8 @@ pub enum Owner {
 pub struct Session {
     /// Its owner.
     pub owner: Owner,
+    /// Its name (kuutamod: the node id).
+    pub name: String,
     /// TTL (ns).
     pub ttl: u64,
     /// Lock-delay (ns).
@@ -83,16 +95,17 @@ impl Entry {
             value: self.value.clone(),
         }
     }
-}
 
-/// A record under `kuutamod/<account>/` (kept as values, not bytes: nothing in the
-/// simulation depends on their encoding).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Rec {
-    /// A node's status record.
-    Node(Box<NodeRecord>),
-    /// The control record.
-    Control(Control),
+    /// The entry as Consul's HTTP API returns it.
+    pub fn kv(&self, key: &str) -> KvEntry {
+        KvEntry {
+            key: key.to_string(),
+            value: Some(base64::engine::general_purpose::STANDARD.encode(&self.value)),
+            session: self.session.clone(),
+            lock_index: self.lock_index,
+            modify_index: self.modify_index,
+        }
+    }
 }
 
 /// Why a transaction failed.
@@ -109,10 +122,8 @@ pub enum TxnError {
 pub struct Store {
     index: u64,
     kv: BTreeMap<String, Entry>,
-    /// Largest index of a delete whose tombstone is not reaped yet.
-    tombstone_index: u64,
-    records: BTreeMap<String, (Rec, u64)>,
-    records_index: u64,
+    /// Deleted keys whose tombstones are not reaped yet, with the index of the delete.
+    tombstones: BTreeMap<String, u64>,
     sessions: BTreeMap<String, Session>,
     next_session: u64,
     lock_delay_until: BTreeMap<String, u64>,
@@ -151,6 +162,7 @@ impl Store {
     pub fn create_session(
         &mut self,
         owner: Owner,
+        name: &str,
         ttl: u64,
         lock_delay: u64,
         now: u64,
@@ -163,6 +175,7 @@ impl Store {
             id.clone(),
             Session {
                 owner,
+                name: name.to_string(),
                 ttl,
                 lock_delay,
                 expires: now + expire_after,
@@ -390,23 +403,23 @@ impl Store {
         }
         let idx = self.next_index();
         self.kv.remove(key);
-        self.tombstone_index = idx;
+        self.tombstones.insert(key.to_owned(), idx);
         true
     }
 
     /// Reaps the tombstones (Consul's tombstone GC): the index of a read of a missing key may
     /// go backwards afterwards.
     pub fn reap_tombstones(&mut self) {
-        self.tombstone_index = 0;
+        self.tombstones.clear();
     }
 
     fn kv_max_index(&self) -> u64 {
         self.kv
             .values()
             .map(|e| e.modify_index)
+            .chain(self.tombstones.values().copied())
             .max()
             .unwrap_or(0)
-            .max(self.tombstone_index)
     }
 
     /// A read: the entry and `X-Consul-Index`.
@@ -417,22 +430,194 @@ impl Store {
         }
     }
 
-    /// Writes a record under the account's prefix.
-    pub fn put_record(&mut self, key: &str, rec: Rec) {
-        if self.records.get(key).is_some_and(|(r, _)| *r == rec) {
-            return;
-        }
-        let idx = self.next_index();
-        self.records.insert(key.to_owned(), (rec, idx));
-        self.records_index = idx;
+    /// A read of every key under `prefix`: the entries and `X-Consul-Index` (the largest
+    /// index of an entry or an unreaped tombstone under the prefix; the table's index when
+    /// there is neither), as `kvsListTxn` computes it.
+    pub fn list(&self, prefix: &str) -> (Vec<KvEntry>, u64) {
+        let entries: Vec<KvEntry> = self
+            .kv
+            .range(prefix.to_owned()..)
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .map(|(k, e)| e.kv(k))
+            .collect();
+        (entries, self.list_index(prefix))
     }
 
-    /// Every record and the prefix's index.
-    pub fn records(&self) -> (impl Iterator<Item = (&String, &Rec)>, u64) {
-        (
-            self.records.iter().map(|(k, (r, _))| (k, r)),
-            self.records_index.max(1),
-        )
+    /// The index a read of `prefix` answers with.
+    pub fn list_index(&self, prefix: &str) -> u64 {
+        let under = |m: &BTreeMap<String, u64>| -> u64 {
+            m.range(prefix.to_owned()..)
+                .take_while(|(k, _)| k.starts_with(prefix))
+                .map(|(_, i)| *i)
+                .max()
+                .unwrap_or(0)
+        };
+        let entries = self
+            .kv
+            .range(prefix.to_owned()..)
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .map(|(_, e)| e.modify_index)
+            .max()
+            .unwrap_or(0);
+        let index = entries.max(under(&self.tombstones));
+        if index == 0 {
+            self.kv_max_index().max(1)
+        } else {
+            index
+        }
+    }
+
+    /// `PUT ?cas=`: writes `value` if `key` is at `index` (0: absent). `false`: it was not.
+    pub fn put_cas(&mut self, key: &str, value: &[u8], index: u64) -> bool {
+        let current = self.kv.get(key).map(|e| e.modify_index);
+        let ok = match (index, current) {
+            (0, None) => true,
+            (i, Some(c)) => i == c,
+            (_, None) => false,
+        };
+        if ok {
+            self.put(key, value);
+        }
+        ok
+    }
+
+    /// A snapshot restore: the KV entries (with their indexes), the tombstones, the sessions
+    /// and the lock-delays of `snapshot` come back. The Raft index goes on from where it was.
+    pub fn restore(&mut self, snapshot: &Store) {
+        let index = self.index.max(snapshot.index);
+        let next_session = self.next_session.max(snapshot.next_session);
+        *self = snapshot.clone();
+        self.index = index;
+        self.next_session = next_session;
+    }
+}
+
+/// The servers' store as a client sees it: kuutamod's [`LockStore`], applied at once. What a
+/// server knows besides the request (whose agent sent it, the time, when Consul would end a
+/// session renewed now) comes with it.
+pub struct Server<'a> {
+    /// The store.
+    pub store: &'a mut Store,
+    /// The agent (host) the request came through.
+    pub owner: Owner,
+    /// True time.
+    pub now: u64,
+    /// When Consul ends a session created or renewed now, after `now` (drawn by the caller).
+    pub expire_after: u64,
+}
+
+fn rejected(what: &str) -> ConsulError {
+    ConsulError::Rejected {
+        url: "/v1/txn".into(),
+        what: what.into(),
+    }
+}
+
+impl Server<'_> {
+    fn nanos(d: Duration) -> u64 {
+        u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+    }
+}
+
+impl LockStore for Server<'_> {
+    async fn create_session(&mut self, name: &str, ttl: Duration) -> Result<String, ConsulError> {
+        Ok(self.store.create_session(
+            self.owner,
+            name,
+            Self::nanos(ttl),
+            0,
+            self.now,
+            self.expire_after,
+        ))
+    }
+
+    async fn renew(&mut self, id: &str) -> Result<(), ConsulError> {
+        if self.store.renew(id, self.now, self.expire_after) {
+            Ok(())
+        } else {
+            Err(ConsulError::SessionGone(id.to_string()))
+        }
+    }
+
+    async fn destroy_session(&mut self, id: &str) -> Result<(), ConsulError> {
+        self.store.invalidate(id, self.now);
+        Ok(())
+    }
+
+    async fn session_info(&mut self, id: &str) -> Result<Option<SessionInfo>, ConsulError> {
+        Ok(self.store.session(id).map(|s| SessionInfo {
+            id: id.to_string(),
+            name: s.name.clone(),
+            ttl: String::new(),
+            node: match s.owner {
+                Owner::Host(h) => format!("h{h}"),
+                Owner::Outsider => "outside".into(),
+            },
+        }))
+    }
+
+    async fn check_and_lock(
+        &mut self,
+        key: &str,
+        expected: Option<u64>,
+        session: &str,
+        value: &[u8],
+    ) -> Result<u64, ConsulError> {
+        match self
+            .store
+            .check_and_lock(key, expected, session, value, self.now)
+        {
+            Ok(i) => Ok(i),
+            Err(TxnError::Rejected) => Err(rejected("check or lock failed")),
+            Err(TxnError::InvalidSession) => Err(ConsulError::SessionGone(session.to_string())),
+        }
+    }
+
+    async fn release(
+        &mut self,
+        key: &str,
+        expected: u64,
+        session: &str,
+        value: &[u8],
+    ) -> Result<bool, ConsulError> {
+        Ok(self.store.release_at(key, Some(expected), session, value))
+    }
+
+    async fn get_key(
+        &mut self,
+        key: &str,
+        _blocking: Option<(u64, Duration)>,
+        _consistent: bool,
+    ) -> Result<(Option<KvEntry>, u64), ConsulError> {
+        let (e, index) = self.store.get(key);
+        Ok((e.map(|e| e.kv(key)), index))
+    }
+
+    async fn get_prefix(
+        &mut self,
+        prefix: &str,
+        _blocking: Option<(u64, Duration)>,
+    ) -> Result<(Vec<KvEntry>, u64), ConsulError> {
+        Ok(self.store.list(prefix))
+    }
+
+    async fn put(&mut self, key: &str, value: &[u8]) -> Result<(), ConsulError> {
+        self.store.put(key, value);
+        Ok(())
+    }
+
+    async fn put_cas(&mut self, key: &str, value: &[u8], index: u64) -> Result<bool, ConsulError> {
+        Ok(self.store.put_cas(key, value, index))
+    }
+}
+
+/// Runs a future that never waits (the model applies every call at once) to its end.
+pub fn now_or_never<F: std::future::Future>(f: F) -> F::Output {
+    let mut f = std::pin::pin!(f);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    match f.as_mut().poll(&mut cx) {
+        std::task::Poll::Ready(v) => v,
+        std::task::Poll::Pending => unreachable!("the Consul model never waits"),
     }
 }
 
@@ -444,14 +629,14 @@ mod tests {
 
     fn store_with(owner: Owner) -> (Store, String) {
         let mut s = Store::new();
-        let id = s.create_session(owner, TTL, 0, 0, 2 * TTL);
+        let id = s.create_session(owner, "n", TTL, 0, 0, 2 * TTL);
         (s, id)
     }
 
     #[test]
     fn a_check_not_exists_acquisition_wins_once() {
         let (mut s, a) = store_with(Owner::Host(0));
-        let b = s.create_session(Owner::Host(1), TTL, 0, 0, TTL);
+        let b = s.create_session(Owner::Host(1), "n", TTL, 0, 0, TTL);
         let i = s.check_and_lock("k", None, &a, b"v1", 0).expect("free");
         assert_eq!(
             s.check_and_lock("k", None, &b, b"v2", 0),
@@ -531,8 +716,8 @@ mod tests {
     #[test]
     fn a_graceful_leave_ends_only_that_node_s_sessions() {
         let mut s = Store::new();
-        let a = s.create_session(Owner::Host(0), TTL, 0, 0, TTL);
-        let b = s.create_session(Owner::Host(1), TTL, 0, 0, TTL);
+        let a = s.create_session(Owner::Host(0), "n", TTL, 0, 0, TTL);
+        let b = s.create_session(Owner::Host(1), "n", TTL, 0, 0, TTL);
         s.check_and_lock("k", None, &a, b"v", 0).expect("free");
         assert_eq!(s.invalidate_owner(Owner::Host(0), 1), 1);
         assert!(s.session(&a).is_none() && s.session(&b).is_some());
@@ -542,8 +727,8 @@ mod tests {
     #[test]
     fn lock_delay_blocks_every_acquisition_after_an_invalidation_but_not_after_a_release() {
         let mut s = Store::new();
-        let o = s.create_session(Owner::Outsider, TTL, 15_000, 0, TTL);
-        let a = s.create_session(Owner::Host(0), TTL, 0, 0, TTL);
+        let o = s.create_session(Owner::Outsider, "o", TTL, 15_000, 0, TTL);
+        let a = s.create_session(Owner::Host(0), "n", TTL, 0, 0, TTL);
         assert_eq!(s.acquire("k", &o, b"x", 0), Ok(true));
         s.invalidate(&o, 100);
         let i = s.get("k").1;
@@ -553,7 +738,7 @@ mod tests {
         );
         assert!(s.check_and_lock("k", Some(i), &a, b"v", 15_100).is_ok());
         // A release starts no lock-delay.
-        let o2 = s.create_session(Owner::Outsider, TTL, 15_000, 0, TTL);
+        let o2 = s.create_session(Owner::Outsider, "o", TTL, 15_000, 0, TTL);
         assert_eq!(s.acquire("k2", &o2, b"x", 0), Ok(true));
         assert!(s.release("k2", &o2, b"y"));
         let i = s.get("k2").1;
@@ -563,7 +748,7 @@ mod tests {
     #[test]
     fn a_release_by_a_session_that_does_not_hold_the_key_writes_nothing() {
         let (mut s, a) = store_with(Owner::Host(0));
-        let b = s.create_session(Owner::Host(1), TTL, 0, 0, TTL);
+        let b = s.create_session(Owner::Host(1), "n", TTL, 0, 0, TTL);
         let i = s.check_and_lock("k", None, &a, b"v", 0).expect("free");
         assert!(!s.release("k", &b, b"w"));
         assert_eq!(s.get("k").1, i);
@@ -586,7 +771,7 @@ mod tests {
         assert!(!s.release_at("k", Some(i), &a, b"stale"));
         assert_eq!(s.get("k").1, term2);
         assert!(s.release_at("k", Some(term2), &a, b"done"));
-        let b = s.create_session(Owner::Host(1), TTL, 0, 0, TTL);
+        let b = s.create_session(Owner::Host(1), "n", TTL, 0, 0, TTL);
         let j = s.get("k").1;
         s.check_and_lock("k", Some(j), &b, b"v", 0)
             .expect("free again");

@@ -45,7 +45,7 @@ impl KvEntry {
 }
 
 /// Session information.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct SessionInfo {
     /// Session id.
     #[serde(rename = "ID")]

@@ -1,42 +1,69 @@
-//! The I/O around the [`machine`](crate::machine): the conductor.
+//! The supervisor: kuutamod's [`conductor`] (every decision around the [`machine`]) run on
+//! tokio.
 //!
-//! One loop: wait for the next event (a report from a background task, a signal, a note of
-//! the guard, which starts neard and reports its exit, or the machine's next deadline), hand it
-//! to the machine with the current [`clock`] time, and carry out the commands it returns.
-//! Everything that waits on the network runs in a task of its own ([`tasks`]), so the loop
-//! always gets to a deadline in time. Commands that are quick and local (signals, key files,
-//! guard orders) run inline, and their outcome is fed back at once.
+//! One loop: wait for the next input (an answer of a call in flight, a note of the guard, a
+//! signal, or the conductor's next deadline), feed it to the conductor with the clocks' time,
+//! and let the daemon's host ([`io`]) carry out what the conductor asks. Everything that waits
+//! on the network or the disk runs in a task of its own, so the loop always gets to a deadline
+//! in time. This file and [`io`] decide nothing: the deterministic simulation (`dst/`) runs the
+//! same conductor on its simulated world.
+//!
+//! [`machine`]: crate::machine
 
+pub mod conductor;
 pub mod hook;
-mod processes;
-pub mod tasks;
+mod io;
 
-use std::collections::VecDeque;
+use std::collections::HashMap;
 use std::future::Future;
 use std::time::Duration;
 
+use nix::time::{clock_gettime, ClockId};
 use tokio::sync::{mpsc, watch};
 
-use crate::clock::{self, JumpDetector};
+use crate::clock;
 use crate::consul::Consul;
 use crate::exporter::Published;
-use crate::guard::{Exe, Guard, Note, GUARD_ENV};
-use crate::machine::{Command, Config, Event, Machine, State};
+use crate::guard::Exe;
+use crate::machine::Config;
 use crate::metrics::Metrics;
 use crate::neard::home::Home;
-use crate::neard::process::{describe, Neard, SpawnSpec};
 use crate::neard::rpc::NeardRpc;
-use crate::neard::Role;
-use crate::settings::{leader_key, FailoverMode, Settings};
-use crate::supervisor::tasks::{PollTarget, Report};
-use crate::timing::{STATUS_INTERVAL, STATUS_TIMEOUT};
+use crate::settings::{FailoverMode, Settings};
+use crate::timing::STATUS_TIMEOUT;
+use conductor::{Conductor, Input, Now};
+use io::TokioHost;
 
 /// The loop wakes at least this often, to notice a host suspend (a jump of `CLOCK_BOOTTIME`
 /// past `CLOCK_MONOTONIC`) even when no deadline is near.
 pub const TICK: Duration = Duration::from_millis(250);
 
-/// How long a stopping kuutamod waits for its last status record to reach Consul.
+/// How long a stopping kuutamod waits for its last status record and lock memory to be
+/// written.
 pub const RECORD_FLUSH: Duration = Duration::from_secs(1);
+
+/// The clocks now.
+fn now() -> Now {
+    let mono = clock_gettime(ClockId::CLOCK_MONOTONIC)
+        .map(|t| {
+            u64::try_from(t.tv_sec()).unwrap_or(0) * 1_000_000_000
+                + u64::try_from(t.tv_nsec()).unwrap_or(0)
+        })
+        .unwrap_or(0);
+    Now {
+        boot: clock::now(),
+        mono,
+        wall_ms: wall_ms(),
+    }
+}
+
+/// Unix milliseconds now.
+pub fn wall_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
 
 /// Runs kuutamod until `shutdown` resolves and the machine has fenced, released and stopped.
 pub async fn run(
@@ -57,55 +84,8 @@ pub async fn run(
         settings.consul_token.clone(),
         settings.consul_ca_file.as_deref(),
     )?;
-    let rpc_addr = settings.neard_config.rpc_addr()?;
-    let rpc = NeardRpc::new(rpc_addr, STATUS_TIMEOUT)?;
+    let rpc = NeardRpc::new(settings.neard_config.rpc_addr()?, STATUS_TIMEOUT)?;
     let exe = Exe::pin().map_err(|e| anyhow::anyhow!("cannot open kuutamod's own binary: {e}"))?;
-    let (tx, rx) = mpsc::unbounded_channel();
-    let rpc_for_windows = rpc.clone();
-    let (poll_tx, poll_rx) = watch::channel(PollTarget {
-        pid: None,
-        polling: crate::machine::Polling {
-            interval: STATUS_INTERVAL,
-            metrics: false,
-        },
-    });
-    let poller = tokio::spawn(tasks::poll_neard(
-        rpc,
-        settings.validator_key.public_key.clone(),
-        settings.account_id.clone(),
-        poll_rx,
-        tx.clone(),
-    ));
-    let key = leader_key(&settings.account_id);
-    tasks::check_node_id(
-        &consul,
-        &settings.account_id,
-        &settings.node_id,
-        &hostname(),
-    )
-    .await?;
-    let instance = crate::records::new_instance();
-    let watcher = tokio::spawn(tasks::watch_leader(
-        consul.clone(),
-        key.clone(),
-        tx.clone(),
-        metrics.clone(),
-    ));
-    let cluster = tokio::spawn(tasks::watch_cluster(
-        consul.clone(),
-        settings.account_id.clone(),
-        settings.node_id.clone(),
-        instance.clone(),
-        tx.clone(),
-        metrics.clone(),
-    ));
-    let (records, records_rx) = watch::channel(None);
-    let publisher = tokio::spawn(tasks::publish_records(
-        consul.clone(),
-        crate::records::node_key(&settings.account_id, &settings.node_id),
-        records_rx,
-        metrics.clone(),
-    ));
     let hooks = settings.on_role_change.clone().map(|cmd| {
         let (hook_tx, hook_rx) = mpsc::unbounded_channel();
         tokio::spawn(hook::run_hooks(
@@ -117,7 +97,6 @@ pub async fn run(
         hook_tx
     });
     metrics.priority.set(i64::from(settings.priority));
-    let (notes_tx, notes_rx) = mpsc::unbounded_channel();
     let memory_path = crate::memory::path(&settings.state_dir, &settings.account_id);
     let remembered = match crate::memory::load(&memory_path) {
         Ok(m) => m,
@@ -136,8 +115,6 @@ pub async fn run(
             memory_path.display()
         );
     }
-    let (memory, memory_rx) = watch::channel(remembered);
-    let keeper = tokio::spawn(crate::memory::keep(memory_path, memory_rx));
     let config = Config {
         node_id: settings.node_id.clone(),
         hostname: hostname(),
@@ -152,422 +129,108 @@ pub async fn run(
         remembered,
         mutations: crate::machine::Mutations::default(),
     };
-    let mut sup = Supervisor {
-        machine: Machine::new(config, clock::now()),
+    let mut conductor = Conductor::new(
+        conductor::Settings {
+            machine: config,
+            validator_key: settings.validator_key.public_key.clone(),
+            instance: crate::records::new_instance(),
+            check_node_id: true,
+        },
+        now(),
+    );
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let (notes_tx, mut notes) = mpsc::unbounded_channel();
+    let mut host = TokioHost {
         home: Home::new(&settings),
         settings,
         consul,
-        key,
+        rpc,
         metrics,
-        published,
-        records,
-        neard: None,
-        spawning: None,
-        next_spawn: 0,
-        to_reap: Vec::new(),
-        neard_starts: 0,
-        poll_tx,
         tx,
         exe,
         guard: None,
-        guard_generation: 0,
         notes_tx,
-        shown: State::Startup,
-        rpc: rpc_for_windows,
+        neards: HashMap::new(),
         hooks,
-        instance,
-        memory,
+        memory_path,
     };
-    let result = sup.main_loop(rx, notes_rx, shutdown).await;
-    // The last record (`Shutdown`) gets a moment to reach Consul, so `kuutamoctl status` shows
-    // a stopped node as stopped.
-    drop(sup);
-    let _ = tokio::time::timeout(RECORD_FLUSH, keeper).await;
-    if tokio::time::timeout(RECORD_FLUSH, publisher).await.is_err() {
-        log::warn!("this node's last status record was not published within {RECORD_FLUSH:?}");
-    }
-    poller.abort();
-    watcher.abort();
-    cluster.abort();
-    result
-}
-
-struct Supervisor {
-    settings: Settings,
-    home: Home,
-    consul: Consul,
-    key: String,
-    machine: Machine,
-    metrics: Metrics,
-    published: watch::Sender<Published>,
-    /// This node's status record, for [`tasks::publish_records`].
-    records: watch::Sender<Option<crate::records::NodeRecord>>,
-    /// The running neard (the guard's child), with kuutamod's pidfd for it.
-    neard: Option<Neard>,
-    /// The spawn order the guard has not answered yet, and the role it starts.
-    spawning: Option<(u64, Role)>,
-    next_spawn: u64,
-    /// neards whose exit the machine is told of: the guard may reap them once it has been.
-    to_reap: Vec<u32>,
-    neard_starts: u64,
-    poll_tx: watch::Sender<PollTarget>,
-    tx: mpsc::UnboundedSender<Report>,
-    exe: Exe,
-    guard: Option<Guard>,
-    guard_generation: u64,
-    notes_tx: mpsc::UnboundedSender<Note>,
-    shown: State,
-    rpc: NeardRpc,
-    hooks: Option<mpsc::UnboundedSender<(State, State)>>,
-    /// This process's id in its status records.
-    instance: String,
-    /// The lock memory to persist ([`crate::memory::keep`]).
-    memory: watch::Sender<Option<crate::lease::LockMemory>>,
-}
-
-impl Supervisor {
-    async fn main_loop(
-        &mut self,
-        mut rx: mpsc::UnboundedReceiver<Report>,
-        mut notes: mpsc::UnboundedReceiver<Note>,
-        shutdown: impl Future<Output = ()>,
-    ) -> anyhow::Result<()> {
-        tokio::pin!(shutdown);
-        let mut shutdown_seen = false;
-        let mut handover =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1())?;
-        let mut jumps = JumpDetector::new();
-        self.handle(Event::Tick);
-        while !self.machine.exited() {
-            let now = clock::now();
-            let sleep = self
-                .machine
-                .next_deadline()
-                .map_or(TICK, |d| d.saturating_duration_since(now).min(TICK));
-            let event = tokio::select! {
-                biased;
-                _ = &mut shutdown, if !shutdown_seen => {
-                    shutdown_seen = true;
-                    Event::Shutdown
-                }
-                Some(note) = notes.recv() => match self.on_note(note) {
-                    Some(event) => event,
-                    None => {
-                        self.handle_all(VecDeque::new());
-                        continue;
-                    }
-                },
-                Some(report) = rx.recv() => {
-                    let current = self.neard.as_ref().map(Neard::pid);
-                    if report.pid.is_some() && report.pid != current {
-                        continue; // a poll of a previous neard
-                    }
-                    report.event
-                }
-                Some(()) = handover.recv() => {
-                    log::info!("SIGUSR1 received: handing over");
-                    Event::HandOver
-                }
-                _ = tokio::time::sleep(sleep) => Event::Tick,
-            };
-            if let Some(lost) = jumps.check() {
-                log::warn!("the host was suspended for {lost:?}");
-                self.handle(Event::ClockJump(lost));
-            }
-            if let Event::Status(crate::machine::Poll {
-                production: Some(p),
-                ..
-            }) = &event
-            {
-                self.metrics.set_production(
-                    &self.settings.account_id,
-                    p,
-                    self.settings.kickout_thresholds,
-                );
-            }
-            self.handle(event);
-        }
-        Ok(())
-    }
-
-    /// Feeds an event, and everything that follows from carrying out its commands.
-    fn handle(&mut self, event: Event) {
-        self.handle_all(VecDeque::from([event]));
-    }
-
-    /// Feeds `queue`, and everything that follows; then lets the guard reap the neards whose
-    /// exit the machine has taken note of (and published).
-    fn handle_all(&mut self, mut queue: VecDeque<Event>) {
-        loop {
-            while let Some(event) = queue.pop_front() {
-                let commands = self.machine.handle(event, clock::now());
-                for c in commands {
-                    self.execute(c, &mut queue);
-                }
-                self.publish();
-            }
-            self.send_reaps(&mut queue);
-            if queue.is_empty() {
-                return;
-            }
-        }
-    }
-
-    fn publish(&mut self) {
-        let state = self.machine.state();
-        if state != self.shown {
-            log::info!("state {} -> {}", self.shown.name(), state.name());
-            if state == State::Promoting {
-                match self.machine.fence_status() {
-                    Some(Err(closed)) => {
-                        log::info!("the key goes live once the fence opens; now: {closed}")
-                    }
-                    Some(Ok(())) => log::info!("the fence is open"),
-                    None => {}
-                }
-            }
-            if let Some(hooks) = &self.hooks {
-                let _ = hooks.send((self.shown, state));
-            }
-            self.shown = state;
-        }
-        self.metrics.set_state(state);
-        let may_take_over = self.machine.may_take_over();
-        self.metrics.may_take_over.set(i64::from(may_take_over));
-        self.metrics.paused.set(i64::from(self.machine.paused()));
-        self.metrics
-            .guard_up
-            .set(i64::from(self.machine.guard_ok()));
-        self.metrics
-            .lock_held
-            .set(i64::from(self.machine.holds_lock()));
-        self.metrics
-            .not_signing
-            .set(self.machine.not_signing_for().as_secs_f64());
-        let trusted = self.machine.wall_clock_trusted();
-        if i64::from(trusted) != self.metrics.wall_clock_trusted.get() {
-            if trusted {
-                log::info!("this host's wall clock agrees with the chain's block timestamps again");
-            } else {
-                log::warn!(
-                    "neard shows a block stamped later than this host's wall clock: the clock is behind the chain's (check NTP); \
-                     the height fence ignores block timestamps for {:?}",
-                    crate::machine::WALL_DISTRUST
-                );
-            }
-            self.metrics.wall_clock_trusted.set(i64::from(trusted));
-        }
-        self.published.send_replace(Published {
-            state,
-            neard_pid: self.neard.as_ref().map(Neard::pid),
-            may_take_over,
+    let mut handover =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1())?;
+    tokio::pin!(shutdown);
+    let mut shutdown_seen = false;
+    conductor.start(now(), &mut host);
+    show(&conductor, &host.metrics, &published);
+    while !conductor.exited() {
+        let sleep = conductor.next_deadline().map_or(TICK, |d| {
+            d.saturating_duration_since(clock::now()).min(TICK)
         });
+        let input = tokio::select! {
+            biased;
+            _ = &mut shutdown, if !shutdown_seen => {
+                shutdown_seen = true;
+                Input::Shutdown
+            }
+            Some(note) = notes.recv() => Input::Guard(note),
+            Some(input) = rx.recv() => input,
+            Some(()) = handover.recv() => Input::HandOver,
+            _ = tokio::time::sleep(sleep) => Input::Tick,
+        };
+        conductor.feed(input, now(), &mut host);
+        show(&conductor, &host.metrics, &published);
     }
+    if let Some(why) = conductor.refused() {
+        anyhow::bail!("{why}");
+    }
+    // The last record (`Shutdown`) and the lock memory get a moment to be written, so
+    // `kuutamoctl status` shows a stopped node as stopped.
+    let flush = tokio::time::sleep(RECORD_FLUSH);
+    tokio::pin!(flush);
+    while !conductor.flushed() {
+        let sleep = conductor.next_deadline().map_or(TICK, |d| {
+            d.saturating_duration_since(clock::now()).min(TICK)
+        });
+        let input = tokio::select! {
+            _ = &mut flush => {
+                log::warn!("this node's last status record was not published within {RECORD_FLUSH:?}");
+                break;
+            }
+            Some(input) = rx.recv() => input,
+            _ = tokio::time::sleep(sleep) => Input::Tick,
+        };
+        conductor.feed(input, now(), &mut host);
+    }
+    Ok(())
+}
 
-    /// Carries out one command; the events that report its outcome at once go to `follow`.
-    fn execute(&mut self, command: Command, follow: &mut VecDeque<Event>) {
-        if let Some(event) = self.execute_one(command, follow) {
-            follow.push_back(event);
+/// The gauges and the exporter's view of what the conductor knows now.
+fn show(conductor: &Conductor, metrics: &Metrics, published: &watch::Sender<Published>) {
+    let m = conductor.machine();
+    let state = m.state();
+    metrics.set_state(state);
+    let may_take_over = m.may_take_over();
+    metrics.may_take_over.set(i64::from(may_take_over));
+    metrics.paused.set(i64::from(m.paused()));
+    metrics.guard_up.set(i64::from(m.guard_ok()));
+    metrics.lock_held.set(i64::from(m.holds_lock()));
+    metrics.not_signing.set(m.not_signing_for().as_secs_f64());
+    let trusted = m.wall_clock_trusted();
+    if i64::from(trusted) != metrics.wall_clock_trusted.get() {
+        if trusted {
+            log::info!("this host's wall clock agrees with the chain's block timestamps again");
+        } else {
+            log::warn!(
+                "neard shows a block stamped later than this host's wall clock: the clock is behind the chain's (check NTP); \
+                 the height fence ignores block timestamps for {:?}",
+                crate::machine::WALL_DISTRUST
+            );
         }
+        metrics.wall_clock_trusted.set(i64::from(trusted));
     }
-
-    fn execute_one(&mut self, command: Command, follow: &mut VecDeque<Event>) -> Option<Event> {
-        use nix::sys::signal::Signal;
-        match command {
-            Command::StartNeard(role) => {
-                self.start_neard(role, follow);
-                None
-            }
-            Command::TermNeard => {
-                self.signal_neard(Signal::SIGTERM);
-                None
-            }
-            Command::KillNeard => {
-                // Delivered, or neard is already gone: either way it signs no more.
-                self.kill_neard(follow);
-                None
-            }
-            Command::InstallKey => {
-                match self.home.install_key() {
-                    Ok(()) => log::info!("hot swap: validator key written into neard's home"),
-                    Err(e) => log::error!("cannot install the validator key: {e:#}"),
-                }
-                None
-            }
-            Command::RemoveKey => {
-                if let Err(e) = self.home.remove_key() {
-                    log::error!("{e:#}");
-                }
-                None
-            }
-            Command::Sighup => {
-                self.signal_neard(Signal::SIGHUP);
-                None
-            }
-            Command::SetPolling(polling) => {
-                self.poll_tx.send_modify(|t| t.polling = polling);
-                None
-            }
-            Command::Guard { seq, order } => {
-                let sent = match self.guard.as_mut() {
-                    Some(g) => g.order(seq, order),
-                    None => Err(std::io::Error::other("no guard")),
-                };
-                match sent {
-                    Ok(()) => None,
-                    Err(e) => {
-                        // A guard we cannot reach is killed at once, and neard with it, before
-                        // the next command runs.
-                        log::error!("cannot give the guard an order: {e}");
-                        if self.guard.is_some() {
-                            self.drop_guard();
-                        }
-                        Some(Event::GuardLost)
-                    }
-                }
-            }
-            Command::RespawnGuard => Some(self.respawn_guard()),
-            Command::SteppedDown(reason) => {
-                log::warn!("stepping down: {}", reason.describe());
-                self.metrics
-                    .step_downs
-                    .with_label_values(&[reason.label()])
-                    .inc();
-                None
-            }
-            Command::Activated { took, hot_swap } => {
-                self.metrics.failover_duration.observe(took.as_secs_f64());
-                log::info!(
-                    "neard validates with the key {took:?} after acquiring the lock ({})",
-                    if hot_swap { "hot swap" } else { "restart" }
-                );
-                None
-            }
-            Command::HotSwapFallback(reason) => {
-                log::warn!("hot swap: {reason}; restarting neard instead");
-                self.metrics
-                    .hot_swap_fallbacks
-                    .with_label_values(&[reason])
-                    .inc();
-                None
-            }
-            Command::Exit => None,
-            Command::Doppelganger(change) => {
-                match change {
-                    crate::doppelganger::Change::Raised(evidence) => {
-                        log::error!(
-                            "DOPPELGANGER: {evidence}: our validator key signs somewhere this cluster does not know of; \
-                             this node will not promote until the account has been silent for {} heights",
-                            self.settings.doppelganger_heights
-                        );
-                        self.metrics.doppelganger.set(1);
-                    }
-                    crate::doppelganger::Change::Cleared => {
-                        log::warn!(
-                            "doppelganger alarm cleared: our account has been silent long enough"
-                        );
-                        self.metrics.doppelganger.set(0);
-                    }
-                }
-                None
-            }
-            Command::Remember(m) => {
-                self.memory.send_replace(Some(m));
-                None
-            }
-            Command::ConsulRewound { seen, remembered } => {
-                log::error!(
-                    "Consul's state was rewound: the leader key shows term {}, heartbeat {} at index {}, but this node saw term {}, heartbeat {} at index {} (a snapshot restore?); the key's record is treated as foreign (a TTL's wait, our own view of the chain)",
-                    seen.0,
-                    seen.1,
-                    seen.2,
-                    remembered.term,
-                    remembered.seq,
-                    remembered.index
-                );
-                self.metrics.consul_rewinds.inc();
-                None
-            }
-            Command::FinishSwitchover(done) => {
-                tokio::spawn(tasks::finish_switchover(
-                    self.consul.clone(),
-                    self.settings.account_id.clone(),
-                    done,
-                    self.metrics.clone(),
-                ));
-                None
-            }
-            Command::Publish(facts) => {
-                let record = self.node_record(facts);
-                self.records.send_replace(Some(record));
-                None
-            }
-            Command::QueryWindows => {
-                let rpc = self.rpc.clone();
-                let account = self.settings.account_id.clone();
-                let tx = self.tx.clone();
-                tokio::spawn(async move {
-                    let windows = rpc
-                        .maintenance_windows(&account)
-                        .await
-                        .map_err(|e| e.to_string());
-                    let _ = tx.send(Report {
-                        event: Event::Windows(windows),
-                        pid: None,
-                    });
-                });
-                None
-            }
-            consul @ (Command::CreateSession
-            | Command::Renew(_)
-            | Command::Heartbeat { .. }
-            | Command::Acquire { .. }
-            | Command::Release { .. }
-            | Command::DestroySession(_)
-            | Command::ReadKey) => {
-                tasks::consul_request(
-                    self.consul.clone(),
-                    self.key.clone(),
-                    consul,
-                    self.settings.timing.ttl,
-                    self.settings.node_id.clone(),
-                    self.metrics.clone(),
-                    self.tx.clone(),
-                );
-                None
-            }
-        }
-    }
-
-    /// The status record for `facts`, with the wall-clock times.
-    fn node_record(&self, facts: crate::machine::NodeFacts) -> crate::records::NodeRecord {
-        let now = tasks::wall_ms();
-        crate::records::NodeRecord {
-            node_id: self.settings.node_id.clone(),
-            hostname: hostname(),
-            instance: Some(self.instance.clone()),
-            state: facts.state.name().to_string(),
-            synced: facts.synced,
-            head: facts.head,
-            neard_version: facts.neard_version,
-            failover_mode: match self.settings.failover_mode {
-                FailoverMode::HotSwap => "hot-swap".into(),
-                FailoverMode::Restart => "restart".into(),
-            },
-            priority: facts.priority,
-            paused: facts.paused,
-            may_take_over: facts.may_take_over,
-            session: facts.session,
-            validating_since_ms: facts
-                .validating_for
-                .map(|d| now.saturating_sub(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))),
-            switchover: facts.switchover,
-            stepped_down_ms: facts
-                .fenced_for
-                .map(|d| now.saturating_sub(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))),
-            updated_ms: now,
-        }
-    }
+    published.send_replace(Published {
+        state,
+        neard_pid: conductor.neard(),
+        may_take_over,
+    });
 }
 
 /// The host name, for the leader key's value.

@@ -1,82 +1,34 @@
 //! Consul's delivery: a request's way from kuutamod through its host's agent to the servers
 //! and back (latency, loss, a paused or partitioned agent, a restarted agent's lost
 //! connections), and the servers' side around [`crate::consul`]'s store: sessions' TTLs,
-//! blocking queries that wait for a change, requests held while there is no leader.
+//! blocking queries that wait for a change (or their wait), requests held while there is no
+//! leader. What a request does at the servers is kuutamod's own [`LockStore`] call on the
+//! model ([`Server`]).
+//!
+//! [`LockStore`]: kuutamod::lock_store::LockStore
 
-use kuutamod::clock::Instant;
-use kuutamod::lease::KeyState;
-use kuutamod::records::{Control, NodeRecord};
+use kuutamod::consul::REQUEST_TIMEOUT;
+use kuutamod::lock_store::{execute, Failure, StoreOp, StoreReply};
 use kuutamod::settings::leader_key;
+use kuutamod::supervisor::conductor::Input;
 
-use super::events::{Ev, Inc};
-use super::{World, ACCOUNT, REQUEST_TIMEOUT, RPC_HOLD};
+use super::events::Ev;
+use super::{World, ACCOUNT, RPC_HOLD};
 use crate::clock::MS;
-use crate::consul::{Owner, Rec, Store, TxnError};
+use crate::consul::{now_or_never, Owner, Server, Store};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Purpose {
-    Create,
-    Renew,
-    Heartbeat { seq: u64 },
-    Acquire,
-    Release,
-    Destroy,
-    Read,
-    Watch(u64),
-    Cluster(u64),
-    Publish,
-}
-
-#[derive(Debug, Clone)]
-pub(super) enum Op {
-    Create,
-    Renew(String),
-    Destroy(String),
-    Lock {
-        expected: Option<u64>,
-        session: String,
-        value: Vec<u8>,
-    },
-    Release {
-        session: String,
-        expected: u64,
-        value: Vec<u8>,
-    },
-    Get {
-        min_index: Option<u64>,
-    },
-    GetPrefix {
-        min_index: Option<u64>,
-    },
-    Put {
-        key: String,
-        rec: Box<Rec>,
-    },
-}
-
-#[derive(Debug, Clone)]
-pub(super) enum Res {
-    Session(String),
-    Ok,
-    Gone,
-    Rejected,
-    Index(u64),
-    Bool(bool),
-    Key(Option<KeyState>, u64),
-    Prefix(Control, Vec<NodeRecord>, u64),
-    Err,
-}
+/// A request's answer.
+type Answer = Result<StoreReply, Failure>;
 
 pub(super) struct Req {
     pub(super) h: usize,
     inst: u64,
-    key: String,
-    pub(super) op: Op,
-    pub(super) purpose: Purpose,
-    pub(super) sent_clock: Instant,
+    /// kuutamod's id of the call.
+    id: u64,
+    pub(super) op: StoreOp,
     agent_epoch: u64,
     pub(super) resolved: bool,
-    pub(super) result: Option<Res>,
+    result: Option<Answer>,
     held_since: Option<u64>,
 }
 
@@ -88,43 +40,37 @@ pub(super) struct Consul {
     pub(super) waiters: Vec<usize>,
     pub(super) slow: (u64, u64),
     pub(super) lossy: (u64, u64),
-    pub(super) control: Control,
-    pub(super) control_pending: bool,
     pub(super) foreign: Option<String>,
     pub(super) holder: Option<usize>,
 }
 
+fn nanos(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
 impl World {
-    pub(super) fn send_req(&mut self, h: usize, op: Op, purpose: Purpose) -> usize {
-        let id = self.reqs.len();
-        let inst = self.hosts[h].kd.as_ref().map_or(0, |k| k.inst);
-        let key = self.hosts[h]
-            .kd
-            .as_ref()
-            .map_or_else(|| leader_key(ACCOUNT), |k| k.lock_key.clone());
-        let blocking = matches!(purpose, Purpose::Watch(_) | Purpose::Cluster(_));
+    /// kuutamod instance `inst` on host `h` starts lock-store call `id`.
+    pub(super) fn send_req(&mut self, h: usize, inst: u64, id: u64, op: StoreOp) {
+        let idx = self.reqs.len();
+        let blocking = op.blocking();
         self.reqs.push(Req {
             h,
             inst,
-            key,
+            id,
             op,
-            purpose,
-            sent_clock: Instant::from_nanos(self.clock_now(h)),
             agent_epoch: self.hosts[h].agent.epoch,
             resolved: false,
             result: None,
             held_since: None,
         });
         if !self.hosts[h].agent.up {
-            // Connection refused.
-            self.resolve_after(id, Res::Err, MS);
-            return id;
+            self.resolve_after(idx, Err(Failure::Failed("connection refused".into())), MS);
+            return;
         }
         if !blocking {
-            self.after(REQUEST_TIMEOUT, Ev::ReqTimeout(id));
+            self.after(nanos(REQUEST_TIMEOUT), Ev::ReqTimeout(idx));
         }
-        self.send_server(id);
-        id
+        self.send_server(idx);
     }
 
     pub(super) fn agent_runs(&self, h: usize) -> bool {
@@ -133,25 +79,22 @@ impl World {
     }
 
     /// The agent forwards a request to the servers.
-    fn send_server(&mut self, id: usize) {
-        let h = self.reqs[id].h;
+    fn send_server(&mut self, idx: usize) {
+        let h = self.reqs[idx].h;
         if !self.agent_runs(h) {
-            self.hosts[h].agent.waiting.push(Ev::ReqAtServer(id));
+            self.hosts[h].agent.waiting.push(Ev::ReqAtServer(idx));
             return;
         }
         if self.hosts[h].agent.partitioned {
-            self.hosts[h].agent.cut.push(Ev::ReqAtServer(id));
+            self.hosts[h].agent.cut.push(Ev::ReqAtServer(idx));
             return;
         }
-        let blocking = matches!(
-            self.reqs[id].purpose,
-            Purpose::Watch(_) | Purpose::Cluster(_)
-        );
+        let blocking = self.reqs[idx].op.blocking();
         if !blocking && self.t < self.consul.lossy.1 && self.rng.chance(self.consul.lossy.0) {
             return; // lost on the way: the client times out
         }
         let d = self.net_delay();
-        self.after(d, Ev::ReqAtServer(id));
+        self.after(d, Ev::ReqAtServer(idx));
     }
 
     fn net_delay(&mut self) -> u64 {
@@ -166,130 +109,95 @@ impl World {
         !self.consul.quorum_lost && self.t >= self.consul.election_until
     }
 
-    pub(super) fn req_at_server(&mut self, id: usize) {
-        if self.reqs[id].agent_epoch != self.hosts[self.reqs[id].h].agent.epoch {
+    pub(super) fn req_at_server(&mut self, idx: usize) {
+        if self.reqs[idx].agent_epoch != self.hosts[self.reqs[idx].h].agent.epoch {
             // The agent restarted: its connection to the servers is gone with the request.
             return;
         }
         if !self.server_up() {
-            if self.reqs[id].held_since.is_none() {
-                self.reqs[id].held_since = Some(self.t);
+            if self.reqs[idx].held_since.is_none() {
+                self.reqs[idx].held_since = Some(self.t);
             }
-            self.consul.held.push(id);
+            self.consul.held.push(idx);
             return;
         }
-        if self.reqs[id]
+        if self.reqs[idx]
             .held_since
             .is_some_and(|s| self.t >= s + RPC_HOLD)
         {
-            self.respond(id, Res::Err);
+            self.respond(idx, Err(Failure::Failed("No cluster leader".into())));
             return;
         }
-        let res = self.apply(id);
-        match res {
-            Some(r) => self.respond(id, r),
-            None => self.consul.waiters.push(id),
+        if self.waits(&self.reqs[idx].op) {
+            self.consul.waiters.push(idx);
+            if let StoreOp::GetKey {
+                blocking: Some((_, wait)),
+                ..
+            }
+            | StoreOp::GetPrefix {
+                blocking: Some((_, wait)),
+                ..
+            } = self.reqs[idx].op
+            {
+                self.after(nanos(wait), Ev::WaitOver(idx));
+            }
+            return;
+        }
+        let r = self.apply(idx);
+        self.respond(idx, r);
+    }
+
+    /// Whether a blocking query waits: the index it would answer has not passed its own.
+    fn waits(&self, op: &StoreOp) -> bool {
+        match op {
+            StoreOp::GetKey {
+                key,
+                blocking: Some((min, _)),
+                ..
+            } => self.consul.store.get(key).1 <= *min,
+            StoreOp::GetPrefix {
+                prefix,
+                blocking: Some((min, _)),
+            } => self.consul.store.list_index(prefix) <= *min,
+            _ => false,
         }
     }
 
-    /// Applies a request at the servers; `None`: a blocking query that waits.
-    fn apply(&mut self, id: usize) -> Option<Res> {
-        let now = self.t;
-        let (h, key, op) = {
-            let r = &self.reqs[id];
-            (r.h, r.key.clone(), r.op.clone())
+    /// Applies a request at the servers: kuutamod's [`LockStore`] call on the model.
+    ///
+    /// [`LockStore`]: kuutamod::lock_store::LockStore
+    fn apply(&mut self, idx: usize) -> Answer {
+        let h = self.reqs[idx].h;
+        let ttl = nanos(self.timing.ttl);
+        let expire_after = match self.reqs[idx].op {
+            StoreOp::CreateSession { .. } | StoreOp::Renew { .. } => self.expiry(ttl),
+            _ => 0,
         };
-        let ttl = self.timing.ttl.as_nanos() as u64;
-        let res = match op {
-            Op::Create => {
-                let exp = self.expiry(ttl);
-                let s = self
-                    .consul
-                    .store
-                    .create_session(Owner::Host(h), ttl, 0, now, exp);
-                self.schedule_expiry(&s);
-                Res::Session(s)
-            }
-            Op::Renew(s) => {
-                let exp = self.expiry(ttl);
-                if self.consul.store.renew(&s, now, exp) {
-                    self.schedule_expiry(&s);
-                    Res::Ok
-                } else {
-                    Res::Gone
-                }
-            }
-            Op::Destroy(s) => {
-                if self.consul.store.invalidate(&s, now) {
-                    self.store_changed();
-                }
-                Res::Ok
-            }
-            Op::Lock {
-                expected,
-                session,
-                value,
-            } => match self
-                .consul
-                .store
-                .check_and_lock(&key, expected, &session, &value, now)
-            {
-                Ok(i) => {
-                    self.store_changed();
-                    Res::Index(i)
-                }
-                Err(TxnError::Rejected) => Res::Rejected,
-                Err(TxnError::InvalidSession) => Res::Gone,
-            },
-            Op::Release {
-                session,
-                expected,
-                value,
-            } => {
-                let ok = self
-                    .consul
-                    .store
-                    .release_at(&key, Some(expected), &session, &value);
-                if ok {
-                    self.store_changed();
-                }
-                Res::Bool(ok)
-            }
-            Op::Get { min_index } => {
-                let (e, idx) = self.consul.store.get(&key);
-                if min_index.is_some_and(|m| idx <= m) {
-                    return None;
-                }
-                Res::Key(e.map(|e| e.state()), idx)
-            }
-            Op::GetPrefix { min_index } => {
-                let (recs, idx) = self.consul.store.records();
-                if min_index.is_some_and(|m| idx <= m) {
-                    return None;
-                }
-                let me = format!("n{h}");
-                let mut control = Control::default();
-                let mut peers = Vec::new();
-                for (_, r) in recs {
-                    match r {
-                        Rec::Control(c) => control = c.clone(),
-                        Rec::Node(n) if n.node_id != me => peers.push((**n).clone()),
-                        Rec::Node(_) => {}
-                    }
-                }
-                Res::Prefix(control, peers, idx)
-            }
-            Op::Put { key, rec } => {
-                self.consul.store.put_record(&key, *rec);
-                self.records_changed();
-                Res::Ok
-            }
+        let before = self.consul.store.index();
+        let op = &self.reqs[idx].op;
+        let mut server = Server {
+            store: &mut self.consul.store,
+            owner: Owner::Host(h),
+            now: self.t,
+            expire_after,
         };
-        Some(res)
+        let result = now_or_never(execute(&mut server, op)).map_err(Failure::from);
+        let session = match (op, &result) {
+            (StoreOp::CreateSession { .. }, Ok(StoreReply::Session(s))) => Some(s.clone()),
+            (StoreOp::Renew { session }, Ok(_)) => Some(session.clone()),
+            _ => None,
+        };
+        if let Some(s) = session {
+            self.schedule_expiry(&s);
+        }
+        if self.consul.store.index() != before {
+            self.store_changed();
+        }
+        result
     }
 
     /// When Consul ends a session renewed now: between one and two TTLs.
-    fn expiry(&mut self, ttl: u64) -> u64 {
+    pub(super) fn expiry(&mut self, ttl: u64) -> u64 {
         ttl + self.rng.below(ttl + 1)
     }
 
@@ -307,56 +215,73 @@ impl World {
     }
 
     /// The servers answer.
-    fn respond(&mut self, id: usize, res: Res) {
-        self.reqs[id].result = Some(res);
-        let h = self.reqs[id].h;
+    fn respond(&mut self, idx: usize, res: Answer) {
+        self.reqs[idx].result = Some(res);
+        let h = self.reqs[idx].h;
         if self.hosts[h].agent.partitioned {
-            self.hosts[h].agent.cut.push(Ev::RespAtAgent(id));
+            self.hosts[h].agent.cut.push(Ev::RespAtAgent(idx));
             return;
         }
-        let blocking = matches!(
-            self.reqs[id].purpose,
-            Purpose::Watch(_) | Purpose::Cluster(_)
-        );
+        let blocking = self.reqs[idx].op.blocking();
         if !blocking && self.t < self.consul.lossy.1 && self.rng.chance(self.consul.lossy.0) {
             return; // the answer is lost: the client times out
         }
         let d = self.net_delay();
-        self.after(d, Ev::RespAtAgent(id));
+        self.after(d, Ev::RespAtAgent(idx));
     }
 
-    pub(super) fn resp_at_agent(&mut self, id: usize) {
-        let h = self.reqs[id].h;
-        if self.reqs[id].agent_epoch != self.hosts[h].agent.epoch {
+    pub(super) fn resp_at_agent(&mut self, idx: usize) {
+        let h = self.reqs[idx].h;
+        if self.reqs[idx].agent_epoch != self.hosts[h].agent.epoch {
             return;
         }
         if !self.agent_runs(h) {
-            self.hosts[h].agent.waiting.push(Ev::RespAtAgent(id));
+            self.hosts[h].agent.waiting.push(Ev::RespAtAgent(idx));
             return;
         }
-        if self.reqs[id].resolved {
+        if self.reqs[idx].resolved {
             return;
         }
-        let res = self.reqs[id].result.clone().unwrap_or(Res::Err);
-        self.resolve(id, res);
+        let res = self.reqs[idx]
+            .result
+            .take()
+            .unwrap_or_else(|| Err(Failure::Failed("no answer".into())));
+        self.resolve(idx, res);
     }
 
-    fn resolve_after(&mut self, id: usize, res: Res, d: u64) {
-        self.reqs[id].resolved = true;
-        self.reqs[id].result = Some(res);
-        let (h, inst) = (self.reqs[id].h, self.reqs[id].inst);
+    fn resolve_after(&mut self, idx: usize, res: Answer, d: u64) {
+        let r = &mut self.reqs[idx];
+        r.resolved = true;
+        let (h, inst, id) = (r.h, r.inst, r.id);
         self.after(
             d,
             Ev::ToKd {
                 h,
                 inst,
-                inc: Inc::Consul(id),
+                input: Box::new(Input::Store { id, result: res }),
             },
         );
     }
 
-    pub(super) fn resolve(&mut self, id: usize, res: Res) {
-        self.resolve_after(id, res, 0);
+    pub(super) fn resolve(&mut self, idx: usize, res: Answer) {
+        self.resolve_after(idx, res, 0);
+    }
+
+    /// The client gives up on a request (consul::REQUEST_TIMEOUT); it may still be applied.
+    pub(super) fn req_timeout(&mut self, idx: usize) {
+        if !self.reqs[idx].resolved {
+            self.resolve(idx, Err(Failure::Failed("request timed out".into())));
+        }
+    }
+
+    /// A blocking query's wait is over: it answers with what is there now.
+    pub(super) fn wait_over(&mut self, idx: usize) {
+        let Some(pos) = self.consul.waiters.iter().position(|w| *w == idx) else {
+            return;
+        };
+        self.consul.waiters.swap_remove(pos);
+        let r = self.apply(idx);
+        self.respond(idx, r);
     }
 
     /// A store change: wake the blocking queries it answers, track the lock holder.
@@ -376,24 +301,13 @@ impl World {
             }
             self.consul.holder = holder;
         }
-        self.wake_waiters(false);
-    }
-
-    pub(super) fn records_changed(&mut self) {
-        self.wake_waiters(true);
-    }
-
-    fn wake_waiters(&mut self, records: bool) {
         let waiters = std::mem::take(&mut self.consul.waiters);
-        for id in waiters {
-            let is_records = matches!(self.reqs[id].purpose, Purpose::Cluster(_));
-            if is_records != records {
-                self.consul.waiters.push(id);
-                continue;
-            }
-            match self.apply(id) {
-                Some(r) => self.respond(id, r),
-                None => self.consul.waiters.push(id),
+        for idx in waiters {
+            if self.waits(&self.reqs[idx].op) {
+                self.consul.waiters.push(idx);
+            } else {
+                let r = self.apply(idx);
+                self.respond(idx, r);
             }
         }
     }
@@ -418,11 +332,9 @@ impl World {
             self.schedule_expiry(&id);
         }
         let held = std::mem::take(&mut self.consul.held);
-        for id in held {
-            self.req_at_server(id);
+        for idx in held {
+            self.req_at_server(idx);
         }
-        if self.consul.control_pending {
-            self.write_control();
-        }
+        self.operator_resume();
     }
 }

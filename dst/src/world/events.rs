@@ -1,11 +1,10 @@
 //! The events of the world's queue (ordered by true time, then by insertion), their codes in
 //! the trace hash, and where each is dispatched.
 
-use kuutamod::machine::{Event, Poll};
-use kuutamod::neard::Role;
+use kuutamod::lease::LockMemory;
+use kuutamod::supervisor::conductor::Input;
 use neard_sim::wire::{ToChain, ToNode};
 
-use super::delivery::Res;
 use super::neard::our_key;
 use super::World;
 
@@ -16,16 +15,18 @@ pub(super) enum Ev {
         h: usize,
         gen: u64,
     },
-    /// Something for kuutamod's process (instance `inst`).
+    /// An input for kuutamod's process (instance `inst`).
     ToKd {
         h: usize,
         inst: u64,
-        inc: Inc,
+        input: Box<Input>,
     },
-    PollTick {
+    /// kuutamod's lock memory is written.
+    MemorySaved {
         h: usize,
         inst: u64,
-        gen: u64,
+        id: u64,
+        memory: LockMemory,
     },
     NeardStep {
         h: usize,
@@ -76,6 +77,8 @@ pub(super) enum Ev {
     ReqAtServer(usize),
     RespAtAgent(usize),
     ReqTimeout(usize),
+    /// A blocking query's wait is over.
+    WaitOver(usize),
     SessionExpire {
         id: String,
         generation: u64,
@@ -91,7 +94,7 @@ impl Ev {
             Ev::KdStart(h) => 1 + 32 * *h as u64,
             Ev::KdWake { h, .. } => 2 + 32 * *h as u64,
             Ev::ToKd { h, .. } => 3 + 32 * *h as u64,
-            Ev::PollTick { h, .. } => 4 + 32 * *h as u64,
+            Ev::MemorySaved { h, .. } => 4 + 32 * *h as u64,
             Ev::NeardStep { h, .. } => 5 + 32 * *h as u64,
             Ev::NeardRpcUp { h, .. } => 6 + 32 * *h as u64,
             Ev::NeardReloadRead { h, .. } => 7 + 32 * *h as u64,
@@ -110,46 +113,9 @@ impl Ev {
             Ev::FaultEnd(i) => 20 + 32 * *i as u64,
             Ev::Liveness => 21,
             Ev::GuardKill { h } => 22 + 32 * *h as u64,
+            Ev::WaitOver(_) => 23,
         }
     }
-}
-
-/// What kuutamod's process receives.
-#[derive(Debug)]
-pub(super) enum Inc {
-    Wake,
-    Signal(Event),
-    /// A line from the guard of generation `gen`, or its pipe closing.
-    Guard {
-        gen: u64,
-        note: GuardNote,
-    },
-    PollDone {
-        pid: u32,
-        gen: u64,
-        poll: Option<(Poll, String)>,
-    },
-    Consul(usize),
-    WatchRetry(u64),
-    ClusterRetry(u64),
-    Windows(Result<Vec<(u64, u64)>, String>),
-}
-
-/// What the guard says (`src/guard.rs`, "Protocol").
-#[derive(Debug)]
-pub(super) enum GuardNote {
-    /// `ack <seq>`.
-    Ack(u64),
-    /// `nack <seq> ...`.
-    Nack(u64),
-    /// `spawned <id> <pid>` (for the spawn of that role).
-    Spawned(u32, Role),
-    /// `spawn-failed <id> ...`.
-    SpawnFailed,
-    /// `exited <pid> ...`.
-    Exited(u32),
-    /// The pipe closed: the guard is gone.
-    Lost,
 }
 
 pub(super) struct Item {
@@ -179,14 +145,14 @@ impl World {
     pub(super) fn dispatch(&mut self, ev: Ev) {
         match ev {
             Ev::KdStart(h) => self.kd_start(h),
-            Ev::KdWake { h, gen } => {
-                if self.hosts[h].kd.as_ref().is_some_and(|k| k.wake_gen == gen) {
-                    let inst = self.hosts[h].kd.as_ref().map_or(0, |k| k.inst);
-                    self.send_kd(h, inst, Inc::Wake);
-                }
-            }
-            Ev::ToKd { h, inst, inc } => self.send_kd(h, inst, inc),
-            Ev::PollTick { h, inst, gen } => self.poll_tick(h, inst, gen),
+            Ev::KdWake { h, gen } => self.kd_wake(h, gen),
+            Ev::ToKd { h, inst, input } => self.send_kd(h, inst, *input),
+            Ev::MemorySaved {
+                h,
+                inst,
+                id,
+                memory,
+            } => self.memory_saved(h, inst, id, memory),
             Ev::NeardStep { h, pid } => self.neard_step(h, pid),
             Ev::NeardRpcUp { h, pid } => {
                 if let Some(n) = self.neard_mut(h, pid) {
@@ -228,11 +194,8 @@ impl World {
             }
             Ev::ReqAtServer(id) => self.req_at_server(id),
             Ev::RespAtAgent(id) => self.resp_at_agent(id),
-            Ev::ReqTimeout(id) => {
-                if !self.reqs[id].resolved {
-                    self.resolve(id, Res::Err);
-                }
-            }
+            Ev::ReqTimeout(id) => self.req_timeout(id),
+            Ev::WaitOver(id) => self.wait_over(id),
             Ev::SessionExpire { id, generation } => {
                 let due = self
                     .consul

@@ -2,16 +2,25 @@
 //! moves they share (a signal to kuutamod, the operator's control record, an agent going down
 //! or running again, a host resuming from suspend).
 
-use kuutamod::machine::Event;
-use kuutamod::records::{control_key, Switchover};
+use kuutamod::lock_store::Failure;
+use kuutamod::records::{control_key, Control, Switchover};
 use kuutamod::settings::leader_key;
+use kuutamod::supervisor::conductor::Input;
 
-use super::delivery::Res;
-use super::events::{Ev, Inc};
+use super::events::Ev;
 use super::{World, ACCOUNT, OUTSIDER_LOCK_DELAY, OUTSIDER_TTL};
 use crate::clock::MS;
-use crate::consul::{Owner, Rec};
+use crate::consul::Owner;
 use crate::schedule::FaultKind;
+
+/// A change of the control record by `kuutamoctl`.
+#[derive(Debug, Clone)]
+pub(super) enum CtlChange {
+    /// `pause` (true) or `resume`.
+    Pause(bool),
+    /// `switchover`.
+    Switchover(Switchover),
+}
 
 impl World {
     pub(super) fn fault_start(&mut self, i: usize) {
@@ -81,6 +90,7 @@ impl World {
                 if self.server_up() {
                     let s = self.consul.store.create_session(
                         Owner::Outsider,
+                        "outsider",
                         OUTSIDER_TTL,
                         OUTSIDER_LOCK_DELAY,
                         self.t,
@@ -104,34 +114,28 @@ impl World {
                 self.hosts[host].suspended = true;
                 self.hosts[host].clock.suspend(self.t);
             }
-            HandOver { host } => self.signal(host, Event::HandOver),
+            HandOver { host } => self.signal(host, Input::HandOver),
             Sigterm { host, down } => {
                 if self.hosts[host].kd.is_some() {
                     self.hosts[host].restart_after_exit = Some(down);
                 }
-                self.signal(host, Event::Shutdown);
+                self.signal(host, Input::Shutdown);
             }
-            CtlPause { .. } => {
-                self.consul.control.paused = true;
-                self.write_control();
-            }
+            CtlPause { .. } => self.write_control(CtlChange::Pause(true)),
             CtlSwitchover { to } => {
-                // kuutamoctl refuses while another request is in flight.
-                if self.consul.control.switchover.is_none() {
-                    self.consul.control.switchover = Some(Switchover {
-                        id: format!("sw{i}"),
-                        from: self
-                            .consul
-                            .holder
-                            .map(|h| format!("n{h}"))
-                            .unwrap_or_default(),
-                        from_session: None,
-                        to: to.map(|h| format!("n{h}")),
-                        in_window: false,
-                        timeout_ms: 60_000,
-                    });
-                    self.write_control();
-                }
+                let sw = Switchover {
+                    id: format!("sw{i}"),
+                    from: self
+                        .consul
+                        .holder
+                        .map(|h| format!("n{h}"))
+                        .unwrap_or_default(),
+                    from_session: None,
+                    to: to.map(|h| format!("n{h}")),
+                    in_window: false,
+                    timeout_ms: 60_000,
+                };
+                self.write_control(CtlChange::Switchover(sw));
             }
         }
     }
@@ -193,10 +197,7 @@ impl World {
                 }
             }
             HostSuspend { host, .. } => self.host_resume(host),
-            CtlPause { .. } => {
-                self.consul.control.paused = false;
-                self.write_control();
-            }
+            CtlPause { .. } => self.write_control(CtlChange::Pause(false)),
             // If kuutamod has not exited yet (it was stopped), systemd's stop goes on; a
             // start that finds it running does nothing.
             Sigterm { host, .. } if self.hosts[host].kd.is_none() => self.kd_start(host),
@@ -204,22 +205,40 @@ impl World {
         }
     }
 
-    fn signal(&mut self, h: usize, e: Event) {
+    fn signal(&mut self, h: usize, input: Input) {
         if let Some(inst) = self.hosts[h].kd.as_ref().map(|k| k.inst) {
-            self.send_kd(h, inst, Inc::Signal(e));
+            self.send_kd(h, inst, input);
         }
     }
 
-    /// `kuutamoctl` writes the control record; while the servers cannot apply it, the
-    /// operator's write waits (and is applied when they can).
-    pub(super) fn write_control(&mut self) {
-        self.consul.control_pending = !self.server_up();
-        if self.server_up() {
-            let c = self.consul.control.clone();
-            self.consul
-                .store
-                .put_record(&control_key(ACCOUNT), Rec::Control(c));
-            self.records_changed();
+    /// `kuutamoctl` changes the control record (read, change, check-and-set); while the
+    /// servers cannot apply it, the operator's command waits (and is applied when they can).
+    fn write_control(&mut self, change: CtlChange) {
+        self.pending_control.push(change);
+        self.operator_resume();
+    }
+
+    /// The operator's commands that waited for the servers.
+    pub(super) fn operator_resume(&mut self) {
+        if !self.server_up() {
+            return;
+        }
+        for change in std::mem::take(&mut self.pending_control) {
+            let key = control_key(ACCOUNT);
+            let (entry, _) = self.consul.store.get(&key);
+            let index = entry.map_or(0, |e| e.modify_index);
+            let mut c = entry
+                .and_then(|e| Control::parse(&e.value))
+                .unwrap_or_default();
+            match change {
+                CtlChange::Pause(p) => c.paused = p,
+                // kuutamoctl refuses while another request is in flight.
+                CtlChange::Switchover(sw) if c.switchover.is_none() => c.switchover = Some(sw),
+                CtlChange::Switchover(_) => continue,
+            }
+            if self.consul.store.put_cas(&key, &c.to_bytes(), index) {
+                self.store_changed();
+            }
         }
     }
 
@@ -233,8 +252,8 @@ impl World {
         let open: Vec<usize> = (0..self.reqs.len())
             .filter(|i| self.reqs[*i].h == h && !self.reqs[*i].resolved)
             .collect();
-        for id in open {
-            self.resolve(id, Res::Err);
+        for idx in open {
+            self.resolve(idx, Err(Failure::Failed("connection reset".into())));
         }
         self.consul.waiters.retain(|id| self.reqs[*id].h != h);
     }
@@ -279,7 +298,7 @@ impl World {
         // "What this does not cover"), so the model leaves it out (docs/dst.md).
         if self.kd_runnable(h) {
             if let Some(inst) = self.hosts[h].kd.as_ref().map(|k| k.inst) {
-                self.send_kd(h, inst, Inc::Wake);
+                self.send_kd(h, inst, Input::Tick);
             }
         }
         self.kd_resume(h, 0);

@@ -6,11 +6,14 @@
 //! pipe do.
 
 use std::collections::VecDeque;
+use std::os::unix::process::ExitStatusExt;
 
-use kuutamod::machine::{Event, GuardOrder};
+use kuutamod::guard::Note;
+use kuutamod::machine::GuardOrder;
 use kuutamod::neard::Role;
+use kuutamod::supervisor::conductor::SpawnError;
 
-use super::events::{Ev, GuardNote, Inc};
+use super::events::Ev;
 use super::{Mutation, World};
 use crate::clock::MS;
 
@@ -18,8 +21,8 @@ use crate::clock::MS;
 pub(super) enum Order {
     /// One of the machine's, with its sequence number.
     Machine(u64, GuardOrder),
-    /// Start neard in this role (the supervisor's `spawn` order).
-    Spawn(Role),
+    /// Start neard in this role (the supervisor's `spawn` order, with its id).
+    Spawn(u64, Role),
 }
 
 pub(super) struct Guard {
@@ -35,6 +38,13 @@ pub(super) struct Guard {
     exits: Vec<u32>,
     /// When its last note reaches kuutamod: notes keep their order, as lines of a pipe.
     last_note: u64,
+}
+
+impl Guard {
+    /// The guard process exists (not killed).
+    pub(super) fn alive(&self) -> bool {
+        self.alive
+    }
 }
 
 impl World {
@@ -53,29 +63,23 @@ impl World {
             .is_some_and(|n| n.parent == gen)
     }
 
-    /// The guard of kuutamod's current generation, if it runs.
-    fn current_guard(&self, h: usize) -> Option<u64> {
-        let gen = self.hosts[h].kd.as_ref()?.guard_gen;
-        self.hosts[h]
+    /// Writes an order into the guard's pipe, as the supervisor does: never blocking (unless
+    /// the mutation says so); a full pipe is an error (the supervisor then gives the guard up).
+    pub(super) fn guard_write(&mut self, h: usize, order: Order) -> Result<(), SpawnError> {
+        let Some(gen) = self.hosts[h]
             .guard
             .as_ref()
-            .filter(|g| g.alive && g.gen == gen)
+            .filter(|g| g.alive)
             .map(|g| g.gen)
-    }
-
-    /// Writes an order into the guard's pipe, as the supervisor does: never blocking (unless
-    /// the mutation says so); a full pipe is a lost guard, which the supervisor kills, and
-    /// neard with it.
-    pub(super) fn guard_write(&mut self, h: usize, order: Order) -> Option<Event> {
-        let Some(gen) = self.current_guard(h) else {
-            return Some(match order {
-                Order::Spawn(_) => Event::NeardSpawnFailed,
-                Order::Machine(..) => Event::GuardLost,
+        else {
+            return Err(match order {
+                Order::Spawn(..) => SpawnError::NoGuard,
+                Order::Machine(..) => SpawnError::Guard("no guard".into()),
             });
         };
         let blocking = self.settings.mutation == Mutation::BlockingGuardPipe;
         let capacity = self.settings.guard_pipe;
-        let g = self.hosts[h].guard.as_mut().expect("current guard");
+        let g = self.hosts[h].guard.as_mut().expect("a guard");
         if g.pipe.len() >= capacity {
             if blocking {
                 // The write blocks kuutamod until the guard reads.
@@ -84,26 +88,24 @@ impl World {
                     k.blocked = true;
                 }
                 self.trace(|| format!("host {h} kuutamod blocks on the guard's pipe"));
-                return None;
+                return Ok(());
             }
-            self.trace(|| format!("host {h} guard's pipe is full: kuutamod kills it"));
-            self.guard_drop(h);
-            return Some(Event::GuardLost);
+            self.trace(|| format!("host {h} guard's pipe is full"));
+            return Err(SpawnError::Guard("the guard's pipe is full".into()));
         }
         g.pipe.push_back(order);
         if self.guard_runnable(h) {
             let d = self.rng.range(MS / 20, MS / 2);
             self.after(d, Ev::GuardRun { h, gen });
         }
-        None
+        Ok(())
     }
 
     /// What the supervisor does with a guard it gives up on: neard killed (through its own
     /// pidfd, whether the guard is still there or not), the guard SIGKILLed and reaped (a neard
     /// being started dies with it).
-    pub(super) fn guard_drop(&mut self, h: usize) {
+    pub(super) fn guard_drop(&mut self, h: usize, known: Option<u32>) {
         let g = self.hosts[h].guard.take();
-        let known = self.hosts[h].kd.as_ref().and_then(|k| k.neard);
         let neard = self.hosts[h].neard.as_ref().filter(|n| n.alive);
         let dies = neard
             .is_some_and(|n| Some(n.pid) == known || g.as_ref().is_some_and(|g| n.parent == g.gen));
@@ -112,19 +114,12 @@ impl World {
             self.neard_dies(h);
         }
         if let Some(k) = self.hosts[h].kd.as_mut() {
-            k.neard = None;
             k.blocked = false;
         }
-        self.poll_target_changed(h);
     }
 
-    pub(super) fn guard_respawn(&mut self, h: usize) -> Event {
-        self.guard_drop(h);
-        let Some(k) = self.hosts[h].kd.as_mut() else {
-            return Event::GuardSpawnFailed;
-        };
-        k.guard_gen += 1;
-        let gen = k.guard_gen;
+    /// kuutamod starts a guard of generation `gen`.
+    pub(super) fn guard_spawn(&mut self, h: usize, gen: u64) {
         self.hosts[h].guard = Some(Guard {
             gen,
             alive: true,
@@ -135,11 +130,10 @@ impl World {
             exits: Vec::new(),
             last_note: 0,
         });
-        Event::GuardSpawned
     }
 
     /// A note of guard `gen` to kuutamod, after the ones before it.
-    fn guard_note(&mut self, h: usize, gen: u64, note: GuardNote, delay: u64) {
+    fn guard_note(&mut self, h: usize, gen: u64, note: Note, delay: u64) {
         let Some(inst) = self.hosts[h].kd.as_ref().map(|k| k.inst) else {
             return;
         };
@@ -155,7 +149,7 @@ impl World {
             Ev::ToKd {
                 h,
                 inst,
-                inc: Inc::Guard { gen, note },
+                input: Box::new(kuutamod::supervisor::conductor::Input::Guard(note)),
             },
         );
     }
@@ -167,7 +161,12 @@ impl World {
         let exits = std::mem::take(&mut self.hosts[h].guard.as_mut().expect("runs").exits);
         for pid in exits {
             let d = self.rng.range(MS / 20, MS / 2);
-            self.guard_note(h, gen, GuardNote::Exited(pid), d);
+            let note = Note::Exited {
+                generation: gen,
+                pid,
+                status: std::process::ExitStatus::from_raw(0),
+            };
+            self.guard_note(h, gen, note, d);
         }
         while let Some(order) = self.hosts[h]
             .guard
@@ -186,28 +185,49 @@ impl World {
                         let tgen = g.tgen;
                         let t = self.clock_reaches(h, deadline.as_nanos());
                         self.at(t, Ev::GuardTimer { h, gen, tgen });
-                        GuardNote::Ack(seq)
+                        Note::Ack {
+                            generation: gen,
+                            seq,
+                        }
                     } else {
                         // As the real guard: a pid that is not its neard is refused, and the
                         // deadline it held is dropped.
                         g.armed = None;
-                        GuardNote::Nack(seq)
+                        Note::Nack {
+                            generation: gen,
+                            seq,
+                            why: format!("neard {pid} is not the guard's"),
+                        }
                     }
                 }
                 Order::Machine(seq, GuardOrder::Disarm) => {
                     let g = self.hosts[h].guard.as_mut().expect("runnable guard");
                     g.armed = None;
                     g.tgen += 1;
-                    GuardNote::Ack(seq)
+                    Note::Ack {
+                        generation: gen,
+                        seq,
+                    }
                 }
-                Order::Machine(seq, GuardOrder::Ping) => GuardNote::Ack(seq),
-                Order::Spawn(role) => {
+                Order::Machine(seq, GuardOrder::Ping) => Note::Ack {
+                    generation: gen,
+                    seq,
+                },
+                Order::Spawn(id, role) => {
                     if self.hosts[h].neard.as_ref().is_some_and(|n| n.alive) {
                         // One neard at a time.
-                        GuardNote::SpawnFailed
+                        Note::SpawnFailed {
+                            generation: gen,
+                            id,
+                            why: "a neard runs already".into(),
+                        }
                     } else {
                         let pid = self.neard_start(h, role, gen);
-                        GuardNote::Spawned(pid, role)
+                        Note::Spawned {
+                            generation: gen,
+                            id,
+                            pid,
+                        }
                     }
                 }
             };
@@ -303,7 +323,11 @@ impl World {
             self.trace(|| format!("host {h} neard dies with its guard"));
             self.neard_dies(h);
         }
-        self.guard_note(h, gen, GuardNote::Lost, MS / 10);
+        let note = Note::Lost {
+            generation: gen,
+            why: "its pipe closed".into(),
+        };
+        self.guard_note(h, gen, note, MS / 10);
         self.hosts[h].guard = None;
         let unblock = self.hosts[h].kd.as_ref().is_some_and(|k| k.blocked);
         if unblock {

@@ -125,3 +125,11 @@ impl World {
         }
     }
 }
+
+impl World {
+    /// kuutamod on host `h` reported another process with its node id.
+    pub(super) fn id_conflict_seen(&mut self, _h: usize) {}
+
+    /// kuutamod on host `h` fell back from a hot swap to a restart.
+    pub(super) fn fallback_seen(&mut self, _h: usize, _reason: &'static str) {}
+}

@@ -1,45 +1,50 @@
-//! kuutamod's process on a host: the real `Machine`, fed the events the supervisor would feed
-//! it at the host's clock (signals, neard's exit, the guard's notes, Consul's answers, the
-//! suspend detector), and its commands carried out as the supervisor carries them out.
-
-use std::collections::VecDeque;
-use std::time::Duration;
+//! kuutamod's process on a host: kuutamod's own supervisor, its
+//! [`Conductor`](kuutamod::supervisor::conductor::Conductor) (and the real `Machine` inside it),
+//! fed its inputs at the host's clocks, with the world as its [`Host`]: every call it makes is
+//! carried out on the simulated Consul, neard, guard and files, and every answer comes back as
+//! the input the daemon's tokio host would give it. Nothing here decides what kuutamod does.
+//!
+//! While the process is stopped (SIGSTOP, a group stop, a suspended host, a write blocked on
+//! the guard's pipe), its inputs wait, as they wait in its sockets and pipes, and reach it in
+//! order when it runs again.
 
 use kuutamod::backoff::BackoffConfig;
 use kuutamod::clock::Instant;
-use kuutamod::machine::{Command, Config, Event, Machine, NodeFacts};
-use kuutamod::records::{node_key, NodeRecord};
-use kuutamod::settings::leader_key;
-
-use super::delivery::{Op, Purpose};
-use super::events::{Ev, GuardNote, Inc};
-use super::guard::Order;
-use super::poller::Poller;
-use super::{
-    Mutation, World, ACCOUNT, DOPPELGANGER_HEIGHTS, JUMP_SLACK, STATUS_TIMEOUT, SYNCING_GRACE,
-    TYPO_ACCOUNT,
+use kuutamod::lease::LockMemory;
+use kuutamod::lock_store::StoreOp;
+use kuutamod::machine::{Config, GuardOrder, State};
+use kuutamod::neard::rpc::{NeardMetrics, Production};
+use kuutamod::neard::Role;
+use kuutamod::supervisor::conductor::{
+    self, Conductor, Host, Input, Meter, NeardSignal, Now, Report, SpawnError, StatusAnswer,
 };
+
+use super::events::Ev;
+use super::guard::Order;
+use super::neard::is_ours;
+use super::{Mutation, World, ACCOUNT, DOPPELGANGER_HEIGHTS, OUR_KEY, SYNCING_GRACE, TYPO_ACCOUNT};
 use crate::clock::{MS, S};
-use crate::consul::Rec;
+
+/// How long systemd waits before it starts a kuutamod that exited (`RestartSec=1s` in the
+/// unit files).
+const RESTART_SEC: u64 = S;
+
+/// How long the lock memory's write (a temporary file, fsync, rename) takes.
+const FSYNC: (u64, u64) = (MS, 5 * MS);
 
 pub(super) struct Kd {
     pub(super) inst: u64,
-    m: Machine,
+    /// kuutamod's supervisor (taken out while it runs, and put back).
+    conductor: Option<Box<Conductor>>,
     pub(super) wake_gen: u64,
-    pub(super) neard: Option<u32>,
-    pub(super) poll: Poller,
-    pub(super) watch_index: u64,
-    pub(super) watch_gen: u64,
-    pub(super) cluster_index: u64,
-    pub(super) cluster_gen: u64,
-    pub(super) guard_gen: u64,
-    jump: (u64, u64),
+    /// A write to the guard's full pipe blocks it (only with [`Mutation::BlockingGuardPipe`]).
     pub(super) blocked: bool,
-    pub(super) lock_key: String,
     pub(super) deferred: Vec<Ev>,
 }
 
 impl World {
+    /// kuutamod's clock for deadlines: `CLOCK_BOOTTIME` (or `CLOCK_MONOTONIC` under the
+    /// mutation that puts them back there).
     pub(super) fn clock_now(&self, h: usize) -> u64 {
         let c = &self.hosts[h].clock;
         if self.settings.mutation == Mutation::MonotonicDeadlines {
@@ -58,6 +63,32 @@ impl World {
         }
     }
 
+    /// The time kuutamod reads on host `h` (under the mutation without suspend detection, both
+    /// clocks are `CLOCK_MONOTONIC`).
+    pub(super) fn kd_now(&self, h: usize) -> Now {
+        let c = &self.hosts[h].clock;
+        let boot = self.clock_now(h);
+        let mono = if self.settings.mutation == Mutation::MonotonicDeadlines {
+            boot
+        } else {
+            c.monotonic(self.t)
+        };
+        Now {
+            boot: Instant::from_nanos(boot),
+            mono,
+            wall_ms: self.kd_wall_ms(h),
+        }
+    }
+
+    /// kuutamod's wall clock on host `h`: the host's, plus kuutamod's own offset (a clock
+    /// stepped for kuutamod alone).
+    pub(super) fn kd_wall_ms(&self, h: usize) -> u64 {
+        let host = &self.hosts[h];
+        host.clock
+            .wall_ms(self.t)
+            .saturating_add_signed(host.kd_wall_offset_ms)
+    }
+
     pub(super) fn kd_runnable(&self, h: usize) -> bool {
         let host = &self.hosts[h];
         host.kd.as_ref().is_some_and(|k| !k.blocked)
@@ -74,15 +105,15 @@ impl World {
         let inst = self.next_inst;
         let typo = self.settings.mutation == Mutation::AccountTypo && h + 1 == self.hosts.len();
         let account = if typo { TYPO_ACCOUNT } else { ACCOUNT };
-        let cfg = Config {
-            node_id: format!("n{h}"),
+        let machine = Config {
+            node_id: self.node_id(h),
             hostname: format!("h{h}"),
             account: account.to_string(),
             hot_swap: self.sched.scenario.hot_swap,
             timing: self.timing,
             syncing_grace: SYNCING_GRACE,
             backoff: BackoffConfig::DEFAULT,
-            priority: self.sched.scenario.priority[h],
+            priority: self.hosts[h].priority,
             doppelganger_heights: DOPPELGANGER_HEIGHTS,
             // What kuutamod reads from neard's config.json: the chain's own timers.
             block_delays: kuutamod::fence::BlockDelays {
@@ -92,38 +123,31 @@ impl World {
             remembered: self.hosts[h].memory,
             mutations: self.settings.mutation.machine(),
         };
-        let now = self.clock_now(h);
-        let c = &self.hosts[h].clock;
-        let jump = (c.boottime(self.t), c.monotonic(self.t));
+        let settings = conductor::Settings {
+            machine,
+            validator_key: OUR_KEY.to_string(),
+            instance: format!("i{inst}"),
+            check_node_id: true,
+        };
+        let now = self.kd_now(h);
+        let c = Conductor::new(settings, now).with_mutations(self.settings.mutation.conductor());
         self.hosts[h].kd = Some(Kd {
             inst,
-            m: Machine::new(cfg, Instant::from_nanos(now)),
+            conductor: Some(Box::new(c)),
             wake_gen: 0,
-            neard: None,
-            poll: Poller::new(S),
-            watch_index: 0,
-            watch_gen: 0,
-            cluster_index: 0,
-            cluster_gen: 0,
-            guard_gen: 0,
-            jump,
             blocked: false,
-            lock_key: leader_key(account),
             deferred: Vec::new(),
         });
         self.trace(|| format!("host {h} kuutamod starts (instance {inst})"));
-        self.watch_query(h);
-        self.cluster_query(h);
-        self.kd_feed(h, Event::Tick);
+        self.run_conductor(h, |c, io, now| c.start(now, io));
     }
 
     /// kuutamod's process dies (SIGKILL, or its exit): its guard dies with it, stopped or not
     /// (`PR_SET_PDEATHSIG`), and neard with the guard.
     pub(super) fn kd_die(&mut self, h: usize) {
-        let Some(kd) = self.hosts[h].kd.take() else {
+        if self.hosts[h].kd.take().is_none() {
             return;
-        };
-        let _ = kd;
+        }
         if self.hosts[h].guard.is_some() {
             self.trace(|| format!("host {h} guard dies with kuutamod"));
             self.guard_kill(h);
@@ -139,144 +163,74 @@ impl World {
         }
     }
 
-    pub(super) fn send_kd(&mut self, h: usize, inst: u64, inc: Inc) {
+    /// An input for kuutamod instance `inst`: fed now if it runs, kept until it runs again
+    /// otherwise.
+    pub(super) fn send_kd(&mut self, h: usize, inst: u64, input: Input) {
         if self.hosts[h].kd.as_ref().map(|k| k.inst) != Some(inst) {
             return;
         }
         if !self.kd_runnable(h) {
             if let Some(k) = self.hosts[h].kd.as_mut() {
-                k.deferred.push(Ev::ToKd { h, inst, inc });
+                k.deferred.push(Ev::ToKd {
+                    h,
+                    inst,
+                    input: Box::new(input),
+                });
             }
             return;
         }
-        self.check_jump(h);
-        match inc {
-            Inc::Wake => self.kd_feed(h, Event::Tick),
-            Inc::Signal(e) => self.kd_feed(h, e),
-            Inc::Guard { gen, note } => {
-                if self.hosts[h]
-                    .kd
-                    .as_ref()
-                    .is_some_and(|k| k.guard_gen == gen)
-                {
-                    self.guard_note_in(h, note);
-                }
-            }
-            Inc::PollDone { pid, gen, poll } => self.poll_done(h, pid, gen, poll),
-            Inc::Consul(id) => self.consul_done(h, id),
-            Inc::WatchRetry(gen) => {
-                if self.hosts[h]
-                    .kd
-                    .as_ref()
-                    .is_some_and(|k| k.watch_gen == gen)
-                {
-                    self.watch_query(h);
-                }
-            }
-            Inc::ClusterRetry(gen) => {
-                if self.hosts[h]
-                    .kd
-                    .as_ref()
-                    .is_some_and(|k| k.cluster_gen == gen)
-                {
-                    self.cluster_query(h);
-                }
-            }
-            Inc::Windows(w) => self.kd_feed(h, Event::Windows(w)),
+        if self.settings.trace {
+            let i = format!("{input:?}");
+            self.trace(|| format!("host {h} input {i}"));
         }
+        self.run_conductor(h, |c, io, now| c.feed(input, now, io));
     }
 
-    /// A note of the current guard, as the supervisor's `on_note` takes it.
-    fn guard_note_in(&mut self, h: usize, note: GuardNote) {
-        let set_neard = |w: &mut World, pid: Option<u32>| {
-            if let Some(k) = w.hosts[h].kd.as_mut() {
-                k.neard = pid;
-            }
-            w.poll_target_changed(h);
-        };
-        match note {
-            GuardNote::Ack(seq) => self.kd_feed(h, Event::GuardAck(seq)),
-            GuardNote::Nack(seq) => self.kd_feed(h, Event::GuardNack(seq)),
-            GuardNote::Lost => {
-                // Kill neard (through its pidfd) and the guard first; then the machine hears.
-                self.guard_drop(h);
-                self.kd_feed(h, Event::GuardLost);
-            }
-            GuardNote::Spawned(pid, role) => {
-                set_neard(self, Some(pid));
-                self.kd_feed(h, Event::NeardSpawned { pid, role });
-            }
-            GuardNote::SpawnFailed => self.kd_feed(h, Event::NeardSpawnFailed),
-            GuardNote::Exited(pid) => {
-                if self.hosts[h].kd.as_ref().and_then(|k| k.neard) == Some(pid) {
-                    set_neard(self, None);
-                    self.kd_feed(h, Event::NeardExited { pid });
-                }
-            }
-        }
-    }
-
-    /// The supervisor's suspend detector: BOOTTIME moved further than MONOTONIC.
-    fn check_jump(&mut self, h: usize) {
-        if self.settings.mutation == Mutation::MonotonicDeadlines {
-            return;
-        }
-        let c = &self.hosts[h].clock;
-        let (boot, mono) = (c.boottime(self.t), c.monotonic(self.t));
-        let Some(k) = self.hosts[h].kd.as_mut() else {
+    /// Runs kuutamod's conductor on this host's clocks with the world as its host; then kuutamod
+    /// exits if it is done, or waits for its next deadline.
+    fn run_conductor(&mut self, h: usize, f: impl FnOnce(&mut Conductor, &mut Io<'_>, Now)) {
+        let Some((inst, mut c)) = self.hosts[h]
+            .kd
+            .as_mut()
+            .and_then(|k| Some((k.inst, k.conductor.take()?)))
+        else {
             return;
         };
-        let lost = (boot - k.jump.0).saturating_sub(mono - k.jump.1);
-        k.jump = (boot, mono);
-        if lost > JUMP_SLACK {
-            self.kd_feed(h, Event::ClockJump(Duration::from_nanos(lost)));
+        let now = self.kd_now(h);
+        f(&mut c, &mut Io { w: self, h, inst }, now);
+        let exited = c.exited();
+        let refused = c.refused().is_some();
+        let deadline = c.next_deadline();
+        match self.hosts[h].kd.as_mut().filter(|k| k.inst == inst) {
+            Some(k) => k.conductor = Some(c),
+            None => return,
         }
-    }
-
-    /// Feeds an event and the follow-ups of its commands, as the supervisor's `handle` does.
-    pub(super) fn kd_feed(&mut self, h: usize, event: Event) {
-        let mut queue = VecDeque::from([event]);
-        while let Some(e) = queue.pop_front() {
-            let now = Instant::from_nanos(self.clock_now(h));
-            if self.settings.trace {
-                let e = format!("{e:?}");
-                self.trace(|| format!("host {h} event {e}"));
-            }
-            let Some(k) = self.hosts[h].kd.as_mut() else {
-                return;
-            };
-            let cmds = k.m.handle(e, now);
-            for c in cmds {
-                if self.settings.trace {
-                    let c = format!("{c:?}");
-                    self.trace(|| format!("host {h} command {c}"));
-                }
-                if let Some(f) = self.exec(h, c) {
-                    queue.push_back(f);
-                }
-                if self.hosts[h].kd.is_none() {
-                    return;
-                }
-            }
-        }
-        if self.hosts[h].kd.as_ref().is_some_and(|k| k.m.exited()) {
+        if exited {
             self.trace(|| format!("host {h} kuutamod exits"));
+            if refused {
+                // systemd starts it again (`Restart=always`).
+                self.hosts[h].restart_after_exit = Some(RESTART_SEC / MS);
+            }
             self.kd_die(h);
             return;
         }
-        self.arm_wake(h);
+        if let Some(d) = deadline {
+            let t = self.clock_reaches(h, d.as_nanos());
+            if let Some(k) = self.hosts[h].kd.as_mut() {
+                k.wake_gen += 1;
+                let gen = k.wake_gen;
+                self.at(t, Ev::KdWake { h, gen });
+            }
+        }
     }
 
-    fn arm_wake(&mut self, h: usize) {
-        let Some(d) = self.hosts[h].kd.as_ref().and_then(|k| k.m.next_deadline()) else {
+    /// A deadline of kuutamod's conductor is reached.
+    pub(super) fn kd_wake(&mut self, h: usize, gen: u64) {
+        let Some(k) = self.hosts[h].kd.as_ref().filter(|k| k.wake_gen == gen) else {
             return;
         };
-        let t = self.clock_reaches(h, d.as_nanos());
-        if let Some(k) = self.hosts[h].kd.as_mut() {
-            k.wake_gen += 1;
-            let gen = k.wake_gen;
-            self.at(t, Ev::KdWake { h, gen });
-        }
+        let inst = k.inst;
+        self.send_kd(h, inst, Input::Tick);
     }
 
     /// SIGCONT (or a resume): everything that waited runs now.
@@ -297,207 +251,263 @@ impl World {
             Ev::ToKd {
                 h,
                 inst,
-                inc: Inc::Wake,
+                input: Box::new(Input::Tick),
             },
         );
     }
 
-    fn exec(&mut self, h: usize, c: Command) -> Option<Event> {
-        match c {
-            Command::StartNeard(role) => self.guard_write(h, Order::Spawn(role)),
-            Command::TermNeard => {
-                let pid = self.hosts[h].kd.as_ref()?.neard?;
-                if self.neard_mut(h, pid).is_some_and(|n| n.alive) {
-                    let slow = self.hosts[h].slow_stop_until > self.t;
-                    let d = if slow {
-                        self.rng.range(S, 10 * S)
-                    } else {
-                        self.rng.range(20 * MS, 300 * MS)
-                    };
-                    if let Some(n) = self.neard_mut(h, pid) {
-                        n.stopping = true;
-                    }
-                    self.after(d, Ev::NeardExit { h, pid });
-                }
-                None
-            }
-            Command::KillNeard => {
-                let pid = self.hosts[h].kd.as_ref()?.neard?;
-                if self.neard_mut(h, pid).is_some_and(|n| n.alive) {
-                    self.trace(|| format!("host {h} kuutamod SIGKILLs neard {pid}"));
-                    self.neard_dies(h);
-                }
-                Some(Event::NeardKilled { pid })
-            }
-            Command::InstallKey => {
-                self.hosts[h].key_file = true;
-                None
-            }
-            Command::RemoveKey => {
-                self.hosts[h].key_file = false;
-                None
-            }
-            Command::Sighup => {
-                let pid = self.hosts[h].kd.as_ref()?.neard?;
-                if self.neard_mut(h, pid).is_some_and(|n| n.alive) {
-                    self.neard_sighup(h, pid);
-                }
-                None
-            }
-            Command::SetPolling(p) => {
-                if let Some(k) = self.hosts[h].kd.as_mut() {
-                    k.poll.interval = p.interval.as_nanos() as u64;
-                    k.poll.metrics = p.metrics;
-                }
-                self.poll_target_changed(h);
-                None
-            }
-            Command::Guard { seq, order } => self.guard_write(h, Order::Machine(seq, order)),
-            Command::RespawnGuard => Some(self.guard_respawn(h)),
-            Command::Publish(facts) => {
-                let rec = self.node_record(h, facts);
-                let key = node_key(ACCOUNT, &format!("n{h}"));
-                self.send_req(
-                    h,
-                    Op::Put {
-                        key,
-                        rec: Box::new(Rec::Node(Box::new(rec))),
-                    },
-                    Purpose::Publish,
-                );
-                None
-            }
-            Command::Remember(m) => {
-                self.hosts[h].memory = Some(m);
-                None
-            }
-            Command::ConsulRewound { .. } => None,
-            Command::FinishSwitchover(done) => {
-                // The node's check-and-set of the control record (applied at once here; the
-                // simulation's Consul model keeps the control record out of band).
-                let c = &mut self.consul.control;
-                if c.switchover.as_ref().is_some_and(|s| s.id == done.id) {
-                    c.switchover = None;
-                    c.done = Some(done);
-                    self.write_control();
-                }
-                None
-            }
-            Command::QueryWindows => {
-                let inst = self.hosts[h].kd.as_ref()?.inst;
-                let answer = match self.neard_answers(h) {
-                    Some(n) => {
-                        let head = n.client.tip().map_or(0, |b| b.height);
-                        Ok(n.client
-                            .epochs()
-                            .map(|e| e.maintenance_windows(ACCOUNT, head))
-                            .unwrap_or_default())
-                    }
-                    None => Err("neard does not answer".to_string()),
-                };
-                let d = if answer.is_ok() {
-                    2 * MS
+    /// What the guard's current neard (if it is `pid`) says on `/status`, or `None` when it
+    /// does not answer; and how long the answer (or its failure) takes.
+    fn rpc_answer(&mut self, h: usize) -> (bool, u64) {
+        match self.neard_answers(h) {
+            Some(_) => (true, self.rng.range(MS / 2, 3 * MS)),
+            None => {
+                let hangs = self.hosts[h]
+                    .neard
+                    .as_ref()
+                    .is_some_and(|n| n.alive && n.rpc_up);
+                // A hung neard times out (the client's STATUS_TIMEOUT); a neard that is gone or
+                // still booting refuses at once.
+                let d = if hangs {
+                    kuutamod::timing::STATUS_TIMEOUT.as_nanos() as u64
                 } else {
-                    STATUS_TIMEOUT
+                    MS
                 };
-                self.after(
-                    d,
-                    Ev::ToKd {
-                        h,
-                        inst,
-                        inc: Inc::Windows(answer),
-                    },
-                );
-                None
+                (false, d)
             }
-            Command::SteppedDown(_) => {
-                self.out.step_downs += 1;
-                None
+        }
+    }
+
+    fn reply(&mut self, h: usize, inst: u64, d: u64, input: Input) {
+        self.after(
+            d,
+            Ev::ToKd {
+                h,
+                inst,
+                input: Box::new(input),
+            },
+        );
+    }
+
+    /// The node id of host `h`.
+    pub(super) fn node_id(&self, h: usize) -> String {
+        format!("n{h}")
+    }
+}
+
+/// The world as kuutamod's host.
+struct Io<'a> {
+    w: &'a mut World,
+    h: usize,
+    inst: u64,
+}
+
+impl Host for Io<'_> {
+    fn store(&mut self, id: u64, op: StoreOp, _meter: Meter) {
+        if self.w.settings.trace {
+            let o = format!("{op:?}");
+            let h = self.h;
+            self.w.trace(|| format!("host {h} store {id} {o}"));
+        }
+        self.w.send_req(self.h, self.inst, id, op);
+    }
+
+    fn status(&mut self, id: u64) {
+        let h = self.h;
+        let (answers, d) = self.w.rpc_answer(h);
+        let result = if answers {
+            let host = &self.w.hosts[h];
+            let n = host.neard.as_ref().expect("an answering neard");
+            let tip = n.client.tip();
+            let old = self.w.sched.scenario.old_neard[h];
+            Ok(StatusAnswer {
+                syncing: self.w.neard_syncing(h),
+                head: tip.map_or(0, |b| b.height),
+                block_ms: tip.map(|b| b.time_ms),
+                validator_key: n.key.as_ref().map(|k| {
+                    if is_ours(k) {
+                        OUR_KEY.to_string()
+                    } else {
+                        k.public_key.clone()
+                    }
+                }),
+                version: Some(if old { "2.2.1" } else { "2.6.0" }.to_string()),
+                hot_swap_capable: Some(!old),
+            })
+        } else {
+            Err("neard does not answer".to_string())
+        };
+        self.w.reply(h, self.inst, d, Input::Status { id, result });
+    }
+
+    fn metrics(&mut self, id: u64) {
+        let h = self.h;
+        let (answers, d) = self.w.rpc_answer(h);
+        let result = if answers {
+            let n = self.w.hosts[h].neard.as_ref().expect("an answering neard");
+            let c = n.client.counters(ACCOUNT);
+            Ok(NeardMetrics {
+                largest_target: Some(n.client.largest_target_height()),
+                config_reloads: Some(n.reloads),
+                production: Some(Production {
+                    blocks_produced: c.blocks_produced,
+                    blocks_expected: c.blocks_expected,
+                    chunks_produced: c.chunks_produced,
+                    chunks_expected: c.chunks_expected,
+                    own_blocks: n.client.blocks_produced(),
+                    own_chunks: n.client.chunks_produced(),
+                }),
+            })
+        } else {
+            Err("neard does not answer".to_string())
+        };
+        self.w.reply(h, self.inst, d, Input::Metrics { id, result });
+    }
+
+    fn windows(&mut self, id: u64) {
+        let h = self.h;
+        let result = match self.w.neard_answers(h) {
+            Some(n) => {
+                let head = n.client.tip().map_or(0, |b| b.height);
+                Ok(n.client
+                    .epochs()
+                    .map(|e| e.maintenance_windows(ACCOUNT, head))
+                    .unwrap_or_default())
             }
-            Command::Activated { .. } => {
+            None => Err("neard does not answer".to_string()),
+        };
+        let d = if result.is_ok() {
+            2 * MS
+        } else {
+            kuutamod::timing::STATUS_TIMEOUT.as_nanos() as u64
+        };
+        self.w.reply(h, self.inst, d, Input::Windows { id, result });
+    }
+
+    fn save_memory(&mut self, id: u64, memory: LockMemory) {
+        let d = self.w.rng.range(FSYNC.0, FSYNC.1);
+        self.w.after(
+            d,
+            Ev::MemorySaved {
+                h: self.h,
+                inst: self.inst,
+                id,
+                memory,
+            },
+        );
+    }
+
+    fn spawn_neard(&mut self, id: u64, role: Role) -> Result<(), SpawnError> {
+        // neard's home is prepared first: the key file is there for the validator role only.
+        self.w.hosts[self.h].key_file = role == Role::Validator;
+        self.w.guard_write(self.h, Order::Spawn(id, role))
+    }
+
+    fn signal_neard(&mut self, pid: u32, signal: NeardSignal) -> Result<(), String> {
+        let h = self.h;
+        if self.w.hosts[h].neard.as_ref().map(|n| n.pid) != Some(pid) {
+            return Err("no such process".into());
+        }
+        let alive = self.w.hosts[h].neard.as_ref().is_some_and(|n| n.alive);
+        match signal {
+            NeardSignal::Term if alive => self.w.neard_term(h, pid),
+            NeardSignal::Hup if alive => self.w.neard_sighup(h, pid),
+            NeardSignal::Kill if alive => {
+                self.w
+                    .trace(|| format!("host {h} kuutamod SIGKILLs neard {pid}"));
+                self.w.neard_dies(h);
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn install_key(&mut self) {
+        self.w.hosts[self.h].key_file = true;
+    }
+
+    fn remove_key(&mut self) {
+        self.w.hosts[self.h].key_file = false;
+    }
+
+    fn guard_order(&mut self, seq: u64, order: GuardOrder) -> Result<(), String> {
+        self.w
+            .guard_write(self.h, Order::Machine(seq, order))
+            .map_err(|e| match e {
+                SpawnError::Guard(e) | SpawnError::Prepare(e) => e,
+                SpawnError::NoGuard => "no guard".into(),
+            })
+    }
+
+    fn adopt_neard(&mut self, pid: u32) -> Result<(), String> {
+        let host = &self.w.hosts[self.h];
+        let guard = host.guard.as_ref().is_some_and(|g| g.alive());
+        let known = host.neard.as_ref().is_some_and(|n| n.pid == pid);
+        if guard && known {
+            Ok(())
+        } else {
+            Err("the guard exited before neard could be watched".into())
+        }
+    }
+
+    fn reap_neard(&mut self, _pid: u32) -> Result<(), String> {
+        // Pids are never reused here: the reap order is not modelled (docs/dst.md).
+        Ok(())
+    }
+
+    fn drop_guard(&mut self, neard: Option<u32>) {
+        self.w.guard_drop(self.h, neard);
+    }
+
+    fn spawn_guard(&mut self, generation: u64) -> Result<(), String> {
+        self.w.guard_spawn(self.h, generation);
+        Ok(())
+    }
+
+    fn hook(&mut self, _old: State, _new: State) {}
+
+    fn report(&mut self, report: Report) {
+        self.w.kd_report(self.h, report);
+    }
+}
+
+impl World {
+    /// The lock memory is on disk (if kuutamod instance `inst` still runs: a process killed
+    /// before its rename leaves the old file).
+    pub(super) fn memory_saved(&mut self, h: usize, inst: u64, id: u64, memory: LockMemory) {
+        if self.hosts[h].kd.as_ref().map(|k| k.inst) != Some(inst) {
+            return;
+        }
+        self.hosts[h].memory = Some(memory);
+        self.send_kd(h, inst, Input::Saved { id, result: Ok(()) });
+    }
+
+    /// SIGTERM to neard: it exits a while later (longer during a slow-stop fault).
+    pub(super) fn neard_term(&mut self, h: usize, pid: u32) {
+        let slow = self.hosts[h].slow_stop_until > self.t;
+        let d = if slow {
+            self.rng.range(S, 10 * S)
+        } else {
+            self.rng.range(20 * MS, 300 * MS)
+        };
+        if let Some(n) = self.neard_mut(h, pid) {
+            n.stopping = true;
+        }
+        self.after(d, Ev::NeardExit { h, pid });
+    }
+
+    fn kd_report(&mut self, h: usize, report: Report) {
+        match report {
+            Report::SteppedDown(_) => self.out.step_downs += 1,
+            Report::Activated { .. } => {
                 self.out.activations += 1;
                 if self.t >= self.healed && self.out.recovery_ms.is_none() {
                     self.out.recovery_ms = Some((self.t - self.healed) / MS);
                 }
-                None
             }
-            Command::HotSwapFallback(_) | Command::Doppelganger(_) | Command::Exit => None,
-            Command::CreateSession => self.machine_req(h, Op::Create, Purpose::Create),
-            Command::Renew(s) => self.machine_req(h, Op::Renew(s), Purpose::Renew),
-            Command::Heartbeat {
-                session,
-                expected_index,
-                value,
-                seq,
-            } => self.machine_req(
-                h,
-                Op::Lock {
-                    expected: Some(expected_index),
-                    session,
-                    value,
-                },
-                Purpose::Heartbeat { seq },
-            ),
-            Command::Acquire {
-                session,
-                expected_index,
-                value,
-            } => self.machine_req(
-                h,
-                Op::Lock {
-                    expected: expected_index,
-                    session,
-                    value,
-                },
-                Purpose::Acquire,
-            ),
-            Command::Release {
-                session,
-                expected_index,
-                value,
-            } => self.machine_req(
-                h,
-                Op::Release {
-                    session,
-                    expected: expected_index,
-                    value,
-                },
-                Purpose::Release,
-            ),
-            Command::DestroySession(s) => self.machine_req(h, Op::Destroy(s), Purpose::Destroy),
-            Command::ReadKey => self.machine_req(h, Op::Get { min_index: None }, Purpose::Read),
-        }
-    }
-
-    fn machine_req(&mut self, h: usize, op: Op, purpose: Purpose) -> Option<Event> {
-        self.send_req(h, op, purpose);
-        None
-    }
-
-    fn node_record(&self, h: usize, facts: NodeFacts) -> NodeRecord {
-        let now = self.hosts[h].clock.wall_ms(self.t);
-        let ago = |d: Duration| now.saturating_sub(d.as_millis() as u64);
-        NodeRecord {
-            node_id: format!("n{h}"),
-            hostname: format!("h{h}"),
-            instance: self.hosts[h].kd.as_ref().map(|k| format!("i{}", k.inst)),
-            state: facts.state.name().to_string(),
-            synced: facts.synced,
-            head: facts.head,
-            neard_version: facts.neard_version,
-            failover_mode: if self.sched.scenario.hot_swap {
-                "hot-swap".into()
-            } else {
-                "restart".into()
-            },
-            priority: facts.priority,
-            paused: facts.paused,
-            may_take_over: facts.may_take_over,
-            session: facts.session,
-            validating_since_ms: facts.validating_for.map(ago),
-            switchover: facts.switchover,
-            stepped_down_ms: facts.fenced_for.map(ago),
-            updated_ms: now,
+            Report::NodeIdConflict { .. } => self.id_conflict_seen(h),
+            Report::HotSwapFallback(reason) => self.fallback_seen(h, reason),
+            _ => {}
         }
     }
 }

@@ -1,12 +1,14 @@
 //! The simulated world: hosts with kuutamod, its guard, neard and a Consul agent; the Consul
 //! servers; the chain; one discrete-event loop over true time.
 //!
-//! Each host runs the real decision code, `kuutamod::machine::Machine`, fed with the events
-//! kuutamod's supervisor (`src/supervisor/`) would feed it, at the host's clock; its
-//! [`Command`](kuutamod::machine::Command)s are carried out as the supervisor carries them out,
-//! with simulated latency and faults. What a process does while it is stopped is nothing:
-//! events for it wait until it runs again, as they wait in its sockets and pipes. The loop
-//! jumps from event to event; nothing polls time.
+//! Each host runs kuutamod's real supervisor, its
+//! [`Conductor`](kuutamod::supervisor::conductor::Conductor) with the `Machine` inside, at the
+//! host's clocks; the world is its host: every call (a Consul request, a `/status` read, a
+//! guard order, a signal to neard) is carried out on the simulated Consul, neard, guard and
+//! processes, with simulated latency and faults, and its answer comes back as the input the
+//! daemon's tokio host would give. What a process does while it is stopped is nothing: inputs
+//! for it wait until it runs again, as they wait in its sockets and pipes. The loop jumps from
+//! event to event; nothing polls time.
 //!
 //! The invariants of [`crate::oracle`] are checked after every event.
 //!
@@ -19,11 +21,10 @@
 //! - `liveness`: the liveness bound after the last fault healed.
 //! - `events`: the events of the queue, and where each is dispatched.
 //! - `invariants`: the safety and liveness checks.
-//! - `kd`: kuutamod's process: the machine fed its events, its commands carried out.
-//! - `poller`: kuutamod's neard poller (`/status`, `/metrics`).
+//! - `kd`: kuutamod's process: its real supervisor (the conductor) fed its inputs, with the
+//!   world as the host that carries out its calls.
 //! - `delivery`: Consul requests from the agent to the servers and back, and the servers'
 //!   side (sessions' TTLs, blocking queries, held requests).
-//! - `watches`: Consul's answers turned into the machine's events; the key and cluster watches.
 //! - `guard`: the guard process, neard's parent: its pipe, the spawns and exits of neard, its
 //!   timer, its death (which takes neard along).
 //! - `neard`: neard's processes, their consensus client and the chain they talk to.
@@ -38,14 +39,11 @@ mod kd;
 mod liveness;
 mod mutation;
 mod neard;
-mod poller;
-mod watches;
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::time::Duration;
 
-use kuutamod::records::Control;
 use kuutamod::timing::Timing;
 use neard_sim::network::Network;
 use neard_sim::spec::{ChainSpec, Timers};
@@ -81,17 +79,6 @@ pub const SYNCING_GRACE: Duration = Duration::from_secs(2);
 /// `KUUTAMO_DOPPELGANGER_HEIGHTS` (kuutamod's default).
 pub const DOPPELGANGER_HEIGHTS: u64 = 20;
 
-/// kuutamod's non-blocking Consul request timeout (`consul::REQUEST_TIMEOUT`).
-const REQUEST_TIMEOUT: u64 = 2 * S;
-/// kuutamod's `/status` timeout (`supervisor::STATUS_TIMEOUT`).
-const STATUS_TIMEOUT: u64 = S;
-/// `clock::JUMP_SLACK`.
-const JUMP_SLACK: u64 = 50 * MS;
-/// Watch loop pauses (`supervisor::tasks::WATCH_RETRY`, `WATCH_IDLE`).
-const WATCH_RETRY: u64 = S;
-const WATCH_IDLE: u64 = 100 * MS;
-/// `/metrics` is read at least this often (`supervisor::tasks::METRICS_INTERVAL`).
-const METRICS_INTERVAL: u64 = 5 * S;
 /// How long a Consul server holds a request while there is no leader before it answers "No
 /// cluster leader" (Consul's `rpc_hold_timeout`, 7 s).
 const RPC_HOLD: u64 = 7 * S;
@@ -183,6 +170,10 @@ struct Host {
     kd: Option<Kd>,
     kd_stopped: bool,
     group_stopped: bool,
+    /// kuutamod's `KUUTAMO_PRIORITY` (a restart may change it).
+    priority: u32,
+    /// kuutamod's wall clock minus the host's (a clock stepped for kuutamod alone), ms.
+    kd_wall_offset_ms: i64,
     restart_after_exit: Option<u64>,
     guard: Option<Guard>,
     neard: Option<Neard>,
@@ -216,6 +207,8 @@ pub struct World {
     hosts: Vec<Host>,
     consul: Consul,
     reqs: Vec<Req>,
+    /// `kuutamoctl` changes of the control record waiting for the servers.
+    pending_control: Vec<faults::CtlChange>,
     net: Network,
     base: std::time::Instant,
     timers: Timers,
@@ -274,6 +267,8 @@ impl World {
                 kd: None,
                 kd_stopped: false,
                 group_stopped: false,
+                priority: sc.priority[h],
+                kd_wall_offset_ms: 0,
                 restart_after_exit: None,
                 guard: None,
                 neard: None,
@@ -314,12 +309,11 @@ impl World {
                 waiters: Vec::new(),
                 slow: (0, 0),
                 lossy: (0, 0),
-                control: Control::default(),
-                control_pending: false,
                 foreign: None,
                 holder: None,
             },
             reqs: Vec::new(),
+            pending_control: Vec::new(),
             net,
             base,
             timers,

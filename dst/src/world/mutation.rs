@@ -2,6 +2,7 @@
 //! harness-level ones the simulated environment models, each with its command-line name.
 
 use kuutamod::machine::Mutations;
+use kuutamod::supervisor::conductor::ConductorMutations;
 
 /// A fix switched off: one of kuutamod's [`Mutations`], or a harness-level one that the
 /// simulated environment models.
@@ -74,6 +75,11 @@ impl Mutation {
     /// Whether it needs kuutamod built with its `mutations` feature.
     pub fn needs_feature(self) -> bool {
         !self.machine().eq(&Mutations::default())
+    }
+
+    /// The conductor's fixes it switches off.
+    pub(super) fn conductor(self) -> ConductorMutations {
+        ConductorMutations::default()
     }
 
     pub(super) fn machine(self) -> Mutations {

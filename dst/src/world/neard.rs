@@ -55,7 +55,6 @@ impl World {
     /// returns its pid.
     pub(super) fn neard_start(&mut self, h: usize, role: Role, parent: u64) -> u32 {
         let host = &mut self.hosts[h];
-        host.key_file = role == Role::Validator;
         host.next_pid += 1;
         let pid = host.next_pid;
         let client = Client::new(&format!("n{h}"), self.timers, host.stored_target);
@@ -80,7 +79,8 @@ impl World {
             .rng
             .below(self.timers.doomslug_step_period.as_nanos() as u64);
         self.after(boot + phase, Ev::NeardStep { h, pid });
-        self.trace(|| format!("host {h} guard starts neard {pid} as {role:?}"));
+        let key = self.hosts[h].key_file;
+        self.trace(|| format!("host {h} guard starts neard {pid} ({role:?}, key file {key})"));
         pid
     }
 

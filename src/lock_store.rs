@@ -1,0 +1,387 @@
+//! The lock store, as one seam: every call kuutamod makes to the store that holds its lock and
+//! its records ([`LockStore`]), the same calls as data ([`StoreOp`], [`StoreReply`]) for code
+//! that decides what to ask without doing it, and [`execute`] between the two.
+//!
+//! Consul ([`crate::consul::Consul`]) implements it; a second backend implements the same
+//! methods with the same result types, and so does the deterministic simulation's model of
+//! Consul (`dst/`), which is how the simulation runs kuutamod's real supervisor
+//! ([`crate::supervisor::conductor`]) against its simulated store. Each method takes `&mut
+//! self`: a client that keeps per-call state needs it, a shared client is cloned per call, and
+//! a model changes its state in place.
+//!
+//! What each call means is the contract the safety argument relies on (docs/failover.md, "The
+//! lock and its record"): indexes grow with every write, a check-and-lock applies whole or not
+//! at all, a session that ends releases its locks keeping their values.
+
+use std::future::Future;
+use std::time::Duration;
+
+use crate::consul::{Consul, ConsulError, KvEntry, SessionInfo};
+
+/// The calls kuutamod makes to its lock store, with their result types. Errors are typed:
+/// [`ConsulError::SessionGone`] and [`ConsulError::Rejected`] are answers (the session is gone;
+/// a check failed or the lock was refused), every other variant means no usable answer.
+pub trait LockStore {
+    /// Creates a session named `name` that the store ends `ttl` after its last renewal (at the
+    /// earliest), releasing its locks and keeping their values. Returns its id.
+    fn create_session(
+        &mut self,
+        name: &str,
+        ttl: Duration,
+    ) -> impl Future<Output = Result<String, ConsulError>> + Send;
+
+    /// Renews session `id`, or [`ConsulError::SessionGone`].
+    fn renew(&mut self, id: &str) -> impl Future<Output = Result<(), ConsulError>> + Send;
+
+    /// Ends session `id`; its locks are released, their values kept.
+    fn destroy_session(&mut self, id: &str)
+        -> impl Future<Output = Result<(), ConsulError>> + Send;
+
+    /// Session `id`, or `None` when it does not exist (any more).
+    fn session_info(
+        &mut self,
+        id: &str,
+    ) -> impl Future<Output = Result<Option<SessionInfo>, ConsulError>> + Send;
+
+    /// One transaction: `key` is at index `expected` (`None`: it does not exist), then lock it
+    /// for `session` with `value`. Returns the key's new index; [`ConsulError::Rejected`] when
+    /// the check or the lock failed, [`ConsulError::SessionGone`] for a session that does not
+    /// exist.
+    fn check_and_lock(
+        &mut self,
+        key: &str,
+        expected: Option<u64>,
+        session: &str,
+        value: &[u8],
+    ) -> impl Future<Output = Result<u64, ConsulError>> + Send;
+
+    /// One transaction: `key` is at index `expected` and held by `session`, then release it
+    /// writing `value`. `Ok(false)`: it was not, and nothing was written.
+    fn release(
+        &mut self,
+        key: &str,
+        expected: u64,
+        session: &str,
+        value: &[u8],
+    ) -> impl Future<Output = Result<bool, ConsulError>> + Send;
+
+    /// Reads `key`: the entry (`None`: absent) and the store's index for it. With `blocking`
+    /// (an index and a wait), answers once that index is passed or the wait is over; with
+    /// `consistent`, only after the store has confirmed it is current.
+    fn get_key(
+        &mut self,
+        key: &str,
+        blocking: Option<(u64, Duration)>,
+        consistent: bool,
+    ) -> impl Future<Output = Result<(Option<KvEntry>, u64), ConsulError>> + Send;
+
+    /// Reads every key under `prefix` (blocking as [`LockStore::get_key`]): the entries and
+    /// the store's index for them.
+    fn get_prefix(
+        &mut self,
+        prefix: &str,
+        blocking: Option<(u64, Duration)>,
+    ) -> impl Future<Output = Result<(Vec<KvEntry>, u64), ConsulError>> + Send;
+
+    /// Writes `value` to `key`, without a lock (a record that is not the lock).
+    fn put(
+        &mut self,
+        key: &str,
+        value: &[u8],
+    ) -> impl Future<Output = Result<(), ConsulError>> + Send;
+
+    /// Writes `value` to `key` if it is still at `index` (0: only if absent). `Ok(false)`: it
+    /// changed meanwhile, nothing was written.
+    fn put_cas(
+        &mut self,
+        key: &str,
+        value: &[u8],
+        index: u64,
+    ) -> impl Future<Output = Result<bool, ConsulError>> + Send;
+}
+
+/// A call of [`LockStore`] as data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreOp {
+    /// [`LockStore::create_session`].
+    CreateSession {
+        /// The session's name.
+        name: String,
+        /// Its TTL.
+        ttl: Duration,
+    },
+    /// [`LockStore::renew`].
+    Renew {
+        /// The session.
+        session: String,
+    },
+    /// [`LockStore::destroy_session`].
+    DestroySession {
+        /// The session.
+        session: String,
+    },
+    /// [`LockStore::session_info`].
+    SessionInfo {
+        /// The session.
+        session: String,
+    },
+    /// [`LockStore::check_and_lock`].
+    CheckAndLock {
+        /// The key.
+        key: String,
+        /// The index it must have (`None`: absent).
+        expected: Option<u64>,
+        /// The session to lock it for.
+        session: String,
+        /// The value.
+        value: Vec<u8>,
+    },
+    /// [`LockStore::release`].
+    Release {
+        /// The key.
+        key: String,
+        /// The index it must have.
+        expected: u64,
+        /// The session that holds it.
+        session: String,
+        /// The value.
+        value: Vec<u8>,
+    },
+    /// [`LockStore::get_key`].
+    GetKey {
+        /// The key.
+        key: String,
+        /// Index and wait of a blocking query.
+        blocking: Option<(u64, Duration)>,
+        /// A consistent read.
+        consistent: bool,
+    },
+    /// [`LockStore::get_prefix`].
+    GetPrefix {
+        /// The prefix.
+        prefix: String,
+        /// Index and wait of a blocking query.
+        blocking: Option<(u64, Duration)>,
+    },
+    /// [`LockStore::put`].
+    Put {
+        /// The key.
+        key: String,
+        /// The value.
+        value: Vec<u8>,
+    },
+    /// [`LockStore::put_cas`].
+    PutCas {
+        /// The key.
+        key: String,
+        /// The value.
+        value: Vec<u8>,
+        /// The index it must have (0: absent).
+        index: u64,
+    },
+}
+
+impl StoreOp {
+    /// Whether it is a blocking query (it may wait as long as its wait, not a request's
+    /// timeout).
+    pub fn blocking(&self) -> bool {
+        matches!(
+            self,
+            StoreOp::GetKey {
+                blocking: Some(_),
+                ..
+            } | StoreOp::GetPrefix {
+                blocking: Some(_),
+                ..
+            }
+        )
+    }
+}
+
+/// What a [`StoreOp`] returned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreReply {
+    /// A new session's id.
+    Session(String),
+    /// Done (renew, destroy, put).
+    Done,
+    /// A session's information (`None`: it does not exist).
+    Info(Option<SessionInfo>),
+    /// A key's new index (check-and-lock).
+    Index(u64),
+    /// Whether a release or a check-and-set write applied.
+    Applied(bool),
+    /// A key's entry and the index.
+    Key(Option<KvEntry>, u64),
+    /// A prefix's entries and the index.
+    Prefix(Vec<KvEntry>, u64),
+}
+
+/// Carries out `op` on `store`.
+pub async fn execute<S: LockStore>(store: &mut S, op: &StoreOp) -> Result<StoreReply, ConsulError> {
+    Ok(match op {
+        StoreOp::CreateSession { name, ttl } => {
+            StoreReply::Session(store.create_session(name, *ttl).await?)
+        }
+        StoreOp::Renew { session } => {
+            store.renew(session).await?;
+            StoreReply::Done
+        }
+        StoreOp::DestroySession { session } => {
+            store.destroy_session(session).await?;
+            StoreReply::Done
+        }
+        StoreOp::SessionInfo { session } => StoreReply::Info(store.session_info(session).await?),
+        StoreOp::CheckAndLock {
+            key,
+            expected,
+            session,
+            value,
+        } => StoreReply::Index(store.check_and_lock(key, *expected, session, value).await?),
+        StoreOp::Release {
+            key,
+            expected,
+            session,
+            value,
+        } => StoreReply::Applied(store.release(key, *expected, session, value).await?),
+        StoreOp::GetKey {
+            key,
+            blocking,
+            consistent,
+        } => {
+            let (entry, index) = store.get_key(key, *blocking, *consistent).await?;
+            StoreReply::Key(entry, index)
+        }
+        StoreOp::GetPrefix { prefix, blocking } => {
+            let (entries, index) = store.get_prefix(prefix, *blocking).await?;
+            StoreReply::Prefix(entries, index)
+        }
+        StoreOp::Put { key, value } => {
+            store.put(key, value).await?;
+            StoreReply::Done
+        }
+        StoreOp::PutCas { key, value, index } => {
+            StoreReply::Applied(store.put_cas(key, value, *index).await?)
+        }
+    })
+}
+
+/// A failed call, as kuutamod's decisions tell failures apart: the session is gone, the
+/// store refused (a failed check, a lock held by another), or no usable answer came.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Failure {
+    /// The session does not exist.
+    SessionGone(String),
+    /// A check failed or a lock was refused: the store's reason.
+    Rejected(String),
+    /// No usable answer (unreachable, timed out, an error status, garbage, denied).
+    Failed(String),
+}
+
+impl Failure {
+    /// Whether the store gave no usable answer (a refusal or a gone session is an answer).
+    pub fn is_failure(&self) -> bool {
+        matches!(self, Failure::Failed(_))
+    }
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Failure::SessionGone(id) => write!(f, "session {id} no longer exists"),
+            Failure::Rejected(what) | Failure::Failed(what) => f.write_str(what),
+        }
+    }
+}
+
+impl From<ConsulError> for Failure {
+    fn from(e: ConsulError) -> Failure {
+        match e {
+            ConsulError::SessionGone(id) => Failure::SessionGone(id),
+            ConsulError::Rejected { what, .. } => Failure::Rejected(what),
+            other => Failure::Failed(other.to_string()),
+        }
+    }
+}
+
+impl LockStore for Consul {
+    fn create_session(
+        &mut self,
+        name: &str,
+        ttl: Duration,
+    ) -> impl Future<Output = Result<String, ConsulError>> + Send {
+        Consul::create_session(self, name, ttl)
+    }
+
+    fn renew(&mut self, id: &str) -> impl Future<Output = Result<(), ConsulError>> + Send {
+        Consul::renew(self, id)
+    }
+
+    fn destroy_session(
+        &mut self,
+        id: &str,
+    ) -> impl Future<Output = Result<(), ConsulError>> + Send {
+        Consul::destroy_session(self, id)
+    }
+
+    fn session_info(
+        &mut self,
+        id: &str,
+    ) -> impl Future<Output = Result<Option<SessionInfo>, ConsulError>> + Send {
+        Consul::session_info(self, id)
+    }
+
+    fn check_and_lock(
+        &mut self,
+        key: &str,
+        expected: Option<u64>,
+        session: &str,
+        value: &[u8],
+    ) -> impl Future<Output = Result<u64, ConsulError>> + Send {
+        Consul::check_and_lock(self, key, expected, session, value)
+    }
+
+    fn release(
+        &mut self,
+        key: &str,
+        expected: u64,
+        session: &str,
+        value: &[u8],
+    ) -> impl Future<Output = Result<bool, ConsulError>> + Send {
+        Consul::release(self, key, expected, session, value)
+    }
+
+    fn get_key(
+        &mut self,
+        key: &str,
+        blocking: Option<(u64, Duration)>,
+        consistent: bool,
+    ) -> impl Future<Output = Result<(Option<KvEntry>, u64), ConsulError>> + Send {
+        Consul::get_key(self, key, blocking, consistent)
+    }
+
+    fn get_prefix(
+        &mut self,
+        prefix: &str,
+        blocking: Option<(u64, Duration)>,
+    ) -> impl Future<Output = Result<(Vec<KvEntry>, u64), ConsulError>> + Send {
+        Consul::get_prefix(self, prefix, blocking)
+    }
+
+    fn put(
+        &mut self,
+        key: &str,
+        value: &[u8],
+    ) -> impl Future<Output = Result<(), ConsulError>> + Send {
+        Consul::put(self, key, value)
+    }
+
+    fn put_cas(
+        &mut self,
+        key: &str,
+        value: &[u8],
+        index: u64,
+    ) -> impl Future<Output = Result<bool, ConsulError>> + Send {
+        Consul::put_cas(self, key, value, index)
+    }
+}
