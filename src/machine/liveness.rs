@@ -68,7 +68,7 @@ impl Machine {
     }
 
     /// When [`Self::stuck`] may next change by time alone.
-    pub(super) fn progress_deadlines(&self, d: &mut Vec<Instant>) {
+    pub(super) fn progress_deadlines(&self, d: &mut Soonest) {
         let grace = self.cfg.timing.progress_grace;
         if let (Proc::Up(up), Some(_)) = (&self.proc, &self.lease) {
             d.extend(up.syncing_since.map(|s| s + grace));

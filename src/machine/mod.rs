@@ -61,6 +61,27 @@ pub const PEER_FRESH: Duration = Duration::from_secs(3 * RECORD_INTERVAL.as_secs
 /// clock for this long (a clock that was behind once is suspect until NTP has had time).
 pub const WALL_DISTRUST: Duration = Duration::from_secs(600);
 
+/// The earliest instant after `now` among those pushed (the deadlines of
+/// [`Machine::next_deadline`], gathered without a list).
+struct Soonest {
+    now: Instant,
+    best: Option<Instant>,
+}
+
+impl Soonest {
+    fn push(&mut self, t: Instant) {
+        if t > self.now && self.best.is_none_or(|b| t < b) {
+            self.best = Some(t);
+        }
+    }
+
+    fn extend(&mut self, ts: impl IntoIterator<Item = Instant>) {
+        for t in ts {
+            self.push(t);
+        }
+    }
+}
+
 /// The machine.
 #[derive(Debug, Clone)]
 pub struct Machine {
@@ -367,7 +388,10 @@ impl Machine {
     /// The next instant at which time alone changes a decision.
     pub fn next_deadline(&self) -> Option<Instant> {
         let t = &self.cfg.timing;
-        let mut d: Vec<Instant> = Vec::new();
+        let mut d = Soonest {
+            now: self.now,
+            best: None,
+        };
         match &self.proc {
             Proc::Down(Some((_, at))) => d.push(*at),
             Proc::Stopping { kill_at, .. } => d.push(*kill_at),
@@ -444,7 +468,7 @@ impl Machine {
                 d.push(seen.value_since + t.ttl);
             }
         }
-        d.into_iter().filter(|x| *x > self.now).min()
+        d.best
     }
 
     /// Derives everything that must happen now, repeating until nothing changes (a step that

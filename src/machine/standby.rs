@@ -433,7 +433,28 @@ impl Machine {
 
     /// This node's status record, published on every change and every [`RECORD_INTERVAL`].
     pub(super) fn reconcile_publish(&mut self, out: &mut Vec<Command>) {
-        let facts = NodeFacts {
+        // A fence just now is news: publish it at once (a switchover measures its gap by it).
+        let fresh_fence = self.fenced_at == Some(self.now);
+        let due = fresh_fence
+            || self.now >= self.published_at + RECORD_INTERVAL
+            || self.holder_evidence(self.own_view().map(|v| v.head));
+        if !due
+            && self
+                .published
+                .as_ref()
+                .is_some_and(|p| !self.facts_differ(p))
+        {
+            return;
+        }
+        let facts = self.facts();
+        self.published_at = self.now;
+        self.published = Some(facts.clone());
+        out.push(Command::Publish(facts));
+    }
+
+    /// What this node's status record says now.
+    fn facts(&self) -> NodeFacts {
+        NodeFacts {
             state: self.state(),
             synced: self.synced(),
             head: self.own_view().map(|v| v.head),
@@ -450,16 +471,27 @@ impl Machine {
             fenced_for: self
                 .fenced_at
                 .map(|at| self.now.saturating_duration_since(at)),
-        };
-        // A fence just now is news: publish it at once (a switchover measures its gap by it).
-        let fresh_fence = self.fenced_at == Some(self.now);
-        let due = fresh_fence
-            || self.now >= self.published_at + RECORD_INTERVAL
-            || self.holder_evidence(facts.head);
-        if due || self.published.as_ref().is_none_or(|p| p.differs(&facts)) {
-            self.published_at = self.now;
-            self.published = Some(facts.clone());
-            out.push(Command::Publish(facts));
         }
+    }
+
+    /// Whether the facts now say something new against the published `p`: anything but the
+    /// head and how long a duration has run (they move all the time and are refreshed every
+    /// [`RECORD_INTERVAL`]). Compared without building the facts: this runs on every pass of
+    /// every event.
+    fn facts_differ(&self, p: &NodeFacts) -> bool {
+        let validating = matches!(
+            (&self.phase, self.activated_at),
+            (Phase::Validating, Some(_))
+        );
+        p.state != self.state()
+            || p.synced != self.synced()
+            || p.neard_version != self.neard_version
+            || p.priority != self.cfg.priority
+            || p.paused != self.control.paused
+            || p.may_take_over != self.may_take_over()
+            || p.session.as_deref() != self.session()
+            || p.validating_for.is_some() != validating
+            || p.switchover != self.switchover
+            || p.fenced_for.is_some() != self.fenced_at.is_some()
     }
 }

@@ -360,20 +360,6 @@ pub struct NodeFacts {
     pub switchover: Option<SwitchoverStatus>,
 }
 
-impl NodeFacts {
-    /// Whether `other` says something new (head and durations move all the time and are only
-    /// refreshed periodically).
-    pub(super) fn differs(&self, other: &NodeFacts) -> bool {
-        let strip = |f: &NodeFacts| NodeFacts {
-            head: None,
-            validating_for: f.validating_for.map(|_| Duration::ZERO),
-            fenced_for: f.fenced_for.map(|_| Duration::ZERO),
-            ..f.clone()
-        };
-        strip(self) != strip(other)
-    }
-}
-
 /// Why a node stopped validating (the `reason` label of `kuutamod_step_downs_total`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StepDown {

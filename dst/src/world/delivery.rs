@@ -9,11 +9,10 @@
 
 use kuutamod::consul::REQUEST_TIMEOUT;
 use kuutamod::lock_store::{execute, Failure, StoreOp, StoreReply};
-use kuutamod::settings::leader_key;
 use kuutamod::supervisor::conductor::Input;
 
 use super::events::Ev;
-use super::{World, ACCOUNT, RPC_HOLD};
+use super::{World, RPC_HOLD};
 use crate::clock::MS;
 use crate::consul::{now_or_never, Owner, Server, Store};
 
@@ -287,7 +286,7 @@ impl World {
     /// A store change: wake the blocking queries it answers, track the lock holder.
     pub(super) fn store_changed(&mut self) {
         let holder = {
-            let (e, _) = self.consul.store.get(&leader_key(ACCOUNT));
+            let (e, _) = self.consul.store.get(&self.lock_key);
             e.and_then(|e| e.session.clone())
                 .and_then(|s| self.consul.store.session(&s).map(|s| s.owner))
                 .and_then(|o| match o {

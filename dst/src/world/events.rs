@@ -54,12 +54,12 @@ pub(super) enum Ev {
     ToNode {
         h: usize,
         pid: u32,
-        msg: ToNode,
+        msg: Box<ToNode>,
     },
     ToChain {
         h: usize,
         pid: u32,
-        msg: ToChain,
+        msg: Box<ToChain>,
     },
     GuardRun {
         h: usize,
@@ -184,8 +184,8 @@ impl World {
                 }
             }
             Ev::ChainTick => self.chain_tick(),
-            Ev::ToNode { h, pid, msg } => self.send_node(h, pid, msg),
-            Ev::ToChain { h, pid, msg } => self.send_chain(h, pid, msg),
+            Ev::ToNode { h, pid, msg } => self.send_node(h, pid, *msg),
+            Ev::ToChain { h, pid, msg } => self.send_chain(h, pid, *msg),
             Ev::GuardRun { h, gen } => self.guard_run(h, gen),
             Ev::GuardTimer { h, gen, tgen } => self.guard_timer(h, gen, tgen),
             Ev::GuardKill { h } => {

@@ -206,6 +206,8 @@ pub struct World {
     timing: Timing,
     hosts: Vec<Host>,
     consul: Consul,
+    /// Our account's lock key.
+    lock_key: String,
     reqs: Vec<Req>,
     /// `kuutamoctl` changes of the control record waiting for the servers.
     pending_control: Vec<faults::CtlChange>,
@@ -312,6 +314,7 @@ impl World {
                 foreign: None,
                 holder: None,
             },
+            lock_key: kuutamod::settings::leader_key(ACCOUNT),
             reqs: Vec::new(),
             pending_control: Vec::new(),
             net,

@@ -107,9 +107,9 @@ impl World {
             Ev::ToChain {
                 h,
                 pid,
-                msg: ToChain::Hello {
+                msg: Box::new(ToChain::Hello {
                     node: format!("n{h}"),
-                },
+                }),
             },
         );
     }
@@ -190,7 +190,14 @@ impl World {
         }
         for m in fx.send {
             let lag = self.lag(h);
-            self.after(lag, Ev::ToChain { h, pid, msg: m });
+            self.after(
+                lag,
+                Ev::ToChain {
+                    h,
+                    pid,
+                    msg: Box::new(m),
+                },
+            );
         }
     }
 
@@ -236,7 +243,14 @@ impl World {
             ToChain::Hello { .. } => {
                 let lag = self.lag(h);
                 let w = ToNode::Welcome(Box::new(self.net.welcome()));
-                self.after(lag, Ev::ToNode { h, pid, msg: w });
+                self.after(
+                    lag,
+                    Ev::ToNode {
+                        h,
+                        pid,
+                        msg: Box::new(w),
+                    },
+                );
                 return;
             }
             ToChain::Approval(a) => self.net.on_approval(a, now),
@@ -286,7 +300,7 @@ impl World {
                     Ev::ToNode {
                         h,
                         pid,
-                        msg: ToNode::from(m.clone()),
+                        msg: Box::new(ToNode::from(m.clone())),
                     },
                 );
             }

@@ -256,18 +256,24 @@ impl Conductor {
         if !matches!(self.life, Life::Running) {
             return None;
         }
-        let mut d = Vec::with_capacity(8);
-        if !self.machine.exited() {
-            d.extend(self.machine.next_deadline());
-            d.extend(self.key_watch.due());
-            d.extend(self.cluster.due());
-            if self.neard.is_some() {
-                d.extend(self.poller.due());
+        let mut soonest: Option<Instant> = self.records.due();
+        let mut push = |t: Option<Instant>| {
+            if let Some(t) = t {
+                soonest = Some(soonest.map_or(t, |s| s.min(t)));
             }
-            d.extend(self.finishers.iter().filter_map(Finisher::due));
+        };
+        if !self.machine.exited() {
+            push(self.machine.next_deadline());
+            push(self.key_watch.due());
+            push(self.cluster.due());
+            if self.neard.is_some() {
+                push(self.poller.due());
+            }
+            for f in &self.finishers {
+                push(f.due());
+            }
         }
-        d.extend(self.records.due());
-        d.into_iter().min()
+        soonest
     }
 
     /// Takes in `input` at `now`, and everything that follows from it at once.
