@@ -22,7 +22,8 @@
 //!   [`clock`] (the `CLOCK_BOOTTIME` instant they use).
 //! - [`memory`]: what kuutamod remembers across restarts (the newest lock record it saw).
 //! - [`records`]: what the nodes tell each other and the operator besides the lock (status
-//!   records, pause, planned switchover).
+//!   records, pause, planned switchover); [`ctl`]: the operator's commands on them (`kuutamoctl
+//!   pause`, `resume`, `switchover`), as plain code that kuutamoctl and the simulation run.
 //! - [`supervisor`]: the conductor (every decision around the machine: watches, the poller,
 //!   the status record, the guard's notes) as plain code without I/O, and the tokio loop that
 //!   carries out what it asks.
@@ -38,6 +39,7 @@ pub mod backoff;
 pub mod check;
 pub mod clock;
 pub mod consul;
+pub mod ctl;
 pub mod doppelganger;
 pub mod duration;
 pub mod exporter;

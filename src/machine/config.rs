@@ -65,11 +65,15 @@ pub struct Mutations {
     /// A node trusts any record in the key, also one older than it has seen (a Consul
     /// snapshot restore bringing back an old release).
     pub trust_rewound_records: bool,
+    /// `kuutamoctl pause` is not refused while a switchover is in flight, and a switchover's
+    /// named successor does not take its lock in a paused cluster: a pause that races a
+    /// switchover leaves a released lock nobody may take.
+    pub pause_during_switchover: bool,
 }
 
 impl Mutations {
     /// Whether mutation `m` is on (always false without the `mutations` feature).
-    pub(super) fn on(self, m: fn(&Mutations) -> bool) -> bool {
+    pub fn on(self, m: fn(&Mutations) -> bool) -> bool {
         cfg!(feature = "mutations") && m(&self)
     }
 }

@@ -144,7 +144,10 @@ impl Machine {
                 // The successor of a switchover takes the lock it was handed also in a paused
                 // cluster (a pause that raced the switchover): a released lock nobody may
                 // take is no validator at all.
-                let named = for_me && self.cfg.priority > 0 && !self.doppelganger.alarmed();
+                let named = for_me
+                    && self.cfg.priority > 0
+                    && !self.doppelganger.alarmed()
+                    && !self.cfg.mutations.on(|m| m.pause_during_switchover);
                 if !automatic && !named {
                     return;
                 }

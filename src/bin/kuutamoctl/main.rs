@@ -24,7 +24,7 @@ use clap::{Parser, Subcommand};
 use kuutamod::consul::{Consul, KvEntry};
 use kuutamod::keys::KeyFile;
 use kuutamod::lease::{Record, RecordState};
-use kuutamod::records::{control_key, prefix, Control, NodeRecord, Switchover, SwitchoverDone};
+use kuutamod::records::{control_key, prefix, Control, NodeRecord};
 use kuutamod::settings::{leader_key, ConsulAccess};
 
 mod control;
