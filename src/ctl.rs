@@ -339,13 +339,24 @@ enum State {
     /// `pause`, `resume`, `switchover --cancel`.
     Update(Update),
     /// `switchover`: reading the lock.
-    Lock { req: Request, read: LockRead },
+    Lock {
+        req: Request,
+        read: LockRead,
+    },
     /// `switchover`: reading the records.
-    Records { req: Request, old: String, session: String },
+    Records {
+        req: Request,
+        old: String,
+        session: String,
+    },
     /// `switchover`: asking whether each candidate's session is alive.
     Ready(Candidates),
     /// `switchover`: writing the request.
-    Write { update: Update, request: Switchover, wait: Option<Duration> },
+    Write {
+        update: Update,
+        request: Switchover,
+        wait: Option<Duration>,
+    },
     /// `--wait`.
     Wait(Box<Wait>),
     Done,
@@ -463,9 +474,9 @@ impl Ctl {
                         self.state = State::Update(u);
                         Step::Ask(op)
                     }
-                    Updated::Refused(why) if why.is_empty() => {
-                        Step::Done(Outcome::error("the control record kept changing; try again"))
-                    }
+                    Updated::Refused(why) if why.is_empty() => Step::Done(Outcome::error(
+                        "the control record kept changing; try again",
+                    )),
                     Updated::Refused(why) => Step::Done(Outcome::no(why)),
                     Updated::Done(c) => Step::Done(match u.change {
                         Change::Pause(paused) => Outcome::ok(format!(
@@ -555,9 +566,9 @@ impl Ctl {
                         };
                         Step::Ask(op)
                     }
-                    Updated::Refused(why) if why.is_empty() => {
-                        Step::Done(Outcome::error("the control record kept changing; try again"))
-                    }
+                    Updated::Refused(why) if why.is_empty() => Step::Done(Outcome::error(
+                        "the control record kept changing; try again",
+                    )),
                     Updated::Refused(why) => Step::Done(Outcome::no(why)),
                     Updated::Done(_) => {
                         let line = format!(
@@ -577,9 +588,8 @@ impl Ctl {
                                 ..Outcome::ok(line)
                             }),
                             Some(timeout) => {
-                                self.state = State::Wait(Box::new(Wait::new(
-                                    request, timeout, now,
-                                )));
+                                self.state =
+                                    State::Wait(Box::new(Wait::new(request, timeout, now)));
                                 Step::Say(line)
                             }
                         }
@@ -753,8 +763,7 @@ impl Wait {
                 let (control, _, nodes) = cluster(account, &entries);
                 let old = self.old.clone();
                 let state = |n: &str| nodes.iter().find(|r| r.node_id == n).cloned();
-                if self.fenced.is_none() && state(&old).is_some_and(|r| r.state != "Validating")
-                {
+                if self.fenced.is_none() && state(&old).is_some_and(|r| r.state != "Validating") {
                     self.fenced = Some(seen);
                 }
                 if let (Some(_), None) = (self.fenced, &self.live) {
@@ -842,7 +851,11 @@ impl Wait {
                     "switchover {} did not end within {:?}{}; last status: {}; {} validates now",
                     self.request.id,
                     self.timeout,
-                    if withdrawn { " (request withdrawn)" } else { "" },
+                    if withdrawn {
+                        " (request withdrawn)"
+                    } else {
+                        ""
+                    },
                     if self.last_status.is_empty() {
                         "none"
                     } else {
@@ -872,8 +885,7 @@ impl Wait {
         // The node that ended the request writes its status record on its own: give it a
         // moment to show the confirmed activation.
         let ended = *self.ended_at.get_or_insert(seen);
-        if holder.is_some() && !confirmed && seen < ended + CONFIRM_WAIT && seen < self.deadline
-        {
+        if holder.is_some() && !confirmed && seen < ended + CONFIRM_WAIT && seen < self.deadline {
             return self.next(account, now);
         }
         let (old, target) = (&self.old, &self.target);

@@ -230,7 +230,12 @@ impl Machine {
                     }
                 }
             }
-            Event::AcquireRejected | Event::AcquireFailed => self.acquiring = None,
+            Event::AcquireRejected => {
+                if let Some((plan, _)) = self.acquiring.take() {
+                    self.acquire_refused = Some((plan.expected_index, now, false));
+                }
+            }
+            Event::AcquireFailed => self.acquiring = None,
             Event::Released(_) => {
                 // Released, or the key was not as we left it (taken, released by Consul, or
                 // moved by a heartbeat of ours whose answer was lost): in the last case the
@@ -433,6 +438,11 @@ impl Machine {
                 && self.rewind_reported != Some(key.index)
             {
                 self.rewind_reported = Some(key.index);
+                // The key's history was rewound: an index at which this node gave its own key
+                // back, or was told the key had moved on, may name another state now (a
+                // restore brings back old indexes). A key under our session is given back
+                // again.
+                self.released_own = None;
                 out.push(Command::ConsulRewound {
                     seen: (record.term, record.seq, key.index),
                     remembered: m,

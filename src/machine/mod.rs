@@ -116,6 +116,11 @@ pub struct Machine {
     /// The last such release, answered: its index, and when it may be tried again (`None`:
     /// never, Consul said the key had moved on; the watch will show where).
     released_own: Option<(u64, Option<Instant>)>,
+    /// The index of a refused give-back after which the key was read afresh.
+    reread_own: Option<u64>,
+    /// The last refused acquisition: the index it checked, when it was refused, and whether
+    /// the key was read afresh since.
+    acquire_refused: Option<(Option<u64>, Instant, bool)>,
     holdoff_until: Option<Instant>,
     phase: Phase,
     guard: Guard,
@@ -193,6 +198,8 @@ impl Machine {
             read_retry_at: now,
             releasing_own: None,
             released_own: None,
+            reread_own: None,
+            acquire_refused: None,
             holdoff_until: None,
             phase: Phase::Idle,
             guard: Guard {
@@ -429,6 +436,9 @@ impl Machine {
         }
         if self.read_retry_at > self.now {
             d.push(self.read_retry_at);
+        }
+        if let Some((_, at, _)) = self.acquire_refused {
+            d.push(at + t.retry);
         }
         match &self.phase {
             Phase::Promoting(p) => match &p.step {

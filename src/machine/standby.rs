@@ -136,6 +136,26 @@ impl Machine {
         match movement {
             StandbyMove::Wait => {}
             StandbyMove::Acquire(plan) => {
+                // Refused at this index: the key moved on, and the watch shows where, unless
+                // the store was rewound under it (after a snapshot restore a blocking query sees
+                // nothing until the index passes the one it had). So the key is read afresh
+                // first, and the acquisition tried again at the same index only after the retry
+                // delay (a key in lock-delay refuses every acquisition until the delay is over).
+                if let Some((index, at, reread)) = self.acquire_refused {
+                    if index == plan.expected_index {
+                        if !reread {
+                            if !self.reading {
+                                self.acquire_refused = Some((index, at, true));
+                                self.reading = true;
+                                out.push(Command::ReadKey);
+                            }
+                            return;
+                        }
+                        if now < at + self.cfg.timing.retry {
+                            return;
+                        }
+                    }
+                }
                 let for_me = self
                     .observer
                     .record()
@@ -260,6 +280,14 @@ impl Machine {
         };
         if let Some((index, retry)) = self.released_own {
             if index == key.index && retry.is_none_or(|at| self.now < at) {
+                // Refused at this index: the key moved on, and the watch shows where, unless
+                // the store was rewound under it (after a snapshot restore a blocking query
+                // sees nothing until the index passes the one it had): read it afresh, once.
+                if retry.is_none() && self.reread_own != Some(index) && !self.reading {
+                    self.reread_own = Some(index);
+                    self.reading = true;
+                    out.push(Command::ReadKey);
+                }
                 return;
             }
         }

@@ -2446,3 +2446,106 @@ fn with_the_memory_switched_off_a_restored_release_is_trusted() {
     d.status();
     assert!(d.log.contains(&Command::InstallKey));
 }
+
+/// Our session's key as a snapshot restore brings it back: term 1, an older record than the
+/// node has seen since, at `index`.
+fn own_key(term: u64, seq: u64, index: u64) -> KeyState {
+    let mut r = n0_record(seq, RecordState::Active, Horizon::default());
+    r.term = term;
+    r.node_id = "n1".into();
+    r.session = "s1".into();
+    KeyState {
+        index,
+        session: Some("s1".into()),
+        value: r.to_bytes(),
+    }
+}
+
+#[test]
+fn a_refused_give_back_reads_the_key_afresh_and_a_rewind_lets_it_give_back_again() {
+    // Found by the deterministic simulation (seed 1260, a Consul snapshot restore): a node that
+    // gave its own key back at index 6 was told the key had moved on (another node took it at
+    // 15); the restore brought back index 6 under its session, and the node, having tried
+    // index 6 once, never gave it back. Its watch saw nothing: Consul answers a blocking query
+    // only once the index passes the one it had.
+    let mut d = Driver::new(true);
+    d.reach_voting();
+    let reads = |d: &Driver| d.count(|c| *c == Command::ReadKey);
+    let releases = |d: &Driver| d.count(|c| matches!(c, Command::Release { .. }));
+    // The node has seen term 2 at index 15 (another node's acquisition).
+    let mut newer = own_key(2, 1, 15);
+    newer.session = Some("s9".into());
+    d.observe(Some(newer), 15);
+    d.observe(Some(own_key(1, 3, 6)), 6);
+    d.status();
+    let before = (reads(&d), releases(&d));
+    // A give-back of index 6, refused: read the key afresh, once.
+    d.feed(Event::Released(false));
+    d.status();
+    assert_eq!(reads(&d), before.0 + 1, "{:?}", d.log);
+    d.observe(Some(own_key(1, 3, 6)), 6);
+    d.status();
+    d.advance(Duration::from_secs(1));
+    assert_eq!(reads(&d), before.0 + 1, "once: {:?}", d.log);
+    assert_eq!(releases(&d), before.1, "no retry at the same index");
+    // The fresh read shows the rewound key (older than term 2, below index 15): given back
+    // again.
+    assert!(
+        d.log
+            .iter()
+            .any(|c| matches!(c, Command::ConsulRewound { .. })),
+        "{:?}",
+        d.log
+    );
+}
+
+#[test]
+fn a_rewind_found_on_a_fresh_read_gives_our_key_back_again() {
+    let mut d = Driver::new(true);
+    d.reach_voting();
+    let releases = |d: &Driver| d.count(|c| matches!(c, Command::Release { .. }));
+    // Our key at index 6, given back, refused (the key moved on to 15, term 2).
+    d.observe(Some(own_key(1, 3, 6)), 6);
+    d.status();
+    assert_eq!(releases(&d), 1);
+    d.feed(Event::Released(false));
+    let mut theirs = own_key(2, 1, 15);
+    theirs.session = Some("s9".into());
+    d.observe(Some(theirs), 15);
+    // A restore brings index 6 back under our session: the node notices the rewind and gives
+    // it back again.
+    let out = d.observe(Some(own_key(1, 3, 6)), 6);
+    assert!(
+        out.iter().any(|c| matches!(
+            c,
+            Command::Release {
+                expected_index: 6,
+                ..
+            }
+        )),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn a_refused_acquisition_reads_the_key_afresh_and_is_tried_again_only_after_the_retry_delay() {
+    // Found by the deterministic simulation (seed 1433, a Consul snapshot restore): a standby
+    // whose acquisition at index 19 was refused tried again at once, every few milliseconds,
+    // while its watch, blind to the restore, kept showing index 19.
+    let mut d = Driver::new(true);
+    d.reach_voting();
+    let acquires = |d: &Driver| d.count(|c| matches!(c, Command::Acquire { .. }));
+    let reads = |d: &Driver| d.count(|c| *c == Command::ReadKey);
+    d.observe(Some(d.released_key(19)), 19);
+    assert_eq!(acquires(&d), 1);
+    d.feed(Event::AcquireRejected);
+    d.status();
+    assert_eq!(acquires(&d), 1, "not at once: {:?}", d.log);
+    assert_eq!(reads(&d), 1, "the key read afresh");
+    // The read shows the same index (a lagging view): the acquisition waits for the delay.
+    d.observe(Some(d.released_key(19)), 19);
+    d.advance(TTL / 3 / 8);
+    assert_eq!(acquires(&d), 1);
+    d.advance(TTL / 3 / 4);
+    assert_eq!(acquires(&d), 2, "after the retry delay: {:?}", d.log);
+}
