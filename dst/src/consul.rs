@@ -789,4 +789,53 @@ mod tests {
         assert_eq!(s.session(&a).map(|x| x.expires), Some(11_000));
         assert!(s.expire(6_000).is_empty());
     }
+
+    #[test]
+    fn a_prefix_read_answers_with_the_largest_index_under_it_and_cas_checks_the_index() {
+        let mut s = Store::new();
+        let lock = s.put("kuutamod-leader/a", b"l");
+        assert!(s.put_cas("kuutamod/a/control", b"c1", 0), "absent: created");
+        assert!(
+            !s.put_cas("kuutamod/a/control", b"c2", 0),
+            "not absent any more"
+        );
+        let c = s.get("kuutamod/a/control").1;
+        let n = s.put("kuutamod/a/nodes/n0", b"r");
+        let (entries, index) = s.list("kuutamod/a/");
+        assert_eq!(entries.len(), 2);
+        assert_eq!(index, n);
+        assert!(s.put_cas("kuutamod/a/control", b"c3", c));
+        assert!(!s.put_cas("kuutamod/a/control", b"c4", c), "moved on");
+        // A write outside the prefix does not move its index.
+        let before = s.list_index("kuutamod/a/");
+        s.put("kuutamod-leader/a", b"l2");
+        assert_eq!(s.list_index("kuutamod/a/"), before);
+        assert!(lock < before);
+        assert_eq!(
+            s.list("kuutamod/a/").0[0].bytes(),
+            b"c3".to_vec(),
+            "values as Consul's API returns them (base64)"
+        );
+    }
+
+    #[test]
+    fn a_restore_brings_back_old_indexes_and_sessions_and_the_raft_index_goes_on() {
+        let (mut s, a) = store_with(Owner::Host(0));
+        let i = s.check_and_lock("k", None, &a, b"term1", 0).expect("free");
+        let snapshot = s.clone();
+        s.release_at("k", Some(i), &a, b"released");
+        let b = s.create_session(Owner::Host(1), "n1", TTL, 0, 0, TTL);
+        let j = s
+            .check_and_lock("k", Some(s.get("k").1), &b, b"term2", 0)
+            .expect("free");
+        assert!(j > i);
+        s.restore(&snapshot);
+        let (e, index) = s.get("k");
+        assert_eq!(index, i, "the old index is back");
+        assert_eq!(e.map(|e| e.value.clone()), Some(b"term1".to_vec()));
+        assert!(s.session(&a).is_some() && s.session(&b).is_none());
+        // The next write gets an index above everything before the restore.
+        let k = s.put("other", b"x");
+        assert!(k > j);
+    }
 }

@@ -167,6 +167,10 @@ fn print_summary(s: &Summary, from: u64, to: u64, m: Mutation, threads: usize) {
         "liveness not checked (chain model without fork choice): {}",
         s.model_stalls
     );
+    println!(
+        "liveness not checked (every node given priority 0): {}",
+        s.no_candidates
+    );
     println!("violations: {}", s.failed);
 }
 

@@ -34,6 +34,11 @@ pub struct Scenario {
     pub boot_ms: Vec<u64>,
     /// Per host: network latency between its neard and the rest of the chain, ms.
     pub lag_ms: Vec<u64>,
+    /// Per host: kuutamod's wall clock minus the host's, ms (a clock set wrong for kuutamod
+    /// alone, as libfaketime does in the bench; neard's block timestamps are not affected).
+    pub kd_wall_ms: Vec<i64>,
+    /// A host configured with host 0's node id (two hosts with one `KUUTAMO_NODE_ID`).
+    pub same_id: Option<usize>,
 }
 
 /// How a neard handles SIGHUP during a fault.
@@ -116,8 +121,31 @@ pub enum FaultKind {
     Sigterm { host: usize, down: u64 },
     /// `kuutamoctl pause`, then `resume` after `dur` ms.
     CtlPause { dur: u64 },
-    /// `kuutamoctl switchover [--to host]`.
-    CtlSwitchover { to: Option<usize> },
+    /// `kuutamoctl switchover [--to host] [--wait]`.
+    CtlSwitchover { to: Option<usize>, wait: bool },
+    /// `kuutamoctl switchover --cancel`.
+    CtlCancel,
+    /// kuutamod is stopped (SIGTERM) and started again `down` ms later with another
+    /// `KUUTAMO_PRIORITY`.
+    PriorityChange {
+        host: usize,
+        priority: u32,
+        down: u64,
+    },
+    /// neard receives the chain `heights` blocks late (a neard that lags while it reports
+    /// itself in sync).
+    NeardBehind { host: usize, dur: u64, heights: u64 },
+    /// neard reports syncing (and signs nothing) for `spell` ms, then is in sync for `spell`
+    /// ms, and so on.
+    NeardSyncSpells { host: usize, dur: u64, spell: u64 },
+    /// neard's head is frozen (its client takes in no block and signs nothing) while `/status`
+    /// answers and says it is in sync.
+    NeardFreeze { host: usize, dur: u64 },
+    /// kuutamod's wall clock is stepped by `step` ms (NTP, or an operator), and back after
+    /// `dur` ms.
+    WallStep { host: usize, dur: u64, step: i64 },
+    /// A snapshot of Consul's state (KV and sessions) is taken, and restored `dur` ms later.
+    ConsulRestore { dur: u64 },
 }
 
 /// A fault at a true time (ms since the start).
@@ -152,18 +180,25 @@ impl Fault {
                 | ConsulLossy { dur, .. }
                 | KvForeignAcquire { dur }
                 | HostSuspend { dur, .. }
-                | CtlPause { dur } => dur,
+                | CtlPause { dur }
+                | NeardBehind { dur, .. }
+                | NeardSyncSpells { dur, .. }
+                | NeardFreeze { dur, .. }
+                | WallStep { dur, .. }
+                | ConsulRestore { dur } => dur,
                 KuutamodKill { down, .. }
                 | AgentRestart { down, .. }
                 | AgentKill { down, .. }
-                | Sigterm { down, .. } => down,
+                | Sigterm { down, .. }
+                | PriorityChange { down, .. } => down,
                 NeardCrash { .. }
                 | GuardKill { .. }
                 | KvDelete
                 | KvOverwrite
                 | TombstoneReap
                 | HandOver { .. }
-                | CtlSwitchover { .. } => 0,
+                | CtlSwitchover { .. }
+                | CtlCancel => 0,
             }
     }
 
@@ -189,7 +224,12 @@ impl Fault {
             | AgentPartition { host, .. }
             | HostSuspend { host, .. }
             | HandOver { host }
-            | Sigterm { host, .. } => Some(host),
+            | Sigterm { host, .. }
+            | PriorityChange { host, .. }
+            | NeardBehind { host, .. }
+            | NeardSyncSpells { host, .. }
+            | NeardFreeze { host, .. }
+            | WallStep { host, .. } => Some(host),
             _ => None,
         }
     }
@@ -245,7 +285,17 @@ impl Schedule {
             wall_offset_ms: (0..hosts).map(|_| r.signed(10)).collect(),
             boot_ms: per_host(&mut r, &mut |r| r.range(200, 1500)),
             lag_ms: per_host(&mut r, &mut |r| r.range(2, 30)),
+            kd_wall_ms: Vec::new(),
+            same_id: None,
         };
+        // Drawn from a stream of their own, so that they leave every other draw of a seed as
+        // it was.
+        let mut w = Rng::new(seed).fork(4);
+        let mut scenario = scenario;
+        scenario.kd_wall_ms = (0..hosts)
+            .map(|_| if w.chance(150) { wall_error(&mut w) } else { 0 })
+            .collect();
+        scenario.same_id = (hosts == 3 && w.chance(100)).then_some(2);
         let n = r.range(0, shape.max_faults);
         let mut faults: Vec<Fault> = (0..n)
             .map(|_| {
@@ -319,13 +369,30 @@ fn within_claim(faults: Vec<Fault>) -> Vec<Fault> {
     kept
 }
 
+/// A wall-clock error of kuutamod's: around the fence's 500 ms skew (up to 2 s), or beyond the
+/// six minutes after which a peer's record counted as gone by its writer's wall clock (up to
+/// 15 minutes), either way.
+fn wall_error(r: &mut Rng) -> i64 {
+    let ms = if r.chance(500) {
+        r.range(600, 2000)
+    } else {
+        r.range(6 * 60_000, 15 * 60_000)
+    };
+    let ms = i64::try_from(ms).unwrap_or(0);
+    if r.chance(500) {
+        ms
+    } else {
+        -ms
+    }
+}
+
 fn random_kind(r: &mut Rng, hosts: usize, ttl: u64, lag_faults: bool) -> FaultKind {
     use FaultKind::*;
     let host = r.below(hosts as u64) as usize;
     // Durations: mostly within the interesting range around the lease (up to 2 x TTL + 1 s).
     let dur = |r: &mut Rng| r.range(100, 2 * ttl + 1000);
     let down = |r: &mut Rng| r.range(200, 2 * ttl);
-    match r.below(29) {
+    match r.below(35) {
         0 | 1 => NeardCrash { host },
         2 => NeardHang { host, dur: dur(r) },
         3 => NeardSyncing { host, dur: dur(r) },
@@ -414,15 +481,46 @@ fn random_kind(r: &mut Rng, hosts: usize, ttl: u64, lag_faults: bool) -> FaultKi
             host,
             down: down(r),
         },
-        _ => {
+        28 => CtlPause { dur: dur(r) },
+        29 => CtlSwitchover {
+            to: r.chance(500).then(|| r.below(hosts as u64) as usize),
+            wait: r.chance(500),
+        },
+        30 => {
             if r.chance(500) {
-                CtlPause { dur: dur(r) }
+                CtlCancel
             } else {
-                CtlSwitchover {
-                    to: r.chance(500).then(|| r.below(hosts as u64) as usize),
+                PriorityChange {
+                    host,
+                    priority: r.range(0, 3) as u32,
+                    down: down(r),
                 }
             }
         }
+        31 => {
+            if r.chance(500) {
+                NeardBehind {
+                    host,
+                    dur: dur(r),
+                    heights: r.range(3, 30),
+                }
+            } else {
+                NeardSyncSpells {
+                    host,
+                    dur: dur(r),
+                    spell: r.range(200, ttl),
+                }
+            }
+        }
+        32 => NeardFreeze { host, dur: dur(r) },
+        33 => WallStep {
+            host,
+            dur: dur(r),
+            step: wall_error(r),
+        },
+        _ => ConsulRestore {
+            dur: r.range(200, 2 * ttl + 1000),
+        },
     }
 }
 

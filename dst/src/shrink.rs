@@ -67,6 +67,32 @@ fn halve(k: &FaultKind) -> Option<FaultKind> {
         KvForeignAcquire { dur } => KvForeignAcquire { dur: h(dur)? },
         HostSuspend { host, dur } => HostSuspend { host, dur: h(dur)? },
         CtlPause { dur } => CtlPause { dur: h(dur)? },
+        NeardBehind { host, dur, heights } => NeardBehind {
+            host,
+            dur: h(dur)?,
+            heights,
+        },
+        NeardSyncSpells { host, dur, spell } => NeardSyncSpells {
+            host,
+            dur: h(dur)?,
+            spell,
+        },
+        NeardFreeze { host, dur } => NeardFreeze { host, dur: h(dur)? },
+        WallStep { host, dur, step } => WallStep {
+            host,
+            dur: h(dur)?,
+            step,
+        },
+        ConsulRestore { dur } => ConsulRestore { dur: h(dur)? },
+        PriorityChange {
+            host,
+            priority,
+            down,
+        } => PriorityChange {
+            host,
+            priority,
+            down: h(down)?,
+        },
         Sigterm { host, down } => Sigterm {
             host,
             down: h(down)?,
@@ -145,7 +171,11 @@ pub fn shrink(
         }
         // Drop the last host if no fault names it.
         let n = best.scenario.hosts;
-        if n > 2 && !best.faults.iter().any(|f| f.host() == Some(n - 1)) {
+        let named = best.faults.iter().any(|f| {
+            f.host() == Some(n - 1)
+                || matches!(f.kind, FaultKind::CtlSwitchover { to: Some(t), .. } if t == n - 1)
+        });
+        if n > 2 && !named && best.scenario.same_id != Some(n - 1) {
             let mut cand = best.clone();
             let s = &mut cand.scenario;
             s.hosts -= 1;
@@ -155,6 +185,7 @@ pub fn shrink(
             s.wall_offset_ms.pop();
             s.boot_ms.pop();
             s.lag_ms.pop();
+            s.kd_wall_ms.pop();
             if let Some(v) = try_it(&cand, &mut runs) {
                 best = cand;
                 best_v = v;

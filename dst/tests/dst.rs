@@ -69,7 +69,7 @@ fn the_account_typo_is_found() {
 #[cfg(feature = "mutations")]
 #[test]
 fn the_machine_s_fixes_are_found_when_switched_off() {
-    assert!(found(Mutation::NoStandbyWait, 20).is_some());
+    assert!(found(Mutation::NoStandbyWait, 100).is_some());
     assert!(found(Mutation::TimeoutFence, 20).is_some());
 }
 

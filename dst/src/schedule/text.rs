@@ -87,8 +87,33 @@ impl fmt::Display for Fault {
             HandOver { host } => write!(f, "hand-over host={host}"),
             Sigterm { host, down } => write!(f, "sigterm host={host} down={down}"),
             CtlPause { dur } => write!(f, "ctl-pause dur={dur}"),
-            CtlSwitchover { to: Some(h) } => write!(f, "ctl-switchover to={h}"),
-            CtlSwitchover { to: None } => write!(f, "ctl-switchover"),
+            CtlSwitchover { to, wait } => {
+                write!(f, "ctl-switchover")?;
+                if let Some(h) = to {
+                    write!(f, " to={h}")?;
+                }
+                if *wait {
+                    write!(f, " wait=1")?;
+                }
+                Ok(())
+            }
+            CtlCancel => write!(f, "ctl-cancel"),
+            PriorityChange {
+                host,
+                priority,
+                down,
+            } => write!(f, "priority host={host} priority={priority} down={down}"),
+            NeardBehind { host, dur, heights } => {
+                write!(f, "neard-behind host={host} dur={dur} heights={heights}")
+            }
+            NeardSyncSpells { host, dur, spell } => {
+                write!(f, "neard-sync-spells host={host} dur={dur} spell={spell}")
+            }
+            NeardFreeze { host, dur } => write!(f, "neard-freeze host={host} dur={dur}"),
+            WallStep { host, dur, step } => {
+                write!(f, "wall-step host={host} dur={dur} step={step}")
+            }
+            ConsulRestore { dur } => write!(f, "consul-restore dur={dur}"),
         }
     }
 }
@@ -111,7 +136,15 @@ impl fmt::Display for Scenario {
             list(&self.wall_offset_ms),
             list(&self.boot_ms),
             list(&self.lag_ms),
-        )
+        )?;
+        // Written only when set, so that schedules from before they existed read the same.
+        if self.kd_wall_ms.iter().any(|w| *w != 0) {
+            write!(f, " kd_wall_ms={}", list(&self.kd_wall_ms))?;
+        }
+        if let Some(h) = self.same_id {
+            write!(f, " same_id={h}")?;
+        }
+        Ok(())
     }
 }
 
@@ -153,6 +186,8 @@ fn parse_scenario(rest: &str) -> Result<Scenario, String> {
         wall_offset_ms: Vec::new(),
         boot_ms: Vec::new(),
         lag_ms: Vec::new(),
+        kd_wall_ms: Vec::new(),
+        same_id: None,
     };
     for (k, v) in words(rest)? {
         match k {
@@ -165,10 +200,18 @@ fn parse_scenario(rest: &str) -> Result<Scenario, String> {
             "wall_offset_ms" => s.wall_offset_ms = nums(v)?,
             "boot_ms" => s.boot_ms = nums(v)?,
             "lag_ms" => s.lag_ms = nums(v)?,
+            "kd_wall_ms" => s.kd_wall_ms = nums(v)?,
+            "same_id" => s.same_id = Some(num(v)?),
             _ => return Err(format!("unknown scenario field {k}")),
         }
     }
     let n = s.hosts;
+    if s.kd_wall_ms.is_empty() {
+        s.kd_wall_ms = vec![0; n];
+    }
+    if s.kd_wall_ms.len() != n || s.same_id.is_some_and(|h| h == 0 || h >= n) {
+        return Err("kd_wall_ms needs one value per host, same_id a host other than 0".into());
+    }
     let ok = n >= 1
         && [
             s.old_neard.len(),
@@ -199,6 +242,12 @@ fn parse_fault(line: &str) -> Result<Fault, String> {
             .and_then(|(_, v)| num(v))
     };
     let host = || get("host").map(|h| h as usize);
+    let signed = |k: &str| -> Result<i64, String> {
+        args.iter()
+            .find(|(key, _)| *key == k)
+            .ok_or(format!("{name} needs {k}="))
+            .and_then(|(_, v)| num(v))
+    };
     let kind = match name {
         "neard-crash" => NeardCrash { host: host()? },
         "neard-hang" => NeardHang {
@@ -292,7 +341,34 @@ fn parse_fault(line: &str) -> Result<Fault, String> {
         "ctl-pause" => CtlPause { dur: get("dur")? },
         "ctl-switchover" => CtlSwitchover {
             to: get("to").ok().map(|h| h as usize),
+            wait: get("wait").is_ok_and(|w| w == 1),
         },
+        "ctl-cancel" => CtlCancel,
+        "priority" => PriorityChange {
+            host: host()?,
+            priority: u32::try_from(get("priority")?).map_err(|e| e.to_string())?,
+            down: get("down")?,
+        },
+        "neard-behind" => NeardBehind {
+            host: host()?,
+            dur: get("dur")?,
+            heights: get("heights")?,
+        },
+        "neard-sync-spells" => NeardSyncSpells {
+            host: host()?,
+            dur: get("dur")?,
+            spell: get("spell")?,
+        },
+        "neard-freeze" => NeardFreeze {
+            host: host()?,
+            dur: get("dur")?,
+        },
+        "wall-step" => WallStep {
+            host: host()?,
+            dur: get("dur")?,
+            step: signed("step")?,
+        },
+        "consul-restore" => ConsulRestore { dur: get("dur")? },
         other => return Err(format!("unknown fault {other}")),
     };
     Ok(Fault { at, kind })

@@ -19,10 +19,18 @@ use crate::consul::{now_or_never, Owner, Server, Store};
 /// A request's answer.
 type Answer = Result<StoreReply, Failure>;
 
+/// Who made a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Origin {
+    /// kuutamod instance `inst` on host `h`, through the host's agent.
+    Kd { h: usize, inst: u64 },
+    /// kuutamoctl process `n`, from an operator's host straight to the servers.
+    Operator(usize),
+}
+
 pub(super) struct Req {
-    pub(super) h: usize,
-    inst: u64,
-    /// kuutamod's id of the call.
+    pub(super) origin: Origin,
+    /// The caller's id of the call.
     id: u64,
     pub(super) op: StoreOp,
     agent_epoch: u64,
@@ -41,6 +49,10 @@ pub(super) struct Consul {
     pub(super) lossy: (u64, u64),
     pub(super) foreign: Option<String>,
     pub(super) holder: Option<usize>,
+    /// Snapshots taken for a restore later, by fault.
+    pub(super) snapshots: Vec<(usize, Store)>,
+    /// Restores that wait for a leader.
+    pub(super) restore_pending: Vec<usize>,
 }
 
 fn nanos(d: std::time::Duration) -> u64 {
@@ -53,8 +65,7 @@ impl World {
         let idx = self.reqs.len();
         let blocking = op.blocking();
         self.reqs.push(Req {
-            h,
-            inst,
+            origin: Origin::Kd { h, inst },
             id,
             op,
             agent_epoch: self.hosts[h].agent.epoch,
@@ -72,6 +83,34 @@ impl World {
         self.send_server(idx);
     }
 
+    /// kuutamoctl process `n` makes a call; it goes to the servers, and is not lost.
+    pub(super) fn send_operator(&mut self, n: usize, op: StoreOp) {
+        let idx = self.reqs.len();
+        let blocking = op.blocking();
+        self.reqs.push(Req {
+            origin: Origin::Operator(n),
+            id: 0,
+            op,
+            agent_epoch: 0,
+            resolved: false,
+            result: None,
+            held_since: None,
+        });
+        if !blocking {
+            self.after(nanos(REQUEST_TIMEOUT), Ev::ReqTimeout(idx));
+        }
+        let d = self.net_delay();
+        self.after(d, Ev::ReqAtServer(idx));
+    }
+
+    /// The host whose agent a request goes through (none for the operator's).
+    pub(super) fn req_host(&self, idx: usize) -> Option<usize> {
+        match self.reqs[idx].origin {
+            Origin::Kd { h, .. } => Some(h),
+            Origin::Operator(_) => None,
+        }
+    }
+
     pub(super) fn agent_runs(&self, h: usize) -> bool {
         let host = &self.hosts[h];
         host.agent.up && !host.agent.paused && !host.suspended
@@ -79,7 +118,9 @@ impl World {
 
     /// The agent forwards a request to the servers.
     fn send_server(&mut self, idx: usize) {
-        let h = self.reqs[idx].h;
+        let Some(h) = self.req_host(idx) else {
+            return;
+        };
         if !self.agent_runs(h) {
             self.hosts[h].agent.waiting.push(Ev::ReqAtServer(idx));
             return;
@@ -109,9 +150,11 @@ impl World {
     }
 
     pub(super) fn req_at_server(&mut self, idx: usize) {
-        if self.reqs[idx].agent_epoch != self.hosts[self.reqs[idx].h].agent.epoch {
-            // The agent restarted: its connection to the servers is gone with the request.
-            return;
+        if let Some(h) = self.req_host(idx) {
+            if self.reqs[idx].agent_epoch != self.hosts[h].agent.epoch {
+                // The agent restarted: its connection to the servers is gone with the request.
+                return;
+            }
         }
         if !self.server_up() {
             if self.reqs[idx].held_since.is_none() {
@@ -166,7 +209,10 @@ impl World {
     ///
     /// [`LockStore`]: kuutamod::lock_store::LockStore
     fn apply(&mut self, idx: usize) -> Answer {
-        let h = self.reqs[idx].h;
+        let owner = match self.reqs[idx].origin {
+            Origin::Kd { h, .. } => Owner::Host(h),
+            Origin::Operator(_) => Owner::Outsider,
+        };
         let ttl = nanos(self.timing.ttl);
         let expire_after = match self.reqs[idx].op {
             StoreOp::CreateSession { .. } | StoreOp::Renew { .. } => self.expiry(ttl),
@@ -176,7 +222,7 @@ impl World {
         let op = &self.reqs[idx].op;
         let mut server = Server {
             store: &mut self.consul.store,
-            owner: Owner::Host(h),
+            owner,
             now: self.t,
             expire_after,
         };
@@ -188,6 +234,12 @@ impl World {
         };
         if let Some(s) = session {
             self.schedule_expiry(&s);
+        }
+        if let (StoreOp::Release { value, .. }, Ok(StoreReply::Applied(true))) =
+            (&self.reqs[idx].op, &result)
+        {
+            let value = value.clone();
+            self.handed_over(&value);
         }
         if self.consul.store.index() != before {
             self.store_changed();
@@ -216,7 +268,11 @@ impl World {
     /// The servers answer.
     fn respond(&mut self, idx: usize, res: Answer) {
         self.reqs[idx].result = Some(res);
-        let h = self.reqs[idx].h;
+        let Some(h) = self.req_host(idx) else {
+            let d = self.net_delay();
+            self.after(d, Ev::RespAtAgent(idx));
+            return;
+        };
         if self.hosts[h].agent.partitioned {
             self.hosts[h].agent.cut.push(Ev::RespAtAgent(idx));
             return;
@@ -230,13 +286,14 @@ impl World {
     }
 
     pub(super) fn resp_at_agent(&mut self, idx: usize) {
-        let h = self.reqs[idx].h;
-        if self.reqs[idx].agent_epoch != self.hosts[h].agent.epoch {
-            return;
-        }
-        if !self.agent_runs(h) {
-            self.hosts[h].agent.waiting.push(Ev::RespAtAgent(idx));
-            return;
+        if let Some(h) = self.req_host(idx) {
+            if self.reqs[idx].agent_epoch != self.hosts[h].agent.epoch {
+                return;
+            }
+            if !self.agent_runs(h) {
+                self.hosts[h].agent.waiting.push(Ev::RespAtAgent(idx));
+                return;
+            }
         }
         if self.reqs[idx].resolved {
             return;
@@ -251,15 +308,19 @@ impl World {
     fn resolve_after(&mut self, idx: usize, res: Answer, d: u64) {
         let r = &mut self.reqs[idx];
         r.resolved = true;
-        let (h, inst, id) = (r.h, r.inst, r.id);
-        self.after(
-            d,
-            Ev::ToKd {
+        let id = r.id;
+        let ev = match r.origin {
+            Origin::Kd { h, inst } => Ev::ToKd {
                 h,
                 inst,
                 input: Box::new(Input::Store { id, result: res }),
             },
-        );
+            Origin::Operator(n) => Ev::ToOperator {
+                n,
+                answer: Box::new(res),
+            },
+        };
+        self.after(d, ev);
     }
 
     pub(super) fn resolve(&mut self, idx: usize, res: Answer) {
@@ -334,6 +395,17 @@ impl World {
         for idx in held {
             self.req_at_server(idx);
         }
-        self.operator_resume();
+        for i in std::mem::take(&mut self.consul.restore_pending) {
+            self.consul_restore(i);
+        }
+    }
+
+    /// Answers every waiting blocking query with what it would have returned before now: the
+    /// index it asked about, nothing new.
+    pub(super) fn answer_waiters_unchanged(&mut self) {
+        for idx in std::mem::take(&mut self.consul.waiters) {
+            let r = self.apply(idx);
+            self.respond(idx, r);
+        }
     }
 }

@@ -21,6 +21,15 @@ pub(super) enum Ev {
         inst: u64,
         input: Box<Input>,
     },
+    /// The answer to kuutamoctl process `n`'s call.
+    ToOperator {
+        n: usize,
+        answer: Box<Result<kuutamod::lock_store::StoreReply, kuutamod::lock_store::Failure>>,
+    },
+    /// The operator runs kuutamoctl process `n`'s command again (it could not ask Consul).
+    OperatorRetry(usize),
+    /// The operator runs a command (the restore runbook's `resume`).
+    OperatorRun(Box<super::operator::Command>),
     /// kuutamod's lock memory is written.
     MemorySaved {
         h: usize,
@@ -114,6 +123,9 @@ impl Ev {
             Ev::Liveness => 21,
             Ev::GuardKill { h } => 22 + 32 * *h as u64,
             Ev::WaitOver(_) => 23,
+            Ev::ToOperator { .. } => 24,
+            Ev::OperatorRetry(_) => 25,
+            Ev::OperatorRun(_) => 26,
         }
     }
 }
@@ -196,6 +208,9 @@ impl World {
             Ev::RespAtAgent(id) => self.resp_at_agent(id),
             Ev::ReqTimeout(id) => self.req_timeout(id),
             Ev::WaitOver(id) => self.wait_over(id),
+            Ev::ToOperator { n, answer } => self.operator_answer(n, *answer),
+            Ev::OperatorRetry(n) => self.operator_retry(n),
+            Ev::OperatorRun(command) => self.operator_run(*command),
             Ev::SessionExpire { id, generation } => {
                 let due = self
                     .consul

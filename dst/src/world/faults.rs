@@ -3,24 +3,15 @@
 //! or running again, a host resuming from suspend).
 
 use kuutamod::lock_store::Failure;
-use kuutamod::records::{control_key, Control, Switchover};
 use kuutamod::settings::leader_key;
 use kuutamod::supervisor::conductor::Input;
 
 use super::events::Ev;
+use super::operator::Command;
 use super::{World, ACCOUNT, OUTSIDER_LOCK_DELAY, OUTSIDER_TTL};
-use crate::clock::MS;
+use crate::clock::{MS, S};
 use crate::consul::Owner;
 use crate::schedule::FaultKind;
-
-/// A change of the control record by `kuutamoctl`.
-#[derive(Debug, Clone)]
-pub(super) enum CtlChange {
-    /// `pause` (true) or `resume`.
-    Pause(bool),
-    /// `switchover`.
-    Switchover(Switchover),
-}
 
 impl World {
     pub(super) fn fault_start(&mut self, i: usize) {
@@ -121,21 +112,39 @@ impl World {
                 }
                 self.signal(host, Input::Shutdown);
             }
-            CtlPause { .. } => self.write_control(CtlChange::Pause(true)),
-            CtlSwitchover { to } => {
-                let sw = Switchover {
+            CtlPause { .. } => self.operator_run(Command::Pause(true)),
+            CtlSwitchover { to, wait } => {
+                let to = to.map(|h| self.node_id(h));
+                self.operator_run(Command::Switchover {
+                    to,
+                    wait,
                     id: format!("sw{i}"),
-                    from: self
-                        .consul
-                        .holder
-                        .map(|h| format!("n{h}"))
-                        .unwrap_or_default(),
-                    from_session: None,
-                    to: to.map(|h| format!("n{h}")),
-                    in_window: false,
-                    timeout_ms: 60_000,
-                };
-                self.write_control(CtlChange::Switchover(sw));
+                });
+            }
+            CtlCancel => self.operator_run(Command::Cancel),
+            PriorityChange {
+                host,
+                priority,
+                down,
+            } => {
+                self.hosts[host].priority = priority;
+                if self.hosts[host].kd.is_some() {
+                    self.hosts[host].restart_after_exit = Some(down);
+                }
+                self.signal(host, Input::Shutdown);
+            }
+            NeardBehind { host, heights, .. } => {
+                let lag = heights * self.settings.block_ms.max(20);
+                self.hosts[host].lag_extra = (lag, dur_end);
+            }
+            NeardSyncSpells { host, spell, .. } => {
+                self.hosts[host].spells = Some((self.t, spell * MS, dur_end));
+            }
+            NeardFreeze { host, .. } => self.hosts[host].frozen_until = dur_end,
+            WallStep { host, step, .. } => self.hosts[host].kd_wall_offset_ms += step,
+            ConsulRestore { .. } => {
+                let snapshot = self.consul.store.clone();
+                self.consul.snapshots.push((i, snapshot));
             }
         }
     }
@@ -197,7 +206,23 @@ impl World {
                 }
             }
             HostSuspend { host, .. } => self.host_resume(host),
-            CtlPause { .. } => self.write_control(CtlChange::Pause(false)),
+            CtlPause { .. } => self.operator_run(Command::Pause(false)),
+            NeardFreeze { host, .. } => self.neard_thaw(host),
+            WallStep { host, step, .. } => self.hosts[host].kd_wall_offset_ms -= step,
+            ConsulRestore { .. } => {
+                self.consul_restore(i);
+                // The runbook's last step: a restored pause holds, and the operator resumes
+                // unless a pause is meant to be in force now.
+                let t = self.t / MS;
+                let paused =
+                    self.sched.faults.iter().any(|f| {
+                        matches!(f.kind, CtlPause { .. }) && f.at <= t && t < f.heals_at()
+                    });
+                if !paused {
+                    self.after(S, Ev::OperatorRun(Box::new(Command::Pause(false))));
+                }
+            }
+            PriorityChange { host, .. } if self.hosts[host].kd.is_none() => self.kd_start(host),
             // If kuutamod has not exited yet (it was stopped), systemd's stop goes on; a
             // start that finds it running does nothing.
             Sigterm { host, .. } if self.hosts[host].kd.is_none() => self.kd_start(host),
@@ -211,35 +236,40 @@ impl World {
         }
     }
 
-    /// `kuutamoctl` changes the control record (read, change, check-and-set); while the
-    /// servers cannot apply it, the operator's command waits (and is applied when they can).
-    fn write_control(&mut self, change: CtlChange) {
-        self.pending_control.push(change);
-        self.operator_resume();
-    }
-
-    /// The operator's commands that waited for the servers.
-    pub(super) fn operator_resume(&mut self) {
+    /// A snapshot taken at fault `i`'s start is restored: the KV entries with their indexes,
+    /// the sessions (their timers start again, as after a new Raft leader) and lock-delays as
+    /// they were. Blocking queries woken by the restore are answered with what they would have
+    /// returned before it (Consul 1.8.7 does so); their next query waits for an index past the
+    /// one they saw.
+    pub(super) fn consul_restore(&mut self, i: usize) {
+        let Some(pos) = self.consul.snapshots.iter().position(|(f, _)| *f == i) else {
+            return;
+        };
+        let (_, snapshot) = self.consul.snapshots.swap_remove(pos);
         if !self.server_up() {
+            // A restore needs a leader; the operator does it once there is one.
+            self.consul.snapshots.push((i, snapshot));
+            self.consul.restore_pending.push(i);
             return;
         }
-        for change in std::mem::take(&mut self.pending_control) {
-            let key = control_key(ACCOUNT);
-            let (entry, _) = self.consul.store.get(&key);
-            let index = entry.map_or(0, |e| e.modify_index);
-            let mut c = entry
-                .and_then(|e| Control::parse(&e.value))
-                .unwrap_or_default();
-            match change {
-                CtlChange::Pause(p) => c.paused = p,
-                // kuutamoctl refuses while another request is in flight.
-                CtlChange::Switchover(sw) if c.switchover.is_none() => c.switchover = Some(sw),
-                CtlChange::Switchover(_) => continue,
-            }
-            if self.consul.store.put_cas(&key, &c.to_bytes(), index) {
-                self.store_changed();
-            }
+        self.trace(|| "consul restores a snapshot".to_string());
+        self.answer_waiters_unchanged();
+        self.consul.store.restore(&snapshot);
+        let now = self.t;
+        let mut rng = self.rng.fork(now ^ 0x5e55);
+        self.consul
+            .store
+            .reset_timers(now, |ttl| ttl + rng.below(ttl + 1));
+        let ids: Vec<String> = self
+            .consul
+            .store
+            .sessions()
+            .map(|(i, _)| i.clone())
+            .collect();
+        for id in ids {
+            self.schedule_expiry(&id);
         }
+        self.store_changed();
     }
 
     fn agent_down(&mut self, h: usize) {
@@ -250,12 +280,16 @@ impl World {
         a.cut.clear();
         // Connections to it reset: every open request fails at once.
         let open: Vec<usize> = (0..self.reqs.len())
-            .filter(|i| self.reqs[*i].h == h && !self.reqs[*i].resolved)
+            .filter(|i| self.req_host(*i) == Some(h) && !self.reqs[*i].resolved)
             .collect();
         for idx in open {
             self.resolve(idx, Err(Failure::Failed("connection reset".into())));
         }
-        self.consul.waiters.retain(|id| self.reqs[*id].h != h);
+        let waiters = std::mem::take(&mut self.consul.waiters);
+        self.consul.waiters = waiters
+            .into_iter()
+            .filter(|i| self.req_host(*i) != Some(h))
+            .collect();
     }
 
     fn agent_resume(&mut self, h: usize) {

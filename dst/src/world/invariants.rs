@@ -104,6 +104,11 @@ impl World {
     }
 
     pub(super) fn check_liveness(&mut self) {
+        if self.hosts.iter().all(|h| h.priority == 0) {
+            // The operator gave every node priority 0: no node may take the lock.
+            self.out.no_candidate = true;
+            return;
+        }
         let what = self.liveness().err();
         if what.is_some() && self.max_node_tip > self.net.head().height {
             // A neard of ours has a tip the chain never accepted: the chain model has no fork
@@ -127,6 +132,12 @@ impl World {
 }
 
 impl World {
+    /// A kuutamoctl process ended.
+    pub(super) fn operator_done(&mut self, _outcome: &kuutamod::ctl::Outcome) {}
+
+    /// A release wrote `value` to the lock key.
+    pub(super) fn handed_over(&mut self, _value: &[u8]) {}
+
     /// kuutamod on host `h` reported another process with its node id.
     pub(super) fn id_conflict_seen(&mut self, _h: usize) {}
 

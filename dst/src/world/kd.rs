@@ -40,6 +40,8 @@ pub(super) struct Kd {
     /// A write to the guard's full pipe blocks it (only with [`Mutation::BlockingGuardPipe`]).
     pub(super) blocked: bool,
     pub(super) deferred: Vec<Ev>,
+    /// The fence's state last traced.
+    fence_shown: Option<String>,
 }
 
 impl World {
@@ -137,6 +139,7 @@ impl World {
             wake_gen: 0,
             blocked: false,
             deferred: Vec::new(),
+            fence_shown: None,
         });
         self.trace(|| format!("host {h} kuutamod starts (instance {inst})"));
         self.run_conductor(h, |c, io, now| c.start(now, io));
@@ -198,6 +201,19 @@ impl World {
         };
         let now = self.kd_now(h);
         f(&mut c, &mut Io { w: self, h, inst }, now);
+        if self.settings.trace {
+            let fence = c.machine().fence_status().map(|f| match f {
+                Ok(()) => "open".to_string(),
+                Err(closed) => closed.to_string(),
+            });
+            if let Some(k) = self.hosts[h].kd.as_mut() {
+                if fence.is_some() && fence != k.fence_shown {
+                    k.fence_shown = fence.clone();
+                    let f = fence.unwrap_or_default();
+                    self.trace(|| format!("host {h} fence: {f}"));
+                }
+            }
+        }
         let exited = c.exited();
         let refused = c.refused().is_some();
         let deadline = c.next_deadline();
@@ -289,9 +305,12 @@ impl World {
         );
     }
 
-    /// The node id of host `h`.
+    /// The node id of host `h` (host 0's for the host configured with it by mistake).
     pub(super) fn node_id(&self, h: usize) -> String {
-        format!("n{h}")
+        match self.sched.scenario.same_id {
+            Some(s) if s == h => "n0".to_string(),
+            _ => format!("n{h}"),
+        }
     }
 }
 
@@ -464,7 +483,11 @@ impl Host for Io<'_> {
         Ok(())
     }
 
-    fn hook(&mut self, _old: State, _new: State) {}
+    fn hook(&mut self, old: State, new: State) {
+        let h = self.h;
+        self.w
+            .trace(|| format!("host {h} state {} -> {}", old.name(), new.name()));
+    }
 
     fn report(&mut self, report: Report) {
         self.w.kd_report(self.h, report);

@@ -34,14 +34,28 @@ pub fn liveness_bound_ms(sched: &Schedule, timers: &Timers) -> u64 {
         + backoff
         + 2000
         + if foreign { OUTSIDER_LOCK_DELAY / MS } else { 0 }
-        + if sched.scenario.stall {
+        + if sched.scenario.stall || wall_ahead(sched) {
             stall_outrun_ms(timers)
         } else {
             0
         }
 }
 
-/// In a chain stalled for want of our stake, a new leader that inherits a stale horizon waits
+/// Whether a kuutamod's wall clock may be ahead of the block producers' by more than the
+/// fence's skew: then its fence cannot use the "caught up" rule (a block never looks produced
+/// after the old leader stopped), and waits for its target to outrun the old leader's, as in a
+/// stalled chain (docs/failover.md, "What this does not cover": the safe direction).
+fn wall_ahead(sched: &Schedule) -> bool {
+    let skew = i64::try_from(kuutamod::fence::WALL_SKEW.as_millis()).unwrap_or(i64::MAX);
+    sched.scenario.kd_wall_ms.iter().any(|w| *w > skew)
+        || sched
+            .faults
+            .iter()
+            .any(|f| matches!(f.kind, FaultKind::WallStep { step, .. } if step > skew))
+}
+
+/// In a chain stalled for want of our stake (or with a wall clock that cannot tell a block
+/// produced after the old leader stopped), a new leader that inherits a stale horizon waits
 /// until its own target outruns everything the old leader could have signed: one target per
 /// `min_block_production_delay` over the horizon's staleness, plus one, reached by skips that
 /// come one per `max_block_wait_delay` in a long stall. The staleness is at most the TTL after

@@ -29,6 +29,7 @@
 //!   timer, its death (which takes neard along).
 //! - `neard`: neard's processes, their consensus client and the chain they talk to.
 //! - `faults`: applying and healing the schedule's faults.
+//! - `operator`: `kuutamoctl` at the schedule's moments, running kuutamod's own [`kuutamod::ctl`].
 
 mod delivery;
 mod events;
@@ -39,6 +40,7 @@ mod kd;
 mod liveness;
 mod mutation;
 mod neard;
+mod operator;
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -147,6 +149,9 @@ pub struct Outcome {
     /// Liveness was not reached because the chain model has no fork choice (see
     /// `docs/dst.md`): not a violation.
     pub model_stall: bool,
+    /// Liveness was not judged because every node had priority 0 at the end (the operator's
+    /// choice, by `priority` changes).
+    pub no_candidate: bool,
     /// The run ended before the liveness bound: liveness held without a break for the
     /// quiescence window after the last fault healed.
     pub quiesced: bool,
@@ -185,6 +190,11 @@ struct Host {
     agent: Agent,
     hang_until: u64,
     syncing_until: u64,
+    /// Syncing spells: since when, how long each spell (and each in-sync time between), until
+    /// when (true time, ns).
+    spells: Option<(u64, u64, u64)>,
+    /// neard's head is frozen until then.
+    frozen_until: u64,
     reload_mode: Option<(ReloadMode, u64)>,
     lag_extra: (u64, u64),
     slow_stop_until: u64,
@@ -209,8 +219,10 @@ pub struct World {
     /// Our account's lock key.
     lock_key: String,
     reqs: Vec<Req>,
-    /// `kuutamoctl` changes of the control record waiting for the servers.
-    pending_control: Vec<faults::CtlChange>,
+    /// The operator's kuutamoctl processes.
+    operators: Vec<operator::Operator>,
+    /// `pause` and `resume` commands waiting for the one before them to end.
+    operator_queue: Vec<operator::Command>,
     net: Network,
     base: std::time::Instant,
     timers: Timers,
@@ -270,7 +282,7 @@ impl World {
                 kd_stopped: false,
                 group_stopped: false,
                 priority: sc.priority[h],
-                kd_wall_offset_ms: 0,
+                kd_wall_offset_ms: sc.kd_wall_ms[h],
                 restart_after_exit: None,
                 guard: None,
                 neard: None,
@@ -284,6 +296,8 @@ impl World {
                 },
                 hang_until: 0,
                 syncing_until: 0,
+                spells: None,
+                frozen_until: 0,
                 reload_mode: None,
                 lag_extra: (0, 0),
                 slow_stop_until: 0,
@@ -313,10 +327,13 @@ impl World {
                 lossy: (0, 0),
                 foreign: None,
                 holder: None,
+                snapshots: Vec::new(),
+                restore_pending: Vec::new(),
             },
             lock_key: kuutamod::settings::leader_key(ACCOUNT),
             reqs: Vec::new(),
-            pending_control: Vec::new(),
+            operators: Vec::new(),
+            operator_queue: Vec::new(),
             net,
             base,
             timers,

@@ -48,7 +48,30 @@ impl World {
 
     pub(super) fn neard_syncing(&self, h: usize) -> bool {
         let host = &self.hosts[h];
-        host.syncing_until > self.t || !host.neard.as_ref().is_some_and(|n| n.joined)
+        let spell = host.spells.is_some_and(|(since, len, until)| {
+            self.t < until && ((self.t - since) / len.max(1)) % 2 == 0
+        });
+        host.syncing_until > self.t || spell || !host.neard.as_ref().is_some_and(|n| n.joined)
+    }
+
+    /// Whether neard's head is frozen now (it takes in nothing and signs nothing).
+    fn neard_frozen(&self, h: usize) -> bool {
+        self.hosts[h].frozen_until > self.t
+    }
+
+    /// A frozen neard runs again: it catches up with the chain.
+    pub(super) fn neard_thaw(&mut self, h: usize) {
+        let Some(pid) = self.hosts[h]
+            .neard
+            .as_ref()
+            .filter(|n| n.alive && n.rpc_up)
+            .map(|n| n.pid)
+        else {
+            return;
+        };
+        if !self.hosts[h].suspended {
+            self.neard_hello(h, pid);
+        }
     }
 
     /// The guard of generation `parent` starts neard in `role` (it runs no other neard);
@@ -148,6 +171,11 @@ impl World {
             self.hosts[h].frozen.push(Ev::NeardStep { h, pid });
             return;
         }
+        if self.neard_frozen(h) {
+            let step = self.timers.doomslug_step_period.as_nanos() as u64;
+            self.after(step, Ev::NeardStep { h, pid });
+            return;
+        }
         let key = self.signing_key(h);
         let now = self.instant();
         let ms = self.hosts[h].clock.wall_ms(self.t);
@@ -209,7 +237,7 @@ impl World {
         {
             return;
         }
-        if self.hosts[h].suspended {
+        if self.hosts[h].suspended || self.neard_frozen(h) {
             if let Some(n) = self.neard_mut(h, pid) {
                 n.rejoin = true;
             }
