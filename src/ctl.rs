@@ -627,7 +627,19 @@ impl Ctl {
             .map(|n| n.node_id.as_str())
             .collect::<Vec<_>>()
             .join(", ");
-        // The target is chosen now, never by the node that validates afterwards.
+        // The target is chosen now, never by the node that validates afterwards (the
+        // simulation's mutation restores the old way: no target unless one is named).
+        if self.mutations.on(|m| m.switchover_without_identity) && req.to.is_none() {
+            let request = Switchover {
+                id: req.id.clone(),
+                from: old,
+                from_session: Some(session),
+                to: None,
+                in_window: req.in_window,
+                timeout_ms: u64::try_from(req.timeout.as_millis()).unwrap_or(u64::MAX),
+            };
+            return self.write_request(request, req.wait.then_some(req.timeout));
+        }
         let target = match &req.to {
             Some(t) if !ready.iter().any(|n| &n.node_id == t) => {
                 return Step::Done(Outcome::no(format!(
@@ -651,6 +663,11 @@ impl Ctl {
             in_window: req.in_window,
             timeout_ms: u64::try_from(req.timeout.as_millis()).unwrap_or(u64::MAX),
         };
+        self.write_request(request, req.wait.then_some(req.timeout))
+    }
+
+    /// Writes the switchover request into the control record.
+    fn write_request(&mut self, request: Switchover, wait: Option<Duration>) -> Step {
         let mut update = Update::new(Change::Request(request.clone()));
         let Updated::Ask(op) = update.read(&self.account) else {
             return Step::Done(Outcome::error("no tries"));
@@ -658,7 +675,7 @@ impl Ctl {
         self.state = State::Write {
             update,
             request,
-            wait: req.wait.then_some(req.timeout),
+            wait,
         };
         Step::Ask(op)
     }

@@ -112,6 +112,9 @@ pub struct FenceParams {
     pub heartbeat_staleness: Duration,
     /// The TTL: a heartbeat's writer stopped signing within this after sending it.
     pub ttl: Duration,
+    /// The deterministic simulation's mutation (`Mutations::caught_up_any_tip`): the "caught
+    /// up" rule trusts any tip and any wall clock, as it did before. Always false otherwise.
+    pub trust_any_tip: bool,
 }
 
 /// The fence of one promotion.
@@ -327,8 +330,9 @@ impl Fence {
         let fence_wall = own
             .wall_ms
             .saturating_sub(millis(now.saturating_duration_since(fenced_by)));
-        let after_fence = own.wall_trusted
-            && own.arrived_after.is_some_and(|a| a >= fenced_by)
+        let trusted = params.trust_any_tip
+            || (own.wall_trusted && own.arrived_after.is_some_and(|a| a >= fenced_by));
+        let after_fence = trusted
             && own
                 .tip_ms
                 .is_some_and(|tip| tip >= fence_wall + millis(WALL_SKEW));

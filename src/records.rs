@@ -197,15 +197,16 @@ pub struct OwnId {
 }
 
 impl OwnId {
-    /// The record under our node id as the watch read it, with our `instance`. Another
-    /// instance's record before we saw our own is our previous run's; after it, another
-    /// process writes our node id.
-    pub fn observe(&mut self, record: &NodeRecord, instance: &str) -> Option<&str> {
+    /// The record under our node id as the watch read it, with our `instance` and `hostname`.
+    /// Another instance's record before we saw our own is our previous run's; after it,
+    /// another process writes our node id, unless it names our own host (our previous run's
+    /// record brought back, by a snapshot restore).
+    pub fn observe(&mut self, record: &NodeRecord, instance: &str, hostname: &str) -> Option<&str> {
         if record.instance.as_deref() == Some(instance) {
             self.seen_ours = true;
             return None;
         }
-        if self.seen_ours && self.conflict.is_none() {
+        if self.seen_ours && self.conflict.is_none() && record.hostname != hostname {
             self.conflict = Some(record.hostname.clone());
             return self.conflict.as_deref();
         }
@@ -240,11 +241,13 @@ mod tests {
             ..NodeRecord::default()
         };
         // Our previous run's record, then ours: no conflict.
-        assert_eq!(own.observe(&rec("old", "a"), "me"), None);
-        assert_eq!(own.observe(&rec("me", "a"), "me"), None);
-        // Then another process's: a conflict, named once.
-        assert_eq!(own.observe(&rec("other", "b"), "me"), Some("b"));
-        assert_eq!(own.observe(&rec("other", "b"), "me"), None);
+        assert_eq!(own.observe(&rec("old", "a"), "me", "a"), None);
+        assert_eq!(own.observe(&rec("me", "a"), "me", "a"), None);
+        // Our previous run's record again (a snapshot restore brought it back): no conflict.
+        assert_eq!(own.observe(&rec("old", "a"), "me", "a"), None);
+        // Then another process's on another host: a conflict, named once.
+        assert_eq!(own.observe(&rec("other", "b"), "me", "a"), Some("b"));
+        assert_eq!(own.observe(&rec("other", "b"), "me", "a"), None);
         assert_eq!(own.conflict.as_deref(), Some("b"));
     }
 

@@ -24,6 +24,7 @@ const P: FenceParams = FenceParams {
     delays: BlockDelays::NEARD,
     heartbeat_staleness: Duration::from_secs(31),
     ttl: Duration::from_secs(30),
+    trust_any_tip: false,
 };
 
 fn exact(head: u64, target: u64) -> Horizon {

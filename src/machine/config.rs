@@ -69,6 +69,22 @@ pub struct Mutations {
     /// named successor does not take its lock in a paused cluster: a pause that races a
     /// switchover leaves a released lock nobody may take.
     pub pause_during_switchover: bool,
+    /// The fence's "caught up" rule trusts any tip and any wall clock: a tip that arrived
+    /// before the old leader was fenced, a wall clock behind the chain's.
+    pub caught_up_any_tip: bool,
+    /// A release does not wait for the verdict of a heartbeat on its way, and a node that does
+    /// not lead gives its own key back only while its neard is in sync and its guard runs.
+    pub release_races_heartbeat: bool,
+    /// A switchover without identity: every node that validates acts on the request (not only
+    /// the one it names), and kuutamoctl names no target (the leader picks one).
+    pub switchover_without_identity: bool,
+    /// A poll without `/metrics` forgets the reload counter neard showed before: a hot swap
+    /// started right after one cannot be confirmed.
+    pub forget_reload_counter: bool,
+    /// Blind after a snapshot restore: a rewind does not make a node give its own key back
+    /// again at an index it tried, a refused give-back or acquisition does not read the key
+    /// afresh, and a refused acquisition is tried again at once.
+    pub blind_after_restore: bool,
 }
 
 impl Mutations {

@@ -232,7 +232,9 @@ impl Machine {
             }
             Event::AcquireRejected => {
                 if let Some((plan, _)) = self.acquiring.take() {
-                    self.acquire_refused = Some((plan.expected_index, now, false));
+                    if !self.cfg.mutations.on(|m| m.blind_after_restore) {
+                        self.acquire_refused = Some((plan.expected_index, now, false));
+                    }
                 }
             }
             Event::AcquireFailed => self.acquiring = None,
@@ -394,7 +396,7 @@ impl Machine {
         // this neard last showed (it only grows), so that a hot swap started right after a
         // poll without `/metrics` can still be confirmed.
         let mut poll = poll;
-        if poll.reloads.is_none() {
+        if poll.reloads.is_none() && !self.cfg.mutations.on(|m| m.forget_reload_counter) {
             poll.reloads = up.poll.and_then(|p| p.reloads);
         }
         up.poll = Some(poll);
@@ -442,7 +444,9 @@ impl Machine {
                 // back, or was told the key had moved on, may name another state now (a
                 // restore brings back old indexes). A key under our session is given back
                 // again.
-                self.released_own = None;
+                if !self.cfg.mutations.on(|m| m.blind_after_restore) {
+                    self.released_own = None;
+                }
                 out.push(Command::ConsulRewound {
                     seen: (record.term, record.seq, key.index),
                     remembered: m,

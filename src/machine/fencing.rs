@@ -422,7 +422,10 @@ impl Machine {
                     // A heartbeat on its way would move the key past the index the release
                     // checks (and the release would be refused): its verdict first, for a
                     // while (a refused release is retried with the value unchanged).
-                    (Some(_), Some(lease)) if lease.in_flight() && now < r.beat_wait_until => {}
+                    (Some(_), Some(lease))
+                        if lease.in_flight()
+                            && now < r.beat_wait_until
+                            && !self.cfg.mutations.on(|m| m.release_races_heartbeat) => {}
                     (Some(session), Some(lease)) => {
                         out.push(Command::Release {
                             session,

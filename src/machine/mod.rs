@@ -304,6 +304,7 @@ impl Machine {
             delays: self.cfg.block_delays,
             heartbeat_staleness: self.cfg.timing.ttl + STATUS_FAIL_AFTER + STATUS_TIMEOUT,
             ttl: self.cfg.timing.ttl,
+            trust_any_tip: self.cfg.mutations.on(|m| m.caught_up_any_tip),
         }
     }
 

@@ -107,7 +107,10 @@ impl Machine {
         // Our own session on the key while we do not lead (a release refused because a
         // heartbeat landed first, an acquisition whose answer was lost): give it back whatever
         // our neard's state, or it holds the lock until someone destroys our session.
-        if !self.cfg.mutations.on(|m| m.keep_lock_after_step_down)
+        if !self
+            .cfg
+            .mutations
+            .on(|m| m.keep_lock_after_step_down || m.release_races_heartbeat)
             && self
                 .observer
                 .key()
@@ -283,7 +286,11 @@ impl Machine {
                 // Refused at this index: the key moved on, and the watch shows where, unless
                 // the store was rewound under it (after a snapshot restore a blocking query
                 // sees nothing until the index passes the one it had): read it afresh, once.
-                if retry.is_none() && self.reread_own != Some(index) && !self.reading {
+                if retry.is_none()
+                    && self.reread_own != Some(index)
+                    && !self.reading
+                    && !self.cfg.mutations.on(|m| m.blind_after_restore)
+                {
                     self.reread_own = Some(index);
                     self.reading = true;
                     out.push(Command::ReadKey);
@@ -324,11 +331,12 @@ impl Machine {
         }
         let me = self.cfg.node_id.clone();
         let to = sw.to.clone().unwrap_or_default();
-        let ours = sw.from == me
-            && sw
-                .from_session
-                .as_deref()
-                .is_none_or(|s| Some(s) == self.session());
+        let ours = self.cfg.mutations.on(|m| m.switchover_without_identity)
+            || (sw.from == me
+                && sw
+                    .from_session
+                    .as_deref()
+                    .is_none_or(|s| Some(s) == self.session()));
         let expired =
             sw.timeout_ms > 0 && self.now >= first_seen + Duration::from_millis(sw.timeout_ms);
         let handled = self.handled_switchover.as_deref() == Some(sw.id.as_str());

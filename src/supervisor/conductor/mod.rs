@@ -85,8 +85,15 @@ pub struct Settings {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ConductorMutations {
     /// Each status record is written by a request of its own, as soon as it is made, with no
-    /// retry: two writes in flight may land in either order (the bug fixed in 4d88641).
+    /// retry, and a stale record of ours in Consul is left as it is: two writes in flight may
+    /// land in either order (the bug fixed in 4d88641).
     pub records_overtake: bool,
+    /// `/metrics` is read at most every [`METRICS_INTERVAL`], also for a neard just started:
+    /// a hot swap right after its first poll cannot be confirmed.
+    pub metrics_once_per_interval: bool,
+    /// Peers' status records are judged by their writers' wall clocks
+    /// ([`NodeRecord::is_fresh`]): a record more than six minutes old by our clock is dropped.
+    pub peers_by_wall_clock: bool,
 }
 
 /// Where the conductor is in its life.
@@ -152,7 +159,13 @@ impl Conductor {
             next_id: 0,
             pending: Vec::new(),
             key_watch: KeyWatch::new(crate::settings::leader_key(&account), now.boot),
-            cluster: ClusterWatch::new(&account, &node_id, &settings.instance, now.boot),
+            cluster: ClusterWatch::new(
+                &account,
+                &node_id,
+                &settings.instance,
+                &settings.machine.hostname,
+                now.boot,
+            ),
             poller: Poller::new(now.boot),
             records: RecordWriter::new(crate::records::node_key(&account, &node_id)),
             memory: MemoryKeeper::default(),
@@ -220,6 +233,21 @@ impl Conductor {
     /// The machine.
     pub fn machine(&self) -> &Machine {
         &self.machine
+    }
+
+    /// Whether the start's checks passed and the machine runs.
+    pub fn running(&self) -> bool {
+        self.life == Life::Running && !self.machine.exited()
+    }
+
+    /// The status record this node published last, if any.
+    pub fn last_record(&self) -> Option<&NodeRecord> {
+        self.records.newest()
+    }
+
+    /// Whether no status record is waiting to be written or being written.
+    pub fn records_idle(&self) -> bool {
+        self.records.flushed()
     }
 
     /// The neard kuutamod runs now (its pid), if any.
@@ -457,6 +485,7 @@ impl Conductor {
                 let record = self.node_record(facts);
                 if self.mutations.records_overtake {
                     // The old way: a write of its own for every record, at once.
+                    self.records.published(record.clone());
                     let key = self.records.key().to_string();
                     self.request(
                         StoreOp::Put {

@@ -1,5 +1,5 @@
 //! neard's poller: `/status` at the rate the machine asks for, one read at a time; `/metrics`
-//! with it when the machine asks, and at least every
+//! with it when the machine asks, with the first poll of every new neard, and at least every
 //! [`METRICS_INTERVAL`](super::METRICS_INTERVAL) for our account's production; a change of
 //! neard's version as an event of its own. A new neard, or a new rate, is polled at once
 //! (after the read in flight). A poll of a neard that is no longer the current one is
@@ -58,6 +58,13 @@ impl Poller {
     /// poll at once at that rate.
     pub(super) fn set_polling(&mut self, polling: Polling) {
         self.polling = polling;
+        self.target_changed();
+    }
+
+    /// A new neard: its first poll reads `/metrics` too (its reload counter, which a hot
+    /// swap needs, is its own), and comes at once (after the read in flight).
+    pub(super) fn new_neard(&mut self) {
+        self.metrics_at = None;
         self.target_changed();
     }
 

@@ -113,7 +113,11 @@ impl Conductor {
                         self.neard_starts += 1;
                         log::info!("started neard as {role:?} (pid {pid}, order {wanted})");
                         self.neard = Some(pid);
-                        self.poller.target_changed();
+                        if self.mutations.metrics_once_per_interval {
+                            self.poller.target_changed();
+                        } else {
+                            self.poller.new_neard();
+                        }
                         Some(Event::NeardSpawned { pid, role })
                     }
                     Err(e) => {

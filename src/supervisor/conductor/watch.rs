@@ -73,18 +73,26 @@ pub(super) struct ClusterWatch {
     control_key: String,
     node_id: String,
     instance: String,
+    hostname: String,
     own: OwnId,
     index: u64,
     next: Next,
 }
 
 impl ClusterWatch {
-    pub(super) fn new(account: &str, node_id: &str, instance: &str, now: Instant) -> ClusterWatch {
+    pub(super) fn new(
+        account: &str,
+        node_id: &str,
+        instance: &str,
+        hostname: &str,
+        now: Instant,
+    ) -> ClusterWatch {
         ClusterWatch {
             prefix: prefix(account),
             control_key: control_key(account),
             node_id: node_id.to_string(),
             instance: instance.to_string(),
+            hostname: hostname.to_string(),
             own: OwnId::default(),
             index: 0,
             next: Next::At(now),
@@ -185,13 +193,27 @@ impl Conductor {
                 w.index = if new_index < w.index { 0 } else { new_index };
                 let mut control = Control::default();
                 let mut peers = Vec::new();
+                let heal = !self.mutations.records_overtake;
                 for e in &entries {
                     if e.key == w.control_key {
                         control = Control::parse(&e.bytes()).unwrap_or_default();
                     } else if let Some(r) = NodeRecord::parse(&e.bytes()) {
                         if r.node_id != w.node_id {
-                            peers.push(r);
-                        } else if let Some(other) = w.own.observe(&r, &w.instance) {
+                            // (The simulation's mutation: judged by the writer's wall clock.)
+                            if !self.mutations.peers_by_wall_clock || r.is_fresh(self.now.wall_ms) {
+                                peers.push(r);
+                            }
+                            continue;
+                        }
+                        // Ours, or our host's previous run's: Consul must show the newest
+                        // record we wrote (a write that timed out may land after a newer one;
+                        // a snapshot restore brings an old one back).
+                        let mine = r.instance.as_deref() == Some(w.instance.as_str())
+                            || r.hostname == w.hostname;
+                        if mine && heal {
+                            self.records.stored(&r);
+                        }
+                        if let Some(other) = w.own.observe(&r, &w.instance, &w.hostname) {
                             log::error!(
                                 "another kuutamod process (host {other}, instance {}) writes the status record of node id {}: \
                                  two hosts run with KUUTAMO_NODE_ID={}; give every host its own node id",

@@ -4,7 +4,10 @@
 //!   writes of one key in flight at once may reach the store in either order, and the older
 //!   one landing last would show a stale record (a ready standby shown not ready, so
 //!   `kuutamoctl switchover` refuses it) until the next change. A failed write is retried every
-//!   [`WATCH_RETRY`] with the newest record.
+//!   [`WATCH_RETRY`] with the newest record. A write that timed out may still land after a
+//!   newer one, and a snapshot restore brings an old record back: whenever the cluster watch
+//!   shows a record of ours that is not the newest and no write is under way, the newest is
+//!   written again.
 //! - the lock memory in the state directory (an fsync may take a while), the newest last.
 //! - the end of a switchover in the control record: the request replaced by its outcome with
 //!   check-and-set, retried while the record changes under it (a `pause`, another node),
@@ -52,6 +55,27 @@ impl RecordWriter {
     pub(super) fn publish(&mut self, record: NodeRecord) {
         self.newest = Some(record);
         self.dirty = true;
+    }
+
+    /// A record written by other means (the old writer of [`super::ConductorMutations`]).
+    pub(super) fn published(&mut self, record: NodeRecord) {
+        self.newest = Some(record);
+    }
+
+    /// Consul shows `stored` as our record: if the writer is idle and it is not the newest
+    /// record, the newest is written again.
+    pub(super) fn stored(&mut self, stored: &NodeRecord) {
+        if self.writing || self.dirty || self.retry_at.is_some() {
+            return;
+        }
+        if self.newest.as_ref().is_some_and(|n| n != stored) {
+            self.dirty = true;
+        }
+    }
+
+    /// The newest record.
+    pub(super) fn newest(&self) -> Option<&NodeRecord> {
+        self.newest.as_ref()
     }
 
     /// The write to start now, if any.
