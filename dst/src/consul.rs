@@ -259,6 +259,11 @@ impl Store {
         due
     }
 
+    /// Until when `key` is in lock-delay (0: it is not).
+    pub fn lock_delay(&self, key: &str) -> u64 {
+        self.lock_delay_until.get(key).copied().unwrap_or(0)
+    }
+
     /// The earliest session expiry, if any.
     pub fn next_expiry(&self) -> Option<u64> {
         self.sessions.values().map(|s| s.expires).min()

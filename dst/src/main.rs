@@ -160,6 +160,10 @@ fn print_summary(s: &Summary, from: u64, to: u64, m: Mutation, threads: usize) {
         s.max_recovery_ms
     );
     println!(
+        "longest time a node was ready while nothing was signed: {} ms",
+        s.max_unsigned_ms
+    );
+    println!(
         "ended early, live for the quiescence window: {}",
         s.quiesced
     );

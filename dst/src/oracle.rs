@@ -57,6 +57,42 @@ pub enum Violation {
         /// What was seen.
         what: String,
     },
+    /// A node was ready to take over for longer than the liveness bound, and our account
+    /// signed nothing meanwhile.
+    Unsigned {
+        /// True time (ms).
+        at_ms: u64,
+        /// What was seen.
+        what: String,
+    },
+    /// A switchover did not do what was asked, or `kuutamoctl switchover --wait` reported
+    /// what did not happen.
+    Switchover {
+        /// True time (ms).
+        at_ms: u64,
+        /// What was seen.
+        what: String,
+    },
+    /// After the faults healed, a node's status record in Consul is not the one it last
+    /// published (`kuutamoctl status` shows a stale node).
+    StaleStatus {
+        /// True time (ms).
+        at_ms: u64,
+        /// What was seen.
+        what: String,
+    },
+    /// A hot swap on a healthy neard fell back to a restart.
+    Fallback {
+        /// True time (ms).
+        at_ms: u64,
+        /// The host.
+        host: usize,
+    },
+    /// Two hosts ran with one node id and neither said so.
+    SilentIdConflict {
+        /// True time (ms).
+        at_ms: u64,
+    },
     /// The decision code or the simulation panicked.
     Panic(String),
 }
@@ -69,13 +105,26 @@ impl Violation {
             Violation::TwoHolders { .. } => "two-holders",
             Violation::StaleHolder { .. } => "stale-holder",
             Violation::Liveness { .. } => "liveness",
+            Violation::Unsigned { .. } => "unsigned",
+            Violation::Switchover { .. } => "switchover",
+            Violation::StaleStatus { .. } => "stale-status",
+            Violation::Fallback { .. } => "fallback",
+            Violation::SilentIdConflict { .. } => "silent-id-conflict",
             Violation::Panic(_) => "panic",
         }
     }
 
-    /// Whether it is a safety violation (everything but liveness).
+    /// Whether it is a safety violation: two signers, conflicting signatures, a key without
+    /// the lock, or a panic (the others are what an operator sees missing: a validator, a
+    /// switchover as asked, a current status).
     pub fn is_safety(&self) -> bool {
-        !matches!(self, Violation::Liveness { .. })
+        matches!(
+            self,
+            Violation::Conflict { .. }
+                | Violation::TwoHolders { .. }
+                | Violation::StaleHolder { .. }
+                | Violation::Panic(_)
+        )
     }
 }
 
@@ -98,6 +147,21 @@ impl fmt::Display for Violation {
                 last_lock_ms.map_or("never".to_string(), |t| format!("{t}ms"))
             ),
             Violation::Liveness { at_ms, what } => write!(f, "t={at_ms}ms liveness: {what}"),
+            Violation::Unsigned { at_ms, what } => {
+                write!(f, "t={at_ms}ms a node ready, nobody signing: {what}")
+            }
+            Violation::Switchover { at_ms, what } => write!(f, "t={at_ms}ms switchover: {what}"),
+            Violation::StaleStatus { at_ms, what } => {
+                write!(f, "t={at_ms}ms stale status record: {what}")
+            }
+            Violation::Fallback { at_ms, host } => write!(
+                f,
+                "t={at_ms}ms host {host}'s hot swap fell back to a restart on a healthy neard"
+            ),
+            Violation::SilentIdConflict { at_ms } => write!(
+                f,
+                "t={at_ms}ms two hosts run with one node id and neither reports it"
+            ),
             Violation::Panic(p) => write!(f, "panic: {p}"),
         }
     }

@@ -54,6 +54,8 @@ pub struct Summary {
     pub model_stalls: u64,
     /// Runs whose liveness was not judged because every node had priority 0 at the end.
     pub no_candidates: u64,
+    /// The longest time a node was ready while our account signed nothing (ms).
+    pub max_unsigned_ms: u64,
     /// Runs that ended before their liveness bound, liveness having held for the quiescence
     /// window after the last fault.
     pub quiesced: u64,
@@ -109,6 +111,7 @@ pub fn run_range(from: u64, to: u64, settings: Settings, how: &How) -> Summary {
                     local.max_recovery_ms = local.max_recovery_ms.max(o.recovery_ms.unwrap_or(0));
                     local.model_stalls += u64::from(o.model_stall);
                     local.no_candidates += u64::from(o.no_candidate);
+                    local.max_unsigned_ms = local.max_unsigned_ms.max(o.max_unsigned_ms);
                     local.quiesced += u64::from(o.quiesced);
                     // A liveness violation counts for a mutation only where the daemon as
                     // it is passes the same schedule.
@@ -141,6 +144,7 @@ pub fn run_range(from: u64, to: u64, settings: Settings, how: &How) -> Summary {
                 t.failed += local.failed;
                 t.model_stalls += local.model_stalls;
                 t.no_candidates += local.no_candidates;
+                t.max_unsigned_ms = t.max_unsigned_ms.max(local.max_unsigned_ms);
                 t.quiesced += local.quiesced;
                 t.max_recovery_ms = t.max_recovery_ms.max(local.max_recovery_ms);
                 t.failures.extend(local.failures);

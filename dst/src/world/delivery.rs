@@ -361,6 +361,14 @@ impl World {
             }
             self.consul.holder = holder;
         }
+        let (control, _) = self.consul.store.get(&self.control_key);
+        let index = control.map_or(0, |e| e.modify_index);
+        if index != self.control_index {
+            self.control_index = index;
+            self.paused = control
+                .and_then(|e| kuutamod::records::Control::parse(&e.value))
+                .is_some_and(|c| c.paused);
+        }
         let waiters = std::mem::take(&mut self.consul.waiters);
         for idx in waiters {
             if self.waits(&self.reqs[idx].op) {

@@ -104,6 +104,10 @@ impl World {
     }
 
     pub(super) fn check_liveness(&mut self) {
+        self.check_status_records();
+        if self.out.violation.is_some() {
+            return;
+        }
         if self.hosts.iter().all(|h| h.priority == 0) {
             // The operator gave every node priority 0: no node may take the lock.
             self.out.no_candidate = true;
@@ -129,18 +133,4 @@ impl World {
             });
         }
     }
-}
-
-impl World {
-    /// A kuutamoctl process ended.
-    pub(super) fn operator_done(&mut self, _outcome: &kuutamod::ctl::Outcome) {}
-
-    /// A release wrote `value` to the lock key.
-    pub(super) fn handed_over(&mut self, _value: &[u8]) {}
-
-    /// kuutamod on host `h` reported another process with its node id.
-    pub(super) fn id_conflict_seen(&mut self, _h: usize) {}
-
-    /// kuutamod on host `h` fell back from a hot swap to a restart.
-    pub(super) fn fallback_seen(&mut self, _h: usize, _reason: &'static str) {}
 }

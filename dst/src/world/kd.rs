@@ -44,6 +44,18 @@ pub(super) struct Kd {
     fence_shown: Option<String>,
 }
 
+impl Kd {
+    /// kuutamod's supervisor, when it is not running (it is taken out while it runs).
+    pub(super) fn conductor(&self) -> Option<&Conductor> {
+        self.conductor.as_deref()
+    }
+
+    /// Its machine.
+    pub(super) fn machine(&self) -> Option<&kuutamod::machine::Machine> {
+        self.conductor().map(Conductor::machine)
+    }
+}
+
 impl World {
     /// kuutamod's clock for deadlines: `CLOCK_BOOTTIME` (or `CLOCK_MONOTONIC` under the
     /// mutation that puts them back there).

@@ -34,24 +34,26 @@ pub fn liveness_bound_ms(sched: &Schedule, timers: &Timers) -> u64 {
         + backoff
         + 2000
         + if foreign { OUTSIDER_LOCK_DELAY / MS } else { 0 }
-        + if sched.scenario.stall || wall_ahead(sched) {
+        + if sched.scenario.stall || wall_off(sched) {
             stall_outrun_ms(timers)
         } else {
             0
         }
 }
 
-/// Whether a kuutamod's wall clock may be ahead of the block producers' by more than the
-/// fence's skew: then its fence cannot use the "caught up" rule (a block never looks produced
-/// after the old leader stopped), and waits for its target to outrun the old leader's, as in a
-/// stalled chain (docs/failover.md, "What this does not cover": the safe direction).
-fn wall_ahead(sched: &Schedule) -> bool {
-    let skew = i64::try_from(kuutamod::fence::WALL_SKEW.as_millis()).unwrap_or(i64::MAX);
-    sched.scenario.kd_wall_ms.iter().any(|w| *w > skew)
+/// Whether a kuutamod's wall clock may be off the block producers' by more than the fence's
+/// skew: then its fence cannot use the "caught up" rule (ahead, a block never looks produced
+/// after the old leader stopped; behind, blocks from its future make it distrust its clock),
+/// and waits for its target to outrun the old leader's, as in a stalled chain
+/// (docs/failover.md, Lemma 3 and "What this does not cover").
+fn wall_off(sched: &Schedule) -> bool {
+    let skew = kuutamod::fence::WALL_SKEW.as_millis();
+    let off = |w: i64| u128::from(w.unsigned_abs()) > skew;
+    sched.scenario.kd_wall_ms.iter().any(|w| off(*w))
         || sched
             .faults
             .iter()
-            .any(|f| matches!(f.kind, FaultKind::WallStep { step, .. } if step > skew))
+            .any(|f| matches!(f.kind, FaultKind::WallStep { step, .. } if off(step)))
 }
 
 /// In a chain stalled for want of our stake (or with a wall clock that cannot tell a block
@@ -67,4 +69,27 @@ fn stall_outrun_ms(timers: &Timers) -> u64 {
     let stale = ms(timing().ttl + STATUS_FAIL_AFTER + STATUS_TIMEOUT);
     let targets = stale.div_ceil(ms(timers.min_block_production_delay).max(1)) + 2;
     targets * ms(timers.max_block_wait_delay)
+}
+
+/// The bound of "a ready node means a validator" (ms): how long a node may be ready to take
+/// over while our account signs nothing. The lock holder that cannot sign gives up within 1.5
+/// x TTL (docs/failover.md, "Liveness"); then the fence's own wait: a TTL when the lock comes
+/// without a clean release (a holder that vanished, a give-back with the value unchanged), the
+/// height fence (a block or two in a live chain, the outrun in a stalled one or with a wall
+/// clock off), and the activation (a hot swap confirmed, or a restart: the old neard's stop
+/// grace and two boots, with the first back-off); two seconds for polls.
+pub fn ready_bound_ms(sched: &Schedule, timers: &Timers) -> u64 {
+    let t = timing();
+    let ms = |d: Duration| d.as_millis() as u64;
+    let boot = sched.scenario.boot_ms.iter().copied().max().unwrap_or(0);
+    3 * ms(t.ttl) / 2
+        + ms(t.ttl)
+        + ms(t.stop_grace)
+        + ms(t.hot_swap_confirm).max(2 * boot + 1000)
+        + 2000
+        + if sched.scenario.stall || wall_off(sched) {
+            stall_outrun_ms(timers)
+        } else {
+            0
+        }
 }

@@ -21,6 +21,9 @@
 //! - `liveness`: the liveness bound after the last fault healed.
 //! - `events`: the events of the queue, and where each is dispatched.
 //! - `invariants`: the safety and liveness checks.
+//! - `observed`: the invariants an operator states (a ready node means a validator,
+//!   switchovers as asked, a current status, confirmed hot swaps, a duplicated node id
+//!   reported).
 //! - `kd`: kuutamod's process: its real supervisor (the conductor) fed its inputs, with the
 //!   world as the host that carries out its calls.
 //! - `delivery`: Consul requests from the agent to the servers and back, and the servers'
@@ -40,6 +43,7 @@ mod kd;
 mod liveness;
 mod mutation;
 mod neard;
+mod observed;
 mod operator;
 
 use std::cmp::Reverse;
@@ -155,6 +159,9 @@ pub struct Outcome {
     /// The run ended before the liveness bound: liveness held without a break for the
     /// quiescence window after the last fault healed.
     pub quiesced: bool,
+    /// The longest time a node was ready to take over while our account signed nothing that
+    /// the chain accepted (excused waits not counted), ms.
+    pub max_unsigned_ms: u64,
 }
 
 #[derive(Default)]
@@ -203,6 +210,8 @@ struct Host {
     lag_ms: u64,
     /// Events for the neard and the guard that wait for the host to resume.
     frozen: Vec<Ev>,
+    /// Since when this host has been ready to take over (world truth), while it is.
+    ready_since: Option<u64>,
 }
 
 /// A run.
@@ -216,11 +225,27 @@ pub struct World {
     timing: Timing,
     hosts: Vec<Host>,
     consul: Consul,
-    /// Our account's lock key.
+    /// Our account's lock key, and its control record's key.
     lock_key: String,
+    control_key: String,
     reqs: Vec<Req>,
     /// The operator's kuutamoctl processes.
     operators: Vec<operator::Operator>,
+    /// Whether the control record in Consul says paused, and its index.
+    paused: bool,
+    control_index: u64,
+    /// When our account last signed something the chain accepted (true time).
+    signed_at: u64,
+    /// Until when the lock store last kept a ready node from taking over.
+    excused_until: u64,
+    /// The bound of "a ready node means a validator" (ms).
+    ready_bound: u64,
+    /// The planned hand-overs in the lock's history.
+    handovers: Vec<observed::Handover>,
+    /// A kuutamod reported another process with its node id.
+    id_conflict_reported: bool,
+    /// Since when both hosts with one node id have run.
+    both_since: Option<u64>,
     /// `pause` and `resume` commands waiting for the one before them to end.
     operator_queue: Vec<operator::Command>,
     net: Network,
@@ -305,6 +330,7 @@ impl World {
                 boot_ms: sc.boot_ms[h],
                 lag_ms: sc.lag_ms[h],
                 frozen: Vec::new(),
+                ready_since: None,
             })
             .collect();
         let healed = sched.healed_at() * MS;
@@ -331,8 +357,17 @@ impl World {
                 restore_pending: Vec::new(),
             },
             lock_key: kuutamod::settings::leader_key(ACCOUNT),
+            control_key: kuutamod::records::control_key(ACCOUNT),
             reqs: Vec::new(),
             operators: Vec::new(),
+            paused: false,
+            control_index: 0,
+            signed_at: 0,
+            excused_until: 0,
+            ready_bound: liveness::ready_bound_ms(&sched, &timers),
+            handovers: Vec::new(),
+            id_conflict_reported: false,
+            both_since: None,
             operator_queue: Vec::new(),
             net,
             base,
@@ -406,12 +441,15 @@ impl World {
             self.dispatch(item.ev);
             if self.out.violation.is_none() {
                 self.check_safety();
+                self.check_ready_means_signing();
+                self.check_id_conflict();
             }
             if self.out.violation.is_some() {
                 break;
             }
             if self.quiesced() {
                 self.out.quiesced = true;
+                self.check_status_records();
                 break;
             }
         }

@@ -281,15 +281,30 @@ impl World {
                 );
                 return;
             }
-            ToChain::Approval(a) => self.net.on_approval(a, now),
+            ToChain::Approval(a) => {
+                let ours = a.account_id == ACCOUNT;
+                let out = self.net.on_approval(a, now);
+                if ours && !out.broadcast.is_empty() {
+                    self.signed_at = self.t;
+                }
+                out
+            }
             ToChain::Chunk(c) => match self.net.on_chunk(c) {
                 Ok(o) => o,
                 Err(_) => return,
             },
-            ToChain::Block(b) => match self.net.on_block(b, ms) {
-                Ok(o) => o,
-                Err(_) => return,
-            },
+            ToChain::Block(b) => {
+                let ours = b.producer == ACCOUNT;
+                match self.net.on_block(b, ms) {
+                    Ok(o) => {
+                        if ours {
+                            self.signed_at = self.t;
+                        }
+                        o
+                    }
+                    Err(_) => return,
+                }
+            }
         };
         self.broadcast(out);
     }

@@ -1,0 +1,308 @@
+//! The invariants an operator states, checked on the world:
+//!
+//! - **A ready node means a validator**: whenever some node has been ready to take over (its
+//!   kuutamod runs and says Voting; its neard answers, is in sync, not frozen, not behind; its
+//!   Consul session is alive; its guard runs; its agent reaches Consul; its priority is above
+//!   0; the cluster is not paused) for longer than the bound, our account has signed
+//!   something the chain accepted within that time. Consul without a leader, slow or lossy,
+//!   and an outsider's lock (with its lock-delay) excuse the wait while they last.
+//! - **Switchovers as asked**: one planned hand-over per request, from the node the request
+//!   names to its target; `kuutamoctl switchover --wait` reports a switch only when the target
+//!   holds the lock with its neard holding our key, after that hand-over.
+//! - **`kuutamoctl status` is current**: at the end, each running node's status record in
+//!   Consul is the one it last published (once its writer is idle).
+//! - **A hot swap on a healthy neard is confirmed**: a fallback to a restart ("unconfirmed")
+//!   only on a host where a fault could delay the reload or kuutamod's polls.
+//! - **A duplicated node id is never silent**: two hosts running with one node id for longer
+//!   than the bound, and one of them reports it (or refuses to start).
+
+use std::time::Duration;
+
+use kuutamod::ctl::Outcome;
+use kuutamod::lease::{Record, RecordState};
+use kuutamod::machine::State;
+use kuutamod::records::{control_key, node_key, Control, NodeRecord};
+
+use super::neard::is_ours;
+use super::{World, ACCOUNT};
+use crate::clock::MS;
+use crate::consul::Owner;
+use crate::oracle::Violation;
+use crate::schedule::FaultKind;
+
+/// A planned hand-over seen in the lock's history: the request's id, the node that released,
+/// the node it named.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Handover {
+    id: String,
+    from: String,
+    to: String,
+}
+
+/// How long two hosts with one node id may run side by side before one of them must have said
+/// so: each publishes its status record at its start and on every change of state.
+const ID_CONFLICT_WITHIN: Duration = Duration::from_secs(10);
+
+impl World {
+    /// Whether host `h` is ready to take over now (world truth, not only its own word).
+    fn ready(&self, h: usize) -> bool {
+        let host = &self.hosts[h];
+        if host.priority == 0 || !self.kd_runnable(h) || self.consul.holder == Some(h) {
+            return false;
+        }
+        let Some(m) = host.kd.as_ref().and_then(|k| k.machine()) else {
+            return false;
+        };
+        if m.state() != State::Voting {
+            return false;
+        }
+        let session = m
+            .session()
+            .is_some_and(|s| self.consul.store.session(s).is_some());
+        let guard = host.guard.as_ref().is_some_and(|g| g.alive() && !g.stopped);
+        let neard = host
+            .neard
+            .as_ref()
+            .is_some_and(|n| n.alive && n.rpc_up && n.joined)
+            && !self.neard_syncing(h)
+            && host.frozen_until <= self.t
+            && host.hang_until <= self.t
+            && host.lag_extra.1 <= self.t;
+        let agent = self.agent_runs(h) && !host.agent.partitioned;
+        session && guard && neard && agent && !self.paused
+    }
+
+    /// Whether the lock store itself keeps a ready node from taking over now.
+    fn store_excuses(&self) -> bool {
+        if !self.server_up() || self.t < self.consul.slow.1 || self.t < self.consul.lossy.1 {
+            return true;
+        }
+        let (e, _) = self.consul.store.get(&self.lock_key);
+        let outsider = e
+            .and_then(|e| e.session.as_ref())
+            .and_then(|s| self.consul.store.session(s))
+            .is_some_and(|s| s.owner == Owner::Outsider);
+        outsider || self.consul.store.lock_delay(&self.lock_key) > self.t
+    }
+
+    /// After every event: a node ready for longer than the bound, and nothing signed.
+    pub(super) fn check_ready_means_signing(&mut self) {
+        if self.sched.scenario.same_id.is_some() {
+            return;
+        }
+        if self.store_excuses() {
+            self.excused_until = self.t;
+        }
+        let mut longest: Option<u64> = None;
+        for h in 0..self.hosts.len() {
+            let ready = self.ready(h);
+            let since = &mut self.hosts[h].ready_since;
+            match (ready, *since) {
+                (true, None) => *since = Some(self.t),
+                (false, Some(_)) => *since = None,
+                _ => {}
+            }
+            if let Some(s) = *since {
+                longest = Some(longest.map_or(s, |l| l.min(s)));
+            }
+        }
+        let Some(since) = longest else {
+            return;
+        };
+        let from = since.max(self.excused_until).max(self.signed_at);
+        let gap = self.t - from;
+        self.out.max_unsigned_ms = self.out.max_unsigned_ms.max(gap / MS);
+        let bound = self.ready_bound;
+        if gap > bound * MS {
+            let ready: Vec<usize> = (0..self.hosts.len())
+                .filter(|h| self.hosts[*h].ready_since.is_some())
+                .collect();
+            self.violate(Violation::Unsigned {
+                at_ms: self.t / MS,
+                what: format!(
+                    "hosts {ready:?} ready, nothing signed for {} ms (bound {bound} ms)",
+                    gap / MS
+                ),
+            });
+        }
+    }
+
+    /// A release wrote `value` to the lock key: a planned hand-over is checked against its
+    /// request and against the hand-overs before it.
+    pub(super) fn handed_over(&mut self, value: &[u8]) {
+        let Some(r) = Record::parse(value) else {
+            return;
+        };
+        let (Some(to), Some(id), RecordState::Released) = (r.successor, r.switchover, r.state)
+        else {
+            return;
+        };
+        let h = Handover {
+            id,
+            from: r.node_id,
+            to,
+        };
+        if let Some(before) = self.handovers.iter().find(|x| x.id == h.id) {
+            let what = format!(
+                "a second hand-over for request {}: {before:?}, then {h:?}",
+                h.id
+            );
+            self.violate(Violation::Switchover {
+                at_ms: self.t / MS,
+                what,
+            });
+        }
+        let control = self
+            .consul
+            .store
+            .get(&control_key(ACCOUNT))
+            .0
+            .and_then(|e| Control::parse(&e.value));
+        if let Some(sw) = control
+            .and_then(|c| c.switchover)
+            .filter(|sw| sw.id == h.id)
+        {
+            let asked = sw.from == h.from && sw.to.as_ref().is_none_or(|t| *t == h.to);
+            if !asked {
+                let what = format!("request {sw:?} carried out as {h:?}");
+                self.violate(Violation::Switchover {
+                    at_ms: self.t / MS,
+                    what,
+                });
+            }
+        }
+        self.handovers.push(h);
+    }
+
+    /// A kuutamoctl process ended: what `--wait` reported must be what happened.
+    pub(super) fn operator_done(&mut self, outcome: &Outcome) {
+        let Some(target) = &outcome.switched_to else {
+            return;
+        };
+        let id = outcome.request.as_ref().map(|r| r.id.clone());
+        // Any host with that node id (two hosts may share one, by mistake).
+        let validates = (0..self.hosts.len()).any(|h| {
+            self.node_id(h) == *target
+                && self.consul.holder == Some(h)
+                && self.hosts[h]
+                    .neard
+                    .as_ref()
+                    .is_some_and(|n| n.alive && n.key.as_ref().is_some_and(is_ours))
+        });
+        let handed = self
+            .handovers
+            .iter()
+            .any(|x| Some(&x.id) == id.as_ref() && x.to == *target);
+        if !validates || !handed {
+            let what = format!(
+                "--wait reported {target} validating after request {id:?}; it holds the lock with our key: {validates}; the planned hand-over to it happened: {handed}"
+            );
+            self.violate(Violation::Switchover {
+                at_ms: self.t / MS,
+                what,
+            });
+        }
+    }
+
+    /// At the end: each running node's status record in Consul is the one it published last.
+    pub(super) fn check_status_records(&mut self) {
+        if self.sched.scenario.same_id.is_some() || !self.server_up() {
+            return;
+        }
+        for h in 0..self.hosts.len() {
+            let Some(c) = self.hosts[h].kd.as_ref().and_then(|k| k.conductor()) else {
+                continue;
+            };
+            let (Some(mine), true) = (c.last_record(), c.records_idle()) else {
+                continue;
+            };
+            if !self.agent_runs(h) || self.hosts[h].agent.partitioned {
+                continue;
+            }
+            let key = node_key(ACCOUNT, &self.node_id(h));
+            let stored = self
+                .consul
+                .store
+                .get(&key)
+                .0
+                .and_then(|e| NodeRecord::parse(&e.value));
+            if stored.as_ref() != Some(mine) {
+                let what = format!(
+                    "host {h} published {} (updated {}), Consul shows {}",
+                    mine.state,
+                    mine.updated_ms,
+                    stored.map_or("nothing".into(), |r| format!(
+                        "{} (updated {})",
+                        r.state, r.updated_ms
+                    )),
+                );
+                self.violate(Violation::StaleStatus {
+                    at_ms: self.t / MS,
+                    what,
+                });
+                return;
+            }
+        }
+    }
+
+    /// kuutamod on host `h` fell back from a hot swap to a restart.
+    pub(super) fn fallback_seen(&mut self, h: usize, reason: &'static str) {
+        if reason != "unconfirmed" {
+            return;
+        }
+        // A swap is confirmed within `hot_swap_confirm` of the SIGHUP on a healthy neard; a
+        // fault on the host during that time (or the polls before) may explain a fallback.
+        let t = self.t / MS;
+        let from = t.saturating_sub(
+            u64::try_from(self.timing.hot_swap_confirm.as_millis()).unwrap_or(0) + 2000,
+        );
+        let excused = self.sched.faults.iter().any(|f| {
+            f.host() == Some(h)
+                && f.at <= t
+                && f.heals_at().max(f.at + 1) > from
+                && matches!(
+                    f.kind,
+                    FaultKind::NeardReload { .. }
+                        | FaultKind::NeardHang { .. }
+                        | FaultKind::NeardCrash { .. }
+                        | FaultKind::HostSuspend { .. }
+                        | FaultKind::KuutamodStop { .. }
+                        | FaultKind::GroupStop { .. }
+                        | FaultKind::GroupStopGuardKill { .. }
+                )
+        });
+        if !excused {
+            self.violate(Violation::Fallback { at_ms: t, host: h });
+        }
+    }
+
+    /// kuutamod on host `h` reported another process with its node id.
+    pub(super) fn id_conflict_seen(&mut self, _h: usize) {
+        self.id_conflict_reported = true;
+    }
+
+    /// After every event, in a run with a duplicated node id: both kuutamods running past the
+    /// start's check for longer than [`ID_CONFLICT_WITHIN`], and no report of it.
+    pub(super) fn check_id_conflict(&mut self) {
+        let Some(dup) = self.sched.scenario.same_id else {
+            return;
+        };
+        let running = |w: &World, h: usize| {
+            w.hosts[h].kd.as_ref().and_then(|k| k.machine()).is_some()
+                && w.hosts[h]
+                    .kd
+                    .as_ref()
+                    .and_then(|k| k.conductor())
+                    .is_some_and(|c| c.running())
+        };
+        if !(running(self, 0) && running(self, dup)) {
+            self.both_since = None;
+            return;
+        }
+        let since = *self.both_since.get_or_insert(self.t);
+        let within = u64::try_from(ID_CONFLICT_WITHIN.as_nanos()).unwrap_or(u64::MAX);
+        if !self.id_conflict_reported && self.t > since + within {
+            self.violate(Violation::SilentIdConflict { at_ms: self.t / MS });
+        }
+    }
+}
