@@ -12,8 +12,10 @@
 //! - [`keys`]: NEAR key files (read, validate, install atomically with mode 0600).
 //! - [`neard`]: everything about the supervised `neard`: its home and `config.json`, its
 //!   `/status` and `/metrics`, the child process itself.
-//! - [`consul`]: the small Consul HTTP client (sessions, check-and-lock transactions, blocking
-//!   queries).
+//! - [`store`]: the lock store, Consul or etcd (`KUUTAMO_LOCK_BACKEND`), one type for both
+//!   ([`store::StoreError`] its errors); [`consul`]: the small Consul HTTP client (sessions,
+//!   check-and-lock transactions, blocking queries); [`etcd`]: the etcd client over its JSON
+//!   gateway (leases, a record outside them, watches).
 //! - Pure decisions, no I/O, time passed in: [`machine`] (every decision, as one state
 //!   machine), [`lease`] (the lock record, the leader's lease and a standby's wait),
 //!   [`fence`] (the height fence against neard's signing horizon), [`doppelganger`] (our key
@@ -37,6 +39,7 @@ pub mod clock;
 pub mod consul;
 pub mod doppelganger;
 pub mod duration;
+pub mod etcd;
 pub mod exporter;
 pub mod fence;
 pub mod guard;
@@ -49,5 +52,6 @@ pub mod neard;
 pub mod pidfd;
 pub mod records;
 pub mod settings;
+pub mod store;
 pub mod supervisor;
 pub mod timing;

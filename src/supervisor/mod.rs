@@ -18,7 +18,6 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 
 use crate::clock::{self, JumpDetector};
-use crate::consul::Consul;
 use crate::exporter::Published;
 use crate::guard::{Exe, Guard, Note, GUARD_ENV};
 use crate::machine::{Command, Config, Event, Machine, State};
@@ -28,6 +27,7 @@ use crate::neard::process::{describe, Neard, SpawnSpec};
 use crate::neard::rpc::NeardRpc;
 use crate::neard::Role;
 use crate::settings::{leader_key, FailoverMode, Settings};
+use crate::store::Store;
 use crate::supervisor::tasks::{PollTarget, Report};
 use crate::timing::{STATUS_INTERVAL, STATUS_TIMEOUT};
 
@@ -52,11 +52,7 @@ pub async fn run(
             "the supervisor must run on kuutamod's main thread (the guard's parent-death signal is tied to the thread that starts it)"
         );
     }
-    let consul = Consul::with_ca(
-        &settings.consul_url,
-        settings.consul_token.clone(),
-        settings.consul_ca_file.as_deref(),
-    )?;
+    let consul = settings.lock_store.client()?;
     let rpc_addr = settings.neard_config.rpc_addr()?;
     let rpc = NeardRpc::new(rpc_addr, STATUS_TIMEOUT)?;
     let exe = Exe::pin().map_err(|e| anyhow::anyhow!("cannot open kuutamod's own binary: {e}"))?;
@@ -195,7 +191,7 @@ pub async fn run(
 struct Supervisor {
     settings: Settings,
     home: Home,
-    consul: Consul,
+    consul: Store,
     key: String,
     machine: Machine,
     metrics: Metrics,

@@ -6,11 +6,11 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 
 use crate::clock;
-use crate::consul::{Consul, ConsulError};
 use crate::machine::{Event, KeyShown, Poll, Polling};
 use crate::metrics::Metrics;
 use crate::neard::rpc::NeardRpc;
 use crate::records::NodeRecord;
+use crate::store::{Store, StoreError as ConsulError};
 
 /// `wait` of the leader-key blocking query. Long, so an idle standby costs Consul almost
 /// nothing; a change (every heartbeat) still wakes it at once.
@@ -139,7 +139,7 @@ pub async fn poll_neard(
 /// Watches the leader key with blocking queries and reports every answer (changed or not), so
 /// the machine knows both what the key holds and how fresh its knowledge is.
 pub async fn watch_leader(
-    consul: Consul,
+    consul: Store,
     key: String,
     tx: mpsc::UnboundedSender<Report>,
     metrics: Metrics,
@@ -205,7 +205,7 @@ pub async fn watch_leader(
 /// second host with our node id: logged as an error and counted in
 /// `kuutamod_node_id_conflict`.
 pub async fn watch_cluster(
-    consul: Consul,
+    consul: Store,
     account: String,
     node_id: String,
     instance: String,
@@ -267,7 +267,7 @@ const FINISH_TRIES: usize = 20;
 /// its outcome with check-and-set, retrying while the record changes under it (a `pause`, a
 /// status of another node); does nothing if the request is no longer there.
 pub async fn finish_switchover(
-    consul: Consul,
+    consul: Store,
     account: String,
     done: crate::records::SwitchoverDone,
     metrics: Metrics,
@@ -322,7 +322,7 @@ pub async fn finish_switchover(
 /// our node id names another host, and its Consul session is alive. Consul unreachable or no
 /// record: nothing to say here (the cluster watch notices a conflict later).
 pub async fn check_node_id(
-    consul: &Consul,
+    consul: &Store,
     account: &str,
     node_id: &str,
     hostname: &str,
@@ -358,7 +358,7 @@ pub async fn check_node_id(
 /// retried every [`WATCH_RETRY`] with the newest record, also after the sender is gone (the
 /// caller bounds that wait). Ends when the sender is dropped and the last record is written.
 pub async fn publish_records(
-    consul: Consul,
+    consul: Store,
     key: String,
     mut records: watch::Receiver<Option<NodeRecord>>,
     metrics: Metrics,
@@ -407,7 +407,7 @@ fn report(tx: &mpsc::UnboundedSender<Report>, event: Event) {
 
 /// Runs one Consul request of the machine in its own task.
 pub fn consul_request(
-    consul: Consul,
+    consul: Store,
     key: String,
     cmd: crate::machine::Command,
     ttl: Duration,

@@ -86,7 +86,7 @@ async fn publish(answer: Answer, records: &[u64]) -> Vec<u64> {
     let consul = Consul::new(&url, None).expect("client");
     let (tx, rx) = watch::channel(None);
     let task = tokio::spawn(publish_records(
-        consul,
+        crate::store::Store::Consul(consul),
         "kuutamod/a/nodes/node1".into(),
         rx,
         Metrics::new(),
