@@ -37,9 +37,6 @@ pub struct Header {
     /// The store's revision.
     #[serde(default, deserialize_with = "de_i64")]
     pub revision: i64,
-    /// The member that answered.
-    #[serde(default, deserialize_with = "de_i64")]
-    pub member_id: i64,
 }
 
 /// A key-value pair (`mvccpb.KeyValue`).
@@ -327,7 +324,7 @@ mod tests {
     #[test]
     fn the_gateway_s_strings_and_defaults_parse() {
         let t: TxnResponse = serde_json::from_str(
-            r#"{"header":{"revision":"3","member_id":"12"},"responses":[{"response_range":
+            r#"{"header":{"revision":"3","member_id":"12184598382837165569"},"responses":[{"response_range":
             {"header":{"revision":"3"},"kvs":[{"key":"aw==","create_revision":"2",
             "mod_revision":"3","version":"2","value":"djI="}],"count":"1"}}]}"#,
         )

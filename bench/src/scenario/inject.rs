@@ -54,9 +54,8 @@ pub(super) struct Observed {
 /// Resumes whatever a scenario left stopped on the old leader's host, so that stopping the
 /// cluster is clean (a host-loss run ends with the host still frozen until here).
 pub(super) fn thaw(cluster: &Cluster, leader: usize) {
-    let n = &cluster.nodes[leader];
-    n.agent.signal(Signal::SIGCONT);
-    n.signal_group(Signal::SIGCONT);
+    cluster.local_store(leader).signal(Signal::SIGCONT);
+    cluster.nodes[leader].signal_group(Signal::SIGCONT);
 }
 
 /// Probes Consul writes through the agent at `agent_url`, one after the other from `t0` on;
@@ -175,7 +174,7 @@ pub(super) fn inject(scenario: Scenario, f: Fault<'_>) -> anyhow::Result<Observe
         }
         Scenario::ConsulLeaderKill => {
             let l = wait::until(limit, "a Consul leader", || cluster.servers.leader())?;
-            let probe = outage_probe(cluster.nodes[leader].agent.url.clone(), now_ms());
+            let probe = outage_probe(cluster.local_store(leader).url.clone(), now_ms());
             cluster.servers.agents[l].kill();
             seen.consul_outage_ms = probe.join().ok().flatten();
             std::thread::sleep(timing.beyond_ttl());
@@ -190,7 +189,7 @@ pub(super) fn inject(scenario: Scenario, f: Fault<'_>) -> anyhow::Result<Observe
             for p in &paused {
                 signal(*p, Signal::SIGSTOP);
             }
-            let probe = outage_probe(cluster.nodes[leader].agent.url.clone(), start);
+            let probe = outage_probe(cluster.local_store(leader).url.clone(), start);
             std::thread::sleep(if scenario == Scenario::QuorumLossShort {
                 timing.survivable_outage() / 2
             } else {
@@ -249,8 +248,8 @@ pub(super) fn inject(scenario: Scenario, f: Fault<'_>) -> anyhow::Result<Observe
             cluster.nodes[standby].kill();
             cluster.nodes[standby].start()?;
         }
-        Scenario::AgentLeave => restart_agent(&mut cluster.nodes[leader].agent, true)?,
-        Scenario::AgentKill => restart_agent(&mut cluster.nodes[leader].agent, false)?,
+        Scenario::AgentLeave => restart_agent(cluster.local_store_mut(leader), true)?,
+        Scenario::AgentKill => restart_agent(cluster.local_store_mut(leader), false)?,
         Scenario::KeyDelete => {
             http_delete(&key_url(cluster)).map_err(anyhow::Error::msg)?;
         }
@@ -265,7 +264,7 @@ pub(super) fn inject(scenario: Scenario, f: Fault<'_>) -> anyhow::Result<Observe
         Scenario::HostFreeze | Scenario::HostResume | Scenario::StallHostFreeze => {
             let node = &cluster.nodes[leader];
             let pids = [
-                node.agent.pid(),
+                cluster.local_store(leader).pid(),
                 node.pid(),
                 node.guard_pid(),
                 node.neard_pid(),
