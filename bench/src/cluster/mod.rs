@@ -178,7 +178,7 @@ impl Cluster {
                     None => crate::etcd::etcd_bin()?,
                 };
                 (
-                    Servers::start_etcd(spec.servers, &etcd_places(&spec, &hosts), &bin, &dir)?,
+                    Servers::start_etcd(spec.servers, &etcd_places(&spec), &bin, &dir)?,
                     hosts.iter().map(|_| None).collect::<Vec<_>>(),
                 )
             }
@@ -363,12 +363,13 @@ fn start_agents(servers: &Servers, hosts: &[Host], dir: &Path) -> anyhow::Result
     Ok(agents)
 }
 
-/// Where each etcd member runs: member `i` on node `i`'s host when that host is a network
-/// namespace (kuutamod talks to the member on its own host, as production runs it), else on
-/// the servers' addresses (the LAN's, or loopback, where every member has its own ports).
-fn etcd_places(spec: &Spec, hosts: &[Host]) -> Vec<(IpAddr, Option<String>)> {
+/// Where each etcd member runs: member `i` on host `i` of the spec when that host is a network
+/// namespace (node `i` lives there too and talks to the member on its own host, as production
+/// runs it), else on the servers' addresses (the LAN's, or loopback, where every member has
+/// its own ports).
+fn etcd_places(spec: &Spec) -> Vec<(IpAddr, Option<String>)> {
     (0..spec.servers)
-        .map(|i| match hosts.get(i) {
+        .map(|i| match spec.hosts.get(i) {
             Some(h) if h.netns.is_some() => (h.ip, h.netns.clone()),
             _ => (spec.server_ips[i % spec.server_ips.len()], None),
         })
