@@ -721,11 +721,15 @@ impl Etcd {
         }
     }
 
-    /// The status of the member at `endpoint` (one of [`Etcd::endpoints`]).
+    /// The status of the member at `endpoint` (one of [`Etcd::endpoints`]), asked without
+    /// credentials (etcd answers it to anyone), so that a member that answers is told apart
+    /// from a user that cannot authenticate.
     pub async fn status_of(&self, endpoint: &str) -> Result<MemberStatus, StoreError> {
         let one = Etcd {
             endpoints: Arc::new(vec![endpoint.to_string()]),
             current: Arc::new(AtomicUsize::new(0)),
+            credentials: None,
+            token: Arc::new(Mutex::new(None)),
             ..self.clone()
         };
         one.status().await
