@@ -207,15 +207,21 @@ in
       hooks = [ "auto-patchelf-hook" ];
     }
   )
-  (expectEq "integration tests: whole workspace with Consul on PATH"
+  (expectEq "integration tests: whole workspace with Consul and etcd on PATH"
     {
       inherit (checks.integration-tests) cargoTestFlags cargoBuildFlags;
-      consul = map (d: d.name) checks.integration-tests.nativeCheckInputs;
+      inputs = map (d: d.name) checks.integration-tests.nativeCheckInputs;
+      etcd = lib.hasInfix "export ETCD_BIN=/nix/store/" checks.integration-tests.preCheck
+        && lib.hasInfix "-etcd-3.5.21/bin/etcd ETCD_35_BIN=" checks.integration-tests.preCheck;
     }
     {
       cargoTestFlags = [ "--workspace" ];
       cargoBuildFlags = [ "--workspace" ];
-      consul = [ "consul-1.22.0" ];
+      inputs = [
+        "consul-1.22.0"
+        "etcd-3.5.21"
+      ];
+      etcd = true;
     }
   )
   (expect "plain nixpkgs refuses consul; the flake's checks and dev shell allow it explicitly" (

