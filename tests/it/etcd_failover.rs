@@ -298,3 +298,45 @@ fn the_raft_leader_member_killed_then_quorum_lost_and_regained() {
     }
     one_validator_signing_after(&cluster, fault);
 }
+
+#[test]
+fn kuutamoctl_status_switchover_and_pause_on_etcd() {
+    let (cluster, leader, standby) = etcd_pair(Opts::test().mode("hot-swap"), None, 1);
+    let status = |cluster: &Cluster| -> serde_json::Value {
+        let (code, out) = cluster.kuutamoctl(&["status", "--json"]).must();
+        assert_eq!(code, 0, "{out}");
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"))
+    };
+    let v = status(&cluster);
+    assert_eq!(v["leader"], cluster.nodes[leader].id.as_str(), "{v}");
+    assert_eq!(v["paused"], false, "{v}");
+    // The standby's status record reaches etcd: it is ready for a switchover.
+    let to = cluster.nodes[standby].id.clone();
+    let fault = now_ms();
+    let (code, out) = cluster
+        .kuutamoctl(&["switchover", "--to", &to, "--wait", "--timeout", "60s"])
+        .must();
+    assert_eq!(code, 0, "{out}");
+    cluster.wait_for_signing(standby, fault, LIMIT).must();
+    cluster.check_no_double_signing().must();
+    assert_eq!(status(&cluster)["leader"], to.as_str());
+    // Pause reaches every node through the control record; resume lifts it.
+    cluster.pause(LIMIT).must();
+    assert_eq!(status(&cluster)["paused"], true);
+    let (code, out) = cluster.kuutamoctl(&["resume"]).must();
+    assert_eq!(code, 0, "{out}");
+    cluster
+        .until(LIMIT, "every node to see the resume", || {
+            let paused: Vec<Result<f64, String>> = cluster
+                .nodes
+                .iter()
+                .map(|n| n.metric_sum("kuutamod_paused"))
+                .collect();
+            if paused.iter().all(|p| p.as_ref() == Ok(&0.0)) {
+                Ok(())
+            } else {
+                Err(paused)
+            }
+        })
+        .must();
+}
