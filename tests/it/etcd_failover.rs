@@ -3,8 +3,9 @@
 //! failovers of `failover.rs` (a crashed neard on both etcd versions, a graceful stop, a killed
 //! kuutamod whose lease must expire), and etcd's own faults: the lock's record deleted, its
 //! holder key deleted, a compaction of the whole history, the leader's member killed and
-//! restarted, a three-member cluster losing its Raft leader and its quorum. Every test ends
-//! with the ledger's verdict: nothing signed twice.
+//! restarted, a three-member cluster losing its Raft leader and its quorum, a snapshot
+//! restored under a running pair; and kuutamoctl on etcd. Every test ends with the ledger's
+//! verdict: nothing signed twice.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -339,4 +340,54 @@ fn kuutamoctl_status_switchover_and_pause_on_etcd() {
             }
         })
         .must();
+}
+
+/// As the bench's 18a on Consul: a snapshot holding a *released* record of an earlier term is
+/// restored under a running pair (the store's revisions go back). Both nodes remember a newer
+/// record, so neither takes the old one at its word: they report the rewind, the leader's next
+/// heartbeat fails, and the lock moves only a TTL after the restored record was first seen.
+#[test]
+fn a_restored_etcd_snapshot_is_a_rewound_store_and_its_old_record_is_foreign() {
+    let mut spec = Spec::new(2, ACCOUNT, Opts::test().mode("hot-swap")).etcd(None);
+    spec.servers = 1;
+    let mut cluster = spec_cluster(spec);
+    cluster.start_all().must();
+    let first = cluster.wait_steady(LIMIT).must();
+    // A snapshot whose record is released: the standby stops, then the leader hands over to
+    // nobody (SIGTERM fences, releases and exits).
+    cluster.nodes[1 - first].stop();
+    cluster.nodes[first].stop();
+    let snap = cluster.dir.join("released.snap");
+    let bin = kuutamod_bench::etcd::etcd_bin().must();
+    kuutamod_bench::etcd::snapshot_save(&bin, &cluster.servers.url(), &snap).must();
+    // The cluster runs on at a newer term, which both nodes see and remember.
+    cluster.start_all().must();
+    let leader = cluster.wait_steady(LIMIT).must();
+    cluster.wait_for_signing(leader, now_ms(), LIMIT).must();
+    kuutamod_bench::etcd::snapshot_restore(&mut cluster.servers.agents[0], &snap).must();
+    let restored = now_ms();
+    cluster
+        .until(LIMIT, "a node to report the rewound store", || {
+            let n: f64 = cluster
+                .nodes
+                .iter()
+                .filter_map(|n| n.metric_sum("kuutamod_consul_rewinds_total").ok())
+                .sum();
+            if n >= 1.0 {
+                Ok(())
+            } else {
+                Err(cluster.describe())
+            }
+        })
+        .must();
+    let now = one_validator_signing_after(&cluster, restored);
+    let first_new = cluster
+        .first_signed_after(now, restored)
+        .expect("the new validator signed");
+    let t = timing(&Opts::test());
+    assert!(
+        first_new >= restored + u64::try_from(t.ttl.as_millis()).unwrap_or(0),
+        "signed {} ms after the restore: the restored released record was taken at its word",
+        first_new - restored
+    );
 }
