@@ -363,8 +363,7 @@ impl Etcd {
     /// Grants a lease of `ttl` (whole seconds, rounded up; etcd may raise it to its minimum)
     /// and returns its id as kuutamod names sessions ([`lease_name`]). etcd's leases have no
     /// name: `name` is not kept.
-    pub async fn create_session(&self, name: &str, ttl: Duration) -> Result<String, StoreError> {
-        let _ = name;
+    pub async fn create_session(&self, _name: &str, ttl: Duration) -> Result<String, StoreError> {
         let secs = ttl.as_millis().div_ceil(1000).max(1);
         let g: LeaseGrant = self
             .call("/v3/lease/grant", &json!({"TTL": secs.to_string()}))
@@ -556,9 +555,8 @@ impl Etcd {
         &self,
         key: &str,
         blocking: Option<(u64, Duration)>,
-        consistent: bool,
+        _consistent: bool,
     ) -> Result<(Option<KvEntry>, u64), StoreError> {
-        let _ = consistent;
         let holder = holder_key(key);
         if let Some((index, wait)) = blocking {
             let end = wire::prefix_end(holder.as_bytes());
