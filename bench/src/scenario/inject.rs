@@ -96,6 +96,22 @@ fn key_url(cluster: &Cluster) -> String {
     format!("{}/v1/kv/{}", cluster.servers.url(), cluster.lock_key())
 }
 
+/// An outsider deletes the leader key (on etcd: the record; the holder stays, and without a
+/// record there is no lock, as a Consul DELETE takes the session with the key).
+fn delete_key(cluster: &Cluster) -> anyhow::Result<()> {
+    if cluster.is_etcd() {
+        let key = b64(&cluster.lock_key());
+        etcd_post(
+            cluster,
+            "/v3/kv/deleterange",
+            serde_json::json!({ "key": key }),
+        )?;
+    } else {
+        http_delete(&key_url(cluster)).map_err(anyhow::Error::msg)?;
+    }
+    Ok(())
+}
+
 /// Stops and restarts `agent`, waiting until it serves again.
 fn restart_agent(agent: &mut Agent, graceful: bool) -> anyhow::Result<()> {
     if graceful {
@@ -278,16 +294,7 @@ pub(super) fn inject(scenario: Scenario, f: Fault<'_>) -> anyhow::Result<Observe
         }
         Scenario::AgentLeave => restart_agent(cluster.local_store_mut(leader), true)?,
         Scenario::AgentKill => restart_agent(cluster.local_store_mut(leader), false)?,
-        Scenario::KeyDelete if cluster.is_etcd() => {
-            etcd_post(
-                cluster,
-                "/v3/kv/deleterange",
-                serde_json::json!({"key": b64(&cluster.lock_key())}),
-            )?;
-        }
-        Scenario::KeyDelete => {
-            http_delete(&key_url(cluster)).map_err(anyhow::Error::msg)?;
-        }
+        Scenario::KeyDelete => delete_key(cluster)?,
         Scenario::EtcdCompaction => {
             let status = etcd_post(cluster, "/v3/maintenance/status", serde_json::json!({}))?;
             let revision = status["header"]["revision"].clone();
@@ -388,7 +395,7 @@ pub(super) fn inject(scenario: Scenario, f: Fault<'_>) -> anyhow::Result<Observe
         }
         Scenario::FreezeGuardKill(at) => freeze_guard_kill(cluster, leader, timing, at, &mut seen)?,
         Scenario::PromotingSyncs => {
-            http_delete(&key_url(cluster)).map_err(anyhow::Error::msg)?;
+            delete_key(cluster)?;
             // The standby takes the absent key (a TTL to wait); its neard syncs from then on.
             wait::until(limit, "the standby to take the lock", || {
                 match cluster.nodes[standby].state() {
