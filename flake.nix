@@ -63,6 +63,7 @@
         }
         // lib.optionalAttrs (hasNeard system) {
           failover = import ./nixos-tests/failover.nix testArgs;
+          failover-etcd = import ./nixos-tests/failover-etcd.nix testArgs;
           single-node = import ./nixos-tests/single-node.nix testArgs;
         }
       );

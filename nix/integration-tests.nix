@@ -1,5 +1,7 @@
 # The workspace's whole test suite (`cargo test --workspace`): the integration tests start real
-# Consul agents and the neard simulator (built here from the workspace member `neard-sim`).
+# Consul agents, real etcd members and the neard simulator (built here from the workspace member
+# `neard-sim`). Both etcd variables name nixpkgs' one etcd (3.5 or newer): the etcd tests run
+# once per variable, so here twice on the same version; scripts/test runs 3.4 and 3.5.
 #
 # `consul` is unfree in nixpkgs (BSL 1.1): the flake passes it from a nixpkgs instance that
 # allows exactly that package, for this check only.
@@ -7,6 +9,7 @@
   lib,
   rustPlatform,
   consul,
+  etcd,
   kuutamod,
 }:
 let
@@ -31,8 +34,12 @@ rustPlatform.buildRustPackage {
   cargoBuildFlags = [ "--workspace" ];
   cargoTestFlags = [ "--workspace" ];
 
-  nativeCheckInputs = [ consul ];
+  nativeCheckInputs = [
+    consul
+    etcd
+  ];
   preCheck = ''
+    export ETCD_BIN=${lib.getExe' etcd "etcd"} ETCD_35_BIN=${lib.getExe' etcd "etcd"}
     # Consul and the tests write below $HOME and $TMPDIR.
     export HOME=$TMPDIR
   '';

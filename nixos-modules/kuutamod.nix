@@ -54,9 +54,10 @@ let
     install_if_changed ${lib.escapeShellArg "${cfg.genesisFile}"} ${stateDir}/genesis.json
   '';
 
+  etcd = cfg.lockBackend == "etcd";
+
   environment = {
     KUUTAMO_NODE_ID = cfg.nodeId;
-    KUUTAMO_CONSUL_URL = cfg.consulUrl;
     KUUTAMO_EXPORTER_ADDRESS = cfg.exporterAddress;
     KUUTAMO_NEARD_HOME = stateDir;
     # Guarded so that a missing neardPackage shows its assertion rather than an eval error.
@@ -71,16 +72,33 @@ let
     KUUTAMO_PRIORITY = toString cfg.priority;
     RUST_LOG = cfg.logLevel;
   }
+  // lib.optionalAttrs (!etcd) {
+    KUUTAMO_CONSUL_URL = cfg.consulUrl;
+  }
+  // lib.optionalAttrs etcd (
+    {
+      KUUTAMO_LOCK_BACKEND = "etcd";
+      KUUTAMO_ETCD_ENDPOINTS = lib.concatStringsSep "," cfg.etcd.endpoints;
+    }
+    // lib.optionalAttrs (cfg.etcd.caFile != null) { KUUTAMO_ETCD_CA_FILE = cfg.etcd.caFile; }
+    // lib.optionalAttrs (cfg.etcd.certFile != null) { KUUTAMO_ETCD_CERT_FILE = cfg.etcd.certFile; }
+    # %d is systemd's credentials directory of this unit: the secrets come through LoadCredential.
+    // lib.optionalAttrs (cfg.etcd.keyFile != null) { KUUTAMO_ETCD_KEY_FILE = "%d/etcd_client_key"; }
+    // lib.optionalAttrs (cfg.etcd.user != null) {
+      KUUTAMO_ETCD_USER = cfg.etcd.user;
+      KUUTAMO_ETCD_PASSWORD_FILE = "%d/etcd_password";
+    }
+  )
   // lib.optionalAttrs (cfg.onRoleChange != null) {
     KUUTAMO_ON_ROLE_CHANGE = cfg.onRoleChange;
   }
-  // lib.optionalAttrs (cfg.consulCaFile != null) {
+  // lib.optionalAttrs (cfg.consulCaFile != null && !etcd) {
     KUUTAMO_CONSUL_CA_FILE = toString cfg.consulCaFile;
   }
   // lib.optionalAttrs (cfg.accountId != null) {
     KUUTAMO_ACCOUNT_ID = cfg.accountId;
   }
-  // lib.optionalAttrs (cfg.consulTokenFile != null) {
+  // lib.optionalAttrs (cfg.consulTokenFile != null && !etcd) {
     # %d is systemd's credentials directory of this unit.
     KUUTAMO_CONSUL_TOKEN_FILE = "%d/consul_token";
   }
@@ -100,7 +118,9 @@ let
       cfg.validatorNodeKeyFile != null
     ) "validator_node_key.json:${cfg.validatorNodeKeyFile}"
     ++ [ "voter_node_key.json:${toString cfg.voterNodeKeyFile}" ]
-    ++ lib.optional (cfg.consulTokenFile != null) "consul_token:${cfg.consulTokenFile}";
+    ++ lib.optional (cfg.consulTokenFile != null && !etcd) "consul_token:${cfg.consulTokenFile}"
+    ++ lib.optional (etcd && cfg.etcd.keyFile != null) "etcd_client_key:${cfg.etcd.keyFile}"
+    ++ lib.optional (etcd && cfg.etcd.passwordFile != null) "etcd_password:${cfg.etcd.passwordFile}";
 
   # kuutamoctl with this node's account (when set), Consul URL and token file preset (the caller
   # may still override them).
@@ -109,8 +129,22 @@ let
       lib.optional (cfg.accountId != null) ''export KUUTAMO_ACCOUNT_ID="''${KUUTAMO_ACCOUNT_ID:-${cfg.accountId}}"''
       # Without an accountId, kuutamoctl reads the account from the key file (as root).
       ++ lib.optional (cfg.accountId == null) ''export KUUTAMO_VALIDATOR_KEY="''${KUUTAMO_VALIDATOR_KEY:-${toString cfg.validatorKeyFile}}"''
-      ++ [ ''export KUUTAMO_CONSUL_URL="''${KUUTAMO_CONSUL_URL:-${cfg.consulUrl}}"'' ]
-      ++ lib.optionals (cfg.consulTokenFile != null) [
+      ++ lib.optional (!etcd) ''export KUUTAMO_CONSUL_URL="''${KUUTAMO_CONSUL_URL:-${cfg.consulUrl}}"''
+      ++ lib.optionals etcd (
+        [
+          ''export KUUTAMO_LOCK_BACKEND="''${KUUTAMO_LOCK_BACKEND:-etcd}"''
+          ''export KUUTAMO_ETCD_ENDPOINTS="''${KUUTAMO_ETCD_ENDPOINTS:-${lib.concatStringsSep "," cfg.etcd.endpoints}}"''
+        ]
+        ++ lib.optional (cfg.etcd.caFile != null) ''export KUUTAMO_ETCD_CA_FILE="''${KUUTAMO_ETCD_CA_FILE:-${cfg.etcd.caFile}}"''
+        ++ lib.optional (cfg.etcd.certFile != null) ''export KUUTAMO_ETCD_CERT_FILE="''${KUUTAMO_ETCD_CERT_FILE:-${cfg.etcd.certFile}}"''
+        ++ lib.optional (cfg.etcd.keyFile != null) ''export KUUTAMO_ETCD_KEY_FILE="''${KUUTAMO_ETCD_KEY_FILE:-${cfg.etcd.keyFile}}"''
+        ++ lib.optionals (cfg.etcd.user != null) [
+          "# The service reads the password through LoadCredential; an operator (root) reads the file."
+          ''export KUUTAMO_ETCD_USER="''${KUUTAMO_ETCD_USER:-${cfg.etcd.user}}"''
+          ''export KUUTAMO_ETCD_PASSWORD_FILE="''${KUUTAMO_ETCD_PASSWORD_FILE:-${toString cfg.etcd.passwordFile}}"''
+        ]
+      )
+      ++ lib.optionals (cfg.consulTokenFile != null && !etcd) [
         "# The service reads the token through LoadCredential; an operator (root) reads the file."
         ''export KUUTAMO_CONSUL_TOKEN_FILE="''${KUUTAMO_CONSUL_TOKEN_FILE:-${cfg.consulTokenFile}}"''
       ]
@@ -173,6 +207,62 @@ in
         before that change does not read the key file and uses the account `default` when this
         is unset.)
       '';
+    };
+
+    lockBackend = mkOption {
+      type = types.enum [
+        "consul"
+        "etcd"
+      ];
+      default = "consul";
+      description = ''
+        The store that holds the leader lock (KUUTAMO_LOCK_BACKEND): Consul (`consulUrl` and its
+        options) or etcd (`etcd.*`). Every node of a validator must use the same one. This module
+        enables neither.
+      '';
+    };
+
+    etcd = {
+      endpoints = mkOption {
+        type = types.listOf types.str;
+        default = [ "http://127.0.0.1:2379" ];
+        example = [
+          "https://127.0.0.1:2379"
+          "https://10.0.0.21:2379"
+          "https://10.0.0.30:2379"
+        ];
+        description = "etcd client URLs (KUUTAMO_ETCD_ENDPOINTS), this host's own member first.";
+      };
+      caFile = mkOption {
+        type = types.nullOr types.str;
+        default = null;
+        example = "/etc/etcd/tls/ca.pem";
+        description = "PEM CA that signed the etcd members' certificates (KUUTAMO_ETCD_CA_FILE). Not secret: a path, read at start.";
+      };
+      certFile = mkOption {
+        type = types.nullOr types.str;
+        default = null;
+        example = "/etc/etcd/tls/kuutamod-a.pem";
+        description = "PEM client certificate for etcd (KUUTAMO_ETCD_CERT_FILE); needs `keyFile`.";
+      };
+      keyFile = mkOption {
+        type = types.nullOr types.str;
+        default = null;
+        example = "/run/secrets/kuutamod/etcd-client-key.pem";
+        description = "PEM private key of `certFile`, delivered with `LoadCredential` (a string: never copied into the Nix store).";
+      };
+      user = mkOption {
+        type = types.nullOr types.str;
+        default = null;
+        example = "kuutamod-validator-a";
+        description = "etcd user (KUUTAMO_ETCD_USER) whose role may write kuutamod's keys (docs/operations.md, 1b); needs `passwordFile`.";
+      };
+      passwordFile = mkOption {
+        type = types.nullOr types.str;
+        default = null;
+        example = "/run/secrets/kuutamod/etcd-password";
+        description = "File holding the etcd user's password, delivered with `LoadCredential` (a string: never copied into the Nix store).";
+      };
     };
 
     consulUrl = mkOption {
@@ -393,12 +483,44 @@ in
             || (lib.hasPrefix "/" cfg.consulTokenFile && !isStorePath cfg.consulTokenFile);
           message = "services.kuutamod.consulTokenFile must be an absolute path outside the Nix store.";
         }
-      ];
+      ]
+      ++ lib.optionals etcd [
+        {
+          assertion = cfg.etcd.endpoints != [ ];
+          message = "services.kuutamod.etcd.endpoints is empty: list the etcd client URLs, this host's member first.";
+        }
+        {
+          assertion = (cfg.etcd.user == null) == (cfg.etcd.passwordFile == null);
+          message = "services.kuutamod.etcd.user and etcd.passwordFile go together: set both (etcd's authentication) or neither.";
+        }
+        {
+          assertion = (cfg.etcd.certFile == null) == (cfg.etcd.keyFile == null);
+          message = "services.kuutamod.etcd.certFile and etcd.keyFile go together: set both (a client certificate) or neither.";
+        }
+      ]
+      ++ map
+        (name: {
+          assertion =
+            cfg.etcd.${name} == null || (lib.hasPrefix "/" cfg.etcd.${name} && !isStorePath cfg.etcd.${name});
+          message = "services.kuutamod.etcd.${name} must be an absolute path outside the Nix store (the store is world-readable).";
+        })
+        [
+          "keyFile"
+          "passwordFile"
+        ];
 
     warnings =
       lib.optional
         (
-          builtins.match "https?://(localhost|127\\.0\\.0\\.1|\\[::1])([:/].*)?" cfg.consulUrl != null
+          etcd
+          && builtins.match "https?://(localhost|127\\.0\\.0\\.1|\\[::1])([:/].*)?" (builtins.head (cfg.etcd.endpoints ++ [ "" ])) != null
+          && !config.services.etcd.enable
+        )
+        "services.kuutamod.etcd.endpoints starts with this host (${builtins.head cfg.etcd.endpoints}), but services.etcd is not enabled here. kuutamod needs an etcd member; this module does not enable one."
+      ++ lib.optional
+        (
+          !etcd
+          && builtins.match "https?://(localhost|127\\.0\\.0\\.1|\\[::1])([:/].*)?" cfg.consulUrl != null
           && !config.services.consul.enable
         )
         "services.kuutamod.consulUrl (${cfg.consulUrl}) points at this host, but services.consul is not enabled here. kuutamod needs a Consul agent; this module does not enable one (Consul is unfree in nixpkgs: allow it yourself).";
@@ -416,7 +538,10 @@ in
       description = "kuutamod: failover supervisor for NEAR's neard";
       wantedBy = [ "multi-user.target" ];
       wants = [ "network-online.target" ];
-      after = [ "network-online.target" ] ++ lib.optional config.services.consul.enable "consul.service";
+      after =
+        [ "network-online.target" ]
+        ++ lib.optional config.services.consul.enable "consul.service"
+        ++ lib.optional config.services.etcd.enable "etcd.service";
       inherit environment;
       # Never give up restarting: a validator that stays down loses rewards.
       startLimitIntervalSec = 0;

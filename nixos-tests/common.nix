@@ -78,6 +78,20 @@ in
       networking.firewall.allowedUDPPorts = [ 8301 ];
     };
 
+  # A single etcd member (nixpkgs' services.etcd, etcd 3.5) whose client port the kuutamod VMs
+  # use (KUUTAMO_LOCK_BACKEND=etcd). Plain HTTP on the test network; production uses TLS and
+  # users (docs/operations.md, 1b).
+  etcdServer =
+    { nodes, ... }:
+    {
+      services.etcd = {
+        enable = true;
+        listenClientUrls = [ "http://0.0.0.0:2379" ];
+        advertiseClientUrls = [ "http://${nodes.etcd.networking.primaryIPAddress}:2379" ];
+      };
+      networking.firewall.allowedTCPPorts = [ 2379 ];
+    };
+
   # Three of the four localnet validators (node0..node2), one neard service each.
   chainNode =
     localnet:
@@ -132,7 +146,11 @@ in
     {
       localnet,
       voterKey,
-      consulAddress,
+      # The lock store: "consul" (the address of its server) or "etcd" (of its member). The
+      # choice is a plain value, never computed from `nodes`: a module's structure must not
+      # depend on its arguments.
+      store ? "consul",
+      storeAddress,
       extraConfig ? { },
     }:
     { lib, ... }:
@@ -171,7 +189,6 @@ in
           neardPackage = neard;
           # localnet.sh's validator account (its validator-account file); checked in the test.
           accountId = "node3";
-          consulUrl = "http://${consulAddress}:8500";
           neardConfigFile = "${localnet}/kuutamod-config.json";
           genesisFile = "${localnet}/genesis.json";
           validatorKeyFile = "/run/kuutamod-keys/validator_key.json";
@@ -184,6 +201,16 @@ in
           logLevel = "kuutamod=debug,info";
           openFirewall = true;
         }
+        # The lock store: the test's Consul server, or its etcd member.
+        (
+          if store == "etcd" then
+            {
+              lockBackend = "etcd";
+              etcd.endpoints = [ "http://${storeAddress}:2379" ];
+            }
+          else
+            { consulUrl = "http://${storeAddress}:8500"; }
+        )
         extraConfig
       ];
     };

@@ -1,18 +1,22 @@
 # Failover: two kuutamod hosts share one validator key of a 4-validator localnet. Exactly one
 # validates; when it crashes, the other takes over and the validator keeps producing blocks.
 #
-# VMs: `consul` (one server), `chain` (neard node0..node2: 3 of 4 equal stakes, more than the
-# 2/3 the chain needs), `alpha` and `beta` (kuutamod for node3, each with its own voter key).
+# VMs: the lock store (`consul`, one Consul server; or, with `store = "etcd"`, `etcd`, one
+# member of nixpkgs' services.etcd, the check `failover-etcd`), `chain` (neard node0..node2: 3
+# of 4 equal stakes, more than the 2/3 the chain needs), `alpha` and `beta` (kuutamod for node3,
+# each with its own voter key).
 {
   pkgs,
   kuutamodModule,
   neard,
+  store ? "consul",
 }:
 let
   inherit (pkgs) lib;
   common = import ./common.nix { inherit lib pkgs neard; };
-  # Alphabetical node order gives alpha .1, beta .2, chain .3, consul .4; the addresses are
-  # read from the node configs rather than assumed.
+  etcd = store == "etcd";
+  # Alphabetical node order gives alpha .1, beta .2, chain .3, consul (or etcd) .4; the
+  # addresses are read from the node configs rather than assumed.
   localnetFor = chainHost: pkgs.callPackage ../nix/localnet.nix { inherit neard chainHost; };
   kuutamodHost =
     voterKey:
@@ -21,19 +25,31 @@ let
       imports = [
         (common.kuutamodNode {
           localnet = localnetFor nodes.chain.networking.primaryIPAddress;
-          consulAddress = nodes.consul.networking.primaryIPAddress;
-          inherit voterKey;
+          inherit store voterKey;
+          storeAddress = nodes.${store}.networking.primaryIPAddress;
         })
       ];
     };
+  # The first subtest's wait for the lock store, one Python line each.
+  storeUp =
+    if etcd then
+      [
+        ''etcd.wait_for_unit("etcd.service")''
+        ''etcd.wait_until_succeeds("curl -sf http://127.0.0.1:2379/health | grep -q true", timeout=120)''
+      ]
+    else
+      [
+        ''consul.wait_for_unit("consul.service")''
+        ''consul.wait_until_succeeds("curl -sf http://127.0.0.1:8500/v1/status/leader | grep -q ':8300'", timeout=120)''
+      ];
 in
 pkgs.testers.runNixOSTest {
-  name = "kuutamod-failover";
+  name = if etcd then "kuutamod-failover-etcd" else "kuutamod-failover";
 
   defaults.imports = [ kuutamodModule ];
 
   nodes = {
-    consul = common.consulServer;
+    ${store} = if etcd then common.etcdServer else common.consulServer;
     chain =
       { nodes, ... }:
       {
@@ -93,11 +109,8 @@ pkgs.testers.runNixOSTest {
 
       start_all()
 
-      with subtest("Consul and the chain come up"):
-          consul.wait_for_unit("consul.service")
-          consul.wait_until_succeeds(
-              "curl -sf http://127.0.0.1:8500/v1/status/leader | grep -q ':8300'", timeout=120
-          )
+      with subtest("${if etcd then "etcd" else "Consul"} and the chain come up"):
+          ${builtins.concatStringsSep "\n    " storeUp}
           for i in range(3):
               chain.wait_for_unit(f"neard-node{i}.service")
           # 3 of 4 equal-stake validators hold more than 2/3: blocks without node3.

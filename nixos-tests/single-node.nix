@@ -42,7 +42,7 @@ pkgs.testers.runNixOSTest {
         (common.kuutamodNode {
           localnet = localnet;
           voterKey = "voter_node_key.json";
-          consulAddress = "127.0.0.1";
+          storeAddress = "127.0.0.1";
           extraConfig = {
             accountId = lib.mkForce "node0";
             neardConfigFile = lib.mkForce "${localnet}/config.json";

@@ -36,6 +36,7 @@ let
   fakeNodes = {
     chain.networking.primaryIPAddress = "192.168.1.3";
     consul.networking.primaryIPAddress = "192.168.1.4";
+    etcd.networking.primaryIPAddress = "192.168.1.4";
   };
   nixosStubs = {
     freeformType = lib.types.attrsOf lib.types.anything;
@@ -57,6 +58,13 @@ let
         type = lib.types.bool;
         default = false;
       };
+      services.etcd.enable = lib.mkOption {
+        type = lib.types.bool;
+        default = false;
+      };
+      # nixpkgs' services.etcd options that the failover-etcd test's etcd VM sets.
+      services.etcd.listenClientUrls = lib.mkOption { type = lib.types.listOf lib.types.str; };
+      services.etcd.advertiseClientUrls = lib.mkOption { type = lib.types.listOf lib.types.str; };
       environment.systemPackages = lib.mkOption {
         type = lib.types.listOf lib.types.package;
         default = [ ];
@@ -86,6 +94,11 @@ let
   chain = evalNode failover "chain" failover.nodes.chain;
   alpha = evalNode failover "alpha" failover.nodes.alpha;
   beta = evalNode failover "beta" failover.nodes.beta;
+  # The same test on etcd (nixos-tests/failover-etcd.nix).
+  failoverEtcd = checks.failover-etcd.test;
+  alphaEtcd = evalNode failoverEtcd "alpha" failoverEtcd.nodes.alpha;
+  betaEtcd = evalNode failoverEtcd "beta" failoverEtcd.nodes.beta;
+  etcdNode = evalNode failoverEtcd "etcd" failoverEtcd.nodes.etcd;
   single = checks.single-node.test;
   singleMachine = evalNode single "machine" single.nodes.machine;
   failedAssertions = cfg: map (a: a.message) (builtins.filter (a: !a.assertion) cfg.assertions);
@@ -129,6 +142,7 @@ in
     ];
     x86_64-linux = [
       "failover"
+      "failover-etcd"
       "integration-tests"
       "kuutamod"
       "single-node"
@@ -193,15 +207,21 @@ in
       hooks = [ "auto-patchelf-hook" ];
     }
   )
-  (expectEq "integration tests: whole workspace with Consul on PATH"
+  (expectEq "integration tests: whole workspace with Consul and etcd on PATH"
     {
       inherit (checks.integration-tests) cargoTestFlags cargoBuildFlags;
-      consul = map (d: d.name) checks.integration-tests.nativeCheckInputs;
+      inputs = map (d: d.name) checks.integration-tests.nativeCheckInputs;
+      etcd = lib.hasInfix "export ETCD_BIN=/nix/store/" checks.integration-tests.preCheck
+        && lib.hasInfix "-etcd-3.5.21/bin/etcd ETCD_35_BIN=" checks.integration-tests.preCheck;
     }
     {
       cargoTestFlags = [ "--workspace" ];
       cargoBuildFlags = [ "--workspace" ];
-      consul = [ "consul-1.22.0" ];
+      inputs = [
+        "consul-1.22.0"
+        "etcd-3.5.21"
+      ];
+      etcd = true;
     }
   )
   (expect "plain nixpkgs refuses consul; the flake's checks and dev shell allow it explicitly" (
@@ -228,6 +248,56 @@ in
     "consul"
   ])
   (expectEq "failover test: alpha's kuutamod settings pass the module's assertions" (failedAssertions alpha) [ ])
+  (expectEq "failover-etcd test: an etcd VM instead of Consul" (builtins.attrNames failoverEtcd.nodes) [
+    "alpha"
+    "beta"
+    "chain"
+    "etcd"
+  ])
+  (expectEq "failover-etcd test: its name" failoverEtcd.name "kuutamod-failover-etcd")
+  (expectEq "failover-etcd test: both hosts' kuutamod settings pass the module's assertions"
+    (map failedAssertions [ alphaEtcd betaEtcd ]) [ [ ] [ ] ])
+  (expectEq "failover-etcd test: both hosts lock in the etcd VM's member, with no Consul setting"
+    (map (c: {
+      inherit (c.systemd.services.kuutamod.environment) KUUTAMO_LOCK_BACKEND KUUTAMO_ETCD_ENDPOINTS;
+      consul = c.systemd.services.kuutamod.environment ? KUUTAMO_CONSUL_URL;
+    }) [ alphaEtcd betaEtcd ])
+    (
+      lib.replicate 2 {
+        KUUTAMO_LOCK_BACKEND = "etcd";
+        KUUTAMO_ETCD_ENDPOINTS = "http://192.168.1.4:2379";
+        consul = false;
+      }
+    )
+  )
+  (expectEq "failover-etcd test: the etcd VM serves clients on every address and opens 2379"
+    {
+      inherit (etcdNode.services.etcd) enable listenClientUrls advertiseClientUrls;
+      ports = etcdNode.networking.firewall.allowedTCPPorts;
+    }
+    {
+      enable = true;
+      listenClientUrls = [ "http://0.0.0.0:2379" ];
+      advertiseClientUrls = [ "http://192.168.1.4:2379" ];
+      ports = [ 2379 ];
+    }
+  )
+  (expect "failover-etcd test: the test script waits for etcd, checks the invariant and crashes the leader"
+    (
+      let
+        script = failoverEtcd.testScript { nodes = fakeNodes; };
+      in
+      lib.all (s: lib.hasInfix s script) [
+        ''etcd.wait_for_unit("etcd.service")''
+        "127.0.0.1:2379/health"
+        "with at_most_one_validates:"
+        "leader.crash()"
+        "blocks-by node3"
+      ]
+      && !(lib.hasInfix "consul" script)
+    )
+    "testScript"
+  )
   (expectEq "failover test: both hosts guard node3 with the shared keys and one voter key each"
     (map (c: {
       inherit (c.services.kuutamod) accountId consulUrl;

@@ -86,6 +86,10 @@ let
         type = types.bool;
         default = false;
       };
+      services.etcd.enable = mkOption {
+        type = types.bool;
+        default = false;
+      };
       environment.systemPackages = mkOption {
         type = types.listOf types.package;
         default = [ ];
@@ -234,6 +238,28 @@ let
     }
   );
   unit2 = configFileOnly.systemd.services.kuutamod;
+
+  # The same validator on etcd, with TLS and a user.
+  etcdSample = lib.recursiveUpdate sample {
+    services.kuutamod = {
+      lockBackend = "etcd";
+      etcd = {
+        endpoints = [
+          "https://127.0.0.1:2379"
+          "https://10.0.0.21:2379"
+        ];
+        caFile = "/etc/etcd/tls/ca.pem";
+        certFile = "/etc/etcd/tls/kuutamod-a.pem";
+        keyFile = "/run/secrets/etcd-client-key.pem";
+        user = "kuutamod-validator-a";
+        passwordFile = "/run/secrets/etcd-password";
+      };
+    };
+  };
+  onEtcd = eval etcdSample;
+  etcdUnit = onEtcd.systemd.services.kuutamod;
+  etcdCtl = builtins.head onEtcd.environment.systemPackages;
+  etcdFailed = change: failedAssertions (eval (lib.recursiveUpdate etcdSample { services.kuutamod.etcd = change; }));
 
   disabled = eval { services.kuutamod.neardPackage = neard; };
 
@@ -467,4 +493,56 @@ in
   (expect "localhost Consul without services.consul warns" (
     builtins.length (eval (lib.recursiveUpdate sample { services.kuutamod.consulUrl = "http://localhost:8500"; })).warnings == 1
   ) "no warning")
+  (expectEq "etcd: the unit's lock settings and secrets as credentials and no Consul setting"
+    {
+      env = lib.filterAttrs (n: _: lib.hasPrefix "KUUTAMO_ETCD_" n || n == "KUUTAMO_LOCK_BACKEND" || lib.hasPrefix "KUUTAMO_CONSUL" n) etcdUnit.environment;
+      creds = builtins.filter (c: lib.hasPrefix "etcd" c || lib.hasPrefix "consul" c) etcdUnit.serviceConfig.LoadCredential;
+    }
+    {
+      env = {
+        KUUTAMO_LOCK_BACKEND = "etcd";
+        KUUTAMO_ETCD_ENDPOINTS = "https://127.0.0.1:2379,https://10.0.0.21:2379";
+        KUUTAMO_ETCD_CA_FILE = "/etc/etcd/tls/ca.pem";
+        KUUTAMO_ETCD_CERT_FILE = "/etc/etcd/tls/kuutamod-a.pem";
+        KUUTAMO_ETCD_KEY_FILE = "%d/etcd_client_key";
+        KUUTAMO_ETCD_USER = "kuutamod-validator-a";
+        KUUTAMO_ETCD_PASSWORD_FILE = "%d/etcd_password";
+      };
+      creds = [
+        "etcd_client_key:/run/secrets/etcd-client-key.pem"
+        "etcd_password:/run/secrets/etcd-password"
+      ];
+    })
+  (expect "etcd: kuutamoctl is preset to the same etcd and user (reading the files as root)"
+    (
+      hasInfix ''KUUTAMO_LOCK_BACKEND="''${KUUTAMO_LOCK_BACKEND:-etcd}"'' etcdCtl.text
+      && hasInfix ''KUUTAMO_ETCD_ENDPOINTS="''${KUUTAMO_ETCD_ENDPOINTS:-https://127.0.0.1:2379,https://10.0.0.21:2379}"'' etcdCtl.text
+      && hasInfix ''KUUTAMO_ETCD_PASSWORD_FILE="''${KUUTAMO_ETCD_PASSWORD_FILE:-/run/secrets/etcd-password}"'' etcdCtl.text
+      && hasInfix ''KUUTAMO_ETCD_KEY_FILE="''${KUUTAMO_ETCD_KEY_FILE:-/run/secrets/etcd-client-key.pem}"'' etcdCtl.text
+      && !(hasInfix "KUUTAMO_CONSUL" etcdCtl.text)
+    )
+    etcdCtl.text)
+  (expectEq "etcd: the sample passes every assertion" (failedAssertions onEtcd) [ ])
+  (expectEq "etcd: a user without a password file or a certificate without its key or a secret in the store or no endpoint is refused"
+    (map etcdFailed [
+      { passwordFile = null; }
+      { keyFile = null; }
+      { passwordFile = "/nix/store/00000000000000000000000000000000-etcd-password"; }
+      { endpoints = [ ]; }
+    ])
+    [
+      [ "services.kuutamod.etcd.user and etcd.passwordFile go together: set both (etcd's authentication) or neither." ]
+      [ "services.kuutamod.etcd.certFile and etcd.keyFile go together: set both (a client certificate) or neither." ]
+      [ "services.kuutamod.etcd.passwordFile must be an absolute path outside the Nix store (the store is world-readable)." ]
+      [ "services.kuutamod.etcd.endpoints is empty: list the etcd client URLs, this host's member first." ]
+    ])
+  (expectEq "etcd: a local member without services.etcd warns and with it the unit starts after etcd"
+    {
+      warnings = builtins.length onEtcd.warnings;
+      after = (eval (lib.recursiveUpdate etcdSample { services.etcd.enable = true; })).systemd.services.kuutamod.after;
+    }
+    {
+      warnings = 1;
+      after = [ "network-online.target" "etcd.service" ];
+    })
 ]

@@ -52,6 +52,10 @@ let
     mkShell = attrs: fakeDrv "nix-shell" attrs;
     testers.runNixOSTest = test: fakeDrv "vm-test-run-${test.name}" { inherit test; };
     consul = unfree (fakeDrv "consul-1.22.0" { pname = "consul"; });
+    etcd = fakeDrv "etcd-3.5.21" {
+      pname = "etcd";
+      meta.mainProgram = "etcd";
+    };
     # promtool is in the `cli` output.
     prometheus = fakeDrv "prometheus" { pname = "prometheus"; outputs = [ "out" "cli" ]; cli = fakeDrv "prometheus-cli" { }; };
   }

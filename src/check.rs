@@ -12,19 +12,26 @@
 //! Verdicts: `ok`; `warn` (kuutamod runs, but something deserves a look); `skip` (not checked,
 //! and why); `FAIL` (kuutamod cannot work: `kuutamod --check` exits 1).
 //!
+//! With `KUUTAMO_LOCK_BACKEND=etcd` the lock-store checks are etcd's: the members reachable
+//! with a leader, the user authenticated, a lease granted, kept alive and revoked, and the
+//! user's role allowed exactly kuutamod's keys, asked the same way without writing.
+//!
 //! This file holds the report and the order of the checks, with the settings and key checks;
 //! `host.rs` checks neard and this host (exporter address, clock); `lock_store.rs` checks
-//! Consul and the token.
+//! Consul and the token; `etcd_store.rs` etcd and its user.
 
 use std::fmt;
 
 use crate::keys::KeyFile;
 use crate::settings::{
     account_of, addresses, distinct_keys, leader_key, read_key, resolve_neard_bin,
-    wants_validator_node_key, Args, ConsulAccess, FailoverMode,
+    wants_validator_node_key, Args, ConsulAccess, EtcdAccess, FailoverMode, LockBackend,
+    StoreAccess,
 };
+use crate::store::Store;
 use crate::timing::Timing;
 
+mod etcd_store;
 mod host;
 mod lock_store;
 
@@ -126,15 +133,21 @@ pub async fn run(args: &Args, scope: Scope) -> Report {
     let mut report = Report::default();
 
     report.result("settings", settings(args));
-    let consul = ConsulAccess::resolve(
-        args.consul_url.as_deref(),
-        args.consul_token.as_deref(),
-        args.consul_token_file.as_deref(),
-        args.consul_ca_file.as_deref(),
-    );
+    let consul = StoreAccess::resolve(&args.store, || {
+        ConsulAccess::resolve(
+            args.consul_url.as_deref(),
+            args.consul_token.as_deref(),
+            args.consul_token_file.as_deref(),
+            args.consul_ca_file.as_deref(),
+        )
+    });
+    let (settings_line, store_checks) = match args.store.lock_backend {
+        LockBackend::Consul => ("consul settings", &CONSUL_CHECKS[..]),
+        LockBackend::Etcd => ("etcd settings", &etcd_store::ETCD_CHECKS[..]),
+    };
     report.result(
-        "consul settings",
-        consul.as_ref().map(describe_access).map_err(Clone::clone),
+        settings_line,
+        consul.as_ref().map(describe_store).map_err(Clone::clone),
     );
 
     // Keys.
@@ -234,14 +247,21 @@ pub async fn run(args: &Args, scope: Scope) -> Report {
         .as_ref()
         .map_err(Clone::clone)
         .and_then(|c| c.client().map_err(|e| format!("{e:#}")));
+    let account = account.ok().or_else(|| args.account_id.clone());
     match client {
-        Ok(client) => {
-            let account = account.ok().or_else(|| args.account_id.clone());
+        Ok(Store::Consul(client)) => {
             lock_store::lock_store(&mut report, &client, args, account.as_deref()).await;
         }
+        Ok(Store::Etcd(client)) => {
+            etcd_store::etcd_store(&mut report, &client, args, account.as_deref()).await;
+        }
         Err(_) => {
-            for name in CONSUL_CHECKS {
-                report.push(Verdict::Skip, name, "the Consul settings are not valid");
+            for name in store_checks {
+                report.push(
+                    Verdict::Skip,
+                    name,
+                    "the lock store's settings are not valid",
+                );
             }
         }
     }
@@ -256,6 +276,35 @@ const CONSUL_CHECKS: [&str; 5] = [
     "consul lock key",
     "consul status records",
 ];
+
+fn describe_store(s: &StoreAccess) -> String {
+    match s {
+        StoreAccess::Consul(c) => describe_access(c),
+        StoreAccess::Etcd(e) => describe_etcd(e),
+    }
+}
+
+fn describe_etcd(e: &EtcdAccess) -> String {
+    let mut parts = vec![format!(
+        "{} (from {})",
+        e.endpoints.join(","),
+        e.endpoints_from
+    )];
+    parts.push(match &e.credentials {
+        Some(c) => format!("user {:?} with a password file", c.user),
+        None => "no user".into(),
+    });
+    for (what, file) in [
+        ("CA file", &e.ca_file),
+        ("client certificate", &e.cert_file),
+        ("client key", &e.key_file),
+    ] {
+        if let Some(f) = file {
+            parts.push(format!("{what} {}", f.display()));
+        }
+    }
+    parts.join(", ")
+}
 
 fn describe_access(c: &ConsulAccess) -> String {
     let token = if c.token.is_some() {

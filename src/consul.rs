@@ -19,11 +19,13 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 /// Extra time a blocking query may take beyond its `wait` (Consul adds up to wait/16 jitter).
 const BLOCKING_SLACK: Duration = Duration::from_secs(5);
 
-mod error;
 mod wire;
 
-pub use error::{describe_transport, ConsulError};
+pub use crate::store::error::describe_transport;
 pub use wire::{KvEntry, SessionInfo, TokenInfo, TokenPolicy};
+
+/// The lock store's error type under the name the Consul client has always used.
+pub type ConsulError = crate::store::StoreError;
 
 /// The value a probe transaction carries (it is never written; see [`Consul::probe_lock`]).
 const PROBE_VALUE: &[u8] = b"kuutamod --check probe: never written";

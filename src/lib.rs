@@ -12,9 +12,12 @@
 //! - [`keys`]: NEAR key files (read, validate, install atomically with mode 0600).
 //! - [`neard`]: everything about the supervised `neard`: its home and `config.json`, its
 //!   `/status` and `/metrics`, the child process itself.
-//! - [`consul`]: the small Consul HTTP client (sessions, check-and-lock transactions, blocking
-//!   queries); [`lock_store`]: the calls kuutamod makes to its lock store, as one trait that
-//!   Consul (and the simulation's model of it) implements.
+//! - [`lock_store`]: the calls kuutamod makes to its lock store, as one trait
+//!   ([`lock_store::LockStore`], its errors [`store::StoreError`]) that Consul, etcd and the
+//!   simulation's model of Consul implement; [`store`]: the store kuutamod was configured with
+//!   (`KUUTAMO_LOCK_BACKEND`), Consul or etcd, as one type; [`consul`]: the small Consul HTTP
+//!   client (sessions, check-and-lock transactions, blocking queries); [`etcd`]: the etcd
+//!   client over its JSON gateway (leases, a record outside them, watches).
 //! - Pure decisions, no I/O, time passed in: [`machine`] (every decision, as one state
 //!   machine), [`lease`] (the lock record, the leader's lease and a standby's wait),
 //!   [`fence`] (the height fence against neard's signing horizon), [`doppelganger`] (our key
@@ -42,6 +45,7 @@ pub mod consul;
 pub mod ctl;
 pub mod doppelganger;
 pub mod duration;
+pub mod etcd;
 pub mod exporter;
 pub mod fence;
 pub mod guard;
@@ -55,5 +59,6 @@ pub mod neard;
 pub mod pidfd;
 pub mod records;
 pub mod settings;
+pub mod store;
 pub mod supervisor;
 pub mod timing;

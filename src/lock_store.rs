@@ -2,24 +2,27 @@
 //! its records ([`LockStore`]), the same calls as data ([`StoreOp`], [`StoreReply`]) for code
 //! that decides what to ask without doing it, and [`execute`] between the two.
 //!
-//! Consul ([`crate::consul::Consul`]) implements it; a second backend implements the same
-//! methods with the same result types, and so does the deterministic simulation's model of
-//! Consul (`dst/`), which is how the simulation runs kuutamod's real supervisor
-//! ([`crate::supervisor::conductor`]) against its simulated store. Each method takes `&mut
-//! self`: a client that keeps per-call state needs it, a shared client is cloned per call, and
-//! a model changes its state in place.
+//! Consul ([`crate::consul::Consul`]) and etcd ([`crate::etcd::Etcd`]) implement it, and so
+//! does [`crate::store::Store`], whichever of the two the settings name; so does the
+//! deterministic simulation's model of Consul (`dst/`), which is how the simulation runs
+//! kuutamod's real supervisor ([`crate::supervisor::conductor`]) against its simulated store.
+//! Each method takes `&mut self`: a client that keeps per-call state needs it, a shared client
+//! is cloned per call, and a model changes its state in place.
 //!
 //! What each call means is the contract the safety argument relies on (docs/failover.md, "The
-//! lock and its record"): indexes grow with every write, a check-and-lock applies whole or not
-//! at all, a session that ends releases its locks keeping their values.
+//! lock and its record", and "etcd" for how etcd keeps it): indexes grow with every write, a
+//! check-and-lock applies whole or not at all, a session that ends releases its locks keeping
+//! their values.
 
 use std::future::Future;
 use std::time::Duration;
 
-use crate::consul::{Consul, ConsulError, KvEntry, SessionInfo};
+use crate::consul::Consul;
+use crate::etcd::Etcd;
+use crate::store::{KvEntry, SessionInfo, Store, StoreError};
 
 /// The calls kuutamod makes to its lock store, with their result types. Errors are typed:
-/// [`ConsulError::SessionGone`] and [`ConsulError::Rejected`] are answers (the session is gone;
+/// [`StoreError::SessionGone`] and [`StoreError::Rejected`] are answers (the session is gone;
 /// a check failed or the lock was refused), every other variant means no usable answer.
 pub trait LockStore {
     /// Creates a session named `name` that the store ends `ttl` after its last renewal (at the
@@ -28,24 +31,23 @@ pub trait LockStore {
         &mut self,
         name: &str,
         ttl: Duration,
-    ) -> impl Future<Output = Result<String, ConsulError>> + Send;
+    ) -> impl Future<Output = Result<String, StoreError>> + Send;
 
-    /// Renews session `id`, or [`ConsulError::SessionGone`].
-    fn renew(&mut self, id: &str) -> impl Future<Output = Result<(), ConsulError>> + Send;
+    /// Renews session `id`, or [`StoreError::SessionGone`].
+    fn renew(&mut self, id: &str) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// Ends session `id`; its locks are released, their values kept.
-    fn destroy_session(&mut self, id: &str)
-        -> impl Future<Output = Result<(), ConsulError>> + Send;
+    fn destroy_session(&mut self, id: &str) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// Session `id`, or `None` when it does not exist (any more).
     fn session_info(
         &mut self,
         id: &str,
-    ) -> impl Future<Output = Result<Option<SessionInfo>, ConsulError>> + Send;
+    ) -> impl Future<Output = Result<Option<SessionInfo>, StoreError>> + Send;
 
     /// One transaction: `key` is at index `expected` (`None`: it does not exist), then lock it
-    /// for `session` with `value`. Returns the key's new index; [`ConsulError::Rejected`] when
-    /// the check or the lock failed, [`ConsulError::SessionGone`] for a session that does not
+    /// for `session` with `value`. Returns the key's new index; [`StoreError::Rejected`] when
+    /// the check or the lock failed, [`StoreError::SessionGone`] for a session that does not
     /// exist.
     fn check_and_lock(
         &mut self,
@@ -53,7 +55,7 @@ pub trait LockStore {
         expected: Option<u64>,
         session: &str,
         value: &[u8],
-    ) -> impl Future<Output = Result<u64, ConsulError>> + Send;
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send;
 
     /// One transaction: `key` is at index `expected` and held by `session`, then release it
     /// writing `value`. `Ok(false)`: it was not, and nothing was written.
@@ -63,7 +65,7 @@ pub trait LockStore {
         expected: u64,
         session: &str,
         value: &[u8],
-    ) -> impl Future<Output = Result<bool, ConsulError>> + Send;
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 
     /// Reads `key`: the entry (`None`: absent) and the store's index for it. With `blocking`
     /// (an index and a wait), answers once that index is passed or the wait is over; with
@@ -73,7 +75,7 @@ pub trait LockStore {
         key: &str,
         blocking: Option<(u64, Duration)>,
         consistent: bool,
-    ) -> impl Future<Output = Result<(Option<KvEntry>, u64), ConsulError>> + Send;
+    ) -> impl Future<Output = Result<(Option<KvEntry>, u64), StoreError>> + Send;
 
     /// Reads every key under `prefix` (blocking as [`LockStore::get_key`]): the entries and
     /// the store's index for them.
@@ -81,14 +83,14 @@ pub trait LockStore {
         &mut self,
         prefix: &str,
         blocking: Option<(u64, Duration)>,
-    ) -> impl Future<Output = Result<(Vec<KvEntry>, u64), ConsulError>> + Send;
+    ) -> impl Future<Output = Result<(Vec<KvEntry>, u64), StoreError>> + Send;
 
     /// Writes `value` to `key`, without a lock (a record that is not the lock).
     fn put(
         &mut self,
         key: &str,
         value: &[u8],
-    ) -> impl Future<Output = Result<(), ConsulError>> + Send;
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// Writes `value` to `key` if it is still at `index` (0: only if absent). `Ok(false)`: it
     /// changed meanwhile, nothing was written.
@@ -97,7 +99,7 @@ pub trait LockStore {
         key: &str,
         value: &[u8],
         index: u64,
-    ) -> impl Future<Output = Result<bool, ConsulError>> + Send;
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 }
 
 /// A call of [`LockStore`] as data.
@@ -218,7 +220,7 @@ pub enum StoreReply {
 }
 
 /// Carries out `op` on `store`.
-pub async fn execute<S: LockStore>(store: &mut S, op: &StoreOp) -> Result<StoreReply, ConsulError> {
+pub async fn execute<S: LockStore>(store: &mut S, op: &StoreOp) -> Result<StoreReply, StoreError> {
     Ok(match op {
         StoreOp::CreateSession { name, ttl } => {
             StoreReply::Session(store.create_session(name, *ttl).await?)
@@ -294,94 +296,105 @@ impl std::fmt::Display for Failure {
     }
 }
 
-impl From<ConsulError> for Failure {
-    fn from(e: ConsulError) -> Failure {
+impl From<StoreError> for Failure {
+    fn from(e: StoreError) -> Failure {
         match e {
-            ConsulError::SessionGone(id) => Failure::SessionGone(id),
-            ConsulError::Rejected { what, .. } => Failure::Rejected(what),
+            StoreError::SessionGone(id) => Failure::SessionGone(id),
+            StoreError::Rejected { what, .. } => Failure::Rejected(what),
             other => Failure::Failed(other.to_string()),
         }
     }
 }
 
-impl LockStore for Consul {
-    fn create_session(
-        &mut self,
-        name: &str,
-        ttl: Duration,
-    ) -> impl Future<Output = Result<String, ConsulError>> + Send {
-        Consul::create_session(self, name, ttl)
-    }
+/// Implements [`LockStore`] for a client whose inherent methods of the same names take `&self`
+/// and return the same results (Consul, etcd, and [`Store`], which forwards to one of them):
+/// each call clones nothing and forwards.
+macro_rules! forward_lock_store {
+    ($client:ty) => {
+        impl LockStore for $client {
+            fn create_session(
+                &mut self,
+                name: &str,
+                ttl: Duration,
+            ) -> impl Future<Output = Result<String, StoreError>> + Send {
+                <$client>::create_session(self, name, ttl)
+            }
 
-    fn renew(&mut self, id: &str) -> impl Future<Output = Result<(), ConsulError>> + Send {
-        Consul::renew(self, id)
-    }
+            fn renew(&mut self, id: &str) -> impl Future<Output = Result<(), StoreError>> + Send {
+                <$client>::renew(self, id)
+            }
 
-    fn destroy_session(
-        &mut self,
-        id: &str,
-    ) -> impl Future<Output = Result<(), ConsulError>> + Send {
-        Consul::destroy_session(self, id)
-    }
+            fn destroy_session(
+                &mut self,
+                id: &str,
+            ) -> impl Future<Output = Result<(), StoreError>> + Send {
+                <$client>::destroy_session(self, id)
+            }
 
-    fn session_info(
-        &mut self,
-        id: &str,
-    ) -> impl Future<Output = Result<Option<SessionInfo>, ConsulError>> + Send {
-        Consul::session_info(self, id)
-    }
+            fn session_info(
+                &mut self,
+                id: &str,
+            ) -> impl Future<Output = Result<Option<SessionInfo>, StoreError>> + Send {
+                <$client>::session_info(self, id)
+            }
 
-    fn check_and_lock(
-        &mut self,
-        key: &str,
-        expected: Option<u64>,
-        session: &str,
-        value: &[u8],
-    ) -> impl Future<Output = Result<u64, ConsulError>> + Send {
-        Consul::check_and_lock(self, key, expected, session, value)
-    }
+            fn check_and_lock(
+                &mut self,
+                key: &str,
+                expected: Option<u64>,
+                session: &str,
+                value: &[u8],
+            ) -> impl Future<Output = Result<u64, StoreError>> + Send {
+                <$client>::check_and_lock(self, key, expected, session, value)
+            }
 
-    fn release(
-        &mut self,
-        key: &str,
-        expected: u64,
-        session: &str,
-        value: &[u8],
-    ) -> impl Future<Output = Result<bool, ConsulError>> + Send {
-        Consul::release(self, key, expected, session, value)
-    }
+            fn release(
+                &mut self,
+                key: &str,
+                expected: u64,
+                session: &str,
+                value: &[u8],
+            ) -> impl Future<Output = Result<bool, StoreError>> + Send {
+                <$client>::release(self, key, expected, session, value)
+            }
 
-    fn get_key(
-        &mut self,
-        key: &str,
-        blocking: Option<(u64, Duration)>,
-        consistent: bool,
-    ) -> impl Future<Output = Result<(Option<KvEntry>, u64), ConsulError>> + Send {
-        Consul::get_key(self, key, blocking, consistent)
-    }
+            fn get_key(
+                &mut self,
+                key: &str,
+                blocking: Option<(u64, Duration)>,
+                consistent: bool,
+            ) -> impl Future<Output = Result<(Option<KvEntry>, u64), StoreError>> + Send {
+                <$client>::get_key(self, key, blocking, consistent)
+            }
 
-    fn get_prefix(
-        &mut self,
-        prefix: &str,
-        blocking: Option<(u64, Duration)>,
-    ) -> impl Future<Output = Result<(Vec<KvEntry>, u64), ConsulError>> + Send {
-        Consul::get_prefix(self, prefix, blocking)
-    }
+            fn get_prefix(
+                &mut self,
+                prefix: &str,
+                blocking: Option<(u64, Duration)>,
+            ) -> impl Future<Output = Result<(Vec<KvEntry>, u64), StoreError>> + Send {
+                <$client>::get_prefix(self, prefix, blocking)
+            }
 
-    fn put(
-        &mut self,
-        key: &str,
-        value: &[u8],
-    ) -> impl Future<Output = Result<(), ConsulError>> + Send {
-        Consul::put(self, key, value)
-    }
+            fn put(
+                &mut self,
+                key: &str,
+                value: &[u8],
+            ) -> impl Future<Output = Result<(), StoreError>> + Send {
+                <$client>::put(self, key, value)
+            }
 
-    fn put_cas(
-        &mut self,
-        key: &str,
-        value: &[u8],
-        index: u64,
-    ) -> impl Future<Output = Result<bool, ConsulError>> + Send {
-        Consul::put_cas(self, key, value, index)
-    }
+            fn put_cas(
+                &mut self,
+                key: &str,
+                value: &[u8],
+                index: u64,
+            ) -> impl Future<Output = Result<bool, StoreError>> + Send {
+                <$client>::put_cas(self, key, value, index)
+            }
+        }
+    };
 }
+
+forward_lock_store!(Consul);
+forward_lock_store!(Etcd);
+forward_lock_store!(Store);

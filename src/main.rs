@@ -92,10 +92,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
     });
     tokio::spawn(exporter::serve(listener, metrics.clone(), watch));
     log::info!(
-        "kuutamod {} starting: account {}, Consul {}, neard home {}, TTL {}, step-down {} after the last acknowledged heartbeat",
+        "kuutamod {} starting: account {}, lock store {}, neard home {}, TTL {}, step-down {} after the last acknowledged heartbeat",
         env!("CARGO_PKG_VERSION"),
         settings.account_id,
-        settings.consul_url,
+        settings.lock_store.location(),
         settings.neard_home.display(),
         kuutamod::duration::display(settings.timing.ttl),
         kuutamod::duration::display(settings.timing.step_down_after),

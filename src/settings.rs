@@ -19,11 +19,16 @@ use crate::timing::Timing;
 
 mod cli;
 mod consul;
+mod etcd;
 
 pub use cli::{parse_args, parse_args_from};
 pub use consul::{
     check_consul_url, consul_ca_file, consul_http_addr, consul_token, consul_url, ConsulAccess,
     DEFAULT_CONSUL_URL,
+};
+pub use etcd::{
+    etcd_credentials, etcd_endpoints, EtcdAccess, LockBackend, StoreAccess, StoreFlags,
+    DEFAULT_ETCD_ENDPOINT,
 };
 
 /// `kuutamod --help`'s closing text: the formats and rules no single flag shows.
@@ -35,6 +40,11 @@ Consul: the URL is --consul-url / KUUTAMO_CONSUL_URL, else CONSUL_HTTP_ADDR (wit
 as the consul CLI reads them), else http://localhost:8500. The ACL token is KUUTAMO_CONSUL_TOKEN,
 else the file KUUTAMO_CONSUL_TOKEN_FILE, else CONSUL_HTTP_TOKEN_FILE, else CONSUL_HTTP_TOKEN. The
 CA file is KUUTAMO_CONSUL_CA_FILE, else CONSUL_CACERT.
+
+etcd (KUUTAMO_LOCK_BACKEND=etcd): KUUTAMO_ETCD_ENDPOINTS, comma-separated client URLs, the local
+member first (default http://127.0.0.1:2379); KUUTAMO_ETCD_CA_FILE, KUUTAMO_ETCD_CERT_FILE and
+KUUTAMO_ETCD_KEY_FILE for TLS; KUUTAMO_ETCD_USER and KUUTAMO_ETCD_PASSWORD_FILE for etcd's
+authentication. Every node of a cluster must use the same store.
 
 Logging: RUST_LOG sets what is logged to stderr (env_logger's syntax; default `info`), e.g.
 RUST_LOG=debug or RUST_LOG=kuutamod=debug,info.
@@ -105,6 +115,9 @@ pub struct Args {
     /// private CA [default: $CONSUL_CACERT].
     #[arg(long, env = "KUUTAMO_CONSUL_CA_FILE")]
     pub consul_ca_file: Option<PathBuf>,
+    /// The lock store and etcd's settings.
+    #[command(flatten)]
+    pub store: StoreFlags,
     /// Where kuutamod serves /metrics, /health (the state), /leader (200 while validating),
     /// /standby (200 while ready to take over) and /neard-pid.
     #[arg(
@@ -209,12 +222,8 @@ pub struct Settings {
     pub node_id: String,
     /// Validator account: the validator key's.
     pub account_id: String,
-    /// Consul base URL.
-    pub consul_url: String,
-    /// Consul ACL token.
-    pub consul_token: Option<String>,
-    /// CA file for Consul's HTTPS.
-    pub consul_ca_file: Option<PathBuf>,
+    /// The lock store (Consul or etcd) and how to reach it.
+    pub lock_store: StoreAccess,
     /// Exporter listen address.
     pub exporter_address: SocketAddr,
     /// The validator key.
@@ -407,12 +416,14 @@ impl Settings {
         if args.node_id.is_empty() {
             return Err("KUUTAMO_NODE_ID is empty; give each host a distinct node id".into());
         }
-        let consul = ConsulAccess::resolve(
-            args.consul_url.as_deref(),
-            args.consul_token.as_deref(),
-            args.consul_token_file.as_deref(),
-            args.consul_ca_file.as_deref(),
-        )?;
+        let lock_store = StoreAccess::resolve(&args.store, || {
+            ConsulAccess::resolve(
+                args.consul_url.as_deref(),
+                args.consul_token.as_deref(),
+                args.consul_token_file.as_deref(),
+                args.consul_ca_file.as_deref(),
+            )
+        })?;
         let (exporter_address, validator_network_addr, voter_network_addr) = addresses(&args)?;
         let timing = Timing::new(args.session_ttl, args.neard_stop_grace)?;
 
@@ -445,9 +456,7 @@ impl Settings {
         Ok(Settings {
             node_id: args.node_id,
             account_id,
-            consul_url: consul.url,
-            consul_token: consul.token,
-            consul_ca_file: consul.ca_file,
+            lock_store,
             exporter_address,
             validator_key,
             validator_node_key,

@@ -3,6 +3,10 @@
 //! the agent to the servers). An agent can be signalled, stopped gracefully (a client agent
 //! *leaves*, deregistering its node), killed, and started again with the same name, ports and
 //! data directory.
+//!
+//! The same handle runs an etcd member ([`Role::Etcd`]) for kuutamod's etcd backend: its
+//! command line, readiness and leader are etcd's own (`crate::etcd`); [`Servers::start_etcd`]
+//! starts one member or a three-member cluster, each where the cluster builder places it.
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -66,6 +70,14 @@ pub enum Role {
     Client {
         /// Serf LAN addresses of the servers.
         join: Vec<String>,
+    },
+    /// Not Consul: an etcd member of the cluster `initial_cluster` (`name=peer-url,...`), run
+    /// from `bin`. Its client port is [`Ports::http`], its peer port [`Ports::server`].
+    Etcd {
+        /// etcd's `--initial-cluster`.
+        initial_cluster: String,
+        /// The etcd binary.
+        bin: PathBuf,
     },
 }
 
@@ -133,9 +145,10 @@ pub struct Agent {
 impl Agent {
     /// Starts an agent.
     pub fn start(spec: AgentSpec) -> anyhow::Result<Agent> {
+        let kind = if spec.is_etcd() { "etcd" } else { "consul" };
         let mut agent = Agent {
             url: format!("http://{}:{}", spec.bind, spec.ports.http),
-            log: spec.dir.join(format!("consul-{}.log", spec.name)),
+            log: spec.dir.join(format!("{kind}-{}.log", spec.name)),
             spec,
             child: None,
         };
@@ -171,12 +184,27 @@ impl Agent {
             return Ok(());
         }
         let s = &self.spec;
-        let data = s.dir.join(format!("consul-{}", s.name));
-        std::fs::create_dir_all(&data)?;
         let out = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&self.log)?;
+        if let Role::Etcd {
+            initial_cluster,
+            bin,
+        } = &s.role
+        {
+            let data = s.dir.join(format!("etcd-{}", s.name));
+            let child = crate::etcd::command(s, bin, initial_cluster, &data)
+                .stdin(Stdio::null())
+                .stdout(out.try_clone()?)
+                .stderr(out)
+                .spawn()
+                .with_context(|| format!("cannot start etcd ({})", bin.display()))?;
+            self.child = Some(OwnedChild::new(child));
+            return Ok(());
+        }
+        let data = s.dir.join(format!("consul-{}", s.name));
+        std::fs::create_dir_all(&data)?;
         let http = s
             .http_addrs
             .iter()
@@ -222,6 +250,7 @@ impl Agent {
                     cmd.arg(format!("-retry-join={j}"));
                 }
             }
+            Role::Etcd { .. } => unreachable!("started above"),
         }
         let child = cmd
             .stdin(Stdio::null())
@@ -278,8 +307,17 @@ impl Agent {
         Ok(())
     }
 
-    /// The Raft leader this agent knows (`ip:server-port`), if any.
+    /// The Raft leader this agent knows (`ip:server-port`; an etcd member: the leader's member
+    /// id), if any.
     pub fn leader(&self) -> Result<String, String> {
+        if self.spec.is_etcd() {
+            let (_, leader) = crate::etcd::member_and_leader(&self.url)?;
+            return if leader.is_empty() || leader == "0" || leader == "null" {
+                Err("no leader".into())
+            } else {
+                Ok(leader)
+            };
+        }
         let body = http_get(&format!("{}/v1/status/leader", self.url))?;
         let leader = body.trim().trim_matches('"').to_string();
         if leader.is_empty() {
@@ -293,6 +331,7 @@ impl Agent {
     /// (a session can be created on it); fails at once if the agent exited.
     pub fn wait_ready(&mut self, limit: Duration) -> anyhow::Result<()> {
         let client = matches!(self.spec.role, Role::Client { .. });
+        let etcd = self.spec.is_etcd();
         let node = format!("{}/v1/catalog/node/{}", self.url, self.spec.name);
         let name = self.spec.name.clone();
         let child = self.child.as_mut().context("agent not started")?;
@@ -301,11 +340,14 @@ impl Agent {
         let me = |path: &str| format!("{agent_url}{path}");
         let r = wait::until(
             limit,
-            &format!("Consul agent {name} to serve writes"),
+            &format!("lock-store process {name} to serve writes"),
             || {
                 if exited.get() || child.exited() {
                     exited.set(true);
                     return Ok(());
+                }
+                if etcd {
+                    return crate::etcd::healthy(&agent_url);
                 }
                 http_get(&me("/v1/status/leader")).and_then(|l| {
                     if l.trim().trim_matches('"').is_empty() {
@@ -324,7 +366,7 @@ impl Agent {
         .with_context(|| format!("see {}", self.log.display()));
         if exited.get() {
             anyhow::bail!(
-                "Consul agent {name} exited at start; see {}",
+                "lock-store process {name} exited at start; see {}",
                 self.log.display()
             );
         }
@@ -332,7 +374,15 @@ impl Agent {
     }
 }
 
-/// The Consul servers of one cluster: a dev agent, or three servers.
+impl AgentSpec {
+    /// Whether this is an etcd member.
+    pub fn is_etcd(&self) -> bool {
+        matches!(self.role, Role::Etcd { .. })
+    }
+}
+
+/// The Consul servers of one cluster: a dev agent, or three servers (or, for the etcd
+/// backend, its members).
 pub struct Servers {
     /// The servers.
     pub agents: Vec<Agent>,
@@ -389,6 +439,49 @@ impl Servers {
         Ok(servers)
     }
 
+    /// Starts `count` etcd members (1 or 3) from `bin`, member `i` at `places[i]` (its
+    /// address and network namespace), and waits until each is healthy.
+    pub fn start_etcd(
+        count: usize,
+        places: &[(IpAddr, Option<String>)],
+        bin: &Path,
+        dir: &Path,
+    ) -> anyhow::Result<Servers> {
+        anyhow::ensure!(count == 1 || count == 3, "1 or 3 etcd members, not {count}");
+        let ports: Vec<Ports> = places.iter().map(|(ip, _)| Ports::pick(*ip)).collect();
+        let initial_cluster = places
+            .iter()
+            .zip(&ports)
+            .enumerate()
+            .map(|(i, ((ip, _), p))| format!("etcd{i}={}", crate::etcd::peer_url(*ip, p.server)))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut agents = Vec::new();
+        for (i, (ip, netns)) in places.iter().enumerate() {
+            let mut http_addrs = vec![*ip];
+            if netns.is_some() {
+                http_addrs.push(IpAddr::from([127, 0, 0, 1]));
+            }
+            agents.push(Agent::start(AgentSpec {
+                name: format!("etcd{i}"),
+                role: Role::Etcd {
+                    initial_cluster: initial_cluster.clone(),
+                    bin: bin.to_path_buf(),
+                },
+                bind: *ip,
+                http_addrs,
+                ports: ports[i],
+                netns: netns.clone(),
+                dir: dir.to_path_buf(),
+            })?);
+        }
+        let mut servers = Servers { agents };
+        for a in &mut servers.agents {
+            a.wait_ready(START_LIMIT)?;
+        }
+        Ok(servers)
+    }
+
     /// Serf LAN addresses of the servers (what a client agent joins).
     pub fn lan(&self) -> Vec<String> {
         self.agents
@@ -409,6 +502,9 @@ impl Servers {
 
     /// Index of the current Raft leader.
     pub fn leader(&self) -> Result<usize, String> {
+        if self.agents.first().is_some_and(|a| a.spec.is_etcd()) {
+            return self.etcd_leader();
+        }
         let mut last = String::from("no server answers");
         for s in self.agents.iter().filter(|s| s.pid().is_some()) {
             match s.leader() {
@@ -423,6 +519,34 @@ impl Servers {
             }
         }
         Err(last)
+    }
+}
+
+impl Servers {
+    /// Index of the etcd member that leads, as the running members say.
+    fn etcd_leader(&self) -> Result<usize, String> {
+        let mut ids = Vec::new();
+        let mut leader = None;
+        let mut last = String::from("no member answers");
+        for (i, a) in self.agents.iter().enumerate() {
+            if a.pid().is_none() {
+                continue;
+            }
+            match crate::etcd::member_and_leader(&a.url) {
+                Ok((me, l)) => {
+                    ids.push((i, me));
+                    if l != "0" && !l.is_empty() {
+                        leader = Some(l);
+                    }
+                }
+                Err(e) => last = e,
+            }
+        }
+        let leader = leader.ok_or(last)?;
+        ids.into_iter()
+            .find(|(_, me)| *me == leader)
+            .map(|(i, _)| i)
+            .ok_or(format!("leader {leader} is not a running member"))
     }
 }
 
@@ -452,6 +576,16 @@ pub fn http_get(url: &str) -> Result<String, String> {
 pub fn http_put(url: &str, body: &str) -> Result<String, String> {
     let resp = client()?
         .put(url)
+        .body(body.to_string())
+        .send()
+        .map_err(|e| e.to_string())?;
+    answer(url, resp)
+}
+
+/// A blocking POST; any non-2xx status is an error.
+pub fn http_post(url: &str, body: &str) -> Result<String, String> {
+    let resp = client()?
+        .post(url)
         .body(body.to_string())
         .send()
         .map_err(|e| e.to_string())?;

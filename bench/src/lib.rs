@@ -11,7 +11,9 @@
 //!
 //! - [`wait`]: bounded polls that fail with what was last observed.
 //! - [`procs`]: binaries, free ports, process guards, `/proc` readings (RSS, CPU).
-//! - [`consul`]: Consul agents (dev, server, client) and a three-server cluster.
+//! - [`consul`]: Consul agents (dev, server, client) and a three-server cluster; the same
+//!   handle runs etcd members.
+//! - [`etcd`]: etcd's binaries (3.4 and 3.5), command line, readiness and leader.
 //! - [`netns`]: network namespaces with a veth pair each; packet-dropping partitions (nft).
 //! - [`proxy`]: a delaying, request-counting TCP proxy ("slow Consul").
 //! - [`cluster`]: kuutamod + neard-sim nodes sharing one validator key and one ledger, and the
@@ -24,6 +26,7 @@
 
 pub mod cluster;
 pub mod consul;
+pub mod etcd;
 pub mod netns;
 pub mod procs;
 pub mod proxy;

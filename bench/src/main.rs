@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
+use kuutamod_bench::cluster::Backend;
 use kuutamod_bench::report;
-use kuutamod_bench::scenario::{Scenario, Timing, World, ALL};
+use kuutamod_bench::scenario::{Scenario, Timing, World, ALL, ETCD_QUICK};
 use kuutamod_bench::steady;
 
 /// Command line.
@@ -46,6 +47,10 @@ struct Args {
     /// How long the crash-loop scenario counts neard starts, in seconds [default: 60; quick: 20].
     #[arg(long)]
     crash_window_secs: Option<u64>,
+    /// The lock store: consul (servers and a client agent per host) or etcd (three members, one
+    /// per host, each node talking to its own).
+    #[arg(long, default_value = "consul", value_parser = ["consul", "etcd"])]
+    backend: String,
     /// Run every node in the root namespace (skips the partition scenarios 5, 6 and 13d).
     #[arg(long)]
     no_netns: bool,
@@ -81,14 +86,24 @@ fn main() -> anyhow::Result<()> {
     } else {
         args.mode.clone()
     };
-    let scenarios: Vec<Scenario> = if args.scenario.is_empty() {
-        ALL.to_vec()
+    let backend = match args.backend.as_str() {
+        "etcd" => Backend::Etcd { bin: None },
+        _ => Backend::Consul,
+    };
+    let etcd = backend != Backend::Consul;
+    let scenarios: Vec<Scenario> = if args.scenario.is_empty() && etcd && args.quick {
+        ETCD_QUICK.to_vec()
+    } else if args.scenario.is_empty() {
+        ALL.iter().copied().filter(|s| s.runs_on(etcd)).collect()
     } else {
         args.scenario
             .iter()
             .map(|s| Scenario::parse(s).with_context(|| format!("unknown scenario {s:?}")))
             .collect::<anyhow::Result<_>>()?
     };
+    if let Some(s) = scenarios.iter().find(|s| !s.runs_on(etcd)) {
+        anyhow::bail!("{} does not run on {}", s.name(), args.backend);
+    }
     let scenarios: Vec<Scenario> = scenarios
         .into_iter()
         .filter(|s| {
@@ -113,7 +128,8 @@ fn main() -> anyhow::Result<()> {
         }
     };
     eprintln!(
-        "kuutamod-bench: {runs} run(s) x {} scenario(s) x modes {modes:?}; TTL {ttl:?}, stop grace {:?}, syncing grace {:?}, neard boot {} ms, a chain of ours and three virtual validators, neard's timers / {}; in {}",
+        "kuutamod-bench ({}): {runs} run(s) x {} scenario(s) x modes {modes:?}; TTL {ttl:?}, stop grace {:?}, syncing grace {:?}, neard boot {} ms, a chain of ours and three virtual validators, neard's timers / {}; in {}",
+        args.backend,
         scenarios.len(),
         timing.stop_grace,
         timing.syncing_grace,
@@ -121,7 +137,7 @@ fn main() -> anyhow::Result<()> {
         kuutamod_bench::cluster::SPEED_UP,
         dir.display()
     );
-    let mut world = World::new(&dir, !args.no_netns)?;
+    let mut world = World::new(&dir, !args.no_netns, backend.clone())?;
     let mut results = Vec::new();
     for scenario in &scenarios {
         for mode in &modes {

@@ -15,12 +15,33 @@ use nix::unistd::Pid;
 /// How long a stopped child may take to exit after SIGTERM before it is killed.
 const STOP_GRACE: Duration = Duration::from_secs(5);
 
-/// A free TCP port on `ip` (bound, then released, for programs that cannot bind port 0).
+/// The ports the harness hands to programs that bind them later: below Linux's default
+/// ephemeral range (32768-60999). A port the kernel chose for a `bind(0)` comes from that
+/// range, and by the time the program binds it, the local end of some outgoing connection may
+/// hold it (seen as neard-sim's repeated "Address already in use" on a restart, with etcd's
+/// watches opening a connection per wake-up); no connection's local end is ever below it.
+const HANDED_PORTS: std::ops::Range<u32> = 20_000..32_768;
+
+/// Where the next [`free_port_on`] starts looking, so that two calls in one process never hand
+/// out the same port (until the range wraps). The harness's only shared state: the ports it
+/// handed out are a fact of the whole process, as the kernel's own port allocator is.
+static NEXT_PORT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+/// A free TCP port on `ip` (bound, then released, for programs that cannot bind port 0), from
+/// [`HANDED_PORTS`], starting at an offset of this process's own so that two harness
+/// processes rarely look at the same ports.
 pub fn free_port_on(ip: IpAddr) -> u16 {
-    TcpListener::bind((ip, 0))
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap_or_else(|e| panic!("cannot bind {ip}:0: {e}"))
+    let span = HANDED_PORTS.end - HANDED_PORTS.start;
+    let offset = std::process::id().wrapping_mul(7_919) % span;
+    for _ in 0..span {
+        let n = NEXT_PORT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let port = HANDED_PORTS.start + (offset + n) % span;
+        let port = u16::try_from(port).unwrap_or(u16::MAX);
+        if TcpListener::bind((ip, port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port on {ip} in {HANDED_PORTS:?}")
 }
 
 /// A free TCP port on 127.0.0.1.

@@ -9,7 +9,6 @@ use std::path::PathBuf;
 use tokio::sync::mpsc;
 
 use super::conductor::{Host, Input, Meter, NeardSignal, Report, SpawnError, StatusAnswer};
-use crate::consul::Consul;
 use crate::guard::{Exe, Guard, Note, GUARD_ENV};
 use crate::lease::LockMemory;
 use crate::lock_store::{execute, Failure, StoreOp};
@@ -20,12 +19,14 @@ use crate::neard::process::{Neard, SpawnSpec};
 use crate::neard::rpc::NeardRpc;
 use crate::neard::Role;
 use crate::settings::Settings;
+use crate::store::Store;
 
 /// The daemon's host.
 pub(super) struct TokioHost {
     pub(super) settings: Settings,
     pub(super) home: Home,
-    pub(super) consul: Consul,
+    /// The lock store the settings name (Consul or etcd).
+    pub(super) store: Store,
     pub(super) rpc: NeardRpc,
     pub(super) metrics: Metrics,
     /// Answers for the main loop.
@@ -42,7 +43,7 @@ pub(super) struct TokioHost {
 
 impl Host for TokioHost {
     fn store(&mut self, id: u64, op: StoreOp, meter: Meter) {
-        let mut consul = self.consul.clone();
+        let mut store = self.store.clone();
         let metrics = self.metrics.clone();
         let tx = self.tx.clone();
         tokio::spawn(async move {
@@ -56,7 +57,7 @@ impl Host for TokioHost {
                 metrics.consul_requests.with_label_values(&[l]).inc();
             }
             let started = std::time::Instant::now();
-            let result = execute(&mut consul, &op).await.map_err(Failure::from);
+            let result = execute(&mut store, &op).await.map_err(Failure::from);
             let failed = result.as_ref().is_err_and(Failure::is_failure);
             match meter {
                 Meter::Op(op) => {

@@ -22,7 +22,6 @@ use nix::time::{clock_gettime, ClockId};
 use tokio::sync::{mpsc, watch};
 
 use crate::clock;
-use crate::consul::Consul;
 use crate::exporter::Published;
 use crate::guard::Exe;
 use crate::machine::Config;
@@ -79,11 +78,7 @@ pub async fn run(
             "the supervisor must run on kuutamod's main thread (the guard's parent-death signal is tied to the thread that starts it)"
         );
     }
-    let consul = Consul::with_ca(
-        &settings.consul_url,
-        settings.consul_token.clone(),
-        settings.consul_ca_file.as_deref(),
-    )?;
+    let store = settings.lock_store.client()?;
     let rpc = NeardRpc::new(settings.neard_config.rpc_addr()?, STATUS_TIMEOUT)?;
     let exe = Exe::pin().map_err(|e| anyhow::anyhow!("cannot open kuutamod's own binary: {e}"))?;
     let hooks = settings.on_role_change.clone().map(|cmd| {
@@ -143,7 +138,7 @@ pub async fn run(
     let mut host = TokioHost {
         home: Home::new(&settings),
         settings,
-        consul,
+        store,
         rpc,
         metrics,
         tx,

@@ -384,3 +384,191 @@ fn make_executable(path: &Path) {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
 }
+
+/// An etcd member (etcd 3.4, `$ETCD_BIN`) with authentication on: `root`, and `kuutamod-node-a`
+/// (password `pw`) whose role is docs/operations.md's kuutamod role for node-a; and a user
+/// `reader` (password `pw`) that may only read. Killed with the returned servers.
+fn etcd_with_roles(dir: &Path) -> kuutamod_bench::consul::Servers {
+    use kuutamod_bench::consul::http_post;
+    use serde_json::json;
+    let servers = kuutamod_bench::consul::Servers::start_etcd(
+        1,
+        &[(std::net::IpAddr::from([127, 0, 0, 1]), None)],
+        &kuutamod_bench::etcd::etcd_bin().expect("etcd 3.4 (scripts/install-etcd.sh)"),
+        dir,
+    )
+    .expect("an etcd member");
+    let url = servers.agents[0].url.clone();
+    let b64 = |s: &[u8]| {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD.encode(s)
+    };
+    let end = |p: &str| b64(&kuutamod::etcd::wire::prefix_end(p.as_bytes()));
+    let lock = format!("kuutamod-leader/{ACCOUNT}");
+    let records = format!("kuutamod/{ACCOUNT}/");
+    let own = format!("kuutamod/{ACCOUNT}/nodes/node-a");
+    let grant = |role: &str, perm: &str, key: &str, range_end: Option<String>| {
+        let mut p = json!({"permType": perm, "key": b64(key.as_bytes())});
+        if let Some(e) = range_end {
+            p["range_end"] = e.into();
+        }
+        ("/v3/auth/role/grant", json!({"name": role, "perm": p}))
+    };
+    let mut calls = vec![
+        (
+            "/v3/auth/user/add",
+            json!({"name": "root", "password": "rootpw"}),
+        ),
+        ("/v3/auth/role/add", json!({"name": "root"})),
+        (
+            "/v3/auth/user/grant",
+            json!({"user": "root", "role": "root"}),
+        ),
+    ];
+    for user in ["kuutamod-node-a", "reader"] {
+        calls.push(("/v3/auth/user/add", json!({"name": user, "password": "pw"})));
+        calls.push(("/v3/auth/role/add", json!({"name": user})));
+        calls.push(("/v3/auth/user/grant", json!({"user": user, "role": user})));
+    }
+    calls.push(grant(
+        "kuutamod-node-a",
+        "READWRITE",
+        &lock,
+        Some(end(&lock)),
+    ));
+    calls.push(grant(
+        "kuutamod-node-a",
+        "READ",
+        &records,
+        Some(end(&records)),
+    ));
+    calls.push(grant("kuutamod-node-a", "READWRITE", &own, None));
+    calls.push(grant("reader", "READ", &lock, Some(end(&lock))));
+    calls.push(grant("reader", "READ", &records, Some(end(&records))));
+    calls.push(("/v3/auth/enable", json!({})));
+    for (path, body) in calls {
+        http_post(&format!("{url}{path}"), &body.to_string())
+            .unwrap_or_else(|e| panic!("{path}: {e}"));
+    }
+    servers
+}
+
+#[test]
+fn check_on_etcd_passes_with_the_kuutamod_role_and_names_what_is_wrong() {
+    let h = host();
+    let servers = etcd_with_roles(h.dir.path());
+    let url = servers.agents[0].url.clone();
+    let password = h.dir.path().join("etcd_password");
+    std::fs::write(&password, "pw\n").expect("password file");
+    let check = |user: &str| {
+        let mut cmd = h.check("--check", "http://unused.invalid:1", "");
+        cmd.env_remove("KUUTAMO_CONSUL_URL")
+            .env_remove("KUUTAMO_CONSUL_TOKEN")
+            .env("KUUTAMO_LOCK_BACKEND", "etcd")
+            .env("KUUTAMO_ETCD_ENDPOINTS", &url)
+            .env("KUUTAMO_ETCD_USER", user)
+            .env("KUUTAMO_ETCD_PASSWORD_FILE", &password);
+        run(cmd)
+    };
+    let lock = format!("kuutamod-leader/{ACCOUNT}");
+
+    let (code, report) = check("kuutamod-node-a");
+    assert_eq!(code, 0, "{report}");
+    assert_line(
+        &report,
+        "etcd settings",
+        "ok",
+        &[&url, "user \"kuutamod-node-a\""],
+    );
+    assert_line(&report, "etcd", "ok", &["etcd 3.4"]);
+    assert_line(&report, "etcd auth", "ok", &["authenticated"]);
+    assert_line(
+        &report,
+        "etcd lease",
+        "ok",
+        &["granted, kept alive and revoked"],
+    );
+    assert_line(
+        &report,
+        "etcd lock key",
+        "ok",
+        &[
+            &format!("may read and write {lock} and {lock}/holder"),
+            "no node has taken it yet",
+        ],
+    );
+    assert_line(&report, "etcd status records", "ok", &["write kuutamod/"]);
+    assert!(!report.contains("pw"), "the password is shown: {report}");
+    // Nothing was written: the lock and the status record do not exist.
+    let root = kuutamod::etcd::Etcd::new(
+        std::slice::from_ref(&url),
+        kuutamod::etcd::Tls::default(),
+        Some(kuutamod::etcd::Credentials {
+            user: "root".into(),
+            password: "rootpw".into(),
+        }),
+    )
+    .expect("client");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let (entries, _) = rt
+        .block_on(root.get_prefix("kuutamod", None))
+        .expect("read as root");
+    assert!(entries.is_empty(), "the check wrote {entries:?}");
+
+    // A user that may only read: both probes say what it may not do.
+    let (code, report) = check("reader");
+    assert_eq!(code, 1, "{report}");
+    assert_line(
+        &report,
+        "etcd lock key",
+        "FAIL",
+        &[
+            "the user may not write",
+            "permission denied",
+            "the kuutamod role",
+        ],
+    );
+    assert_line(
+        &report,
+        "etcd status records",
+        "FAIL",
+        &["the user may not write"],
+    );
+
+    // A wrong password: the auth line names the user and the files to check, never the
+    // password; the rest is skipped.
+    std::fs::write(&password, "wrong\n").expect("password file");
+    let (code, report) = check("kuutamod-node-a");
+    assert_eq!(code, 1, "{report}");
+    assert_line(
+        &report,
+        "etcd auth",
+        "FAIL",
+        &[
+            "\"kuutamod-node-a\"",
+            "KUUTAMO_ETCD_PASSWORD_FILE",
+            "authentication failed",
+        ],
+    );
+    assert!(!report.contains("wrong"), "the password is shown: {report}");
+    assert_line(&report, "etcd lease", "skip", &[]);
+
+    // Nobody listening: the etcd line names the endpoint.
+    let nobody = format!("http://127.0.0.1:{}", free_port());
+    let mut cmd = h.check("--check", "http://unused.invalid:1", "");
+    cmd.env("KUUTAMO_LOCK_BACKEND", "etcd")
+        .env("KUUTAMO_ETCD_ENDPOINTS", &nobody);
+    let (code, report) = run(cmd);
+    assert_eq!(code, 1, "{report}");
+    assert_line(
+        &report,
+        "etcd",
+        "FAIL",
+        &[&format!(
+            "etcd at {nobody}/v3/maintenance/status is unreachable: cannot connect"
+        )],
+    );
+}

@@ -243,7 +243,7 @@ fn exporter_address_in_use() {
 #[test]
 fn unreachable_consul_keeps_the_node_registering_without_the_key_and_says_where() {
     let mut cluster = cluster(1, Opts::test());
-    cluster.nodes[0].agent.kill(); // now nothing answers behind the URL the node has
+    cluster.local_store_mut(0).kill(); // now nothing answers behind the URL the node has
     cluster.start_all().must();
     let node = &cluster.nodes[0];
     wait::until(

@@ -37,8 +37,8 @@ fn demoted_then_one_validator(cluster: &Cluster, node: usize, reason: &str, faul
 fn leader_agent_leaving_demotes_the_leader() {
     let (mut cluster, leader, _) = steady_pair(Opts::test());
     let fault = now_ms();
-    cluster.nodes[leader].agent.terminate().must();
-    cluster.nodes[leader].agent.launch().must();
+    cluster.local_store_mut(leader).terminate().must();
+    cluster.local_store_mut(leader).launch().must();
     demoted_then_one_validator(&cluster, leader, "key_lost", fault);
     assert!(
         cluster.nodes[leader]

@@ -62,7 +62,17 @@ fn alarm(cluster: &Cluster, i: usize) -> Result<f64, String> {
 
 #[test]
 fn a_doppelganger_keeps_the_standbys_from_promoting_until_it_is_silent() {
-    let spec = Spec::new(2, ACCOUNT, Opts::test());
+    doppelganger(Spec::new(2, ACCOUNT, Opts::test()));
+}
+
+/// The same with the lock in etcd (one member): the doppelganger check reads the chain and the
+/// nodes' records, whichever store carries them.
+#[test]
+fn on_etcd_a_doppelganger_keeps_the_standbys_from_promoting_until_it_is_silent() {
+    doppelganger(Spec::new(2, ACCOUNT, Opts::test()).etcd(None));
+}
+
+fn doppelganger(spec: Spec) {
     let spec = Spec {
         env: vec![("KUUTAMO_DOPPELGANGER_HEIGHTS".into(), HEIGHTS.to_string())],
         ..spec

@@ -193,8 +193,17 @@ fn pause_holds_through_a_leader_neard_crash_and_resume_restores_failover() {
 
 #[test]
 fn a_priority_zero_node_never_validates_while_another_synced_node_exists() {
-    let mut cluster =
-        spec_cluster(Spec::new(2, ACCOUNT, Opts::test()).node_env(1, "KUUTAMO_PRIORITY", "0"));
+    priority_zero(Spec::new(2, ACCOUNT, Opts::test()));
+}
+
+/// The same with the lock in etcd (one member).
+#[test]
+fn on_etcd_a_priority_zero_node_never_validates_while_another_synced_node_exists() {
+    priority_zero(Spec::new(2, ACCOUNT, Opts::test()).etcd(None));
+}
+
+fn priority_zero(spec: Spec) {
+    let mut cluster = spec_cluster(spec.node_env(1, "KUUTAMO_PRIORITY", "0"));
     cluster.start_all().must();
     let mut low_validated = false;
     let mut watch = |cluster: &Cluster| {

@@ -7,6 +7,8 @@ mod helper;
 mod bad_input;
 mod consul_faults;
 mod doppelganger;
+mod etcd_failover;
+mod etcd_store;
 mod failover;
 mod guard;
 mod hot_swap;

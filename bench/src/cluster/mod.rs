@@ -46,7 +46,7 @@ use crate::wait;
 
 pub use node::{parse_metrics, state_of, Node};
 pub use oracle::{check_report, resigned_skips, two_node_slots, TURNS_WINDOW_MS};
-pub use spec::{ChainOpts, Opts, Spec};
+pub use spec::{Backend, ChainOpts, Opts, Spec};
 
 /// The simulator's `--speed-up`: neard's default consensus timers divided by ten (60 ms / 200 ms
 /// / 600 ms), for the chain's virtual validators and every node's config.json alike, so that
@@ -158,7 +158,6 @@ impl Cluster {
             }
         };
         std::fs::create_dir_all(&dir)?;
-        let servers = Servers::start(spec.servers, &spec.server_ips, &dir)?;
         let hosts: Vec<Host> = (0..spec.nodes)
             .map(|i| {
                 spec.hosts
@@ -167,27 +166,23 @@ impl Cluster {
                     .unwrap_or_else(Host::loopback)
             })
             .collect();
-        let mut agents = Vec::new();
-        for (i, host) in hosts.iter().enumerate() {
-            let mut http_addrs = vec![IpAddr::from([127, 0, 0, 1])];
-            if host.netns.is_some() {
-                http_addrs.push(host.ip);
+        let (servers, agents) = match &spec.backend {
+            Backend::Consul => {
+                let servers = Servers::start(spec.servers, &spec.server_ips, &dir)?;
+                let agents = start_agents(&servers, &hosts, &dir)?;
+                (servers, agents.into_iter().map(Some).collect())
             }
-            agents.push(Agent::start(AgentSpec {
-                name: format!("host{i}"),
-                role: Role::Client {
-                    join: servers.lan(),
-                },
-                bind: host.ip,
-                http_addrs,
-                ports: Ports::pick(host.ip),
-                netns: host.netns.clone(),
-                dir: dir.clone(),
-            })?);
-        }
-        for a in &mut agents {
-            a.ready_or_repick(START_LIMIT)?;
-        }
+            Backend::Etcd { bin } => {
+                let bin = match bin {
+                    Some(b) => b.clone(),
+                    None => crate::etcd::etcd_bin()?,
+                };
+                (
+                    Servers::start_etcd(spec.servers, &etcd_places(&spec), &bin, &dir)?,
+                    hosts.iter().map(|_| None).collect::<Vec<_>>(),
+                )
+            }
+        };
         // The chain, before the nodes: every node's neard joins it through its socket.
         let chain_dir = dir.join("chain");
         chain_init(&chain_dir, &spec.account, &spec.chain)?;
@@ -225,14 +220,37 @@ impl Cluster {
             let exporter = SocketAddr::new(host.ip, free_port());
             let validator_port = free_port();
             let voter_port = free_port();
-            let upstream = SocketAddr::new(IpAddr::from([127, 0, 0, 1]), agent.spec.ports.http);
+            // Consul: the node's own client agent, on its host's loopback. etcd: its local
+            // member (the one on its host, else one of the others).
+            let (member, upstream) = match &agent {
+                Some(a) => (
+                    None,
+                    SocketAddr::new(IpAddr::from([127, 0, 0, 1]), a.spec.ports.http),
+                ),
+                None => {
+                    let m = i % servers.agents.len();
+                    let s = &servers.agents[m].spec;
+                    let ip = if s.netns.is_some() && s.netns == host.netns {
+                        IpAddr::from([127, 0, 0, 1])
+                    } else {
+                        s.bind
+                    };
+                    (Some(m), SocketAddr::new(ip, s.ports.http))
+                }
+            };
             let proxy = Proxy::start(host.netns.as_deref(), upstream)?;
             let consul_url = format!("http://{}", proxy.addr);
             let o = &spec.opts;
+            let store_env: Vec<(String, String)> = match member {
+                None => vec![("KUUTAMO_CONSUL_URL".into(), consul_url.clone())],
+                Some(_) => vec![
+                    ("KUUTAMO_LOCK_BACKEND".into(), "etcd".into()),
+                    ("KUUTAMO_ETCD_ENDPOINTS".into(), consul_url.clone()),
+                ],
+            };
             let mut env: Vec<(String, String)> = vec![
                 ("KUUTAMO_NODE_ID".into(), id.clone()),
                 ("KUUTAMO_ACCOUNT_ID".into(), spec.account.clone()),
-                ("KUUTAMO_CONSUL_URL".into(), consul_url.clone()),
                 ("KUUTAMO_EXPORTER_ADDRESS".into(), exporter.to_string()),
                 (
                     "KUUTAMO_VALIDATOR_KEY".into(),
@@ -266,6 +284,7 @@ impl Cluster {
                 ("NEARD_SIM_CHAIN".into(), p(&socket)),
                 ("RUST_LOG".into(), "info".into()),
             ];
+            env.extend(store_env);
             env.extend(spec.env.iter().cloned());
             env.extend(spec.node_env.get(&i).into_iter().flatten().cloned());
             let wall_offset_ms = spec.node_clock.get(&i).copied().unwrap_or(0);
@@ -277,6 +296,7 @@ impl Cluster {
                 id,
                 host,
                 agent,
+                member,
                 proxy,
                 consul_url,
                 home,
@@ -317,6 +337,45 @@ impl Cluster {
     }
 }
 
+/// One Consul client agent per host, each joined to `servers`, waiting until each serves.
+fn start_agents(servers: &Servers, hosts: &[Host], dir: &Path) -> anyhow::Result<Vec<Agent>> {
+    let mut agents = Vec::new();
+    for (i, host) in hosts.iter().enumerate() {
+        let mut http_addrs = vec![IpAddr::from([127, 0, 0, 1])];
+        if host.netns.is_some() {
+            http_addrs.push(host.ip);
+        }
+        agents.push(Agent::start(AgentSpec {
+            name: format!("host{i}"),
+            role: Role::Client {
+                join: servers.lan(),
+            },
+            bind: host.ip,
+            http_addrs,
+            ports: Ports::pick(host.ip),
+            netns: host.netns.clone(),
+            dir: dir.to_path_buf(),
+        })?);
+    }
+    for a in &mut agents {
+        a.ready_or_repick(START_LIMIT)?;
+    }
+    Ok(agents)
+}
+
+/// Where each etcd member runs: member `i` on host `i` of the spec when that host is a network
+/// namespace (node `i` lives there too and talks to the member on its own host, as production
+/// runs it), else on the servers' addresses (the LAN's, or loopback, where every member has
+/// its own ports).
+fn etcd_places(spec: &Spec) -> Vec<(IpAddr, Option<String>)> {
+    (0..spec.servers)
+        .map(|i| match spec.hosts.get(i) {
+            Some(h) if h.netns.is_some() => (h.ip, h.netns.clone()),
+            _ => (spec.server_ips[i % spec.server_ips.len()], None),
+        })
+        .collect()
+}
+
 /// Starts `cmd` with its output to `<dir>/<name>.log`.
 fn spawn_logged(dir: &Path, name: &str, mut cmd: Command) -> anyhow::Result<OwnedChild> {
     let log = std::fs::File::create(dir.join(format!("{name}.log")))?;
@@ -342,7 +401,9 @@ impl Drop for Cluster {
             if let Some(mut c) = n.child.take() {
                 c.kill();
             }
-            n.agent.signal(Signal::SIGCONT);
+            if let Some(a) = &n.agent {
+                a.signal(Signal::SIGCONT);
+            }
         }
         self.kill_orphans();
     }

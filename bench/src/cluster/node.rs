@@ -17,14 +17,17 @@ use crate::procs::{alive, guard_of, signal, OwnedChild};
 use crate::proxy::Proxy;
 use crate::wait;
 
-/// One host: its Consul client agent, a proxy in front of it, kuutamod and its neard.
+/// One host: its Consul client agent (or, on etcd, the member it talks to), a proxy in front
+/// of it, kuutamod and its neard.
 pub struct Node {
     /// Node id (also the simulator's ledger id).
     pub id: String,
     /// Where it lives.
     pub host: Host,
-    /// Its own Consul client agent.
-    pub agent: Agent,
+    /// Its own Consul client agent (`None` on etcd, where kuutamod talks to a member).
+    pub agent: Option<Agent>,
+    /// On etcd: the index in the cluster's `servers` of the member it talks to.
+    pub member: Option<usize>,
     /// The proxy kuutamod talks through (counts requests, can delay them).
     pub proxy: Proxy,
     /// KUUTAMO_CONSUL_URL (the proxy, on the host's loopback).

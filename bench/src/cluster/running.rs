@@ -54,7 +54,7 @@ impl Cluster {
     pub fn kuutamoctl(&self, args: &[&str]) -> anyhow::Result<(i32, String)> {
         let out = Command::new(&self.kuutamoctl_bin)
             .env_clear()
-            .env("KUUTAMO_CONSUL_URL", self.servers.url())
+            .envs(self.store_env())
             .env("KUUTAMO_ACCOUNT_ID", &self.account)
             .args(args)
             .output()
@@ -62,6 +62,49 @@ impl Cluster {
         let text = String::from_utf8_lossy(&out.stdout).into_owned()
             + &String::from_utf8_lossy(&out.stderr);
         Ok((out.status.code().unwrap_or(-1), text))
+    }
+
+    /// The lock-store process node `i` talks to: its Consul client agent, or its etcd member.
+    pub fn local_store(&self, i: usize) -> &crate::consul::Agent {
+        let n = &self.nodes[i];
+        match (&n.agent, n.member) {
+            (Some(a), _) => a,
+            (None, Some(m)) => &self.servers.agents[m],
+            (None, None) => unreachable!("every node has an agent or a member"),
+        }
+    }
+
+    /// [`Cluster::local_store`], to stop or start it.
+    pub fn local_store_mut(&mut self, i: usize) -> &mut crate::consul::Agent {
+        let m = self.nodes[i].member;
+        match m {
+            Some(m) => &mut self.servers.agents[m],
+            None => self.nodes[i]
+                .agent
+                .as_mut()
+                .expect("every node has an agent or a member"),
+        }
+    }
+
+    /// Whether the lock store is etcd.
+    pub fn is_etcd(&self) -> bool {
+        self.servers
+            .agents
+            .first()
+            .is_some_and(|a| a.spec.is_etcd())
+    }
+
+    /// The environment that points kuutamoctl (from the root namespace) at this cluster's lock
+    /// store: Consul's first live server, or etcd's first live member.
+    pub fn store_env(&self) -> Vec<(&'static str, String)> {
+        if self.is_etcd() {
+            vec![
+                ("KUUTAMO_LOCK_BACKEND", "etcd".into()),
+                ("KUUTAMO_ETCD_ENDPOINTS", self.servers.url()),
+            ]
+        } else {
+            vec![("KUUTAMO_CONSUL_URL", self.servers.url())]
+        }
     }
 
     /// `kuutamoctl switchover --to <node i> --in-window --wait --timeout <timeout>`: a planned

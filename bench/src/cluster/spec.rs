@@ -84,9 +84,24 @@ impl Opts {
     }
 }
 
+/// The lock store the nodes use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Backend {
+    /// Consul: servers, and a client agent per node.
+    Consul,
+    /// etcd: `servers` members (1 or 3) from `bin` (`None`: [`crate::etcd::etcd_bin`]); each
+    /// node talks to one member, the one on its host where there is one.
+    Etcd {
+        /// The etcd binary.
+        bin: Option<PathBuf>,
+    },
+}
+
 /// What to build.
 #[derive(Debug, Clone)]
 pub struct Spec {
+    /// The lock store.
+    pub backend: Backend,
     /// Where keys, homes, Consul data and logs go; `None`: a temporary directory the cluster
     /// owns (deleted with it).
     pub dir: Option<PathBuf>,
@@ -122,6 +137,7 @@ impl Spec {
     /// `nodes` nodes on loopback against one dev server, each with its own client agent.
     pub fn new(nodes: usize, account: &str, opts: Opts) -> Spec {
         Spec {
+            backend: Backend::Consul,
             dir: None,
             account: account.into(),
             nodes,
@@ -135,6 +151,14 @@ impl Spec {
             kuutamod_bin: None,
             chain: ChainOpts::live(),
             kuutamoctl_bin: None,
+        }
+    }
+
+    /// The same on etcd members run from `bin` (`None`: `$ETCD_BIN` or `etcd` on PATH).
+    pub fn etcd(self, bin: Option<PathBuf>) -> Spec {
+        Spec {
+            backend: Backend::Etcd { bin },
+            ..self
         }
     }
 

@@ -54,28 +54,34 @@ pub(super) struct Observed {
 /// Resumes whatever a scenario left stopped on the old leader's host, so that stopping the
 /// cluster is clean (a host-loss run ends with the host still frozen until here).
 pub(super) fn thaw(cluster: &Cluster, leader: usize) {
-    let n = &cluster.nodes[leader];
-    n.agent.signal(Signal::SIGCONT);
-    n.signal_group(Signal::SIGCONT);
+    cluster.local_store(leader).signal(Signal::SIGCONT);
+    cluster.nodes[leader].signal_group(Signal::SIGCONT);
 }
 
-/// Probes Consul writes through the agent at `agent_url`, one after the other from `t0` on;
-/// returns when the first of them succeeded (ms after `t0`): Consul's write outage as a
-/// client agent sees it, to within [`PROBE_TIMEOUT`].
-fn outage_probe(agent_url: String, t0: u64) -> std::thread::JoinHandle<Option<u64>> {
+/// Probes Consul writes through the agent at `agent_url` (etcd: through the member at
+/// `agent_url`, when `etcd`), one after the other from `t0` on; returns when the first of them
+/// succeeded (ms after `t0`): the store's write outage as a client agent (or the node's member)
+/// sees it, to within [`PROBE_TIMEOUT`].
+fn outage_probe(agent_url: String, t0: u64, etcd: bool) -> std::thread::JoinHandle<Option<u64>> {
     std::thread::spawn(move || {
-        let url = format!("{agent_url}/v1/kv/kuutamod-bench/probe");
         let client = reqwest::blocking::Client::builder()
             .timeout(PROBE_TIMEOUT)
             .build()
             .ok()?;
         let limit = now_ms() + 120_000;
         while now_ms() < limit {
-            let ok = client
-                .put(&url)
-                .body("1")
-                .send()
-                .is_ok_and(|r| r.status().is_success());
+            let request = if etcd {
+                let b64 = |v: &str| base64::engine::general_purpose::STANDARD.encode(v);
+                client.post(format!("{agent_url}/v3/kv/put")).body(
+                    serde_json::json!({"key": b64("kuutamod-bench/probe"), "value": b64("1")})
+                        .to_string(),
+                )
+            } else {
+                client
+                    .put(format!("{agent_url}/v1/kv/kuutamod-bench/probe"))
+                    .body("1")
+            };
+            let ok = request.send().is_ok_and(|r| r.status().is_success());
             if ok {
                 return Some(now_ms() - t0);
             }
@@ -88,6 +94,22 @@ fn outage_probe(agent_url: String, t0: u64) -> std::thread::JoinHandle<Option<u6
 /// The leader key's URL on the first live server (an outsider's view).
 fn key_url(cluster: &Cluster) -> String {
     format!("{}/v1/kv/{}", cluster.servers.url(), cluster.lock_key())
+}
+
+/// An outsider deletes the leader key (on etcd: the record; the holder stays, and without a
+/// record there is no lock, as a Consul DELETE takes the session with the key).
+fn delete_key(cluster: &Cluster) -> anyhow::Result<()> {
+    if cluster.is_etcd() {
+        let key = b64(&cluster.lock_key());
+        etcd_post(
+            cluster,
+            "/v3/kv/deleterange",
+            serde_json::json!({ "key": key }),
+        )?;
+    } else {
+        http_delete(&key_url(cluster)).map_err(anyhow::Error::msg)?;
+    }
+    Ok(())
 }
 
 /// Stops and restarts `agent`, waiting until it serves again.
@@ -173,9 +195,26 @@ pub(super) fn inject(scenario: Scenario, f: Fault<'_>) -> anyhow::Result<Observe
             std::thread::sleep(timing.beyond_ttl());
             node.host.heal()?;
         }
+        Scenario::ConsulLeaderKill if cluster.is_etcd() => {
+            // etcd: the Raft leader member killed, held beyond a TTL, started again. When it
+            // is the leader node's own member, that node has lost its store (the lock must
+            // move; no outage is measured); else the outage is what the leader's member saw.
+            let l = wait::until(limit, "an etcd leader", || cluster.servers.leader())?;
+            let own = cluster.nodes[leader].member == Some(l);
+            let probe = (!own)
+                .then(|| outage_probe(cluster.local_store(leader).url.clone(), now_ms(), true));
+            cluster.servers.agents[l].kill();
+            seen.consul_outage_ms = probe.and_then(|p| p.join().ok().flatten());
+            std::thread::sleep(timing.beyond_ttl());
+            restart_agent(&mut cluster.servers.agents[l], false)?;
+        }
         Scenario::ConsulLeaderKill => {
             let l = wait::until(limit, "a Consul leader", || cluster.servers.leader())?;
-            let probe = outage_probe(cluster.nodes[leader].agent.url.clone(), now_ms());
+            let probe = outage_probe(
+                cluster.local_store(leader).url.clone(),
+                now_ms(),
+                cluster.is_etcd(),
+            );
             cluster.servers.agents[l].kill();
             seen.consul_outage_ms = probe.join().ok().flatten();
             std::thread::sleep(timing.beyond_ttl());
@@ -190,7 +229,11 @@ pub(super) fn inject(scenario: Scenario, f: Fault<'_>) -> anyhow::Result<Observe
             for p in &paused {
                 signal(*p, Signal::SIGSTOP);
             }
-            let probe = outage_probe(cluster.nodes[leader].agent.url.clone(), start);
+            let probe = outage_probe(
+                cluster.local_store(leader).url.clone(),
+                start,
+                cluster.is_etcd(),
+            );
             std::thread::sleep(if scenario == Scenario::QuorumLossShort {
                 timing.survivable_outage() / 2
             } else {
@@ -249,10 +292,32 @@ pub(super) fn inject(scenario: Scenario, f: Fault<'_>) -> anyhow::Result<Observe
             cluster.nodes[standby].kill();
             cluster.nodes[standby].start()?;
         }
-        Scenario::AgentLeave => restart_agent(&mut cluster.nodes[leader].agent, true)?,
-        Scenario::AgentKill => restart_agent(&mut cluster.nodes[leader].agent, false)?,
-        Scenario::KeyDelete => {
-            http_delete(&key_url(cluster)).map_err(anyhow::Error::msg)?;
+        Scenario::AgentLeave => restart_agent(cluster.local_store_mut(leader), true)?,
+        Scenario::AgentKill => restart_agent(cluster.local_store_mut(leader), false)?,
+        Scenario::KeyDelete => delete_key(cluster)?,
+        Scenario::EtcdCompaction => {
+            let status = etcd_post(cluster, "/v3/maintenance/status", serde_json::json!({}))?;
+            let revision = status["header"]["revision"].clone();
+            etcd_post(
+                cluster,
+                "/v3/kv/compaction",
+                serde_json::json!({"revision": revision, "physical": true}),
+            )?;
+            // Two TTLs of heartbeats and watches past the compacted revision.
+            std::thread::sleep(timing.beyond_ttl());
+        }
+        Scenario::KeyOverwrite if cluster.is_etcd() => {
+            // A plain put of the record: the holder (the leader's lease) stays, as a Consul
+            // PUT keeps the key's session.
+            let body = serde_json::json!({
+                "Hostname": "outsider", "NodeId": "outsider", "Account": cluster.account,
+                "Session": "", "Seq": 1u64 << 40, "State": "active", "Horizon": 0,
+            });
+            etcd_post(
+                cluster,
+                "/v3/kv/put",
+                serde_json::json!({"key": b64(&cluster.lock_key()), "value": b64(&body.to_string())}),
+            )?;
         }
         Scenario::KeyOverwrite => {
             let body = serde_json::json!({
@@ -261,11 +326,14 @@ pub(super) fn inject(scenario: Scenario, f: Fault<'_>) -> anyhow::Result<Observe
             });
             http_put(&key_url(cluster), &body.to_string()).map_err(anyhow::Error::msg)?;
         }
+        Scenario::KeyStolen if cluster.is_etcd() => {
+            steal_key_etcd(cluster).context("the outsider's theft")?
+        }
         Scenario::KeyStolen => steal_key(cluster).context("the outsider's theft")?,
         Scenario::HostFreeze | Scenario::HostResume | Scenario::StallHostFreeze => {
             let node = &cluster.nodes[leader];
             let pids = [
-                node.agent.pid(),
+                cluster.local_store(leader).pid(),
                 node.pid(),
                 node.guard_pid(),
                 node.neard_pid(),
@@ -327,7 +395,7 @@ pub(super) fn inject(scenario: Scenario, f: Fault<'_>) -> anyhow::Result<Observe
         }
         Scenario::FreezeGuardKill(at) => freeze_guard_kill(cluster, leader, timing, at, &mut seen)?,
         Scenario::PromotingSyncs => {
-            http_delete(&key_url(cluster)).map_err(anyhow::Error::msg)?;
+            delete_key(cluster)?;
             // The standby takes the absent key (a TTL to wait); its neard syncs from then on.
             wait::until(limit, "the standby to take the lock", || {
                 match cluster.nodes[standby].state() {
@@ -559,6 +627,52 @@ fn steal_key(cluster: &Cluster) -> anyhow::Result<()> {
         {"KV": {"Verb": "lock", "Key": key, "Value": b64("outsider"), "Session": id}},
     ]);
     http_put(&format!("{server}/v1/txn"), &txn.to_string()).map_err(anyhow::Error::msg)?;
+    Ok(())
+}
+
+/// Base64, as etcd's JSON gateway carries keys and values.
+fn b64(v: &str) -> String {
+    base64::engine::general_purpose::STANDARD.encode(v)
+}
+
+/// A POST to etcd's JSON gateway on the first live member (an outsider's view).
+fn etcd_post(
+    cluster: &Cluster,
+    path: &str,
+    body: serde_json::Value,
+) -> anyhow::Result<serde_json::Value> {
+    let answer = crate::consul::http_post(
+        &format!("{}{path}", cluster.servers.url()),
+        &body.to_string(),
+    )
+    .map_err(anyhow::Error::msg)?;
+    Ok(serde_json::from_str(&answer)?)
+}
+
+/// 11e on etcd: an outsider's lease takes the lock in one transaction (the record and the
+/// holder replaced), then is never kept alive nor written again.
+fn steal_key_etcd(cluster: &Cluster) -> anyhow::Result<()> {
+    let grant = etcd_post(
+        cluster,
+        "/v3/lease/grant",
+        serde_json::json!({"TTL": "300"}),
+    )?;
+    let id = grant["ID"].as_str().context("lease id")?.to_string();
+    let name = format!("{:016x}", id.parse::<u64>()?);
+    let key = cluster.lock_key();
+    let holder = format!("{key}/holder");
+    let put = |k: &str, v: &str, lease: Option<&str>| {
+        let mut p = serde_json::json!({"key": b64(k), "value": b64(v)});
+        if let Some(l) = lease {
+            p["lease"] = l.into();
+        }
+        serde_json::json!({"request_put": p})
+    };
+    etcd_post(
+        cluster,
+        "/v3/kv/txn",
+        serde_json::json!({"success": [put(&key, "outsider", None), put(&holder, &name, Some(&id))]}),
+    )?;
     Ok(())
 }
 

@@ -182,6 +182,9 @@ pub enum Scenario {
     RestoreStandbyStopped,
     /// 18b: as 18a, with the leader's Consul agent also frozen at the restore.
     RestoreAgentFrozen,
+    /// 19 (etcd): the store's whole history compacted away (to the current revision) while
+    /// the leader validates: every watch's start revision is gone; nothing may change.
+    EtcdCompaction,
     /// 12r (opt-in, not in [`ALL`]): the frozen host of 12 resumes once the standby signs,
     /// neard first (a VM resume wakes every process at once; neard first is the worst order).
     HostResume,
@@ -201,8 +204,24 @@ pub enum KillAt {
 /// Scenarios run only when named (`--scenario 12r`): faults whose expectation is not settled.
 pub const OPT_IN: [Scenario; 1] = [Scenario::HostResume];
 
+/// CI's subset on etcd (`--backend etcd --quick`), once per mode: the failovers of a neard
+/// crash, a killed kuutamod (its lease must expire) and a partitioned leader host (its member
+/// in the minority), and etcd's own faults: the Raft leader member killed, quorum lost for
+/// longer than a TTL, the leader's member killed and restarted, the record deleted, the
+/// history compacted.
+pub const ETCD_QUICK: [Scenario; 8] = [
+    Scenario::NeardKill,
+    Scenario::KuutamodKill,
+    Scenario::LeaderPartition,
+    Scenario::ConsulLeaderKill,
+    Scenario::QuorumLossLong,
+    Scenario::AgentKill,
+    Scenario::KeyDelete,
+    Scenario::EtcdCompaction,
+];
+
 /// Every scenario, in order.
-pub const ALL: [Scenario; 52] = [
+pub const ALL: [Scenario; 53] = [
     Scenario::NeardKill,
     Scenario::KuutamodTerm,
     Scenario::KuutamodKill,
@@ -255,6 +274,7 @@ pub const ALL: [Scenario; 52] = [
     Scenario::SwitchoverPriorityZero,
     Scenario::RestoreStandbyStopped,
     Scenario::RestoreAgentFrozen,
+    Scenario::EtcdCompaction,
 ];
 
 impl Scenario {
@@ -314,6 +334,7 @@ impl Scenario {
             Scenario::SwitchoverPriorityZero => "17h-switchover-priority-zero",
             Scenario::RestoreStandbyStopped => "18a-restore-standby-stopped",
             Scenario::RestoreAgentFrozen => "18b-restore-agent-frozen",
+            Scenario::EtcdCompaction => "19-etcd-compaction",
         }
     }
 
@@ -407,6 +428,18 @@ impl Scenario {
             Scenario::BehindSlowClock => -WALL_OFFSET_MS,
             Scenario::BehindFastClock => WALL_OFFSET_MS,
             _ => 0,
+        }
+    }
+
+    /// Whether the scenario runs on etcd (`etcd`) or on Consul: the Consul snapshot restores
+    /// (18a-b) are Consul's, the compaction (19) etcd's; every other fault has its
+    /// counterpart (a Consul agent restarted is the host's etcd member restarted, the Consul
+    /// leader server killed the Raft leader member).
+    pub fn runs_on(self, etcd: bool) -> bool {
+        match self {
+            Scenario::RestoreStandbyStopped | Scenario::RestoreAgentFrozen => !etcd,
+            Scenario::EtcdCompaction => etcd,
+            _ => true,
         }
     }
 

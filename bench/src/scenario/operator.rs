@@ -34,13 +34,13 @@ type Ctl = JoinHandle<anyhow::Result<(i32, String)>>;
 /// Runs `kuutamoctl <args>` on a thread of its own.
 fn ctl(cluster: &Cluster, args: &[&str]) -> Ctl {
     let bin = cluster.kuutamoctl_bin.clone();
-    let url = cluster.servers.url();
+    let store = cluster.store_env();
     let account = cluster.account.clone();
     let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
     std::thread::spawn(move || {
         let out = std::process::Command::new(bin)
             .env_clear()
-            .env("KUUTAMO_CONSUL_URL", url)
+            .envs(store)
             .env("KUUTAMO_ACCOUNT_ID", account)
             .args(&args)
             .output()

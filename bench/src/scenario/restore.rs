@@ -71,11 +71,11 @@ impl World {
             // cannot land: it validates on until its lease runs out), thawed after 2 x TTL + 1 s.
             Scenario::RestoreAgentFrozen => {
                 cluster.nodes[standby].stop();
-                cluster.nodes[leader].agent.signal(Signal::SIGSTOP);
+                cluster.local_store(leader).signal(Signal::SIGSTOP);
                 snapshot(&cluster, "restore", &snap)?;
                 cluster.nodes[standby].start()?;
                 std::thread::sleep(timing.beyond_ttl());
-                cluster.nodes[leader].agent.signal(Signal::SIGCONT);
+                cluster.local_store(leader).signal(Signal::SIGCONT);
             }
             other => anyhow::bail!("{} is not a restore scenario", other.name()),
         }
@@ -122,7 +122,7 @@ impl World {
         std::thread::sleep(OBSERVE_AFTER);
         let end = now_ms();
         let timelines = sampler.finish();
-        cluster.nodes[leader].agent.signal(Signal::SIGCONT);
+        cluster.local_store(leader).signal(Signal::SIGCONT);
         cluster.stop_all();
         let report = cluster.report();
         let mut r = RunResult::empty(scenario, mode);

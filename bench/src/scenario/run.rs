@@ -10,7 +10,7 @@ use anyhow::Context;
 use super::inject::{inject, thaw, Fault};
 use super::measure::{longest_silence, longest_stall, signing_gap, RunResult};
 use super::{Scenario, Timing};
-use crate::cluster::{Cluster, Opts, Spec};
+use crate::cluster::{Backend, Cluster, Opts, Spec};
 use crate::netns::Lan;
 use crate::procs::now_ms;
 use crate::sampler::Sampler;
@@ -40,6 +40,8 @@ pub struct World {
     pub dir: PathBuf,
     /// The LAN (none without namespaces).
     pub lan: Option<Lan>,
+    /// The lock store every run's cluster uses.
+    pub backend: Backend,
     runs: usize,
 }
 
@@ -52,7 +54,7 @@ const NODES: usize = 2;
 impl World {
     /// Creates the LAN with `use_netns` (failing loudly when namespaces or nft are
     /// unavailable).
-    pub fn new(dir: &Path, use_netns: bool) -> anyhow::Result<World> {
+    pub fn new(dir: &Path, use_netns: bool, backend: Backend) -> anyhow::Result<World> {
         let lan = if use_netns {
             Some(Lan::create(SLOTS).context(
                 "network namespaces (run as root with iproute2 and nftables, or pass --no-netns to skip partitions)",
@@ -63,6 +65,7 @@ impl World {
         Ok(World {
             dir: dir.to_path_buf(),
             lan,
+            backend,
             runs: 0,
         })
     }
@@ -73,7 +76,7 @@ impl World {
     }
 
     /// The cluster of a run in `dir`: two nodes on the LAN's hosts (or loopback), one Consul
-    /// server (three for `three_servers`), a fresh account.
+    /// server (three for `three_servers`) or three etcd members, a fresh account.
     pub fn spec(&self, dir: &Path, opts: Opts, three_servers: bool) -> Spec {
         self.spec_of(dir, opts, three_servers, NODES)
     }
@@ -91,6 +94,12 @@ impl World {
         );
         spec.dir = Some(dir.to_path_buf());
         if three_servers {
+            spec.servers = 3;
+        }
+        // etcd: always three members, one on each of the LAN's hosts (kuutamod talks to the
+        // member on its own host).
+        if self.backend != Backend::Consul {
+            spec.backend = self.backend.clone();
             spec.servers = 3;
         }
         if let Some(lan) = &self.lan {
@@ -290,6 +299,9 @@ impl World {
         let no_move_expected = match scenario {
             Scenario::StandbyPartition => Some("the standby's host was cut off".to_string()),
             Scenario::PriorityZero => Some("the standby has priority 0".to_string()),
+            Scenario::EtcdCompaction => {
+                Some("a compaction changes nothing the lock needs".to_string())
+            }
             Scenario::ConsulLeaderKill | Scenario::QuorumLossShort => {
                 let survivable = timing.survivable_outage().as_millis() as u64;
                 match r.consul_outage_ms {

@@ -21,11 +21,11 @@
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use kuutamod::consul::{Consul, KvEntry};
 use kuutamod::keys::KeyFile;
 use kuutamod::lease::{Record, RecordState};
 use kuutamod::records::{control_key, prefix, Control, NodeRecord};
-use kuutamod::settings::{leader_key, ConsulAccess};
+use kuutamod::settings::{leader_key, ConsulAccess, StoreAccess, StoreFlags};
+use kuutamod::store::{KvEntry, Store as Consul};
 
 mod control;
 use control::{cancel_switchover, set_paused, switchover};
@@ -43,6 +43,10 @@ Consul: the URL is --consul-url / KUUTAMO_CONSUL_URL, else CONSUL_HTTP_ADDR (wit
 as the consul CLI reads them), else http://localhost:8500. The ACL token is KUUTAMO_CONSUL_TOKEN,
 else the file KUUTAMO_CONSUL_TOKEN_FILE, else CONSUL_HTTP_TOKEN_FILE, else CONSUL_HTTP_TOKEN. The
 CA file is KUUTAMO_CONSUL_CA_FILE, else CONSUL_CACERT. Options go before or after the command.
+
+etcd (KUUTAMO_LOCK_BACKEND=etcd): KUUTAMO_ETCD_ENDPOINTS (default http://127.0.0.1:2379), the TLS
+files KUUTAMO_ETCD_CA_FILE, KUUTAMO_ETCD_CERT_FILE, KUUTAMO_ETCD_KEY_FILE, and KUUTAMO_ETCD_USER
+with KUUTAMO_ETCD_PASSWORD_FILE, as kuutamod reads them.
 
 Exit status: 0 done; 1 the command could not do what was asked (no leader, no ready standby, an
 account nothing in Consul knows of); active-validator adds 2; 3 Consul could not be asked
@@ -91,6 +95,9 @@ struct Cli {
     /// PEM file of the CA that signed Consul's HTTPS certificate [default: $CONSUL_CACERT].
     #[arg(long, global = true, env = "KUUTAMO_CONSUL_CA_FILE")]
     consul_ca_file: Option<std::path::PathBuf>,
+    /// The lock store (KUUTAMO_LOCK_BACKEND) and etcd's settings.
+    #[command(flatten)]
+    store: StoreFlags,
     #[command(subcommand)]
     command: Command,
 }
@@ -192,15 +199,18 @@ fn wall_ms() -> u64 {
 }
 
 async fn run(cli: Cli) -> Result<i32, String> {
-    let access = ConsulAccess::resolve(
-        cli.consul_url.as_deref(),
-        cli.consul_token.as_deref(),
-        cli.consul_token_file.as_deref(),
-        cli.consul_ca_file.as_deref(),
-    )?;
+    let access = StoreAccess::resolve(&cli.store, || {
+        ConsulAccess::resolve(
+            cli.consul_url.as_deref(),
+            cli.consul_token.as_deref(),
+            cli.consul_token_file.as_deref(),
+            cli.consul_ca_file.as_deref(),
+        )
+    })?;
     let consul = access.client().map_err(|e| format!("{e:#}"))?;
     let account = account(&cli)?;
-    let unknown = |what: &str| unknown_account(&account, &access.url, what);
+    let location = access.location();
+    let unknown = |what: &str| unknown_account(&account, &location, what);
     match cli.command {
         Command::ActiveValidator { json } => {
             let code = active_validator(&consul, &account, json).await?;
@@ -266,9 +276,9 @@ async fn registered(consul: &Consul, account: &str) -> Result<bool, String> {
 
 /// The warning for an account nothing in Consul knows of: most often a mistyped account or
 /// the wrong Consul, which an empty answer would hide.
-fn unknown_account(account: &str, url: &str, outcome: &str) -> String {
+fn unknown_account(account: &str, location: &str, outcome: &str) -> String {
     format!(
-        "kuutamoctl: warning: Consul at {url} knows nothing of account {account:?} (no lock key {} \
+        "kuutamoctl: warning: {location} knows nothing of account {account:?} (no lock key {} \
          and no records under {}), so {outcome}. Check the account (KUUTAMO_ACCOUNT_ID or the \
          validator key's), that this is the cluster's Consul, that the token may read them, and \
          that a kuutamod of this account has started.",
