@@ -295,8 +295,11 @@ fn act(
             std::thread::sleep(timing.ttl);
             let (code, out) = cluster.kuutamoctl(&["resume"])?;
             anyhow::ensure!(code == 0, "resume: {out}");
-            // Taken over before the pause landed, or at once after the resume.
+            // Taken over before the pause landed, or at once after the resume: then a whole
+            // takeover of a crashed leader (its horizon stale, neard's boot in restart mode),
+            // which may take a TTL more than a planned hand-over.
             plan.silence_from = Some(now_ms());
+            plan.extra = timing.ttl;
             wait_validating(cluster, b, timing)?;
         }
         // The target is restarted with priority 0 right after the request (the leader's
