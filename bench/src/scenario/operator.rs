@@ -117,8 +117,14 @@ impl World {
         r.missed =
             neard_sim::chainlog::missed_assigned(&cluster.chain_log(), &cluster.account, t0, end);
         r.failures = plan.failures;
-        // The hand-overs: the changes of the signing node after t0.
-        let mut entries: Vec<_> = report.entries.iter().filter(|e| e.time_ms > t0).collect();
+        // The hand-overs: the changes of the signing node after t0 and before the teardown
+        // (stopping the nodes one by one hands the lock over too: with three nodes, the first
+        // one stopped may be the leader).
+        let mut entries: Vec<_> = report
+            .entries
+            .iter()
+            .filter(|e| e.time_ms > t0 && e.time_ms <= end)
+            .collect();
         entries.sort_by_key(|e| e.time_ms);
         let mut signers: Vec<&str> = Vec::new();
         for e in &entries {
