@@ -544,7 +544,10 @@ fn liveness(
         ));
         return;
     };
-    if cluster.signed_after(stuck, stuck_ms) {
+    // A knob takes effect at the simulator's next look at its control file: what the stuck
+    // node signed before that was signed before the fault.
+    let knob = u64::try_from((neard_sim::control::POLL_INTERVAL * 4).as_millis()).unwrap_or(0);
+    if cluster.signed_after(stuck, stuck_ms + knob) {
         seen.failures.push(format!(
             "{}, which could not sign, signed",
             cluster.nodes[stuck].id

@@ -117,8 +117,14 @@ impl World {
         r.missed =
             neard_sim::chainlog::missed_assigned(&cluster.chain_log(), &cluster.account, t0, end);
         r.failures = plan.failures;
-        // The hand-overs: the changes of the signing node after t0.
-        let mut entries: Vec<_> = report.entries.iter().filter(|e| e.time_ms > t0).collect();
+        // The hand-overs: the changes of the signing node after t0 and before the teardown
+        // (stopping the nodes one by one hands the lock over too: with three nodes, the first
+        // one stopped may be the leader).
+        let mut entries: Vec<_> = report
+            .entries
+            .iter()
+            .filter(|e| e.time_ms > t0 && e.time_ms <= end)
+            .collect();
         entries.sort_by_key(|e| e.time_ms);
         let mut signers: Vec<&str> = Vec::new();
         for e in &entries {
@@ -295,8 +301,11 @@ fn act(
             std::thread::sleep(timing.ttl);
             let (code, out) = cluster.kuutamoctl(&["resume"])?;
             anyhow::ensure!(code == 0, "resume: {out}");
-            // Taken over before the pause landed, or at once after the resume.
+            // Taken over before the pause landed, or at once after the resume: then a whole
+            // takeover of a crashed leader (its horizon stale, neard's boot in restart mode),
+            // which may take a TTL more than a planned hand-over.
             plan.silence_from = Some(now_ms());
+            plan.extra = timing.ttl;
             wait_validating(cluster, b, timing)?;
         }
         // The target is restarted with priority 0 right after the request (the leader's
