@@ -1,8 +1,8 @@
 //! The operator's commands that steer the cluster through its control record (`kuutamoctl
 //! pause`, `resume`, `switchover [--to] [--wait]`, `switchover --cancel`), as plain code
 //! without I/O: each command is a [`Ctl`] that says which lock-store call it makes next and
-//! takes the answer, so that `kuutamoctl` runs it against Consul and the deterministic
-//! simulation against its model, the same code.
+//! takes the answer, so that `kuutamoctl` runs it against the lock store its settings name
+//! (Consul or etcd) and the deterministic simulation against its model, the same code.
 //!
 //! Every change of the control record is a check-and-set ([`Change`]), so two commands that
 //! race are applied one after the other, each seeing what the other did. A switchover is one

@@ -1,13 +1,14 @@
 //! The commands that steer the cluster through its control record: `pause`, `resume` and
 //! `switchover`. What each does is [`kuutamod::ctl`] (plain code, which the deterministic
-//! simulation runs too); this file runs it against Consul and prints what it says.
+//! simulation runs too); this file runs it against the lock store (Consul or etcd,
+//! [`kuutamod::store::Store`]) and prints what it says.
 
 use super::*;
 use kuutamod::ctl::{Ctl, Step};
 use kuutamod::lock_store::{execute, Failure};
 use kuutamod::machine::Mutations;
 
-/// Runs `ctl` against `consul`, printing its lines; its exit status.
+/// Runs `ctl` against the store `consul`, printing its lines; its exit status.
 async fn drive(consul: &Consul, mut ctl: Ctl) -> Result<i32, String> {
     let mut consul = consul.clone();
     let mut step = ctl.start(kuutamod::clock::now());
