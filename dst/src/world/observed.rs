@@ -69,7 +69,20 @@ impl World {
             && host.hang_until <= self.t
             && host.lag_extra.1 <= self.t;
         let agent = self.agent_runs(h) && !host.agent.partitioned;
-        session && guard && neard && agent && !self.paused
+        // A paused cluster takes no failover, but a planned hand-over already under way is
+        // carried out: the successor a released lock names is ready in a paused cluster too.
+        let paused = self.paused && self.released_to().as_deref() != Some(self.node_id(h).as_str());
+        session && guard && neard && agent && !paused
+    }
+
+    /// The node a released lock names as its successor (a planned hand-over under way).
+    fn released_to(&self) -> Option<String> {
+        let (e, _) = self.consul.store.get(&self.lock_key);
+        let e = e.filter(|e| e.session.is_none())?;
+        let r = Record::parse(&e.value)?;
+        (r.state == RecordState::Released)
+            .then_some(r.successor)
+            .flatten()
     }
 
     /// Whether the lock store itself keeps a ready node from taking over now.
