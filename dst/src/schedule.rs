@@ -306,6 +306,25 @@ impl Schedule {
                 }
             })
             .collect();
+        // Half of the guard stops are followed, a second or more later while the guard is
+        // still stopped, by a stop of kuutamod's process group: kuutamod must have noticed the
+        // silent guard by then (its acknowledgements) and taken neard down. Drawn from a stream
+        // of their own.
+        let mut g = Rng::new(seed).fork(5);
+        let then: Vec<Fault> = faults
+            .iter()
+            .filter_map(|f| match f.kind {
+                FaultKind::GuardStop { host, dur } if dur > 1100 && g.chance(500) => Some(Fault {
+                    at: f.at + 1000 + g.below(dur - 1000),
+                    kind: FaultKind::GroupStop {
+                        host,
+                        dur: g.range(200, 2 * shape.ttl_ms),
+                    },
+                }),
+                _ => None,
+            })
+            .collect();
+        faults.extend(then);
         faults.sort_by_key(|f| f.at);
         let faults = within_claim(faults);
         Schedule { scenario, faults }
