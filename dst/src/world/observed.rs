@@ -244,7 +244,7 @@ impl World {
             if !self.agent_runs(h) || self.hosts[h].agent.partitioned {
                 continue;
             }
-            let key = node_key(ACCOUNT, &self.node_id(h));
+            let key = node_key(self.account(h), &self.node_id(h));
             let stored = self
                 .consul
                 .store
