@@ -31,6 +31,10 @@ pub use etcd::{
     DEFAULT_ETCD_ENDPOINT,
 };
 
+/// `KUUTAMO_DOPPELGANGER_HEIGHTS`'s default: the heights our account must be silent after a
+/// signature this cluster did not make before this node promotes.
+pub const DOPPELGANGER_HEIGHTS: u64 = 20;
+
 /// `kuutamod --help`'s closing text: the formats and rules no single flag shows.
 const AFTER_HELP: &str = "\
 Durations (KUUTAMO_SESSION_TTL, KUUTAMO_NEARD_STOP_GRACE, KUUTAMO_SYNCING_GRACE): a number with a
@@ -199,7 +203,7 @@ pub struct Args {
     /// Doppelganger detection: after our account produced blocks or chunks this cluster did
     /// not sign, do not promote until it has been silent for this many heights. 0 turns the
     /// detection off.
-    #[arg(long, env = "KUUTAMO_DOPPELGANGER_HEIGHTS", default_value_t = 20)]
+    #[arg(long, env = "KUUTAMO_DOPPELGANGER_HEIGHTS", default_value_t = DOPPELGANGER_HEIGHTS)]
     pub doppelganger_heights: u64,
     /// Kickout threshold for produced/expected blocks, in percent (mainnet: 80), for
     /// `kuutamod_validator_kickout_margin`.

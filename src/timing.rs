@@ -82,7 +82,8 @@ pub struct Timing {
     /// A lock holder that has not signed for this long (a third of the TTL: one heartbeat
     /// interval) while another node is ready gives the lock to it: promoting, when its neard
     /// reports syncing, or its head stays put while a ready node's record shows a higher one;
-    /// validating, when its head stays put while a ready node's record shows a higher one. See
+    /// validating, when its head stays put while a ready node's record shows a higher one, or
+    /// lags a ready node's by two heights or more at every poll of the grace. See
     /// `docs/failover.md`, "Liveness", for the bound this gives.
     pub progress_grace: Duration,
 }

@@ -306,6 +306,25 @@ impl Schedule {
                 }
             })
             .collect();
+        // Half of the guard stops are followed, a second or more later while the guard is
+        // still stopped, by a stop of kuutamod's process group: kuutamod must have noticed the
+        // silent guard by then (its acknowledgements) and taken neard down. Drawn from a stream
+        // of their own.
+        let mut g = Rng::new(seed).fork(5);
+        let then: Vec<Fault> = faults
+            .iter()
+            .filter_map(|f| match f.kind {
+                FaultKind::GuardStop { host, dur } if dur > 1100 && g.chance(500) => Some(Fault {
+                    at: f.at + 1000 + g.below(dur - 1000),
+                    kind: FaultKind::GroupStop {
+                        host,
+                        dur: g.range(200, 2 * shape.ttl_ms),
+                    },
+                }),
+                _ => None,
+            })
+            .collect();
+        faults.extend(then);
         faults.sort_by_key(|f| f.at);
         let faults = within_claim(faults);
         Schedule { scenario, faults }
@@ -392,10 +411,20 @@ fn random_kind(r: &mut Rng, hosts: usize, ttl: u64, lag_faults: bool) -> FaultKi
     // Durations: mostly within the interesting range around the lease (up to 2 x TTL + 1 s).
     let dur = |r: &mut Rng| r.range(100, 2 * ttl + 1000);
     let down = |r: &mut Rng| r.range(200, 2 * ttl);
+    // A quarter of the spells of a neard that cannot sign and of the pauses last 4 to 10 TTLs:
+    // longer than the bound of "a ready node means a validator", so that the holder must give
+    // the lock up (issue #19 saw these faults last for good).
+    let long = |r: &mut Rng| {
+        if r.chance(250) {
+            r.range(4 * ttl, 10 * ttl)
+        } else {
+            dur(r)
+        }
+    };
     match r.below(35) {
         0 | 1 => NeardCrash { host },
         2 => NeardHang { host, dur: dur(r) },
-        3 => NeardSyncing { host, dur: dur(r) },
+        3 => NeardSyncing { host, dur: long(r) },
         4 | 5 => NeardReload {
             host,
             dur: dur(r),
@@ -481,7 +510,7 @@ fn random_kind(r: &mut Rng, hosts: usize, ttl: u64, lag_faults: bool) -> FaultKi
             host,
             down: down(r),
         },
-        28 => CtlPause { dur: dur(r) },
+        28 => CtlPause { dur: long(r) },
         29 => CtlSwitchover {
             to: r.chance(500).then(|| r.below(hosts as u64) as usize),
             wait: r.chance(500),
@@ -499,20 +528,25 @@ fn random_kind(r: &mut Rng, hosts: usize, ttl: u64, lag_faults: bool) -> FaultKi
         }
         31 => {
             if r.chance(500) {
-                NeardBehind {
-                    host,
-                    dur: dur(r),
-                    heights: r.range(3, 30),
-                }
+                // A long spell lags by more than kuutamod's comparison of heads can resolve
+                // (two polls and two heights, docs/failover.md "Liveness"); a short one by
+                // anything.
+                let dur = long(r);
+                let heights = if dur > 2 * ttl + 1000 {
+                    r.range(15, 40)
+                } else {
+                    r.range(3, 30)
+                };
+                NeardBehind { host, dur, heights }
             } else {
                 NeardSyncSpells {
                     host,
-                    dur: dur(r),
+                    dur: long(r),
                     spell: r.range(200, ttl),
                 }
             }
         }
-        32 => NeardFreeze { host, dur: dur(r) },
+        32 => NeardFreeze { host, dur: long(r) },
         33 => WallStep {
             host,
             dur: dur(r),

@@ -43,6 +43,7 @@ impl Machine {
                     poll: None,
                     syncing_since: None,
                     head_since: None,
+                    behind_since: None,
                     tip_after: None,
                 });
                 self.key_live = role == Role::Validator;
@@ -368,6 +369,11 @@ impl Machine {
 
     pub(super) fn on_poll(&mut self, poll: Poll) {
         let now = self.now;
+        let ahead = self
+            .ready()
+            .filter(|p| p.changed < now)
+            .filter_map(|p| p.record.head)
+            .max();
         let Proc::Up(up) = &mut self.proc else {
             return;
         };
@@ -388,6 +394,12 @@ impl Machine {
             self.wall_behind_until = Some(now + WALL_DISTRUST);
         }
         up.last_ok = Some(now);
+        // Behind a ready node: its record, seen before this poll, shows a head ours has not
+        // reached by LAG_HEIGHTS or more.
+        up.behind_since = match ahead {
+            Some(peer) if poll.head + LAG_HEIGHTS <= peer => up.behind_since.or(Some(now)),
+            _ => None,
+        };
         up.syncing_since = match (poll.syncing, up.syncing_since) {
             (false, _) => None,
             (true, since) => since.or(Some(now)),
@@ -509,16 +521,31 @@ impl Machine {
             let head = record.horizon.head?;
             (Some(&session) != own.as_ref()).then_some((session, head, record.seq))
         });
+        // Our head when the holder's record arrives, against the head it shows (a record's
+        // head is from the holder's poll before it: one height more of room).
+        let ours = self.own_view().map(|v| v.head);
+        let lags = |head: u64| ours.is_some_and(|o| o > head + LAG_HEIGHTS);
         self.holder = match (seen, self.holder.take()) {
             (None, _) => None,
-            (Some((session, head, seq)), Some(h)) if h.session == session && h.head == head => {
-                Some(HolderProgress { seq, ..h })
+            // The same record again: nothing new.
+            (Some((session, _, seq)), Some(h)) if h.session == session && h.seq == seq => Some(h),
+            (Some((session, head, seq)), Some(h)) if h.session == session => {
+                let behind = if lags(head) { h.behind + 1 } else { 0 };
+                let first_seq = if h.head == head { h.first_seq } else { seq };
+                Some(HolderProgress {
+                    session,
+                    head,
+                    first_seq,
+                    seq,
+                    behind,
+                })
             }
             (Some((session, head, seq)), _) => Some(HolderProgress {
                 session,
                 head,
                 first_seq: seq,
                 seq,
+                behind: u32::from(lags(head)),
             }),
         };
     }

@@ -4,7 +4,9 @@
 //! the lock, another node's fresh record says that node is ready, and for
 //! [`Timing::progress_grace`](crate::timing::Timing::progress_grace) either its neard reported
 //! syncing while the key was not live yet, or its neard's head stayed put while a ready node's
-//! record shows a higher head. A stalled chain never triggers it: there every node's head stays
+//! record shows a higher head, or its head moved but stayed [`LAG_HEIGHTS`] or more below the
+//! head a ready node's record had shown before each poll (a neard that lags while it reports
+//! itself in sync). A stalled chain never triggers it: there every node's head stays
 //! put alike, and no ready node shows a higher one. The ready nodes publish that evidence
 //! themselves: a standby whose head is above the head the holder's records have shown on two
 //! heartbeats republishes its record at once ([`Machine::holder_evidence`]).
@@ -26,7 +28,7 @@ impl Machine {
             (_, _, None) => None,
             (Phase::Promoting(p), _, _) if !self.activated && !self.key_live => Some(p.acquired),
             (Phase::Promoting(_) | Phase::Validating, Proc::Up(up), _) if self.key_live => {
-                up.syncing_since.or(up.head_since)
+                up.syncing_since.or(up.behind_since).or(up.head_since)
             }
             _ => None,
         };
@@ -64,7 +66,13 @@ impl Machine {
             .filter(|p| p.changed < last)
             .filter_map(|p| p.record.head)
             .max()?;
-        (peer > own && last >= since + grace).then_some(Stuck::Head { own, peer, live })
+        if peer > own && last >= since + grace {
+            return Some(Stuck::Head { own, peer, live });
+        }
+        // A head that moves, but lags a ready node's by LAG_HEIGHTS or more at every poll for
+        // the grace.
+        let behind = up.behind_since?;
+        (last >= behind + grace).then_some(Stuck::Behind { own, peer, live })
     }
 
     /// When [`Self::stuck`] may next change by time alone.
@@ -73,6 +81,7 @@ impl Machine {
         if let (Proc::Up(up), Some(_)) = (&self.proc, &self.lease) {
             d.extend(up.syncing_since.map(|s| s + grace));
             d.extend(up.head_since.map(|s| s + grace));
+            d.extend(up.behind_since.map(|s| s + grace));
         }
         for p in &self.peers {
             d.push(p.changed + PEER_FRESH);
@@ -104,18 +113,22 @@ impl Machine {
     }
 
     /// As a ready standby: whether the lock holder's records have shown one head on two
-    /// heartbeats while our neard's head is above it, and our published record does not say so
-    /// yet. Then our record, with our head, is published at once: it is what the holder needs
-    /// to see that it is not signing.
+    /// heartbeats while our neard's head is above it, or a head [`LAG_HEIGHTS`] or more below
+    /// ours on two records in a row, and our published record does not say so yet. Then our
+    /// record, with our head, is published at once: it is what the holder needs to see that it
+    /// is not signing (at most once per heartbeat of the holder, and only while it lags).
     pub(super) fn holder_evidence(&self, own_head: Option<u64>) -> bool {
         let (Some(h), Some(own)) = (&self.holder, own_head) else {
             return false;
         };
-        let said = self
-            .published
-            .as_ref()
-            .and_then(|p| p.head)
-            .is_some_and(|p| p > h.head);
-        h.seq > h.first_seq && own > h.head && !said && self.may_take_over()
+        let published = self.published.as_ref().and_then(|p| p.head);
+        // Frozen: one head on two heartbeats, and ours above it.
+        let frozen = h.seq > h.first_seq && own > h.head && published.is_none_or(|p| p <= h.head);
+        // Lagging: two records in a row well below our head, and our record no longer shows
+        // a head that far above its latest.
+        let lagging = h.behind >= 2
+            && own >= h.head + LAG_HEIGHTS
+            && published.is_none_or(|p| p < h.head + LAG_HEIGHTS);
+        (frozen || lagging) && self.may_take_over()
     }
 }

@@ -57,6 +57,11 @@ const GUARD_RETRY: Duration = Duration::from_secs(1);
 /// node that is gone. Judged by our own clock, never by the writer's wall clock.
 pub const PEER_FRESH: Duration = Duration::from_secs(3 * RECORD_INTERVAL.as_secs());
 
+/// How many heights below a ready node's head our neard must be, at every poll for the
+/// progress grace, for a lock holder to count as behind (`Stuck::Behind`): more than a block in
+/// flight between two healthy neards.
+pub const LAG_HEIGHTS: u64 = 2;
+
 /// After a block arrived stamped later than our wall clock, the fence does not trust our wall
 /// clock for this long (a clock that was behind once is suspect until NTP has had time).
 pub const WALL_DISTRUST: Duration = Duration::from_secs(600);

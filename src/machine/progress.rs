@@ -3,8 +3,10 @@
 
 use super::*;
 
-/// The neard process as the machine knows it.
+/// The neard process as the machine knows it. (One per machine, never moved around: the size
+/// of its running variant costs nothing worth a box.)
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[allow(clippy::large_enum_variant)]
 pub(super) enum Proc {
     /// Not running; start in `role` at the instant, if any.
     Down(Option<(Role, Instant)>),
@@ -32,6 +34,10 @@ pub(super) struct Up {
     /// The current head arrived after this instant: the poll before the one that first showed
     /// it (`None` for the head of the first poll).
     pub(super) tip_after: Option<Instant>,
+    /// Since when every poll has shown our head [`LAG_HEIGHTS`](super::LAG_HEIGHTS) or more
+    /// below the highest head a ready node's record showed before that poll (a neard that
+    /// lags while it reports itself in sync).
+    pub(super) behind_since: Option<Instant>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -169,11 +175,16 @@ pub(super) struct Peer {
 
 /// What a standby has seen of the lock holder's progress: the head its records show, and the
 /// sequence numbers of the first and the latest record that showed it. Two heartbeats with one
-/// head mean the holder's neard did not advance for a heartbeat interval.
+/// head mean the holder's neard did not advance for a heartbeat interval; two in a row with a
+/// head well below ours, that it lags.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct HolderProgress {
     pub(super) session: String,
     pub(super) head: u64,
     pub(super) first_seq: u64,
     pub(super) seq: u64,
+    /// How many of its records in a row showed a head more than
+    /// [`LAG_HEIGHTS`](super::LAG_HEIGHTS) below ours when they arrived: a holder whose neard
+    /// lags.
+    pub(super) behind: u32,
 }

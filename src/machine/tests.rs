@@ -2262,6 +2262,86 @@ fn a_ready_standby_publishes_its_head_when_the_holder_s_head_stays_put() {
 }
 
 #[test]
+fn a_ready_standby_publishes_its_head_while_the_holder_s_neard_lags() {
+    let mut d = Driver::new(true);
+    d.reach_voting();
+    d.head = 70;
+    d.status();
+    // Two heartbeats in a row more than LAG_HEIGHTS below our head: publish it, once.
+    let out = d.observe(Some(holder_beat(5, 60)), 105);
+    assert_eq!(published_heads(&out), Vec::<Option<u64>>::new(), "{out:?}");
+    let out = d.observe(Some(holder_beat(6, 62)), 106);
+    assert_eq!(published_heads(&out), vec![Some(70)], "{out:?}");
+    let out = d.observe(Some(holder_beat(7, 64)), 107);
+    assert_eq!(published_heads(&out), Vec::<Option<u64>>::new(), "{out:?}");
+    // The holder came within LAG_HEIGHTS of what we published, and still lags ours: again.
+    d.head = 75;
+    d.status();
+    let out = d.observe(Some(holder_beat(8, 69)), 108);
+    assert_eq!(published_heads(&out), vec![Some(75)], "{out:?}");
+    // It caught up: nothing to say.
+    d.head = 78;
+    d.status();
+    let out = d.observe(Some(holder_beat(9, 77)), 109);
+    assert_eq!(published_heads(&out), Vec::<Option<u64>>::new(), "{out:?}");
+}
+
+/// A validating leader whose neard's head moves one height every 200 ms while a ready node's
+/// record, republished every second, shows a head `ahead` heights above ours.
+fn lagging_leader(ahead: u64) -> Driver {
+    let mut d = Driver::new(true);
+    d.reach_validating();
+    for i in 0..30 {
+        if i % 5 == 0 {
+            d.feed(Event::ClusterObserved {
+                control: Control::default(),
+                peers: vec![ready_at("n2", Some(d.head + ahead))],
+            });
+        }
+        let out = d.advance(Duration::from_millis(100));
+        d.ack_heartbeats(&out, 11);
+        d.ack_guard();
+        if i % 2 == 0 {
+            d.head += 1;
+        }
+        d.status();
+    }
+    d
+}
+
+#[test]
+fn a_leader_whose_neard_lags_while_in_sync_is_fenced_and_releases() {
+    let d = lagging_leader(5);
+    assert!(
+        d.log.iter().any(|c| matches!(
+            c,
+            Command::SteppedDown(StepDown::NoProgress(Stuck::Behind { live: true, .. }))
+        )),
+        "{:?}",
+        d.log
+    );
+    let after = d
+        .log
+        .iter()
+        .position(|c| matches!(c, Command::SteppedDown(StepDown::NoProgress(_))))
+        .expect("stepped down");
+    assert!(d.log[after..].contains(&Command::RemoveKey));
+}
+
+#[test]
+fn a_leader_a_block_behind_a_ready_node_keeps_validating() {
+    for ahead in [0, 1] {
+        let d = lagging_leader(ahead);
+        assert!(
+            !d.log.iter().any(|c| matches!(c, Command::SteppedDown(_))),
+            "{ahead}: {:?}",
+            d.log
+        );
+        assert!(d.m.key_live());
+    }
+}
+
+#[test]
 fn a_block_stamped_after_our_wall_clock_stops_the_caught_up_rule() {
     let mut d = Driver::new(true);
     d.reach_voting();

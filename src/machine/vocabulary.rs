@@ -405,6 +405,18 @@ pub enum Stuck {
         /// Whether our key may be live (validating) or never went live (promoting).
         live: bool,
     },
+    /// Its neard's head moves, but at every poll for the grace it was
+    /// [`LAG_HEIGHTS`](super::LAG_HEIGHTS) or more below the head a ready node's record had
+    /// shown before: a neard that lags while it reports itself in sync signs nothing the chain
+    /// takes.
+    Behind {
+        /// Our neard's head at the last poll.
+        own: u64,
+        /// The highest head a ready node's record shows.
+        peer: u64,
+        /// Whether our key may be live (validating) or never went live (promoting).
+        live: bool,
+    },
 }
 
 impl StepDown {
@@ -460,6 +472,10 @@ impl StepDown {
             }
             StepDown::NoProgress(Stuck::Head { own, peer, live }) => format!(
                 "our neard's head stayed at {own} while a ready node's is at {peer}; it gets the lock ({})",
+                if live { "our neard is fenced first" } else { "our key never went live" }
+            ),
+            StepDown::NoProgress(Stuck::Behind { own, peer, live }) => format!(
+                "our neard lags: its head {own} is still below a ready node's {peer}; it gets the lock ({})",
                 if live { "our neard is fenced first" } else { "our key never went live" }
             ),
         }

@@ -10,6 +10,10 @@ use neard_sim::control::{Control, StatusMode};
 use nix::sys::signal::Signal;
 
 use super::{KillAt, Scenario, Timing};
+
+/// 16g: how late the lagging leader's neard receives the chain: more than kuutamod's
+/// comparison of heads resolves (two polls and two heights).
+const LAGGING_LEADER_MS: u64 = 3000;
 use crate::cluster::Cluster;
 use crate::consul::{http_delete, http_put, Agent, START_LIMIT};
 use crate::procs::{now_ms, signal};
@@ -418,6 +422,24 @@ pub(super) fn inject(scenario: Scenario, f: Fault<'_>) -> anyhow::Result<Observe
                 ..Control::default()
             })?;
             liveness(cluster, standby, leader, t0, timing, limit, &mut seen);
+            cluster.nodes[leader].control(&Control::default())?;
+        }
+        Scenario::LaggingLeader => {
+            // neard's head moves, three seconds behind the chain; `/status` says it is in sync.
+            // (What it signs meanwhile is for heights the chain has left: not counted.)
+            cluster.nodes[leader].control(&Control {
+                lag_ms: LAGGING_LEADER_MS,
+                ..Control::default()
+            })?;
+            let mut lagging = Observed::default();
+            liveness(cluster, standby, leader, t0, timing, limit, &mut lagging);
+            seen.bounded = lagging.bounded;
+            seen.failures.extend(
+                lagging
+                    .failures
+                    .into_iter()
+                    .filter(|f| !f.ends_with("which could not sign, signed")),
+            );
             cluster.nodes[leader].control(&Control::default())?;
         }
         Scenario::StandbyBehind | Scenario::BehindSlowClock | Scenario::BehindFastClock => {

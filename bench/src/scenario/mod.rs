@@ -147,6 +147,9 @@ pub enum Scenario {
     /// 16b: the leader's neard's head stops advancing while `/status` says it is in sync: the
     /// standby, whose head moves on, must take over.
     FrozenHead,
+    /// 16g: the leader's neard receives the chain three seconds late (its head moves, but lags)
+    /// while `/status` says it is in sync: the standby, ahead of it, must take over.
+    LaggingLeader,
     /// 16c: the standby's neard is cut off from the chain (stuck, still "in sync"); the
     /// leader's neard is killed once; the stuck standby takes the lock and must give it back
     /// to the old leader once that one is ready again.
@@ -221,7 +224,7 @@ pub const ETCD_QUICK: [Scenario; 8] = [
 ];
 
 /// Every scenario, in order.
-pub const ALL: [Scenario; 53] = [
+pub const ALL: [Scenario; 54] = [
     Scenario::NeardKill,
     Scenario::KuutamodTerm,
     Scenario::KuutamodKill,
@@ -264,6 +267,7 @@ pub const ALL: [Scenario; 53] = [
     Scenario::BehindSlowClock,
     Scenario::BehindFastClock,
     Scenario::SameNodeId,
+    Scenario::LaggingLeader,
     Scenario::SwitchoverAny,
     Scenario::SwitchoverThenPause,
     Scenario::SwitchoverCrash,
@@ -324,6 +328,7 @@ impl Scenario {
             Scenario::BehindSlowClock => "16d-behind-slow-clock",
             Scenario::BehindFastClock => "16e-behind-fast-clock",
             Scenario::SameNodeId => "16f-same-node-id",
+            Scenario::LaggingLeader => "16g-lagging-leader",
             Scenario::SwitchoverAny => "17a-switchover-any",
             Scenario::SwitchoverThenPause => "17b-switchover-then-pause",
             Scenario::SwitchoverCrash => "17c-switchover-crash",
@@ -373,11 +378,12 @@ impl Scenario {
                 | Scenario::CrashLoop
                 | Scenario::FreezeGuardKill(_)
                 | Scenario::FrozenHead
+                | Scenario::LaggingLeader
                 | Scenario::SameNodeId
         )
     }
 
-    /// The liveness scenarios of 16a-e: a lock holder that cannot sign while another node is
+    /// The liveness scenarios of 16a-e and 16g: a lock holder that cannot sign while another node is
     /// ready. Each run measures the time from the holder's last progress to the ready node's
     /// first signature against [`Timing::liveness_bound`], and fails over it.
     pub fn liveness(self) -> bool {
@@ -385,6 +391,7 @@ impl Scenario {
             self,
             Scenario::PromotingSyncs
                 | Scenario::FrozenHead
+                | Scenario::LaggingLeader
                 | Scenario::StandbyBehind
                 | Scenario::BehindSlowClock
                 | Scenario::BehindFastClock

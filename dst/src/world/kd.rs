@@ -111,14 +111,24 @@ impl World {
             && !host.suspended
     }
 
+    /// The account host `h`'s kuutamod is configured with: ours, or under the mutation
+    /// `account-typo` a mistyped one on the last host.
+    pub(super) fn account(&self, h: usize) -> &'static str {
+        let typo = self.settings.mutation == Mutation::AccountTypo && h + 1 == self.hosts.len();
+        if typo {
+            TYPO_ACCOUNT
+        } else {
+            ACCOUNT
+        }
+    }
+
     pub(super) fn kd_start(&mut self, h: usize) {
         if self.hosts[h].kd.is_some() {
             return;
         }
         self.next_inst += 1;
         let inst = self.next_inst;
-        let typo = self.settings.mutation == Mutation::AccountTypo && h + 1 == self.hosts.len();
-        let account = if typo { TYPO_ACCOUNT } else { ACCOUNT };
+        let account = self.account(h);
         let machine = Config {
             node_id: self.node_id(h),
             hostname: format!("h{h}"),

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use kuutamod::backoff::BackoffConfig;
 use neard_sim::spec::Timers;
 
 use super::{timing, OUTSIDER_LOCK_DELAY};
@@ -15,14 +16,16 @@ pub fn liveness_bound_ms(sched: &Schedule, timers: &Timers) -> u64 {
     let t = timing();
     let ms = |d: Duration| d.as_millis() as u64;
     let boot = sched.scenario.boot_ms.iter().copied().max().unwrap_or(0);
-    // neard's restart back-off on the host that is best off: it doubles with each failure.
+    // neard's restart back-off on the host that is best off: it doubles with each failure
+    // (kuutamod's own configuration, as the simulated kuutamods run it).
+    let b = BackoffConfig::DEFAULT;
     let backoff = (0..sched.scenario.hosts)
         .map(|h| {
             let n = sched.faults.iter().filter(|f| f.host() == Some(h)).count() as u32;
-            (1000u64 << n.min(5)).min(30_000)
+            (ms(b.base) << n.min(5)).min(ms(b.cap))
         })
         .min()
-        .unwrap_or(1000);
+        .unwrap_or(ms(b.base));
     let foreign = sched
         .faults
         .iter()

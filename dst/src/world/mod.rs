@@ -83,7 +83,7 @@ pub const STOP_GRACE: Duration = Duration::from_millis(500);
 /// `KUUTAMO_SYNCING_GRACE`.
 pub const SYNCING_GRACE: Duration = Duration::from_secs(2);
 /// `KUUTAMO_DOPPELGANGER_HEIGHTS` (kuutamod's default).
-pub const DOPPELGANGER_HEIGHTS: u64 = 20;
+pub use kuutamod::settings::DOPPELGANGER_HEIGHTS;
 
 /// How long a Consul server holds a request while there is no leader before it answers "No
 /// cluster leader" (Consul's `rpc_hold_timeout`, 7 s).
@@ -212,6 +212,8 @@ struct Host {
     frozen: Vec<Ev>,
     /// Since when this host has been ready to take over (world truth), while it is.
     ready_since: Option<u64>,
+    /// When this host's neard last signed something for our account the chain accepted.
+    signed_at: u64,
 }
 
 /// A run.
@@ -331,6 +333,7 @@ impl World {
                 lag_ms: sc.lag_ms[h],
                 frozen: Vec::new(),
                 ready_since: None,
+                signed_at: 0,
             })
             .collect();
         let healed = sched.healed_at() * MS;

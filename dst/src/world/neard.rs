@@ -286,6 +286,7 @@ impl World {
                 let out = self.net.on_approval(a, now);
                 if ours && !out.broadcast.is_empty() {
                     self.signed_at = self.t;
+                    self.hosts[h].signed_at = self.t;
                 }
                 out
             }
@@ -299,6 +300,7 @@ impl World {
                     Ok(o) => {
                         if ours {
                             self.signed_at = self.t;
+                            self.hosts[h].signed_at = self.t;
                         }
                         o
                     }

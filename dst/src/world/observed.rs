@@ -24,7 +24,7 @@ use kuutamod::machine::State;
 use kuutamod::records::{control_key, node_key, Control, NodeRecord};
 
 use super::neard::is_ours;
-use super::{World, ACCOUNT};
+use super::{World, ACCOUNT, DOPPELGANGER_HEIGHTS};
 use crate::clock::MS;
 use crate::consul::Owner;
 use crate::oracle::Violation;
@@ -69,7 +69,32 @@ impl World {
             && host.hang_until <= self.t
             && host.lag_extra.1 <= self.t;
         let agent = self.agent_runs(h) && !host.agent.partitioned;
-        session && guard && neard && agent && !self.paused
+        // A node whose doppelganger alarm is up does not promote until our account has been
+        // silent for its heights: not ready while another neard signed with our key within
+        // that many heights at the chain's slowest production.
+        let slowest = u64::try_from(self.timers.max_block_production_delay.as_nanos()).unwrap_or(0);
+        let window = DOPPELGANGER_HEIGHTS * slowest;
+        let doppelganger = m.doppelganger().is_some()
+            && (0..self.hosts.len()).any(|g| {
+                g != h && self.hosts[g].signed_at > 0 && self.t < self.hosts[g].signed_at + window
+            });
+        if doppelganger {
+            return false;
+        }
+        // A paused cluster takes no failover, but a planned hand-over already under way is
+        // carried out: the successor a released lock names is ready in a paused cluster too.
+        let paused = self.paused && self.released_to().as_deref() != Some(self.node_id(h).as_str());
+        session && guard && neard && agent && !paused
+    }
+
+    /// The node a released lock names as its successor (a planned hand-over under way).
+    fn released_to(&self) -> Option<String> {
+        let (e, _) = self.consul.store.get(&self.lock_key);
+        let e = e.filter(|e| e.session.is_none())?;
+        let r = Record::parse(&e.value)?;
+        (r.state == RecordState::Released)
+            .then_some(r.successor)
+            .flatten()
     }
 
     /// Whether the lock store itself keeps a ready node from taking over now.
@@ -219,7 +244,7 @@ impl World {
             if !self.agent_runs(h) || self.hosts[h].agent.partitioned {
                 continue;
             }
-            let key = node_key(ACCOUNT, &self.node_id(h));
+            let key = node_key(self.account(h), &self.node_id(h));
             let stored = self
                 .consul
                 .store
