@@ -4,9 +4,11 @@
 //! "Guard" is not used for anything here: in this project it names kuutamod's fencing process
 //! (`kuutamod-guard`), which [`guard_of`] finds.
 
+use std::collections::BTreeSet;
 use std::net::{IpAddr, TcpListener};
 use std::path::PathBuf;
 use std::process::Child;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use nix::sys::signal::{kill, Signal};
@@ -15,12 +17,22 @@ use nix::unistd::Pid;
 /// How long a stopped child may take to exit after SIGTERM before it is killed.
 const STOP_GRACE: Duration = Duration::from_secs(5);
 
-/// A free TCP port on `ip` (bound, then released, for programs that cannot bind port 0).
+/// A free TCP port on `ip` (bound, then released, for programs that cannot bind port 0),
+/// never one this process handed out before: the kernel may give a released port out again
+/// at once, and two of ours on one address then collide (CI once saw a neard's RPC port equal
+/// its host's Consul HTTP port).
 pub fn free_port_on(ip: IpAddr) -> u16 {
-    TcpListener::bind((ip, 0))
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap_or_else(|e| panic!("cannot bind {ip}:0: {e}"))
+    static GIVEN: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
+    loop {
+        let port = TcpListener::bind((ip, 0))
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .unwrap_or_else(|e| panic!("cannot bind {ip}:0: {e}"));
+        let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+        if given.insert(port) {
+            return port;
+        }
+    }
 }
 
 /// A free TCP port on 127.0.0.1.
