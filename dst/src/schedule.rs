@@ -325,6 +325,61 @@ impl Schedule {
             })
             .collect();
         faults.extend(then);
+        // An operator's `pause` right after a switchover request (0 to 150 ms later, half of
+        // them held for 4 to 10 TTLs), and a snapshot restore as the bench's 18a stages it
+        // (both nodes stopped by SIGTERM when the snapshot is taken, so that it holds a released
+        // record; both running again at a newer term; one of them stopped across the restore
+        // and started right after it, half the time with the other one's agent frozen at the
+        // restore, as 18b does). Drawn from a stream of their own.
+        let mut o = Rng::new(seed).fork(6);
+        let ttl = shape.ttl_ms;
+        let mut staged: Vec<Fault> = Vec::new();
+        for f in &faults {
+            match f.kind {
+                FaultKind::CtlSwitchover { .. } if o.chance(250) => staged.push(Fault {
+                    at: f.at + o.below(150),
+                    kind: FaultKind::CtlPause {
+                        dur: if o.chance(500) {
+                            o.range(4 * ttl, 10 * ttl)
+                        } else {
+                            o.range(100, 2 * ttl + 1000)
+                        },
+                    },
+                }),
+                FaultKind::ConsulRestore { dur } if dur >= 4000 && hosts == 2 && o.chance(500) => {
+                    for h in 0..2 {
+                        staged.push(Fault {
+                            at: f.at.saturating_sub(900 - 100 * h as u64),
+                            kind: FaultKind::Sigterm {
+                                host: h,
+                                down: 1000 + o.below(300),
+                            },
+                        });
+                    }
+                    let x = o.below(2) as usize;
+                    staged.push(Fault {
+                        at: f.at + dur - 300,
+                        kind: FaultKind::Sigterm {
+                            host: x,
+                            down: 400 + o.below(400),
+                        },
+                    });
+                    // Half the time, as in 18b, the other host's agent is frozen at the restore,
+                    // so that its leader cannot learn of it.
+                    if o.chance(500) {
+                        staged.push(Fault {
+                            at: f.at + dur - 100,
+                            kind: FaultKind::AgentPause {
+                                host: 1 - x,
+                                dur: 2000 + o.below(2000),
+                            },
+                        });
+                    }
+                }
+                _ => {}
+            }
+        }
+        faults.extend(staged);
         faults.sort_by_key(|f| f.at);
         let faults = within_claim(faults);
         Schedule { scenario, faults }

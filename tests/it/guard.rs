@@ -301,7 +301,14 @@ fn killed_kuutamod_takes_its_stopped_guard_and_neard_along() {
     cluster.start_all().must();
     cluster.wait_for_leader(LIMIT).must();
     let node = &mut cluster.nodes[0];
-    let neard = node.neard_pid().expect("neard");
+    // The lock is held before neard is restarted with the key: wait for the validating neard
+    // (CI once found no neard between the two).
+    let neard = wait::until(LIMIT, "the leader's neard validating", || {
+        match (node.state().as_deref(), node.neard_pid()) {
+            (Ok("Validating"), Some(pid)) => Ok(pid),
+            other => Err(format!("{other:?}")),
+        }
+    });
     let guard = node.guard_pid().expect("guard");
     crate::helper::signal(guard, Signal::SIGSTOP);
     node.kill();

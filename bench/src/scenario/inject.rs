@@ -426,13 +426,28 @@ pub(super) fn inject(scenario: Scenario, f: Fault<'_>) -> anyhow::Result<Observe
         }
         Scenario::LaggingLeader => {
             // neard's head moves, three seconds behind the chain; `/status` says it is in sync.
-            // (What it signs meanwhile is for heights the chain has left: not counted.)
-            cluster.nodes[leader].control(&Control {
-                lag_ms: LAGGING_LEADER_MS,
-                ..Control::default()
-            })?;
+            // The lag grows in steps of 300 ms every 400 ms, so that the head never stands
+            // still for the progress grace (that would be 16b, the frozen head); the bound is
+            // measured from the moment the whole lag is reached. (What it signs meanwhile is
+            // for heights the chain has left: not counted.)
+            for step in 1..=LAGGING_LEADER_MS / 300 {
+                cluster.nodes[leader].control(&Control {
+                    lag_ms: step * 300,
+                    ..Control::default()
+                })?;
+                std::thread::sleep(Duration::from_millis(400));
+            }
+            let lagging_from = now_ms();
             let mut lagging = Observed::default();
-            liveness(cluster, standby, leader, t0, timing, limit, &mut lagging);
+            liveness(
+                cluster,
+                standby,
+                leader,
+                lagging_from,
+                timing,
+                limit,
+                &mut lagging,
+            );
             seen.bounded = lagging.bounded;
             seen.failures.extend(
                 lagging

@@ -50,13 +50,17 @@ pub fn liveness_bound_ms(sched: &Schedule, timers: &Timers) -> u64 {
 /// and waits for its target to outrun the old leader's, as in a stalled chain
 /// (docs/failover.md, Lemma 3 and "What this does not cover").
 fn wall_off(sched: &Schedule) -> bool {
+    (0..sched.scenario.hosts).any(|h| wall_off_on(sched, h))
+}
+
+/// [`wall_off`] for the kuutamod of host `h` alone.
+pub(super) fn wall_off_on(sched: &Schedule, h: usize) -> bool {
     let skew = kuutamod::fence::WALL_SKEW.as_millis();
     let off = |w: i64| u128::from(w.unsigned_abs()) > skew;
-    sched.scenario.kd_wall_ms.iter().any(|w| off(*w))
-        || sched
-            .faults
-            .iter()
-            .any(|f| matches!(f.kind, FaultKind::WallStep { step, .. } if off(step)))
+    sched.scenario.kd_wall_ms.get(h).is_some_and(|w| off(*w))
+        || sched.faults.iter().any(
+            |f| matches!(f.kind, FaultKind::WallStep { host, step, .. } if host == h && off(step)),
+        )
 }
 
 /// In a chain stalled for want of our stake (or with a wall clock that cannot tell a block
@@ -74,14 +78,15 @@ fn stall_outrun_ms(timers: &Timers) -> u64 {
     targets * ms(timers.max_block_wait_delay)
 }
 
-/// The bound of "a ready node means a validator" (ms): how long a node may be ready to take
-/// over while our account signs nothing. The lock holder that cannot sign gives up within 1.5
+/// The bound of "a ready node means a validator" (ms): how long host `h` may be ready to take
+/// over while our account signs nothing. (Its own fence's wait is the one that counts: the
+/// outrun applies when its own wall clock is off.) The lock holder that cannot sign gives up within 1.5
 /// x TTL (docs/failover.md, "Liveness"); then the fence's own wait: a TTL when the lock comes
 /// without a clean release (a holder that vanished, a give-back with the value unchanged), the
 /// height fence (a block or two in a live chain, the outrun in a stalled one or with a wall
 /// clock off), and the activation (a hot swap confirmed, or a restart: the old neard's stop
 /// grace and two boots, with the first back-off); two seconds for polls.
-pub fn ready_bound_ms(sched: &Schedule, timers: &Timers) -> u64 {
+pub fn ready_bound_ms(sched: &Schedule, timers: &Timers, h: usize) -> u64 {
     let t = timing();
     let ms = |d: Duration| d.as_millis() as u64;
     let boot = sched.scenario.boot_ms.iter().copied().max().unwrap_or(0);
@@ -90,7 +95,7 @@ pub fn ready_bound_ms(sched: &Schedule, timers: &Timers) -> u64 {
         + ms(t.stop_grace)
         + ms(t.hot_swap_confirm).max(2 * boot + 1000)
         + 2000
-        + if sched.scenario.stall || wall_off(sched) {
+        + if sched.scenario.stall || wall_off_on(sched, h) {
             stall_outrun_ms(timers)
         } else {
             0

@@ -241,7 +241,7 @@ pub struct World {
     /// Until when the lock store last kept a ready node from taking over.
     excused_until: u64,
     /// The bound of "a ready node means a validator" (ms).
-    ready_bound: u64,
+    ready_bound: Vec<u64>,
     /// The planned hand-overs in the lock's history.
     handovers: Vec<observed::Handover>,
     /// A kuutamod reported another process with its node id.
@@ -367,7 +367,9 @@ impl World {
             control_index: 0,
             signed_at: 0,
             excused_until: 0,
-            ready_bound: liveness::ready_bound_ms(&sched, &timers),
+            ready_bound: (0..sc.hosts)
+                .map(|h| liveness::ready_bound_ms(&sched, &timers, h))
+                .collect(),
             handovers: Vec::new(),
             id_conflict_reported: false,
             both_since: None,

@@ -24,7 +24,7 @@ use kuutamod::machine::State;
 use kuutamod::records::{control_key, node_key, Control, NodeRecord};
 
 use super::neard::is_ours;
-use super::{World, ACCOUNT, DOPPELGANGER_HEIGHTS};
+use super::{liveness, World, ACCOUNT, DOPPELGANGER_HEIGHTS};
 use crate::clock::MS;
 use crate::consul::Owner;
 use crate::oracle::Violation;
@@ -115,10 +115,22 @@ impl World {
         if self.sched.scenario.same_id.is_some() {
             return;
         }
-        if self.store_excuses() {
+        // The lock store keeps everyone out; or the holder is promoting with a wall clock off
+        // by more than the fence's skew, so that its fence waits for its target to outrun the
+        // old leader's (its own bound, not a ready node's, counts meanwhile; invariant 4
+        // bounds it).
+        let outrunning = self.consul.holder.is_some_and(|g| {
+            liveness::wall_off_on(&self.sched, g)
+                && self.hosts[g]
+                    .kd
+                    .as_ref()
+                    .and_then(|k| k.machine())
+                    .is_some_and(|m| m.state() == State::Promoting)
+        });
+        if self.store_excuses() || outrunning {
             self.excused_until = self.t;
         }
-        let mut longest: Option<u64> = None;
+        let mut worst: Option<(usize, u64)> = None;
         for h in 0..self.hosts.len() {
             let ready = self.ready(h);
             let since = &mut self.hosts[h].ready_since;
@@ -127,26 +139,28 @@ impl World {
                 (false, Some(_)) => *since = None,
                 _ => {}
             }
-            if let Some(s) = *since {
-                longest = Some(longest.map_or(s, |l| l.min(s)));
+            let Some(s) = *since else {
+                continue;
+            };
+            // How long host h has been ready while nothing was signed, beyond its bound.
+            let from = s.max(self.excused_until).max(self.signed_at);
+            let gap = self.t - from;
+            self.out.max_unsigned_ms = self.out.max_unsigned_ms.max(gap / MS);
+            let over = gap.saturating_sub(self.ready_bound[h] * MS);
+            if over > 0 && worst.is_none_or(|(_, o)| over > o) {
+                worst = Some((h, gap));
             }
         }
-        let Some(since) = longest else {
-            return;
-        };
-        let from = since.max(self.excused_until).max(self.signed_at);
-        let gap = self.t - from;
-        self.out.max_unsigned_ms = self.out.max_unsigned_ms.max(gap / MS);
-        let bound = self.ready_bound;
-        if gap > bound * MS {
+        if let Some((h, gap)) = worst {
             let ready: Vec<usize> = (0..self.hosts.len())
                 .filter(|h| self.hosts[*h].ready_since.is_some())
                 .collect();
             self.violate(Violation::Unsigned {
                 at_ms: self.t / MS,
                 what: format!(
-                    "hosts {ready:?} ready, nothing signed for {} ms (bound {bound} ms)",
-                    gap / MS
+                    "hosts {ready:?} ready, nothing signed for {} ms (host {h}'s bound {} ms)",
+                    gap / MS,
+                    self.ready_bound[h]
                 ),
             });
         }
