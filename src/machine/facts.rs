@@ -422,15 +422,7 @@ impl Machine {
                 exact: false,
                 stale_ms: None,
             });
-            // Only a neard in sync bounds what it signs next by the chain's pace: a syncing one
-            // may catch up in a burst and sign far above what it showed (seed 43238 of the
-            // simulation: a neard syncing after its restart with the key joined, caught up and
-            // produced a block nine targets above its last poll before the syncing step-down
-            // killed it, and the successor's fence, counting from that poll, signed the same
-            // height). Its horizon grows stale from the last poll in sync.
-            if !poll.syncing {
-                self.horizon_at = Some(now);
-            }
+            self.horizon_at = Some(now);
         }
     }
 
