@@ -251,7 +251,10 @@ impl LockRead {
 
 /// The account's records as kuutamoctl reads them: the control record and its index (0 when
 /// absent), and every node's status record, by node id.
-fn cluster(account: &str, entries: &[crate::consul::KvEntry]) -> (Control, u64, Vec<NodeRecord>) {
+pub fn cluster(
+    account: &str,
+    entries: &[crate::consul::KvEntry],
+) -> (Control, u64, Vec<NodeRecord>) {
     let ckey = control_key(account);
     let mut control = (Control::default(), 0);
     let mut nodes = Vec::new();

@@ -192,25 +192,41 @@ pub fn new_instance() -> String {
 pub struct OwnId {
     /// Our own record has been seen under our key (we wrote, and the watch saw it).
     seen_ours: bool,
-    /// Another process's record appeared after ours: its host name.
+    /// The store's index of the last record of another process seen after ours, and how many
+    /// such writes there were.
+    other: Option<u64>,
+    others: u32,
+    /// Another process writes our node id: its host name.
     pub conflict: Option<String>,
 }
 
 impl OwnId {
-    /// The record under our node id as the watch read it, with our `instance` and `hostname`.
-    /// Another instance's record before we saw our own is our previous run's; after it,
-    /// another process writes our node id, unless it names our own host (our previous run's
-    /// record brought back, by a snapshot restore).
-    pub fn observe(&mut self, record: &NodeRecord, instance: &str, hostname: &str) -> Option<&str> {
+    /// The record under our node id as the watch read it (written at the store's `index`),
+    /// with our `instance`. Another instance's record before we saw our own is our previous
+    /// run's. After it, one write of another instance may still be a dead one's (our previous
+    /// run's write that landed late, or a snapshot restore bringing it back); a second one is a
+    /// process that runs and writes our node id, whatever host it names (cloned machines share
+    /// host names).
+    pub fn observe(&mut self, record: &NodeRecord, index: u64, instance: &str) -> Option<&str> {
         if record.instance.as_deref() == Some(instance) {
             self.seen_ours = true;
             return None;
         }
-        if self.seen_ours && self.conflict.is_none() && record.hostname != hostname {
+        if !self.seen_ours || self.conflict.is_some() || self.other == Some(index) {
+            return None;
+        }
+        self.other = Some(index);
+        self.others += 1;
+        if self.others >= 2 {
             self.conflict = Some(record.hostname.clone());
             return self.conflict.as_deref();
         }
         None
+    }
+
+    /// Whether another process has been found writing our node id.
+    pub fn conflicted(&self) -> bool {
+        self.conflict.is_some()
     }
 }
 
@@ -232,7 +248,7 @@ mod tests {
     }
 
     #[test]
-    fn another_instance_under_our_id_is_a_conflict_only_after_our_own_record() {
+    fn another_instance_under_our_id_is_a_conflict_once_it_writes_twice_after_our_own_record() {
         let mut own = OwnId::default();
         let rec = |instance: &str, host: &str| NodeRecord {
             node_id: "n1".into(),
@@ -241,14 +257,18 @@ mod tests {
             ..NodeRecord::default()
         };
         // Our previous run's record, then ours: no conflict.
-        assert_eq!(own.observe(&rec("old", "a"), "me", "a"), None);
-        assert_eq!(own.observe(&rec("me", "a"), "me", "a"), None);
-        // Our previous run's record again (a snapshot restore brought it back): no conflict.
-        assert_eq!(own.observe(&rec("old", "a"), "me", "a"), None);
-        // Then another process's on another host: a conflict, named once.
-        assert_eq!(own.observe(&rec("other", "b"), "me", "a"), Some("b"));
-        assert_eq!(own.observe(&rec("other", "b"), "me", "a"), None);
-        assert_eq!(own.conflict.as_deref(), Some("b"));
+        assert_eq!(own.observe(&rec("old", "a"), 5, "me"), None);
+        assert_eq!(own.observe(&rec("me", "a"), 6, "me"), None);
+        // Our previous run's record once more (a late write, or a snapshot restore brought it
+        // back), read again and again as other keys change: no conflict.
+        assert_eq!(own.observe(&rec("old", "a"), 7, "me"), None);
+        assert_eq!(own.observe(&rec("old", "a"), 7, "me"), None);
+        // A second write of another process, on a host of the same name (cloned machines):
+        // a conflict, named once.
+        assert_eq!(own.observe(&rec("other", "a"), 9, "me"), Some("a"));
+        assert_eq!(own.observe(&rec("other", "a"), 10, "me"), None);
+        assert_eq!(own.conflict.as_deref(), Some("a"));
+        assert!(own.conflicted());
     }
 
     #[test]

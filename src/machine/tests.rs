@@ -2145,13 +2145,19 @@ fn a_leader_whose_head_froze_is_fenced_and_releases_when_a_ready_node_is_ahead()
         d.log
     );
     // Fenced first: a hot-swap demotion (the key file removed, SIGHUP).
-    let after = d
+    let after = after_no_progress(&d);
+    assert!(after.contains(&Command::RemoveKey));
+    assert!(after.contains(&Command::Sighup));
+}
+
+/// What the machine did from its step-down for want of progress on.
+fn after_no_progress(d: &Driver) -> &[Command] {
+    let at = d
         .log
         .iter()
         .position(|c| matches!(c, Command::SteppedDown(StepDown::NoProgress(_))))
         .expect("stepped down");
-    assert!(d.log[after..].contains(&Command::RemoveKey));
-    assert!(d.log[after..].contains(&Command::Sighup));
+    &d.log[at..]
 }
 
 #[test]
@@ -2320,12 +2326,7 @@ fn a_leader_whose_neard_lags_while_in_sync_is_fenced_and_releases() {
         "{:?}",
         d.log
     );
-    let after = d
-        .log
-        .iter()
-        .position(|c| matches!(c, Command::SteppedDown(StepDown::NoProgress(_))))
-        .expect("stepped down");
-    assert!(d.log[after..].contains(&Command::RemoveKey));
+    assert!(after_no_progress(&d).contains(&Command::RemoveKey));
 }
 
 #[test]

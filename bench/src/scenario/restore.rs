@@ -131,7 +131,7 @@ impl World {
         r.moved = report
             .entries
             .iter()
-            .any(|e| e.node != cluster.nodes[leader].id && e.time_ms > t0);
+            .any(|e| e.node != cluster.nodes[leader].id && e.time_ms > t0 && e.time_ms <= end);
         r.missed =
             neard_sim::chainlog::missed_assigned(&cluster.chain_log(), &cluster.account, t0, end);
         r.silent_ms = longest_silence(&report.entries, t0, end);

@@ -23,7 +23,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use kuutamod::keys::KeyFile;
 use kuutamod::lease::{Record, RecordState};
-use kuutamod::records::{control_key, prefix, Control, NodeRecord};
+use kuutamod::records::{prefix, Control, NodeRecord};
 use kuutamod::settings::{leader_key, ConsulAccess, StoreAccess, StoreFlags};
 use kuutamod::store::{KvEntry, Store as Consul};
 
@@ -367,21 +367,7 @@ async fn cluster(
         .get_prefix(&prefix(account), None)
         .await
         .map_err(|e| e.to_string())?;
-    let ckey = control_key(account);
-    let mut control = (Control::default(), 0);
-    let mut nodes = Vec::new();
-    for e in entries {
-        if e.key == ckey {
-            control = (
-                Control::parse(&e.bytes()).unwrap_or_default(),
-                e.modify_index,
-            );
-        } else if let Some(r) = NodeRecord::parse(&e.bytes()) {
-            nodes.push(r);
-        }
-    }
-    nodes.sort_by(|a, b| a.node_id.cmp(&b.node_id));
-    Ok((control.0, control.1, nodes))
+    Ok(kuutamod::ctl::cluster(account, &entries))
 }
 
 fn age(ms: u64) -> String {

@@ -208,12 +208,14 @@ impl Conductor {
                         // Ours, or our host's previous run's: Consul must show the newest
                         // record we wrote (a write that timed out may land after a newer one;
                         // a snapshot restore brings an old one back).
+                        // (Not once another process is known to write our node id: each
+                        // would write its record again over the other's, for ever.)
                         let mine = r.instance.as_deref() == Some(w.instance.as_str())
-                            || r.hostname == w.hostname;
+                            || (r.hostname == w.hostname && !w.own.conflicted());
                         if mine && heal {
                             self.records.stored(&r);
                         }
-                        if let Some(other) = w.own.observe(&r, &w.instance, &w.hostname) {
+                        if let Some(other) = w.own.observe(&r, e.modify_index, &w.instance) {
                             log::error!(
                                 "another kuutamod process (host {other}, instance {}) writes the status record of node id {}: \
                                  two hosts run with KUUTAMO_NODE_ID={}; give every host its own node id",
