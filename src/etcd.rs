@@ -43,11 +43,12 @@ use serde_json::{json, Value};
 use crate::consul::{KvEntry, SessionInfo};
 use crate::store::StoreError;
 
+pub mod calls;
 pub mod wire;
 
 use wire::{
-    absent, at, b64, delete, holds, put, range, txn, ErrorAnswer, KeepAliveMessage, LeaseGrant,
-    RangeResponse, TimeToLive, TxnResponse, WatchMessage,
+    b64, put, txn, ErrorAnswer, KeepAliveMessage, LeaseGrant, RangeResponse, TimeToLive,
+    TxnResponse, WatchMessage,
 };
 
 /// Timeout of every non-blocking etcd request: the same as Consul's, for the same reason (the
@@ -358,24 +359,15 @@ impl Etcd {
     }
 
     async fn run_txn(&self, body: &Value) -> Result<TxnResponse, StoreError> {
-        self.call("/v3/kv/txn", body).await
+        self.call(calls::TXN, body).await
     }
 
     /// Grants a lease of `ttl` (whole seconds, rounded up; etcd may raise it to its minimum)
     /// and returns its id as kuutamod names sessions ([`lease_name`]). etcd's leases have no
     /// name: `name` is not kept.
     pub async fn create_session(&self, _name: &str, ttl: Duration) -> Result<String, StoreError> {
-        let secs = ttl.as_millis().div_ceil(1000).max(1);
-        let g: LeaseGrant = self
-            .call("/v3/lease/grant", &json!({"TTL": secs.to_string()}))
-            .await?;
-        if !g.error.is_empty() || g.id == 0 {
-            return Err(StoreError::Rejected {
-                url: self.url("/v3/lease/grant"),
-                what: format!("no lease granted: {}", g.error),
-            });
-        }
-        Ok(lease_name(g.id))
+        let g: LeaseGrant = self.call(calls::GRANT, &calls::grant(ttl)).await?;
+        calls::granted(&self.url(calls::GRANT), &g)
     }
 
     /// Keeps a lease alive, or [`StoreError::SessionGone`].
@@ -383,9 +375,12 @@ impl Etcd {
         let Some(lease) = lease_id(id) else {
             return Err(StoreError::SessionGone(id.to_string()));
         };
-        let path = "/v3/lease/keepalive";
         let (url, resp) = self
-            .request(path, &json!({"ID": lease.to_string()}), REQUEST_TIMEOUT)
+            .request(
+                calls::KEEPALIVE,
+                &calls::lease_request(lease),
+                REQUEST_TIMEOUT,
+            )
             .await?;
         let bytes = self.bytes(&url, resp).await?;
         // A stream of messages, one per line; ours is the first.
@@ -394,17 +389,7 @@ impl Etcd {
             .find(|l| !l.iter().all(u8::is_ascii_whitespace))
             .unwrap_or_default();
         let m: KeepAliveMessage = parse(&url, first)?;
-        match m.result {
-            Some(k) if k.ttl > 0 => Ok(()),
-            Some(_) => Err(StoreError::SessionGone(id.to_string())),
-            None => Err(StoreError::Garbage {
-                url,
-                reason: format!(
-                    "a keep-alive answer without a result: {}",
-                    String::from_utf8_lossy(first)
-                ),
-            }),
-        }
+        calls::kept_alive(&url, id, &m, first)
     }
 
     /// Revokes a lease: etcd deletes its holder key (the record stays). A lease that no
@@ -413,14 +398,10 @@ impl Etcd {
         let Some(lease) = lease_id(id) else {
             return Ok(());
         };
-        match self
-            .call::<Value>("/v3/lease/revoke", &json!({"ID": lease.to_string()}))
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(e) if lease_not_found(&e) => Ok(()),
-            Err(e) => Err(e),
-        }
+        calls::revoked(
+            self.call::<Value>(calls::REVOKE, &calls::lease_request(lease))
+                .await,
+        )
     }
 
     /// The lease as a session, or `None` if it does not exist. etcd knows no name or node of
@@ -430,24 +411,16 @@ impl Etcd {
             return Ok(None);
         };
         let t: TimeToLive = self
-            .call("/v3/lease/timetolive", &json!({"ID": lease.to_string()}))
+            .call(calls::TIME_TO_LIVE, &calls::lease_request(lease))
             .await?;
-        if t.ttl < 0 {
-            return Ok(None);
-        }
-        Ok(Some(SessionInfo {
-            id: id.to_string(),
-            name: String::new(),
-            ttl: format!("{}s", t.granted),
-            node: String::new(),
-        }))
+        Ok(calls::session_of(id, &t))
     }
 
-    /// One transaction: the record at `key` has `mod_revision` `expected` (`None`: it does not
-    /// exist), and the holder key names our lease or does not exist; then both are written (the
-    /// record with `value`, the holder attached to our lease). Returns the new revision, the
-    /// record's `mod_revision`; [`StoreError::Rejected`] when a comparison failed,
-    /// [`StoreError::SessionGone`] when the lease does not exist.
+    /// One transaction ([`calls::lock`]): the record at `key` has `mod_revision` `expected`
+    /// (`None`: it does not exist), and the holder key names our lease or does not exist; then
+    /// both are written (the record with `value`, the holder attached to our lease). Returns
+    /// the new revision, the record's `mod_revision`; [`StoreError::Rejected`] when a
+    /// comparison failed, [`StoreError::SessionGone`] when the lease does not exist.
     ///
     /// With `expected` `None` the holder is not compared: without a record there is no lock
     /// (as a Consul key that does not exist has no session), and a holder key left behind by
@@ -459,72 +432,9 @@ impl Etcd {
         session: &str,
         value: &[u8],
     ) -> Result<u64, StoreError> {
-        let Some(lease) = lease_id(session) else {
-            return Err(StoreError::SessionGone(session.to_string()));
-        };
-        let holder = holder_key(key);
-        let writes = vec![
-            put(key, value, None),
-            put(&holder, session.as_bytes(), Some(lease)),
-        ];
-        let body = match expected {
-            None => txn(vec![absent(key)], writes, vec![range(key, None)]),
-            Some(index) => {
-                let free = txn(
-                    vec![absent(&holder)],
-                    writes.clone(),
-                    vec![range(&holder, None)],
-                );
-                let ours = txn(
-                    vec![holds(&holder, session.as_bytes())],
-                    writes,
-                    vec![json!({ "request_txn": free })],
-                );
-                txn(
-                    vec![at(key, index)],
-                    vec![json!({ "request_txn": ours })],
-                    vec![range(key, None)],
-                )
-            }
-        };
-        let url = self.url("/v3/kv/txn");
-        let answer = match self.run_txn(&body).await {
-            Ok(a) => a,
-            Err(e) if lease_not_found(&e) => {
-                return Err(StoreError::SessionGone(session.to_string()))
-            }
-            Err(e) => return Err(e),
-        };
-        let revision = u64::try_from(answer.header.revision).unwrap_or(0);
-        if !answer.succeeded {
-            return Err(StoreError::Rejected {
-                url,
-                what: describe_record(expected, answer.range(0)),
-            });
-        }
-        if expected.is_none() {
-            return Ok(revision);
-        }
-        let ours = answer.txn(0);
-        let free = ours.and_then(|t| t.txn(0));
-        match (ours, free) {
-            (Some(o), _) if o.succeeded => Ok(revision),
-            (_, Some(f)) if f.succeeded => Ok(revision),
-            (_, Some(f)) => Err(StoreError::Rejected {
-                url,
-                what: format!(
-                    "the lock is held by lease {}",
-                    f.range(0)
-                        .and_then(|r| r.kvs.first())
-                        .map(|kv| String::from_utf8_lossy(&kv.value_bytes()).into_owned())
-                        .unwrap_or_else(|| "?".into())
-                ),
-            }),
-            _ => Err(StoreError::Garbage {
-                url,
-                reason: "a lock transaction's answer without its nested answers".into(),
-            }),
-        }
+        let body = calls::lock(key, expected, session, value)?;
+        let answer = self.run_txn(&body).await;
+        calls::locked(&self.url(calls::TXN), expected, session, answer)
     }
 
     /// Releases the lock at `key` held by lease `session`, writing the record `value`, in one
@@ -538,12 +448,7 @@ impl Etcd {
         session: &str,
         value: &[u8],
     ) -> Result<bool, StoreError> {
-        let holder = holder_key(key);
-        let body = txn(
-            vec![at(key, expected), holds(&holder, session.as_bytes())],
-            vec![put(key, value, None), delete(&holder)],
-            vec![],
-        );
+        let body = calls::release(key, expected, session, value);
         Ok(self.run_txn(&body).await?.succeeded)
     }
 
@@ -558,33 +463,13 @@ impl Etcd {
         blocking: Option<(u64, Duration)>,
         _consistent: bool,
     ) -> Result<(Option<KvEntry>, u64), StoreError> {
-        let holder = holder_key(key);
         if let Some((index, wait)) = blocking {
-            let end = wire::prefix_end(holder.as_bytes());
-            self.wait_for_change(key, &end, index, wait, |k| k == key || k == holder)
+            let end = calls::key_watch_end(key);
+            self.wait_for_change(key, &end, index, wait, |k| calls::key_relevant(key, k))
                 .await?;
         }
-        let answer = self
-            .run_txn(&txn(
-                vec![],
-                vec![range(key, None), range(&holder, None)],
-                vec![],
-            ))
-            .await?;
-        let revision = u64::try_from(answer.header.revision).unwrap_or(0);
-        let record = answer.range(0).and_then(|r| r.kvs.first());
-        let session = answer
-            .range(1)
-            .and_then(|r| r.kvs.first())
-            .map(|kv| String::from_utf8_lossy(&kv.value_bytes()).into_owned());
-        let entry = record.map(|kv| KvEntry {
-            key: key.to_string(),
-            value: Some(kv.value.clone()),
-            session,
-            lock_index: u64::try_from(kv.version).unwrap_or(0),
-            modify_index: u64::try_from(kv.mod_revision).unwrap_or(0),
-        });
-        Ok((entry, revision))
+        let answer = self.run_txn(&calls::read_key(key)).await?;
+        Ok(calls::key_entry(key, &answer))
     }
 
     /// Reads every key under `prefix`, after waiting for a change past `index` when
@@ -594,35 +479,19 @@ impl Etcd {
         prefix: &str,
         blocking: Option<(u64, Duration)>,
     ) -> Result<(Vec<KvEntry>, u64), StoreError> {
-        let end = wire::prefix_end(prefix.as_bytes());
         if let Some((index, wait)) = blocking {
+            let end = wire::prefix_end(prefix.as_bytes());
             self.wait_for_change(prefix, &end, index, wait, |_| true)
                 .await?;
         }
-        let r: RangeResponse = self
-            .call(
-                "/v3/kv/range",
-                &json!({"key": b64(prefix.as_bytes()), "range_end": b64(&end)}),
-            )
-            .await?;
-        let entries = r
-            .kvs
-            .iter()
-            .map(|kv| KvEntry {
-                key: kv.key_text(),
-                value: Some(kv.value.clone()),
-                session: None,
-                lock_index: 0,
-                modify_index: u64::try_from(kv.mod_revision).unwrap_or(0),
-            })
-            .collect();
-        Ok((entries, u64::try_from(r.header.revision).unwrap_or(0)))
+        let r: RangeResponse = self.call(calls::RANGE, &calls::read_prefix(prefix)).await?;
+        Ok(calls::prefix_entries(&r))
     }
 
     /// Waits until a key in `[key, end)` that `relevant` accepts changes after revision
     /// `index`, or the watch is cancelled (its start revision compacted away, the member lost
     /// its leader), or the store's revision is below `index` (a restored snapshot), or `wait`
-    /// passes. The caller reads afresh after any of these.
+    /// passes ([`calls::watch_wakes`]). The caller reads afresh after any of these.
     async fn wait_for_change(
         &self,
         key: &str,
@@ -631,14 +500,10 @@ impl Etcd {
         wait: Duration,
         relevant: impl Fn(&str) -> bool,
     ) -> Result<(), StoreError> {
-        let create = json!({"create_request": {
-            "key": b64(key.as_bytes()),
-            "range_end": b64(end),
-            "start_revision": (index + 1).to_string(),
-        }});
+        let create = calls::watch(key, end, index);
         let watch = async {
             let (url, mut resp) = self
-                .request("/v3/watch", &create, wait + BLOCKING_SLACK)
+                .request(calls::WATCH, &create, wait + BLOCKING_SLACK)
                 .await?;
             let mut buffer = Vec::new();
             loop {
@@ -663,13 +528,7 @@ impl Etcd {
                         });
                     }
                     let Some(r) = m.result else { continue };
-                    if r.canceled || r.compact_revision > 0 {
-                        return Ok(());
-                    }
-                    if r.created && u64::try_from(r.header.revision).unwrap_or(0) < index {
-                        return Ok(());
-                    }
-                    if r.events.iter().any(|e| relevant(&e.kv.key_text())) {
+                    if calls::watch_wakes(&r, index, &relevant) {
                         return Ok(());
                     }
                 }
@@ -685,15 +544,17 @@ impl Etcd {
     /// revision replaces it only if its `mod_revision` is still that. `Ok(false)`: the key
     /// changed meanwhile.
     pub async fn put_cas(&self, key: &str, value: &[u8], cas: u64) -> Result<bool, StoreError> {
-        let check = if cas == 0 { absent(key) } else { at(key, cas) };
-        let body = txn(vec![check], vec![put(key, value, None)], vec![]);
-        Ok(self.run_txn(&body).await?.succeeded)
+        Ok(self
+            .run_txn(&calls::put_cas(key, value, cas))
+            .await?
+            .succeeded)
     }
 
     /// Writes `value` to `key` without any lock (records that are not the lock).
     pub async fn put(&self, key: &str, value: &[u8]) -> Result<(), StoreError> {
-        let body = json!({"key": b64(key.as_bytes()), "value": b64(value)});
-        self.call::<Value>("/v3/kv/put", &body).await.map(|_| ())
+        self.call::<Value>(calls::PUT, &calls::put_plain(key, value))
+            .await
+            .map(|_| ())
     }
 
     /// Authenticates now (`kuutamod --check`): `Ok(true)` with a fresh token, `Ok(false)`
@@ -815,11 +676,6 @@ impl MemberStatus {
     }
 }
 
-/// Whether etcd said that a lease does not exist.
-fn lease_not_found(e: &StoreError) -> bool {
-    matches!(e, StoreError::Status { body, .. } if body.contains("lease not found"))
-}
-
 fn error_text(e: &ErrorAnswer, bytes: &[u8]) -> String {
     if e.text().is_empty() {
         String::from_utf8_lossy(&bytes[..bytes.len().min(200)])
@@ -838,17 +694,6 @@ fn parse<T: DeserializeOwned>(url: &str, body: &[u8]) -> Result<T, StoreError> {
             String::from_utf8_lossy(&body[..body.len().min(200)])
         ),
     })
-}
-
-/// Why a lock transaction's record comparison failed, from the record it read instead.
-fn describe_record(expected: Option<u64>, found: Option<&RangeResponse>) -> String {
-    let now = found.and_then(|r| r.kvs.first()).map(|kv| kv.mod_revision);
-    match (expected, now) {
-        (Some(i), Some(m)) => format!("the record is at revision {m}, not {i}"),
-        (Some(i), None) => format!("the record no longer exists (expected revision {i})"),
-        (None, Some(m)) => format!("the record exists (revision {m})"),
-        (None, None) => "the record's comparison failed".into(),
-    }
 }
 
 #[cfg(test)]
