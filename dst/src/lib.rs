@@ -12,6 +12,8 @@
 //! - [`rng`]: the seedable generator every random draw comes from.
 //! - [`clock`]: true time and each host's `CLOCK_BOOTTIME`, `CLOCK_MONOTONIC` and wall clock.
 //! - [`consul`]: the Consul servers' state (sessions, KV, transactions) as a pure model.
+//! - [`etcd`]: an etcd cluster's state (revisions, leases, transactions, watches) as a pure
+//!   model answering the requests kuutamod's etcd client builds.
 //! - [`schedule`]: scenarios and fault schedules, from a seed or from text.
 //! - [`oracle`]: the invariants and their violations.
 //! - [`world`]: hosts, processes, delivery, faults: the discrete-event simulation.
@@ -20,6 +22,7 @@
 
 pub mod clock;
 pub mod consul;
+pub mod etcd;
 pub mod oracle;
 pub mod rng;
 pub mod runner;
