@@ -9,7 +9,7 @@ use clap::Parser;
 use kuutamod_dst::runner::{run_range, shape, How, Summary};
 use kuutamod_dst::schedule::Schedule;
 use kuutamod_dst::shrink::shrink;
-use kuutamod_dst::world::{run, Mutation, Settings};
+use kuutamod_dst::world::{run, Backend, Mutation, Settings};
 
 /// Deterministic simulation of kuutamod's failover protocol.
 #[derive(Debug, Parser)]
@@ -54,6 +54,9 @@ struct Args {
     /// do not fill within a schedule; a few dozen fill during a guard stop).
     #[arg(long, default_value_t = kuutamod_dst::world::PIPE_ORDERS)]
     guard_pipe: usize,
+    /// The lock store modelled: `consul`, `etcd`, or `both` (each seed once per backend).
+    #[arg(long, default_value = "both")]
+    backend: String,
 }
 
 fn parse_range(s: &str) -> Result<(u64, u64), String> {
@@ -89,6 +92,8 @@ fn main() -> anyhow::Result<()> {
             mutation.name()
         );
     }
+    let backends = Backend::parse_list(&args.backend)
+        .with_context(|| format!("unknown backend {:?}: consul, etcd or both", args.backend))?;
     let threads = args.threads.unwrap_or_else(|| {
         std::thread::available_parallelism()
             .map(|n| n.get())
@@ -101,10 +106,10 @@ fn main() -> anyhow::Result<()> {
         ..Settings::default()
     };
     if let Some(max) = args.find {
-        return find(&args, max, threads, settings);
+        return find(&args, max, threads, settings, backends);
     }
     if let Some(seed) = args.replay {
-        return replay(&args, seed, settings);
+        return replay(&args, seed, settings, backends);
     }
     let Some((from, to)) = args.seeds else {
         bail!("give --seeds A..B, --replay SEED or --find N");
@@ -115,15 +120,17 @@ fn main() -> anyhow::Result<()> {
         stop_at_first: false,
         keep: 20,
         safety_only: false,
+        backends,
     };
     let s = run_range(from, to, settings, &how);
     print_summary(&s, from, to, mutation, threads);
     for f in &s.failures {
-        println!("seed {}: {}", f.seed, f.violation);
+        println!("seed {} ({}): {}", f.seed, f.backend, f.violation);
         println!(
-            "  replay: kuutamod-dst --replay {}{} --shrink",
+            "  replay: kuutamod-dst --replay {}{} --backend {} --shrink",
             f.seed,
-            mutation_flag(mutation)
+            mutation_flag(mutation),
+            f.backend
         );
     }
     if s.failed > 0 {
@@ -176,9 +183,21 @@ fn print_summary(s: &Summary, from: u64, to: u64, m: Mutation, threads: usize) {
         s.no_candidates
     );
     println!("violations: {}", s.failed);
+    for b in &s.per_backend {
+        // Each backend's share of the threads' time.
+        let secs = (b.busy_secs / threads.max(1) as f64).max(1e-9);
+        println!(
+            "  {}: {} schedules, schedules/s {:.0}, events/s {:.0}, violations {}",
+            b.backend,
+            b.schedules,
+            b.schedules as f64 / secs,
+            b.events as f64 / secs,
+            b.failed
+        );
+    }
 }
 
-fn replay(args: &Args, seed: u64, settings: Settings) -> anyhow::Result<()> {
+fn replay(args: &Args, seed: u64, settings: Settings, backends: &[Backend]) -> anyhow::Result<()> {
     let sched = match &args.schedule {
         Some(p) => {
             let text = std::fs::read_to_string(p)
@@ -187,40 +206,68 @@ fn replay(args: &Args, seed: u64, settings: Settings) -> anyhow::Result<()> {
         }
         None => Schedule::generate(seed, &shape(args.drift_ppm)),
     };
-    let settings = Settings {
-        trace: args.trace,
-        ..settings
-    };
-    let o = run(seed, &sched, settings);
     print!("{sched}");
+    let mut failed = false;
+    for &backend in backends {
+        let settings = Settings {
+            trace: args.trace,
+            backend,
+            ..settings
+        };
+        failed |= replay_one(args, seed, &sched, settings)?;
+    }
+    if failed {
+        std::process::exit(1);
+    }
+    Ok(())
+}
+
+/// Replays `sched` against one backend; returns whether it broke an invariant.
+fn replay_one(
+    args: &Args,
+    seed: u64,
+    sched: &Schedule,
+    settings: Settings,
+) -> anyhow::Result<bool> {
+    let backend = settings.backend;
+    let o = run(seed, sched, settings);
     for line in &o.trace {
         println!("{line}");
     }
     println!(
-        "seed {seed}: {} events, ended at {} ms, trace hash {:016x}",
+        "seed {seed} ({backend}): {} events, ended at {} ms, trace hash {:016x}",
         o.events, o.end_ms, o.hash
     );
     let Some(v) = o.violation else {
         println!("no violation");
-        return Ok(());
+        return Ok(false);
     };
-    println!("VIOLATION: {v}");
+    println!("VIOLATION ({backend}): {v}");
     if args.shrink {
-        let (small, sv, runs) = shrink(seed, &sched, settings, &v);
-        let file = format!("dst-{seed}.schedule");
+        let (small, sv, runs) = shrink(seed, sched, settings, &v);
+        let file = match backend {
+            Backend::Consul => format!("dst-{seed}.schedule"),
+            Backend::Etcd => format!("dst-{seed}-{backend}.schedule"),
+        };
         std::fs::write(&file, small.to_string()).with_context(|| format!("cannot write {file}"))?;
         println!("shrunk in {runs} runs to:");
         print!("{small}");
-        println!("VIOLATION: {sv}");
+        println!("VIOLATION ({backend}): {sv}");
         println!(
-            "replay: kuutamod-dst --replay {seed}{} --schedule {file} --trace",
+            "replay: kuutamod-dst --replay {seed}{} --backend {backend} --schedule {file} --trace",
             mutation_flag(settings.mutation)
         );
     }
-    std::process::exit(1);
+    Ok(true)
 }
 
-fn find(args: &Args, max: u64, threads: usize, settings: Settings) -> anyhow::Result<()> {
+fn find(
+    args: &Args,
+    max: u64,
+    threads: usize,
+    settings: Settings,
+    backends: &'static [Backend],
+) -> anyhow::Result<()> {
     let which: Vec<Mutation> = if settings.mutation == Mutation::None {
         Mutation::ALL
             .iter()
@@ -230,16 +277,23 @@ fn find(args: &Args, max: u64, threads: usize, settings: Settings) -> anyhow::Re
     } else {
         vec![settings.mutation]
     };
-    println!("| mutation | seeds until found | first failing seed | violation |");
-    println!("|---|---|---|---|");
+    println!("| mutation | backend | seeds until found | first failing seed | violation |");
+    println!("|---|---|---|---|---|");
     let mut missing = 0;
-    for m in which {
+    for (m, backend) in which
+        .iter()
+        .flat_map(|m| backends.iter().map(move |b| (*m, *b)))
+    {
         let how = How {
             threads,
             drift_ppm: args.drift_ppm,
             stop_at_first: true,
             keep: 1,
             safety_only: true,
+            backends: match backend {
+                Backend::Consul => &[Backend::Consul],
+                Backend::Etcd => &[Backend::Etcd],
+            },
         };
         let s = run_range(
             0,
@@ -252,7 +306,7 @@ fn find(args: &Args, max: u64, threads: usize, settings: Settings) -> anyhow::Re
         );
         match s.failures.first() {
             Some(f) => println!(
-                "| {} | {} | {} | {} |",
+                "| {} | {backend} | {} | {} | {} |",
                 m.name(),
                 f.seed + 1,
                 f.seed,
@@ -260,7 +314,7 @@ fn find(args: &Args, max: u64, threads: usize, settings: Settings) -> anyhow::Re
             ),
             None => {
                 missing += 1;
-                println!("| {} | not found in {max} | - | - |", m.name());
+                println!("| {} | {backend} | not found in {max} | - | - |", m.name());
             }
         }
     }

@@ -1,7 +1,8 @@
 //! Running many seeds: a shared counter hands seeds to worker threads, each run is
 //! independent, and the figures (schedules and events per second, violations by invariant)
 //! are summed at the end. Results do not depend on the number of threads: a seed's outcome is
-//! a function of the seed alone.
+//! a function of the seed and the backend alone. Each seed runs once per backend asked for
+//! (Consul, etcd), on the same schedule.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -9,7 +10,7 @@ use std::time::Instant;
 
 use crate::oracle::Violation;
 use crate::schedule::{Schedule, Shape};
-use crate::world::{run, Settings, TTL};
+use crate::world::{run, Backend, Settings, TTL};
 
 /// The shape of generated schedules used everywhere (CLI, CI, tests).
 pub fn shape(drift_ppm: u64) -> Shape {
@@ -27,6 +28,8 @@ pub fn shape(drift_ppm: u64) -> Shape {
 pub struct Failure {
     /// The seed.
     pub seed: u64,
+    /// The lock store it ran against.
+    pub backend: Backend,
     /// What broke.
     pub violation: Violation,
 }
@@ -59,6 +62,43 @@ pub struct Summary {
     /// Runs that ended before their liveness bound, liveness having held for the quiescence
     /// window after the last fault.
     pub quiesced: u64,
+    /// Per backend: its runs, events, violations and the time its runs took (summed over the
+    /// threads, seconds).
+    pub per_backend: Vec<BackendFigures>,
+}
+
+/// The figures of one backend's runs.
+#[derive(Debug, Clone, Copy)]
+pub struct BackendFigures {
+    /// The backend.
+    pub backend: Backend,
+    /// Its runs.
+    pub schedules: u64,
+    /// Their events.
+    pub events: u64,
+    /// Its failing runs.
+    pub failed: u64,
+    /// Time spent in its runs, summed over the threads, seconds.
+    pub busy_secs: f64,
+}
+
+impl BackendFigures {
+    fn new(backend: Backend) -> Self {
+        BackendFigures {
+            backend,
+            schedules: 0,
+            events: 0,
+            failed: 0,
+            busy_secs: 0.0,
+        }
+    }
+
+    fn add(&mut self, o: &BackendFigures) {
+        self.schedules += o.schedules;
+        self.events += o.events;
+        self.failed += o.failed;
+        self.busy_secs += o.busy_secs;
+    }
 }
 
 /// How a range of seeds is run.
@@ -74,6 +114,8 @@ pub struct How {
     pub keep: usize,
     /// Count a liveness violation only where the unmutated daemon passes the seed.
     pub safety_only: bool,
+    /// The lock stores each seed runs against, in order.
+    pub backends: &'static [Backend],
 }
 
 /// Runs seeds `from..to` on `how.threads` threads. Stops handing out seeds after the first
@@ -88,6 +130,7 @@ pub fn run_range(from: u64, to: u64, settings: Settings, how: &How) -> Summary {
         stop_at_first,
         keep,
         safety_only,
+        backends,
     } = *how;
     let next = AtomicU64::new(from);
     let stop_below = AtomicU64::new(u64::MAX);
@@ -97,43 +140,64 @@ pub fn run_range(from: u64, to: u64, settings: Settings, how: &How) -> Summary {
     std::thread::scope(|s| {
         for _ in 0..threads.max(1) {
             s.spawn(|| {
-                let mut local = Summary::default();
+                let mut local = Summary {
+                    per_backend: backends.iter().map(|b| BackendFigures::new(*b)).collect(),
+                    ..Summary::default()
+                };
                 loop {
                     let seed = next.fetch_add(1, Ordering::Relaxed);
                     if seed >= to || seed > stop_below.load(Ordering::Relaxed) {
                         break;
                     }
                     let sched = Schedule::generate(seed, &sh);
-                    let o = run(seed, &sched, settings);
-                    local.schedules += 1;
-                    local.events += o.events;
-                    local.virtual_ms += o.end_ms;
-                    local.max_recovery_ms = local.max_recovery_ms.max(o.recovery_ms.unwrap_or(0));
-                    local.model_stalls += u64::from(o.model_stall);
-                    local.no_candidates += u64::from(o.no_candidate);
-                    local.max_unsigned_ms = local.max_unsigned_ms.max(o.max_unsigned_ms);
-                    local.quiesced += u64::from(o.quiesced);
-                    // A liveness violation counts for a mutation only where the daemon as
-                    // it is passes the same schedule.
-                    let counts = |v: &Violation| {
-                        !safety_only
-                            || v.is_safety()
-                            || run(
+                    for (b, &backend) in backends.iter().enumerate() {
+                        let settings = Settings {
+                            backend,
+                            ..settings
+                        };
+                        let started = Instant::now();
+                        let o = run(seed, &sched, settings);
+                        local.schedules += 1;
+                        local.events += o.events;
+                        local.virtual_ms += o.end_ms;
+                        local.max_recovery_ms =
+                            local.max_recovery_ms.max(o.recovery_ms.unwrap_or(0));
+                        local.model_stalls += u64::from(o.model_stall);
+                        local.no_candidates += u64::from(o.no_candidate);
+                        local.max_unsigned_ms = local.max_unsigned_ms.max(o.max_unsigned_ms);
+                        local.quiesced += u64::from(o.quiesced);
+                        // A liveness violation counts for a mutation only where the daemon as
+                        // it is passes the same schedule.
+                        let counts = |v: &Violation| {
+                            !safety_only
+                                || v.is_safety()
+                                || run(
+                                    seed,
+                                    &sched,
+                                    Settings {
+                                        mutation: crate::world::Mutation::None,
+                                        ..settings
+                                    },
+                                )
+                                .violation
+                                .is_none()
+                        };
+                        let failed = o.violation.filter(counts);
+                        let fig = &mut local.per_backend[b];
+                        fig.schedules += 1;
+                        fig.events += o.events;
+                        fig.busy_secs += started.elapsed().as_secs_f64();
+                        if let Some(v) = failed {
+                            fig.failed += 1;
+                            local.failed += 1;
+                            local.failures.push(Failure {
                                 seed,
-                                &sched,
-                                Settings {
-                                    mutation: crate::world::Mutation::None,
-                                    ..settings
-                                },
-                            )
-                            .violation
-                            .is_none()
-                    };
-                    if let Some(v) = o.violation.filter(counts) {
-                        local.failed += 1;
-                        local.failures.push(Failure { seed, violation: v });
-                        if stop_at_first {
-                            stop_below.fetch_min(seed, Ordering::Relaxed);
+                                backend,
+                                violation: v,
+                            });
+                            if stop_at_first {
+                                stop_below.fetch_min(seed, Ordering::Relaxed);
+                            }
                         }
                     }
                 }
@@ -148,12 +212,19 @@ pub fn run_range(from: u64, to: u64, settings: Settings, how: &How) -> Summary {
                 t.quiesced += local.quiesced;
                 t.max_recovery_ms = t.max_recovery_ms.max(local.max_recovery_ms);
                 t.failures.extend(local.failures);
+                if t.per_backend.is_empty() {
+                    t.per_backend = local.per_backend;
+                } else {
+                    for (a, b) in t.per_backend.iter_mut().zip(&local.per_backend) {
+                        a.add(b);
+                    }
+                }
             });
         }
     });
     let mut t = total.into_inner().unwrap_or_else(|p| p.into_inner());
     t.wall_secs = started.elapsed().as_secs_f64();
-    t.failures.sort_by_key(|f| f.seed);
+    t.failures.sort_by_key(|f| (f.seed, f.backend.name()));
     t.first_failure = t.failures.first().map(|f| f.seed);
     t.failures.truncate(keep);
     t

@@ -3,7 +3,7 @@
 
 use kuutamod_dst::runner::shape;
 use kuutamod_dst::schedule::Schedule;
-use kuutamod_dst::world::{run, Mutation, Settings};
+use kuutamod_dst::world::{run, Backend, Mutation, Settings};
 
 fn sched(seed: u64) -> Schedule {
     Schedule::generate(seed, &shape(10_000))
@@ -21,6 +21,36 @@ fn a_seed_replays_bit_for_bit() {
         assert!(a.events > 1000, "a real run: {} events", a.events);
         assert_eq!((a.events, a.hash, a.end_ms), (b.events, b.hash, b.end_ms));
         assert_eq!(a.trace, b.trace);
+    }
+}
+
+#[test]
+fn a_seed_replays_bit_for_bit_on_etcd_and_differs_from_consul() {
+    let s = Settings {
+        backend: Backend::Etcd,
+        ..Settings::default()
+    };
+    let a = run(11, &sched(11), s);
+    let b = run(11, &sched(11), s);
+    let c = run(11, &sched(11), Settings::default());
+    assert!(a.events > 1000, "a real run: {} events", a.events);
+    assert_eq!((a.events, a.hash, a.end_ms), (b.events, b.hash, b.end_ms));
+    assert_ne!(
+        a.hash, c.hash,
+        "the etcd model answers otherwise than Consul's"
+    );
+}
+
+#[test]
+fn healthy_seeds_break_no_invariant_on_etcd() {
+    let s = Settings {
+        backend: Backend::Etcd,
+        ..Settings::default()
+    };
+    for seed in 0..12 {
+        let o = run(seed, &sched(seed), s);
+        assert!(o.violation.is_none(), "seed {seed}: {:?}", o.violation);
+        assert!(o.activations > 0, "seed {seed}: someone validated");
     }
 }
 

@@ -8,13 +8,14 @@
 //! [`LockStore`]: kuutamod::lock_store::LockStore
 
 use kuutamod::consul::REQUEST_TIMEOUT;
-use kuutamod::lock_store::{execute, Failure, StoreOp, StoreReply};
+use kuutamod::lock_store::{Failure, StoreOp, StoreReply};
 use kuutamod::supervisor::conductor::Input;
 
+use super::backend::{Model, ETCD_REVOKE_WITHIN};
 use super::events::Ev;
 use super::{World, RPC_HOLD};
 use crate::clock::MS;
-use crate::consul::{now_or_never, Owner, Server, Store};
+use crate::consul::Owner;
 
 /// A request's answer.
 type Answer = Result<StoreReply, Failure>;
@@ -37,20 +38,24 @@ pub(super) struct Req {
     pub(super) resolved: bool,
     result: Option<Answer>,
     held_since: Option<u64>,
+    /// etcd: the watch of a blocking read is over, the read afresh is what is left to do.
+    read_now: bool,
 }
 
-pub(super) struct Consul {
-    pub(super) store: Store,
+/// The lock store's servers (Consul's, or etcd's members) as the world delivers to them.
+pub(super) struct Servers {
+    pub(super) store: Model,
     pub(super) election_until: u64,
     pub(super) quorum_lost: bool,
     pub(super) held: Vec<usize>,
     pub(super) waiters: Vec<usize>,
     pub(super) slow: (u64, u64),
     pub(super) lossy: (u64, u64),
-    pub(super) foreign: Option<String>,
+    /// An outsider's session holding the key (etcd: and the record's revision it wrote).
+    pub(super) foreign: Option<(String, u64)>,
     pub(super) holder: Option<usize>,
     /// Snapshots taken for a restore later, by fault.
-    pub(super) snapshots: Vec<(usize, Store)>,
+    pub(super) snapshots: Vec<(usize, Model)>,
     /// Restores that wait for a leader.
     pub(super) restore_pending: Vec<usize>,
 }
@@ -72,6 +77,7 @@ impl World {
             resolved: false,
             result: None,
             held_since: None,
+            read_now: false,
         });
         if !self.hosts[h].agent.up {
             self.resolve_after(idx, Err(Failure::Failed("connection refused".into())), MS);
@@ -95,6 +101,7 @@ impl World {
             resolved: false,
             result: None,
             held_since: None,
+            read_now: false,
         });
         if !blocking {
             self.after(nanos(REQUEST_TIMEOUT), Ev::ReqTimeout(idx));
@@ -130,7 +137,7 @@ impl World {
             return;
         }
         let blocking = self.reqs[idx].op.blocking();
-        if !blocking && self.t < self.consul.lossy.1 && self.rng.chance(self.consul.lossy.0) {
+        if !blocking && self.t < self.servers.lossy.1 && self.rng.chance(self.servers.lossy.0) {
             return; // lost on the way: the client times out
         }
         let d = self.net_delay();
@@ -139,14 +146,14 @@ impl World {
 
     fn net_delay(&mut self) -> u64 {
         let mut d = self.rng.range(MS / 2, 5 * MS);
-        if self.t < self.consul.slow.1 {
-            d += self.rng.below(self.consul.slow.0 * MS);
+        if self.t < self.servers.slow.1 {
+            d += self.rng.below(self.servers.slow.0 * MS);
         }
         d
     }
 
     pub(super) fn server_up(&self) -> bool {
-        !self.consul.quorum_lost && self.t >= self.consul.election_until
+        !self.servers.quorum_lost && self.t >= self.servers.election_until
     }
 
     pub(super) fn req_at_server(&mut self, idx: usize) {
@@ -157,10 +164,19 @@ impl World {
             }
         }
         if !self.server_up() {
+            if self.servers.store.is_etcd()
+                && self.reqs[idx].op.blocking()
+                && !self.reqs[idx].read_now
+            {
+                // A member without a leader refuses the watch (kuutamod asks for etcd's
+                // "require leader"); the client reads afresh, and that read waits for a leader.
+                self.reqs[idx].read_now = true;
+                self.after(nanos(REQUEST_TIMEOUT), Ev::ReqTimeout(idx));
+            }
             if self.reqs[idx].held_since.is_none() {
                 self.reqs[idx].held_since = Some(self.t);
             }
-            self.consul.held.push(idx);
+            self.servers.held.push(idx);
             return;
         }
         if self.reqs[idx]
@@ -170,8 +186,8 @@ impl World {
             self.respond(idx, Err(Failure::Failed("No cluster leader".into())));
             return;
         }
-        if self.waits(&self.reqs[idx].op) {
-            self.consul.waiters.push(idx);
+        if !self.reqs[idx].read_now && self.servers.store.waits(&self.reqs[idx].op, true) {
+            self.servers.waiters.push(idx);
             if let StoreOp::GetKey {
                 blocking: Some((_, wait)),
                 ..
@@ -189,22 +205,6 @@ impl World {
         self.respond(idx, r);
     }
 
-    /// Whether a blocking query waits: the index it would answer has not passed its own.
-    fn waits(&self, op: &StoreOp) -> bool {
-        match op {
-            StoreOp::GetKey {
-                key,
-                blocking: Some((min, _)),
-                ..
-            } => self.consul.store.get(key).1 <= *min,
-            StoreOp::GetPrefix {
-                prefix,
-                blocking: Some((min, _)),
-            } => self.consul.store.list_index(prefix) <= *min,
-            _ => false,
-        }
-    }
-
     /// Applies a request at the servers: kuutamod's [`LockStore`] call on the model.
     ///
     /// [`LockStore`]: kuutamod::lock_store::LockStore
@@ -214,19 +214,13 @@ impl World {
             Origin::Operator(_) => Owner::Outsider,
         };
         let ttl = nanos(self.timing.ttl);
-        let expire_after = match self.reqs[idx].op {
+        let drawn = match self.reqs[idx].op {
             StoreOp::CreateSession { .. } | StoreOp::Renew { .. } => self.expiry(ttl),
             _ => 0,
         };
-        let before = self.consul.store.index();
+        let before = self.servers.store.version();
         let op = &self.reqs[idx].op;
-        let mut server = Server {
-            store: &mut self.consul.store,
-            owner,
-            now: self.t,
-            expire_after,
-        };
-        let result = now_or_never(execute(&mut server, op)).map_err(Failure::from);
+        let result = self.servers.store.apply(op, owner, self.t, drawn);
         let session = match (op, &result) {
             (StoreOp::CreateSession { .. }, Ok(StoreReply::Session(s))) => Some(s.clone()),
             (StoreOp::Renew { session }, Ok(_)) => Some(session.clone()),
@@ -241,20 +235,25 @@ impl World {
             let value = value.clone();
             self.handed_over(&value);
         }
-        if self.consul.store.index() != before {
+        if self.servers.store.version() != before {
             self.store_changed();
         }
         result
     }
 
-    /// When Consul ends a session renewed now: between one and two TTLs.
+    /// What the timers of a session created or renewed now need: Consul ends it between one
+    /// and two TTLs later; etcd revokes a lease within [`ETCD_REVOKE_WITHIN`] after its TTL
+    /// ran out.
     pub(super) fn expiry(&mut self, ttl: u64) -> u64 {
-        ttl + self.rng.below(ttl + 1)
+        if self.servers.store.is_etcd() {
+            MS + self.rng.below(ETCD_REVOKE_WITHIN)
+        } else {
+            ttl + self.rng.below(ttl + 1)
+        }
     }
 
     pub(super) fn schedule_expiry(&mut self, id: &str) {
-        if let Some(s) = self.consul.store.session(id) {
-            let (t, generation) = (s.expires, s.generation);
+        if let Some((t, generation)) = self.servers.store.timer(id) {
             self.at(
                 t,
                 Ev::SessionExpire {
@@ -278,7 +277,7 @@ impl World {
             return;
         }
         let blocking = self.reqs[idx].op.blocking();
-        if !blocking && self.t < self.consul.lossy.1 && self.rng.chance(self.consul.lossy.0) {
+        if !blocking && self.t < self.servers.lossy.1 && self.rng.chance(self.servers.lossy.0) {
             return; // the answer is lost: the client times out
         }
         let d = self.net_delay();
@@ -336,46 +335,52 @@ impl World {
 
     /// A blocking query's wait is over: it answers with what is there now.
     pub(super) fn wait_over(&mut self, idx: usize) {
-        let Some(pos) = self.consul.waiters.iter().position(|w| *w == idx) else {
+        let Some(pos) = self.servers.waiters.iter().position(|w| *w == idx) else {
             return;
         };
-        self.consul.waiters.swap_remove(pos);
-        let r = self.apply(idx);
-        self.respond(idx, r);
+        self.servers.waiters.swap_remove(pos);
+        self.wake(idx);
+    }
+
+    /// A blocking query stops waiting. Consul answers it; kuutamod's etcd client, its watch
+    /// over, reads afresh: a linearizable read that needs a leader, with a request's timeout.
+    fn wake(&mut self, idx: usize) {
+        if self.servers.store.is_etcd() {
+            self.reqs[idx].read_now = true;
+            self.after(nanos(REQUEST_TIMEOUT), Ev::ReqTimeout(idx));
+            self.req_at_server(idx);
+        } else {
+            let r = self.apply(idx);
+            self.respond(idx, r);
+        }
     }
 
     /// A store change: wake the blocking queries it answers, track the lock holder.
     pub(super) fn store_changed(&mut self) {
-        let holder = {
-            let (e, _) = self.consul.store.get(&self.lock_key);
-            e.and_then(|e| e.session.clone())
-                .and_then(|s| self.consul.store.session(&s).map(|s| s.owner))
-                .and_then(|o| match o {
-                    Owner::Host(h) => Some(h),
-                    Owner::Outsider => None,
-                })
+        let holder = match self.servers.store.holder(&self.lock_key) {
+            Some(Owner::Host(h)) => Some(h),
+            _ => None,
         };
-        if holder != self.consul.holder {
-            if let Some(old) = self.consul.holder {
+        if holder != self.servers.holder {
+            if let Some(old) = self.servers.holder {
                 self.hosts[old].last_lock = Some(self.t);
             }
-            self.consul.holder = holder;
+            self.servers.holder = holder;
         }
-        let (control, _) = self.consul.store.get(&self.control_key);
-        let index = control.map_or(0, |e| e.modify_index);
+        let control = self.servers.store.value(&self.control_key);
+        let index = control.as_ref().map_or(0, |(_, i)| *i);
         if index != self.control_index {
             self.control_index = index;
             self.paused = control
-                .and_then(|e| kuutamod::records::Control::parse(&e.value))
+                .and_then(|(v, _)| kuutamod::records::Control::parse(&v))
                 .is_some_and(|c| c.paused);
         }
-        let waiters = std::mem::take(&mut self.consul.waiters);
+        let waiters = std::mem::take(&mut self.servers.waiters);
         for idx in waiters {
-            if self.waits(&self.reqs[idx].op) {
-                self.consul.waiters.push(idx);
+            if self.servers.store.waits(&self.reqs[idx].op, false) {
+                self.servers.waiters.push(idx);
             } else {
-                let r = self.apply(idx);
-                self.respond(idx, r);
+                self.wake(idx);
             }
         }
     }
@@ -386,32 +391,45 @@ impl World {
             return;
         }
         let now = self.t;
-        let mut rng = self.rng.fork(now);
-        self.consul
-            .store
-            .reset_timers(now, |ttl| ttl + rng.below(ttl + 1));
-        let ids: Vec<String> = self
-            .consul
-            .store
-            .sessions()
-            .map(|(i, _)| i.clone())
-            .collect();
-        for id in ids {
-            self.schedule_expiry(&id);
-        }
-        let held = std::mem::take(&mut self.consul.held);
+        let rng = self.rng.fork(now);
+        self.restart_timers(rng);
+        let held = std::mem::take(&mut self.servers.held);
         for idx in held {
             self.req_at_server(idx);
         }
-        for i in std::mem::take(&mut self.consul.restore_pending) {
+        for i in std::mem::take(&mut self.servers.restore_pending) {
             self.consul_restore(i);
+        }
+    }
+
+    /// A new leader (or a restore): every session's timer starts again, drawn from `rng`
+    /// (Consul: each ends between one and two TTLs from now; etcd: each lease's whole TTL and
+    /// the election timeout from now, revoked within [`ETCD_REVOKE_WITHIN`] after that).
+    pub(super) fn restart_timers(&mut self, mut rng: crate::rng::Rng) {
+        let etcd = self.servers.store.is_etcd();
+        self.servers.store.reset_timers(self.t, |ttl| {
+            if etcd {
+                MS + rng.below(ETCD_REVOKE_WITHIN)
+            } else {
+                ttl + rng.below(ttl + 1)
+            }
+        });
+        for id in self.servers.store.session_ids() {
+            self.schedule_expiry(&id);
+        }
+    }
+
+    /// Ends the wait of every blocking query (etcd: their watches' streams ended).
+    pub(super) fn wake_waiters(&mut self) {
+        for idx in std::mem::take(&mut self.servers.waiters) {
+            self.wake(idx);
         }
     }
 
     /// Answers every waiting blocking query with what it would have returned before now: the
     /// index it asked about, nothing new.
     pub(super) fn answer_waiters_unchanged(&mut self) {
-        for idx in std::mem::take(&mut self.consul.waiters) {
+        for idx in std::mem::take(&mut self.servers.waiters) {
             let r = self.apply(idx);
             self.respond(idx, r);
         }

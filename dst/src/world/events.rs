@@ -212,14 +212,8 @@ impl World {
             Ev::OperatorRetry(n) => self.operator_retry(n),
             Ev::OperatorRun(command) => self.operator_run(*command),
             Ev::SessionExpire { id, generation } => {
-                let due = self
-                    .consul
-                    .store
-                    .session(&id)
-                    .is_some_and(|s| s.generation == generation && s.expires <= self.t);
-                if due && self.server_up() {
-                    self.trace(|| format!("consul ends session {id} (TTL)"));
-                    self.consul.store.invalidate(&id, self.t);
+                if self.server_up() && self.servers.store.expire(&id, generation, self.t) {
+                    self.trace(|| format!("the store ends session {id} (TTL)"));
                     self.store_changed();
                 }
             }

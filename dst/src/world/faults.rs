@@ -2,10 +2,11 @@
 //! moves they share (a signal to kuutamod, the operator's control record, an agent going down
 //! or running again, a host resuming from suspend).
 
-use kuutamod::lock_store::Failure;
+use kuutamod::lock_store::{Failure, StoreOp, StoreReply};
 use kuutamod::settings::leader_key;
 use kuutamod::supervisor::conductor::Input;
 
+use super::backend::Model;
 use super::events::Ev;
 use super::operator::Command;
 use super::{World, ACCOUNT, OUTSIDER_LOCK_DELAY, OUTSIDER_TTL};
@@ -48,59 +49,55 @@ impl World {
             AgentRestart { host, .. } => {
                 // A graceful leave reaches the servers (when they can be reached) and ends
                 // the node's sessions.
+                // etcd's leases belong to the cluster, not to a member: a member's restart
+                // ends none.
                 if self.agent_runs(host) && !self.hosts[host].agent.partitioned && self.server_up()
                 {
-                    self.consul
-                        .store
-                        .invalidate_owner(Owner::Host(host), self.t);
-                    self.store_changed();
+                    if let Model::Consul(store) = &mut self.servers.store {
+                        store.invalidate_owner(Owner::Host(host), self.t);
+                        self.store_changed();
+                    }
                 }
                 self.agent_down(host);
             }
             AgentKill { host, .. } => self.agent_down(host),
             AgentPause { host, .. } => self.hosts[host].agent.paused = true,
             AgentPartition { host, .. } => self.hosts[host].agent.partitioned = true,
-            Election { .. } => self.consul.election_until = dur_end,
-            QuorumLoss { .. } => self.consul.quorum_lost = true,
-            ConsulSlow { max, .. } => self.consul.slow = (max, dur_end),
-            ConsulLossy { permille, .. } => self.consul.lossy = (permille, dur_end),
+            Election { .. } => self.servers.election_until = dur_end,
+            QuorumLoss { .. } => self.servers.quorum_lost = true,
+            ConsulSlow { max, .. } => self.servers.slow = (max, dur_end),
+            ConsulLossy { permille, .. } => self.servers.lossy = (permille, dur_end),
             KvDelete => {
-                if self.server_up() && self.consul.store.delete(&leader_key(ACCOUNT)) {
+                if self.server_up() && self.delete_lock_key(i) {
                     self.store_changed();
                 }
             }
             KvOverwrite => {
                 if self.server_up() {
-                    self.consul
-                        .store
-                        .put(&leader_key(ACCOUNT), br#"{"written":"by hand"}"#);
+                    let junk = br#"{"written":"by hand"}"#;
+                    match &mut self.servers.store {
+                        Model::Consul(store) => {
+                            store.put(&leader_key(ACCOUNT), junk);
+                        }
+                        Model::Etcd(store) => {
+                            store.put(&kuutamod::etcd::calls::put_plain(
+                                &leader_key(ACCOUNT),
+                                junk,
+                            ));
+                        }
+                    }
                     self.store_changed();
                 }
             }
             KvForeignAcquire { .. } => {
                 if self.server_up() {
-                    let s = self.consul.store.create_session(
-                        Owner::Outsider,
-                        "outsider",
-                        OUTSIDER_TTL,
-                        OUTSIDER_LOCK_DELAY,
-                        self.t,
-                        OUTSIDER_TTL + self.rng.below(OUTSIDER_TTL),
-                    );
-                    self.schedule_expiry(&s);
-                    let got = self.consul.store.acquire(
-                        &leader_key(ACCOUNT),
-                        &s,
-                        b"another program's lock",
-                        self.t,
-                    );
-                    if got == Ok(true) {
-                        self.store_changed();
-                    }
-                    self.consul.foreign = Some(s);
+                    self.foreign_acquire();
                 }
             }
-            TombstoneReap => self.consul.store.reap_tombstones(),
+            TombstoneReap => match &mut self.servers.store {
+                Model::Consul(store) => store.reap_tombstones(),
+                Model::Etcd(store) => store.compact(),
+            },
             HostSuspend { host, .. } => {
                 self.hosts[host].suspended = true;
                 self.hosts[host].clock.suspend(self.t);
@@ -143,8 +140,8 @@ impl World {
             NeardFreeze { host, .. } => self.hosts[host].frozen_until = dur_end,
             WallStep { host, step, .. } => self.hosts[host].kd_wall_offset_ms += step,
             ConsulRestore { .. } => {
-                let snapshot = self.consul.store.clone();
-                self.consul.snapshots.push((i, snapshot));
+                let snapshot = self.servers.store.clone();
+                self.servers.snapshots.push((i, snapshot));
             }
         }
     }
@@ -187,24 +184,11 @@ impl World {
             }
             Election { .. } | QuorumLoss { .. } => {
                 if matches!(kind, QuorumLoss { .. }) {
-                    self.consul.quorum_lost = false;
+                    self.servers.quorum_lost = false;
                 }
                 self.server_recovered();
             }
-            KvForeignAcquire { .. } => {
-                if let Some(s) = self.consul.foreign.take() {
-                    if self.server_up()
-                        && self.consul.store.release(
-                            &leader_key(ACCOUNT),
-                            &s,
-                            b"another program's lock",
-                        )
-                    {
-                        self.store_changed();
-                    }
-                    self.consul.store.invalidate(&s, self.t);
-                }
-            }
+            KvForeignAcquire { .. } => self.foreign_release(),
             HostSuspend { host, .. } => self.host_resume(host),
             CtlPause { .. } => self.operator_run(Command::Pause(false)),
             NeardFreeze { host, .. } => self.neard_thaw(host),
@@ -230,6 +214,120 @@ impl World {
         }
     }
 
+    /// An outsider deletes the lock key: Consul's key; on etcd the record, the holder, or both
+    /// at once (`etcdctl del --prefix`), by fault `i`'s own draw. Returns whether anything
+    /// was deleted.
+    fn delete_lock_key(&mut self, i: usize) -> bool {
+        let key = leader_key(ACCOUNT);
+        let which = self.rng.fork(0xde1e_7e00 + i as u64).below(3);
+        match &mut self.servers.store {
+            Model::Consul(store) => store.delete(&key),
+            Model::Etcd(store) => {
+                let holder = kuutamod::etcd::holder_key(&key);
+                match which {
+                    0 => store.delete(&key),
+                    1 => store.delete(&holder),
+                    _ => store.delete_keys(&[&key, &holder]),
+                }
+            }
+        }
+    }
+
+    /// Another program takes the lock with a session of its own (Consul: `?acquire=` with a
+    /// lock-delay of 15 s; etcd: a lease of its own and kuutamod's own lock transaction at the
+    /// record's current revision, so that it gets the lock only when no lease holds it).
+    fn foreign_acquire(&mut self) {
+        let key = leader_key(ACCOUNT);
+        let value = b"another program's lock";
+        let now = self.t;
+        if self.servers.store.is_etcd() {
+            let drawn = self.expiry(OUTSIDER_TTL);
+            let create = StoreOp::CreateSession {
+                name: "outsider".into(),
+                ttl: std::time::Duration::from_nanos(OUTSIDER_TTL),
+            };
+            let Ok(StoreReply::Session(s)) =
+                self.servers
+                    .store
+                    .apply(&create, Owner::Outsider, now, drawn)
+            else {
+                return;
+            };
+            self.schedule_expiry(&s);
+            let expected = self.servers.store.value(&key).map(|(_, i)| i);
+            let lock = StoreOp::CheckAndLock {
+                key,
+                expected,
+                session: s.clone(),
+                value: value.to_vec(),
+            };
+            let index = match self.servers.store.apply(&lock, Owner::Outsider, now, 0) {
+                Ok(StoreReply::Index(i)) => {
+                    self.store_changed();
+                    i
+                }
+                _ => 0,
+            };
+            self.servers.foreign = Some((s, index));
+            return;
+        }
+        let expire_after = OUTSIDER_TTL + self.rng.below(OUTSIDER_TTL);
+        let Model::Consul(store) = &mut self.servers.store else {
+            return;
+        };
+        let s = store.create_session(
+            Owner::Outsider,
+            "outsider",
+            OUTSIDER_TTL,
+            OUTSIDER_LOCK_DELAY,
+            now,
+            expire_after,
+        );
+        let got = store.acquire(&key, &s, value, now);
+        self.schedule_expiry(&s);
+        if got == Ok(true) {
+            self.store_changed();
+        }
+        self.servers.foreign = Some((s, 0));
+    }
+
+    /// The other program lets go: releases the lock if it still holds it, and ends its
+    /// session (lease).
+    fn foreign_release(&mut self) {
+        let Some((s, index)) = self.servers.foreign.take() else {
+            return;
+        };
+        let key = leader_key(ACCOUNT);
+        let value = b"another program's lock";
+        let now = self.t;
+        let up = self.server_up();
+        if let Model::Consul(store) = &mut self.servers.store {
+            if up && store.release(&key, &s, value) {
+                self.store_changed();
+            }
+            if let Model::Consul(store) = &mut self.servers.store {
+                store.invalidate(&s, now);
+            }
+            return;
+        }
+        if !up {
+            return;
+        }
+        let before = self.servers.store.version();
+        let release = StoreOp::Release {
+            key,
+            expected: index,
+            session: s.clone(),
+            value: value.to_vec(),
+        };
+        let _ = self.servers.store.apply(&release, Owner::Outsider, now, 0);
+        let destroy = StoreOp::DestroySession { session: s };
+        let _ = self.servers.store.apply(&destroy, Owner::Outsider, now, 0);
+        if self.servers.store.version() != before {
+            self.store_changed();
+        }
+    }
+
     fn signal(&mut self, h: usize, input: Input) {
         if let Some(inst) = self.hosts[h].kd.as_ref().map(|k| k.inst) {
             self.send_kd(h, inst, input);
@@ -242,33 +340,28 @@ impl World {
     /// returned before it (Consul 1.8.7 does so); their next query waits for an index past the
     /// one they saw.
     pub(super) fn consul_restore(&mut self, i: usize) {
-        let Some(pos) = self.consul.snapshots.iter().position(|(f, _)| *f == i) else {
+        let Some(pos) = self.servers.snapshots.iter().position(|(f, _)| *f == i) else {
             return;
         };
-        let (_, snapshot) = self.consul.snapshots.swap_remove(pos);
+        let (_, snapshot) = self.servers.snapshots.swap_remove(pos);
         if !self.server_up() {
             // A restore needs a leader; the operator does it once there is one.
-            self.consul.snapshots.push((i, snapshot));
-            self.consul.restore_pending.push(i);
+            self.servers.snapshots.push((i, snapshot));
+            self.servers.restore_pending.push(i);
             return;
         }
-        self.trace(|| "consul restores a snapshot".to_string());
-        self.answer_waiters_unchanged();
-        self.consul.store.restore(&snapshot);
-        let now = self.t;
-        let mut rng = self.rng.fork(now ^ 0x5e55);
-        self.consul
-            .store
-            .reset_timers(now, |ttl| ttl + rng.below(ttl + 1));
-        let ids: Vec<String> = self
-            .consul
-            .store
-            .sessions()
-            .map(|(i, _)| i.clone())
-            .collect();
-        for id in ids {
-            self.schedule_expiry(&id);
+        self.trace(|| "the store restores a snapshot".to_string());
+        if self.servers.store.is_etcd() {
+            // Restored members are new processes: every watch's stream ends, and each client
+            // reads afresh from the restored store.
+            self.servers.store.restore(&snapshot);
+            self.wake_waiters();
+        } else {
+            self.answer_waiters_unchanged();
+            self.servers.store.restore(&snapshot);
         }
+        let rng = self.rng.fork(self.t ^ 0x5e55);
+        self.restart_timers(rng);
         self.store_changed();
     }
 
@@ -285,8 +378,8 @@ impl World {
         for idx in open {
             self.resolve(idx, Err(Failure::Failed("connection reset".into())));
         }
-        let waiters = std::mem::take(&mut self.consul.waiters);
-        self.consul.waiters = waiters
+        let waiters = std::mem::take(&mut self.servers.waiters);
+        self.servers.waiters = waiters
             .into_iter()
             .filter(|i| self.req_host(*i) != Some(h))
             .collect();

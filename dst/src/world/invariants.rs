@@ -44,7 +44,7 @@ impl World {
             return;
         }
         for h in holders {
-            let fresh = self.consul.holder == Some(h)
+            let fresh = self.servers.holder == Some(h)
                 || self.hosts[h]
                     .last_lock
                     .is_some_and(|l| l + self.timing.ttl.as_nanos() as u64 >= self.t);

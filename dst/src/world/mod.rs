@@ -34,6 +34,7 @@
 //! - `faults`: applying and healing the schedule's faults.
 //! - `operator`: `kuutamoctl` at the schedule's moments, running kuutamod's own [`kuutamod::ctl`].
 
+mod backend;
 mod delivery;
 mod events;
 mod faults;
@@ -55,17 +56,18 @@ use neard_sim::network::Network;
 use neard_sim::spec::{ChainSpec, Timers};
 
 use crate::clock::{HostClock, MS, S};
-use crate::consul::Store;
 use crate::oracle::{Conflicts, Violation};
 use crate::rng::Rng;
 use crate::schedule::{ReloadMode, Schedule};
 
-use delivery::{Consul, Req};
+use backend::Model;
+use delivery::{Req, Servers};
 use events::{Ev, Item};
 use guard::Guard;
 use kd::Kd;
 use neard::Neard;
 
+pub use backend::Backend;
 pub use liveness::liveness_bound_ms;
 pub use mutation::Mutation;
 
@@ -108,6 +110,8 @@ pub struct Settings {
     pub trace: bool,
     /// Capacity of the guard's stdin pipe, in orders.
     pub guard_pipe: usize,
+    /// The lock store modelled.
+    pub backend: Backend,
 }
 
 impl Default for Settings {
@@ -118,6 +122,7 @@ impl Default for Settings {
             keep_ledger: false,
             trace: false,
             guard_pipe: PIPE_ORDERS,
+            backend: Backend::Consul,
         }
     }
 }
@@ -226,7 +231,7 @@ pub struct World {
     sched: Schedule,
     timing: Timing,
     hosts: Vec<Host>,
-    consul: Consul,
+    servers: Servers,
     /// Our account's lock key, and its control record's key.
     lock_key: String,
     control_key: String,
@@ -346,8 +351,8 @@ impl World {
             settings,
             timing: timing(),
             hosts,
-            consul: Consul {
-                store: Store::new(),
+            servers: Servers {
+                store: Model::new(settings.backend),
                 election_until: 0,
                 quorum_lost: false,
                 held: Vec::new(),

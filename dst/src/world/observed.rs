@@ -47,7 +47,7 @@ impl World {
     /// Whether host `h` is ready to take over now (world truth, not only its own word).
     fn ready(&self, h: usize) -> bool {
         let host = &self.hosts[h];
-        if host.priority == 0 || !self.kd_runnable(h) || self.consul.holder == Some(h) {
+        if host.priority == 0 || !self.kd_runnable(h) || self.servers.holder == Some(h) {
             return false;
         }
         let Some(m) = host.kd.as_ref().and_then(|k| k.machine()) else {
@@ -58,7 +58,7 @@ impl World {
         }
         let session = m
             .session()
-            .is_some_and(|s| self.consul.store.session(s).is_some());
+            .is_some_and(|s| self.servers.store.session_alive(s));
         let guard = host.guard.as_ref().is_some_and(|g| g.alive() && !g.stopped);
         let neard = host
             .neard
@@ -89,9 +89,11 @@ impl World {
 
     /// The node a released lock names as its successor (a planned hand-over under way).
     fn released_to(&self) -> Option<String> {
-        let (e, _) = self.consul.store.get(&self.lock_key);
-        let e = e.filter(|e| e.session.is_none())?;
-        let r = Record::parse(&e.value)?;
+        let (value, session) = self.servers.store.lock(&self.lock_key)?;
+        if session.is_some() {
+            return None;
+        }
+        let r = Record::parse(&value)?;
         (r.state == RecordState::Released)
             .then_some(r.successor)
             .flatten()
@@ -99,15 +101,11 @@ impl World {
 
     /// Whether the lock store itself keeps a ready node from taking over now.
     fn store_excuses(&self) -> bool {
-        if !self.server_up() || self.t < self.consul.slow.1 || self.t < self.consul.lossy.1 {
+        if !self.server_up() || self.t < self.servers.slow.1 || self.t < self.servers.lossy.1 {
             return true;
         }
-        let (e, _) = self.consul.store.get(&self.lock_key);
-        let outsider = e
-            .and_then(|e| e.session.as_ref())
-            .and_then(|s| self.consul.store.session(s))
-            .is_some_and(|s| s.owner == Owner::Outsider);
-        outsider || self.consul.store.lock_delay(&self.lock_key) > self.t
+        let outsider = self.servers.store.holder(&self.lock_key) == Some(Owner::Outsider);
+        outsider || self.servers.store.lock_delay(&self.lock_key) > self.t
     }
 
     /// After every event: a node ready for longer than the bound, and nothing signed.
@@ -119,7 +117,7 @@ impl World {
         // by more than the fence's skew, so that its fence waits for its target to outrun the
         // old leader's (its own bound, not a ready node's, counts meanwhile; invariant 4
         // bounds it).
-        let outrunning = self.consul.holder.is_some_and(|g| {
+        let outrunning = self.servers.holder.is_some_and(|g| {
             liveness::wall_off_on(&self.sched, g)
                 && self.hosts[g]
                     .kd
@@ -192,11 +190,10 @@ impl World {
             });
         }
         let control = self
-            .consul
+            .servers
             .store
-            .get(&control_key(ACCOUNT))
-            .0
-            .and_then(|e| Control::parse(&e.value));
+            .value(&control_key(ACCOUNT))
+            .and_then(|(v, _)| Control::parse(&v));
         if let Some(sw) = control
             .and_then(|c| c.switchover)
             .filter(|sw| sw.id == h.id)
@@ -222,7 +219,7 @@ impl World {
         // Any host with that node id (two hosts may share one, by mistake).
         let validates = (0..self.hosts.len()).any(|h| {
             self.node_id(h) == *target
-                && self.consul.holder == Some(h)
+                && self.servers.holder == Some(h)
                 && self.hosts[h]
                     .neard
                     .as_ref()
@@ -260,11 +257,10 @@ impl World {
             }
             let key = node_key(self.account(h), &self.node_id(h));
             let stored = self
-                .consul
+                .servers
                 .store
-                .get(&key)
-                .0
-                .and_then(|e| NodeRecord::parse(&e.value));
+                .value(&key)
+                .and_then(|(v, _)| NodeRecord::parse(&v));
             if stored.as_ref() != Some(mine) {
                 let what = format!(
                     "host {h} published {} (updated {}), Consul shows {}",
