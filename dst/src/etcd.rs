@@ -105,10 +105,13 @@ pub struct Store {
     revision: i64,
     compacted: i64,
     keys: BTreeMap<String, Key>,
-    /// Every change since the compaction: its revision and key.
+    /// Every change since the compaction: its revision and key, in revision order.
     history: Vec<(i64, String)>,
     leases: BTreeMap<i64, Lease>,
     next_lease: i64,
+    /// The last lock key the world asked about, and its holder key (the world asks after
+    /// every event).
+    holder_of: std::cell::RefCell<(String, String)>,
 }
 
 impl Default for Store {
@@ -150,6 +153,7 @@ impl Store {
             history: Vec::new(),
             leases: BTreeMap::new(),
             next_lease: 0x694d_0000_0000_0000,
+            holder_of: Default::default(),
         }
     }
 
@@ -523,10 +527,13 @@ impl Store {
             });
             return out;
         }
+        // The history is in revision order: only its tail can be at or after `start`.
         let events: Vec<Event> = self
             .history
             .iter()
-            .filter(|(r, k)| *r >= start && *k >= key && *k < end)
+            .rev()
+            .take_while(|(r, _)| *r >= start)
+            .filter(|(_, k)| *k >= key && *k < end)
             .map(|(_, k)| Event {
                 kind: None,
                 kv: Kv {
@@ -553,16 +560,39 @@ impl Store {
         self.next_lease = next_lease;
     }
 
-    /// The lock at `key` as the world reads it: the record's bytes and `mod_revision`, and the
-    /// holder's lease (its session name) when there is a holder.
-    pub fn lock(&self, key: &str) -> Option<(&[u8], i64, Option<String>)> {
+    /// The lock at `key` as the world reads it (`None`: no record).
+    pub fn lock(&self, key: &str) -> Option<LockView<'_>> {
         let record = self.keys.get(key)?;
-        let holder = self
-            .keys
-            .get(&kuutamod::etcd::holder_key(key))
-            .map(|h| String::from_utf8_lossy(&h.value).into_owned());
-        Some((&record.value, record.mod_revision, holder))
+        let mut cache = self.holder_of.borrow_mut();
+        if cache.0 != key {
+            *cache = (key.to_string(), kuutamod::etcd::holder_key(key));
+        }
+        let holder = self.keys.get(&cache.1).map(|h| &h.value[..]);
+        Some(LockView {
+            record: &record.value,
+            mod_revision: record.mod_revision,
+            holder,
+        })
     }
+
+    /// The lease holding the lock at `key` (a record, and a holder naming a lease that
+    /// exists), as kuutamod's read of the key would show it.
+    pub fn holder(&self, key: &str) -> Option<&Lease> {
+        let holder = self.lock(key)?.holder?;
+        let id = lease_id(std::str::from_utf8(holder).ok()?)?;
+        self.leases.get(&id)
+    }
+}
+
+/// The lock's two keys as the world reads them.
+#[derive(Debug, Clone, Copy)]
+pub struct LockView<'a> {
+    /// The record's bytes.
+    pub record: &'a [u8],
+    /// The record's `mod_revision`.
+    pub mod_revision: i64,
+    /// The holder's value (the holding lease's session name), when there is a holder.
+    pub holder: Option<&'a [u8]>,
 }
 
 /// The cluster as a client sees it: kuutamod's [`LockStore`], each call the request kuutamod's

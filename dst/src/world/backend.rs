@@ -152,13 +152,6 @@ impl Model {
         }
     }
 
-    fn owner_of(&self, id: &str) -> Option<Owner> {
-        match self {
-            Model::Consul(s) => s.session(id).map(|s| s.owner),
-            Model::Etcd(s) => s.lease(id).map(|l| l.owner),
-        }
-    }
-
     /// The ids of every session (lease).
     pub(super) fn session_ids(&self) -> Vec<String> {
         match self {
@@ -198,18 +191,23 @@ impl Model {
         }
     }
 
-    /// The lock at `key`: its bytes and the session (lease) that holds it.
-    pub(super) fn lock(&self, key: &str) -> Option<(Vec<u8>, Option<String>)> {
+    /// The lock at `key`: its bytes, and whether a session (lease) holds it.
+    pub(super) fn lock(&self, key: &str) -> Option<(&[u8], bool)> {
         match self {
-            Model::Consul(s) => s.get(key).0.map(|e| (e.value.clone(), e.session.clone())),
-            Model::Etcd(s) => s.lock(key).map(|(v, _, h)| (v.to_vec(), h)),
+            Model::Consul(s) => s.get(key).0.map(|e| (&e.value[..], e.session.is_some())),
+            Model::Etcd(s) => s.lock(key).map(|l| (l.record, l.holder.is_some())),
         }
     }
 
     /// The owner of the session holding the lock at `key`, if it exists.
     pub(super) fn holder(&self, key: &str) -> Option<Owner> {
-        let (_, session) = self.lock(key)?;
-        self.owner_of(&session?)
+        match self {
+            Model::Consul(s) => {
+                let session = s.get(key).0?.session.as_ref()?;
+                s.session(session).map(|x| x.owner)
+            }
+            Model::Etcd(s) => s.holder(key).map(|l| l.owner),
+        }
     }
 
     /// A key's bytes and index (Consul's `ModifyIndex`, etcd's `mod_revision`).

@@ -89,11 +89,11 @@ impl World {
 
     /// The node a released lock names as its successor (a planned hand-over under way).
     fn released_to(&self) -> Option<String> {
-        let (value, session) = self.servers.store.lock(&self.lock_key)?;
-        if session.is_some() {
+        let (value, held) = self.servers.store.lock(&self.lock_key)?;
+        if held {
             return None;
         }
-        let r = Record::parse(&value)?;
+        let r = Record::parse(value)?;
         (r.state == RecordState::Released)
             .then_some(r.successor)
             .flatten()
