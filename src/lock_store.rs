@@ -3,9 +3,10 @@
 //! that decides what to ask without doing it, and [`execute`] between the two.
 //!
 //! Consul ([`crate::consul::Consul`]) and etcd ([`crate::etcd::Etcd`]) implement it, and so
-//! does [`crate::store::Store`], whichever of the two the settings name; so does the
-//! deterministic simulation's model of Consul (`dst/`), which is how the simulation runs
-//! kuutamod's real supervisor ([`crate::supervisor::conductor`]) against its simulated store.
+//! does [`crate::store::Store`], whichever of the two the settings name; so do the
+//! deterministic simulation's models of Consul and of etcd (`dst/`; the etcd model answers the
+//! requests [`crate::etcd::calls`] builds), which is how the simulation runs kuutamod's real
+//! supervisor ([`crate::supervisor::conductor`]) against its simulated store.
 //! Each method takes `&mut self`: a client that keeps per-call state needs it, a shared client
 //! is cloned per call, and a model changes its state in place.
 //!

@@ -1,7 +1,8 @@
 //! kuutamod-dst: a deterministic simulation of kuutamod's failover protocol.
 //!
 //! The real decision code (`kuutamod::machine::Machine`, with its lease, fence, guard
-//! deadlines and back-off) runs on several simulated hosts against a model of Consul, the
+//! deadlines and back-off) runs on several simulated hosts against a model of Consul or of
+//! etcd (each schedule against both by default), the
 //! neard simulator's chain model (`neard_sim::network`, `neard_sim::client`), virtual clocks
 //! and simulated processes, under fault schedules derived from a seed. Every invariant is
 //! checked after every event; a failing seed replays bit for bit and shrinks to a minimal

@@ -1,5 +1,6 @@
-//! The simulated world: hosts with kuutamod, its guard, neard and a Consul agent; the Consul
-//! servers; the chain; one discrete-event loop over true time.
+//! The simulated world: hosts with kuutamod, its guard, neard and a Consul agent (or the
+//! host's etcd member); the lock store's servers, Consul's or etcd's (`backend`); the chain;
+//! one discrete-event loop over true time.
 //!
 //! Each host runs kuutamod's real supervisor, its
 //! [`Conductor`](kuutamod::supervisor::conductor::Conductor) with the `Machine` inside, at the
@@ -26,7 +27,9 @@
 //!   reported).
 //! - `kd`: kuutamod's process: its real supervisor (the conductor) fed its inputs, with the
 //!   world as the host that carries out its calls.
-//! - `delivery`: Consul requests from the agent to the servers and back, and the servers'
+//! - `backend`: which lock-store model a run uses, and what the world asks of it besides
+//!   kuutamod's calls.
+//! - `delivery`: lock-store requests from the agent to the servers and back, and the servers'
 //!   side (sessions' TTLs, blocking queries, held requests).
 //! - `guard`: the guard process, neard's parent: its pipe, the spawns and exits of neard, its
 //!   timer, its death (which takes neard along).
