@@ -320,3 +320,80 @@ fn describe_record(expected: Option<u64>, found: Option<&RangeResponse>) -> Stri
         (None, None) => "the record's comparison failed".into(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::etcd::wire::{Event, Header, Kv};
+
+    #[test]
+    fn a_lock_compares_the_record_then_the_holder_and_writes_both() {
+        let session = lease_name(7);
+        let first = lock("k", None, &session, b"v").expect("a lease name");
+        assert_eq!(first["compare"][0]["target"], "CREATE");
+        assert_eq!(first["compare"][0]["create_revision"], "0");
+        let puts = first["success"].as_array().expect("writes");
+        assert_eq!(puts.len(), 2);
+        assert!(
+            puts[0]["request_put"].get("lease").is_none(),
+            "the record has no lease"
+        );
+        assert_eq!(puts[1]["request_put"]["lease"], "7");
+        assert_eq!(puts[1]["request_put"]["key"], b64(b"k/holder"));
+        let again = lock("k", Some(5), &session, b"v").expect("a lease name");
+        assert_eq!(again["compare"][0]["mod_revision"], "5");
+        let ours = &again["success"][0]["request_txn"];
+        assert_eq!(ours["compare"][0]["target"], "VALUE");
+        let free = &ours["failure"][0]["request_txn"];
+        assert_eq!(free["compare"][0]["target"], "CREATE");
+        assert!(matches!(
+            lock("k", None, "not a lease", b"v"),
+            Err(StoreError::SessionGone(_))
+        ));
+    }
+
+    #[test]
+    fn a_lock_s_answer_is_an_index_a_refusal_or_a_gone_lease() {
+        let ok = TxnResponse {
+            header: Header { revision: 9 },
+            succeeded: true,
+            responses: vec![],
+        };
+        assert_eq!(locked(TXN, None, "s", Ok(ok)).expect("locked"), 9);
+        let refused = TxnResponse::default();
+        let e = locked(TXN, Some(3), "s", Ok(refused)).expect_err("refused");
+        assert!(matches!(e, StoreError::Rejected { .. }), "{e}");
+        let gone = locked(TXN, Some(3), "s", Err(lease_not_found_error(TXN)));
+        assert!(matches!(gone, Err(StoreError::SessionGone(s)) if s == "s"));
+    }
+
+    #[test]
+    fn a_watch_wakes_on_a_relevant_change_a_cancel_or_a_rewound_store() {
+        let relevant = |k: &str| key_relevant("k", k);
+        let created = |revision| WatchResponse {
+            header: Header { revision },
+            created: true,
+            ..WatchResponse::default()
+        };
+        assert!(!watch_wakes(&created(5), 5, relevant));
+        assert!(watch_wakes(&created(4), 5, relevant), "below the index");
+        let cancelled = WatchResponse {
+            canceled: true,
+            compact_revision: 3,
+            ..WatchResponse::default()
+        };
+        assert!(watch_wakes(&cancelled, 5, relevant));
+        let change = |key: &str| WatchResponse {
+            events: vec![Event {
+                kind: None,
+                kv: Kv {
+                    key: b64(key.as_bytes()),
+                    ..Kv::default()
+                },
+            }],
+            ..WatchResponse::default()
+        };
+        assert!(watch_wakes(&change("k/holder"), 5, relevant));
+        assert!(!watch_wakes(&change("k/other"), 5, relevant));
+    }
+}
