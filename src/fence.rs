@@ -131,6 +131,9 @@ pub struct Fence {
     /// Whether the old leader may have received blocks we have not (then its target may have
     /// grown at the endorsement rate); `false` only for the stand-in horizon of an absent key.
     unseen_blocks: bool,
+    /// Until when a previous leader of ours, named by the record, may still have signed (its
+    /// release, or when it was surely fenced); `None` when the record named none.
+    previous_until: Option<Instant>,
 }
 
 /// Why the fence is still closed.
@@ -203,6 +206,7 @@ impl Fence {
                 fenced_by: (!horizon.exact).then_some(acquired),
                 stale: horizon.stale_ms.map(Duration::from_millis),
                 unseen_blocks: true,
+                previous_until: Some(acquired),
             },
             // A heartbeat's horizon was `StaleMs` old when sent, and its writer stopped
             // signing within the TTL after (records without the field: the most it can be).
@@ -229,6 +233,7 @@ impl Fence {
                     fenced_by: Some(at),
                     stale: Some(own.max(before)),
                     unseen_blocks: true,
+                    previous_until: Some(at),
                 }
             }
             Activation::AfterAck { wait } => Fence {
@@ -237,6 +242,7 @@ impl Fence {
                 fenced_by: Some(acquired + wait),
                 stale: None,
                 unseen_blocks: true,
+                previous_until: None,
             },
         };
         if fence.horizon.head.is_some() || fence.horizon.target.is_some() {
@@ -265,6 +271,13 @@ impl Fence {
     pub fn not_before(&self) -> Instant {
         self.fenced_by
             .map_or(self.acquired, |f| f.max(self.acquired))
+    }
+
+    /// Until when the previous leader the record named may still have signed: what our
+    /// account produces before then (and counted a little later) may be its, not a
+    /// doppelganger's. `None` when the record named no leader (a fresh or deleted key).
+    pub fn previous_leader_until(&self) -> Option<Instant> {
+        self.previous_until
     }
 
     /// The old leader's horizon this fence waits for.
