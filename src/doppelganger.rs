@@ -6,10 +6,9 @@
 //! and, per process, what this neard produced itself. Two rules, both on those counters:
 //!
 //! - **Nobody of ours validates** (the lock is free, released, or held by a holder silent for
-//!   longer than the TTL; a promoting node's previous leader is surely fenced; and this node is
-//!   not validating): once that has lasted a grace period (the last blocks of a leader that
-//!   just stopped are counted a little later), any increase of our account's counters was
-//!   signed by someone else.
+//!   longer than the TTL, and this node is not validating): once that has lasted a grace
+//!   period (the last blocks of a leader that just stopped are counted a little later), any
+//!   increase of our account's counters was signed by someone else.
 //! - **This node validates**: our account's counters may grow only as fast as this neard's own
 //!   (within a small tolerance for blocks counted late); anything more was signed elsewhere.
 //!

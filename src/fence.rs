@@ -115,6 +115,9 @@ pub struct FenceParams {
     /// The deterministic simulation's mutation (`Mutations::caught_up_any_tip`): the "caught
     /// up" rule trusts any tip and any wall clock, as it did before. Always false otherwise.
     pub trust_any_tip: bool,
+    /// The highest horizon any record showed this node: a lower bound of what some leader
+    /// signed. Where no horizon is known (a foreign value), our neard must at least reach it.
+    pub floor: Horizon,
 }
 
 /// The fence of one promotion.
@@ -131,9 +134,6 @@ pub struct Fence {
     /// Whether the old leader may have received blocks we have not (then its target may have
     /// grown at the endorsement rate); `false` only for the stand-in horizon of an absent key.
     unseen_blocks: bool,
-    /// Until when a previous leader of ours, named by the record, may still have signed (its
-    /// release, or when it was surely fenced); `None` when the record named none.
-    previous_until: Option<Instant>,
 }
 
 /// Why the fence is still closed.
@@ -206,7 +206,6 @@ impl Fence {
                 fenced_by: (!horizon.exact).then_some(acquired),
                 stale: horizon.stale_ms.map(Duration::from_millis),
                 unseen_blocks: true,
-                previous_until: Some(acquired),
             },
             // A heartbeat's horizon was `StaleMs` old when sent, and its writer stopped
             // signing within the TTL after (records without the field: the most it can be).
@@ -233,7 +232,6 @@ impl Fence {
                     fenced_by: Some(at),
                     stale: Some(own.max(before)),
                     unseen_blocks: true,
-                    previous_until: Some(at),
                 }
             }
             Activation::AfterAck { wait } => Fence {
@@ -242,7 +240,6 @@ impl Fence {
                 fenced_by: Some(acquired + wait),
                 stale: None,
                 unseen_blocks: true,
-                previous_until: None,
             },
         };
         if fence.horizon.head.is_some() || fence.horizon.target.is_some() {
@@ -251,12 +248,14 @@ impl Fence {
         // No horizon: no leader ever ran, or the key was deleted or overwritten. Our own view
         // stands in for it, as stale as the time until that leader was surely fenced: a leader
         // that existed saw the same chain (so, without new blocks, it could only have skipped).
+        // (Our neard may lag far behind what a leader whose records we saw signed: that
+        // leader's highest horizon is a floor, seed 188963 of the simulation.)
         let Some(own) = own else { return fence };
         let fenced_by = fence.fenced_by.unwrap_or(acquired);
         Fence {
             horizon: Horizon {
-                head: None,
-                target: Some(own.approvals_above()),
+                head: params.floor.head,
+                target: Some(own.approvals_above().max(params.floor.target.unwrap_or(0))),
                 exact: false,
                 stale_ms: None,
             },
@@ -271,13 +270,6 @@ impl Fence {
     pub fn not_before(&self) -> Instant {
         self.fenced_by
             .map_or(self.acquired, |f| f.max(self.acquired))
-    }
-
-    /// Until when the previous leader the record named may still have signed: what our
-    /// account produces before then (and counted a little later) may be its, not a
-    /// doppelganger's. `None` when the record named no leader (a fresh or deleted key).
-    pub fn previous_leader_until(&self) -> Option<Instant> {
-        self.previous_until
     }
 
     /// The old leader's horizon this fence waits for.

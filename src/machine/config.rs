@@ -89,7 +89,8 @@ pub struct Mutations {
     /// it, and a snapshot restore may bring it back holding a lock another node took meanwhile).
     pub keep_stale_session: bool,
     /// A node that may have missed writes to the key (it started, or lost its session) trusts
-    /// the records it finds at once, as if it had followed the key throughout.
+    /// the records it finds at once, as if it had followed the key throughout; and a fence
+    /// over a foreign value takes no floor from the horizons records showed.
     pub rejoin_trusts_records: bool,
 }
 

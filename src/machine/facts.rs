@@ -485,6 +485,10 @@ impl Machine {
             return;
         };
         self.remember(record.order(), key.index, out);
+        self.horizon_seen = self
+            .horizon_seen
+            .max(record.horizon)
+            .max(record.inherited.unwrap_or_default());
         if let Some(m) = self.memory {
             if record.order() < m.order()
                 && key.index < m.index

@@ -152,6 +152,9 @@ pub struct Machine {
     /// read since; `Some(Some(index))`: the first read was at `index`, and the next write
     /// after it ends the state (as does our own acquisition).
     rejoining: Option<Option<u64>>,
+    /// The highest horizon any record in the key showed this node (its own or inherited): a
+    /// lower bound of what some leader signed, the floor of a fence over a foreign value.
+    horizon_seen: Horizon,
     /// Until when our wall clock is not trusted for the fence's "caught up" rule: a block
     /// arrived stamped later than our wall clock (plus [`fence::WALL_SKEW`]).
     wall_behind_until: Option<Instant>,
@@ -234,6 +237,7 @@ impl Machine {
             holder: None,
             memory: cfg.remembered,
             rejoining: Some(None),
+            horizon_seen: Horizon::default(),
             rewind_reported: None,
             wall_behind_until: None,
             handled_switchover: None,
@@ -319,6 +323,11 @@ impl Machine {
             heartbeat_staleness: self.cfg.timing.ttl + STATUS_FAIL_AFTER + STATUS_TIMEOUT,
             ttl: self.cfg.timing.ttl,
             trust_any_tip: self.cfg.mutations.on(|m| m.caught_up_any_tip),
+            floor: if self.cfg.mutations.on(|m| m.rejoin_trusts_records) {
+                Horizon::default()
+            } else {
+                self.horizon_seen
+            },
         }
     }
 

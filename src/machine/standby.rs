@@ -80,23 +80,13 @@ impl Machine {
     }
 
     /// What this cluster is doing, for the doppelganger check: this node validates; another
-    /// node of ours may (it holds the lock and heartbeated within the TTL, or it is the leader
-    /// our promotion waits to be fenced); or nobody of ours validates.
+    /// node of ours may (it holds the lock and heartbeated within the TTL); or nobody of ours
+    /// validates.
     pub(super) fn cluster_view(&self) -> Cluster {
         // Whenever our neard may hold the key (a hot swap not confirmed yet, a demotion not
         // confirmed yet), what our account produces may be ours.
         if self.key_live {
             return Cluster::Leading;
-        }
-        // Promoting after a leader the record named: that leader may sign until it is surely
-        // fenced (a longer fence must not turn its last blocks into a doppelganger's).
-        if let Phase::Promoting(p) = &self.phase {
-            if p.fence
-                .previous_leader_until()
-                .is_some_and(|u| self.now < u)
-            {
-                return Cluster::OtherLeads;
-            }
         }
         // A holder that stopped heartbeating may still sign until its lease runs out: its own
         // step-down and its guard's deadline come within the TTL after its last heartbeat.
