@@ -8,6 +8,7 @@ impl Machine {
         let now = self.now;
         let t = self.cfg.timing;
         let synced = self.synced();
+        let leading = matches!(self.phase, Phase::Promoting(_) | Phase::Validating);
         match &mut self.session {
             Session::None { retry_at } => {
                 if synced && !self.exiting && now >= *retry_at {
@@ -29,7 +30,13 @@ impl Machine {
                 // simulation, a leader cut off from its agent across a restore released and
                 // re-acquired its own resurrected lock and activated at once beside the node
                 // that had taken over meanwhile. Drop it: a new session starts afresh.
-                if now >= *valid_from + t.ttl && !self.cfg.mutations.on(|m| m.keep_stale_session) {
+                // A leader keeps it until its lease has stepped it down: the lease deadline comes
+                // first or within moments, and it decides when the key stops (13d-crash-loop
+                // waits for that step-down).
+                if now >= *valid_from + t.ttl
+                    && !leading
+                    && !self.cfg.mutations.on(|m| m.keep_stale_session)
+                {
                     self.session = Session::None { retry_at: now };
                     out.push(Command::SessionAbandoned(id));
                     self.lock_lost(Lost::SessionGone, out);
