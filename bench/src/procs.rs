@@ -22,17 +22,25 @@ const STOP_GRACE: Duration = Duration::from_secs(5);
 /// at once, and two of ours on one address then collide (CI once saw a neard's RPC port equal
 /// its host's Consul HTTP port).
 pub fn free_port_on(ip: IpAddr) -> u16 {
-    static GIVEN: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
     loop {
         let port = TcpListener::bind((ip, 0))
             .and_then(|l| l.local_addr())
             .map(|a| a.port())
             .unwrap_or_else(|e| panic!("cannot bind {ip}:0: {e}"));
-        let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
-        if given.insert(port) {
+        if claim_port(port) {
             return port;
         }
     }
+}
+
+/// Records `port` as handed out; false if this process handed it out before. A listener that
+/// binds port 0 itself and keeps it must claim what the kernel gave it too: a port
+/// [`free_port_on`] gave out and its user has not bound yet is free to the kernel (CI once saw
+/// a Consul proxy listen on the port a neard was about to bind).
+pub fn claim_port(port: u16) -> bool {
+    static GIVEN: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+    given.insert(port)
 }
 
 /// A free TCP port on 127.0.0.1.

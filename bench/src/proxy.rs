@@ -46,9 +46,17 @@ impl Proxy {
                     nix::sched::setns(fd, nix::sched::CloneFlags::CLONE_NEWNET)
                         .with_context(|| format!("entering namespace {ns}"))?;
                 }
-                let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
-                listener.set_nonblocking(true)?;
-                Ok(listener)
+                // Keep the refused listeners open until one is ours, so that the kernel
+                // does not hand the same port out again.
+                let mut refused = Vec::new();
+                loop {
+                    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
+                    if crate::procs::claim_port(listener.local_addr()?.port()) {
+                        listener.set_nonblocking(true)?;
+                        return Ok(listener);
+                    }
+                    refused.push(listener);
+                }
             };
             match setup().and_then(|l| Ok((l.local_addr()?, l))) {
                 Ok((addr, listener)) => {
