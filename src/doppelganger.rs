@@ -5,16 +5,17 @@
 //! account and epoch, the blocks and chunks produced (`near_validators_{blocks,chunks}_produced`),
 //! and, per process, what this neard produced itself. Two rules, both on those counters:
 //!
-//! - **Nobody of ours validates** (the lock is free, released, or held by a silent holder, and
-//!   this node is not validating): once that has lasted a grace period (the last blocks of a
-//!   leader that just stepped down are counted a little later), any increase of our account's
-//!   counters was signed by someone else.
+//! - **Nobody of ours validates** (the lock is free, released, or held by a holder silent for
+//!   longer than the TTL, and this node is not validating): once that has lasted a grace
+//!   period (the last blocks of a leader that just stopped are counted a little later), any
+//!   increase of our account's counters was signed by someone else.
 //! - **This node validates**: our account's counters may grow only as fast as this neard's own
 //!   (within a small tolerance for blocks counted late); anything more was signed elsewhere.
 //!
 //! A raised alarm shows in `kuutamod_doppelganger` and the log, and the node does not promote
-//! until our account has been silent (no unexplained production) for a configured number of
-//! heights. A validating node is only alarmed, not stepped down: stepping down would leave the
+//! until our account has been seen silent (no unexplained production) for a configured number
+//! of heights: the heights before a leaderless baseline's first reading after its grace do not
+//! count as silent. A validating node is only alarmed, not stepped down: stepping down would leave the
 //! account to the other signer; the operator must find it. Pure: the caller passes the time
 //! and what neard showed.
 
@@ -72,6 +73,12 @@ pub struct Doppelganger {
     alarm: Option<String>,
     /// Head at the last unexplained production (the alarm clears `heights` after it).
     evidence_head: u64,
+    /// Head from which the current baseline counts silent heights: a leaderless baseline from
+    /// its first reading after the grace (`None` before it), a leading one from its start, and
+    /// while another node of ours leads, from when it began (the leader's own rule watches
+    /// then). The alarm clears only `heights` after it, never on the reading that starts a
+    /// leaderless baseline.
+    judged_from: Option<u64>,
 }
 
 impl Doppelganger {
@@ -86,6 +93,7 @@ impl Doppelganger {
             last_own: None,
             alarm: None,
             evidence_head: 0,
+            judged_from: None,
         }
     }
 
@@ -121,8 +129,10 @@ impl Doppelganger {
             (self.baseline, cluster),
             (Baseline::Leaderless { .. }, Cluster::Leaderless)
                 | (Baseline::Leading { .. }, Cluster::Leading)
+                | (Baseline::None, Cluster::OtherLeads)
         );
         if reset || !fits {
+            self.judged_from = (cluster != Cluster::Leaderless).then_some(head);
             self.baseline = match cluster {
                 Cluster::Leaderless => Baseline::Leaderless {
                     since: now,
@@ -144,7 +154,10 @@ impl Doppelganger {
             } => {
                 if now >= *since + self.grace {
                     match base {
-                        None => *base = Some(account),
+                        None => {
+                            *base = Some(account);
+                            self.judged_from = Some(head);
+                        }
                         Some(b) if account > *b => {
                             evidence = Some(format!(
                                 "our account produced {} blocks and chunks while no node of this cluster validated",
@@ -183,7 +196,11 @@ impl Doppelganger {
                 self.alarm = Some(e);
                 None
             }
-            (None, Some(_)) if head >= self.evidence_head + self.heights => {
+            (None, Some(_))
+                if self
+                    .judged_from
+                    .is_some_and(|from| head >= from.max(self.evidence_head) + self.heights) =>
+            {
                 self.alarm = None;
                 Some(Change::Cleared)
             }
@@ -239,6 +256,79 @@ mod tests {
             d.observe(t(4000), 140, prod(7, 0), Cluster::Leaderless),
             Some(Change::Cleared),
             "20 silent heights"
+        );
+    }
+
+    /// Seen in the integration test: a standby raised the alarm, saw the other standby hold the
+    /// lock for a moment (no judgement), and its next reading, 5 s of heights later and the
+    /// first of a new leaderless baseline, cleared the alarm while the doppelganger still signed.
+    #[test]
+    fn heights_nobody_judged_do_not_clear_the_alarm() {
+        let mut d = Doppelganger::new(30, GRACE);
+        d.observe(t(0), 10, prod(5, 0), Cluster::Leaderless);
+        d.observe(t(1000), 20, prod(5, 0), Cluster::Leaderless);
+        assert!(matches!(
+            d.observe(t(1100), 21, prod(6, 0), Cluster::Leaderless),
+            Some(Change::Raised(_))
+        ));
+        assert_eq!(
+            d.observe(t(1200), 22, prod(6, 0), Cluster::OtherLeads),
+            None
+        );
+        // Far more than 30 heights later, but the first reading of a new leaderless baseline.
+        assert_eq!(
+            d.observe(t(6200), 100, prod(20, 0), Cluster::Leaderless),
+            None
+        );
+        assert!(d.alarmed());
+        assert_eq!(
+            d.observe(t(6300), 101, prod(20, 0), Cluster::Leaderless),
+            None
+        );
+        assert!(d.alarmed(), "the grace of the new baseline judges nothing");
+        // Judged from here: the doppelganger signs again, then falls silent.
+        assert_eq!(
+            d.observe(t(7300), 110, prod(20, 0), Cluster::Leaderless),
+            None
+        );
+        assert_eq!(
+            d.observe(t(8300), 120, prod(22, 0), Cluster::Leaderless),
+            None
+        );
+        assert_eq!(
+            d.observe(t(9300), 149, prod(22, 0), Cluster::Leaderless),
+            None
+        );
+        assert_eq!(
+            d.observe(t(9400), 150, prod(22, 0), Cluster::Leaderless),
+            Some(Change::Cleared),
+            "30 heights judged silent"
+        );
+    }
+
+    /// Seen in the integration test, with the first version of `judged_from`: every reading
+    /// while another node of ours led started the count again, and the alarm never cleared.
+    #[test]
+    fn an_alarm_clears_while_another_node_of_ours_leads() {
+        let mut d = Doppelganger::new(30, GRACE);
+        d.observe(t(0), 10, prod(5, 0), Cluster::Leaderless);
+        d.observe(t(1000), 20, prod(5, 0), Cluster::Leaderless);
+        assert!(matches!(
+            d.observe(t(1100), 21, prod(6, 0), Cluster::Leaderless),
+            Some(Change::Raised(_))
+        ));
+        assert_eq!(
+            d.observe(t(2000), 40, prod(9, 0), Cluster::OtherLeads),
+            None
+        );
+        assert_eq!(
+            d.observe(t(3000), 60, prod(12, 0), Cluster::OtherLeads),
+            None
+        );
+        assert_eq!(
+            d.observe(t(4000), 70, prod(14, 0), Cluster::OtherLeads),
+            Some(Change::Cleared),
+            "30 heights since another node of ours leads"
         );
     }
 

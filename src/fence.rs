@@ -115,6 +115,9 @@ pub struct FenceParams {
     /// The deterministic simulation's mutation (`Mutations::caught_up_any_tip`): the "caught
     /// up" rule trusts any tip and any wall clock, as it did before. Always false otherwise.
     pub trust_any_tip: bool,
+    /// The highest horizon any record showed this node: a lower bound of what some leader
+    /// signed. Where no horizon is known (a foreign value), our neard must at least reach it.
+    pub floor: Horizon,
 }
 
 /// The fence of one promotion.
@@ -245,12 +248,14 @@ impl Fence {
         // No horizon: no leader ever ran, or the key was deleted or overwritten. Our own view
         // stands in for it, as stale as the time until that leader was surely fenced: a leader
         // that existed saw the same chain (so, without new blocks, it could only have skipped).
+        // (Our neard may lag far behind what a leader whose records we saw signed: that
+        // leader's highest horizon is a floor, seed 188963 of the simulation.)
         let Some(own) = own else { return fence };
         let fenced_by = fence.fenced_by.unwrap_or(acquired);
         Fence {
             horizon: Horizon {
-                head: None,
-                target: Some(own.approvals_above()),
+                head: params.floor.head,
+                target: Some(own.approvals_above().max(params.floor.target.unwrap_or(0))),
                 exact: false,
                 stale_ms: None,
             },

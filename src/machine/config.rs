@@ -85,6 +85,13 @@ pub struct Mutations {
     /// again at an index it tried, a refused give-back or acquisition does not read the key
     /// afresh, and a refused acquisition is tried again at once.
     pub blind_after_restore: bool,
+    /// A node keeps using a session it has not renewed for a TTL (Consul may have invalidated
+    /// it, and a snapshot restore may bring it back holding a lock another node took meanwhile).
+    pub keep_stale_session: bool,
+    /// A node that may have missed writes to the key (it started, or lost its session) trusts
+    /// the records it finds at once, as if it had followed the key throughout; and a fence
+    /// over a foreign value takes no floor from the horizons records showed.
+    pub rejoin_trusts_records: bool,
 }
 
 impl Mutations {

@@ -91,10 +91,15 @@ impl Machine {
                 }
             }
             Event::SessionCreated(id) => {
+                let valid_from = match self.session {
+                    Session::Creating { sent } => sent,
+                    _ => now,
+                };
                 self.session = Session::Live {
                     id,
                     renew_at: now + self.cfg.timing.renew_interval,
-                    renewing: false,
+                    renewing: None,
+                    valid_from,
                 };
             }
             Event::SessionCreateFailed => {
@@ -103,9 +108,17 @@ impl Machine {
                 };
             }
             Event::Renewed { session } => {
-                if let Session::Live { id, renewing, .. } = &mut self.session {
+                if let Session::Live {
+                    id,
+                    renewing,
+                    valid_from,
+                    ..
+                } = &mut self.session
+                {
                     if *id == session {
-                        *renewing = false;
+                        if let Some(sent) = renewing.take() {
+                            *valid_from = sent.max(*valid_from);
+                        }
                         if self.cfg.mutations.on(|m| m.lease_from_renew) {
                             if let Some(lease) = self.lease.as_mut() {
                                 lease.renewed(now);
@@ -120,10 +133,11 @@ impl Machine {
                     id,
                     renewing,
                     renew_at,
+                    ..
                 } = &mut self.session
                 {
                     if *id == session {
-                        *renewing = false;
+                        *renewing = None;
                         *renew_at = now + retry;
                     }
                 }
@@ -131,6 +145,7 @@ impl Machine {
             Event::SessionGone(id) => {
                 if self.session() == Some(id.as_str()) {
                     self.session = Session::None { retry_at: now };
+                    self.rejoin();
                     if self.exiting {
                         self.exit_destroy = Some(true);
                     }
@@ -165,6 +180,11 @@ impl Machine {
                 if key.as_ref().and_then(|k| k.session.as_deref()) != self.destroying.as_deref() {
                     self.destroying = None;
                 }
+                self.rejoining = match self.rejoining {
+                    Some(None) => Some(Some(index)),
+                    Some(Some(first)) if index > first => None,
+                    other => other,
+                };
                 self.observer.observe(key, index, now);
                 self.observe_holder();
                 self.remember_key(out);
@@ -191,6 +211,7 @@ impl Machine {
             }
             Event::Acquired { sent, index } => {
                 if let Some((plan, record)) = self.acquiring.take() {
+                    self.rejoining = None;
                     self.activated = false;
                     self.acquired_switchover = self.acquiring_switchover.take();
                     self.remember(record.order(), index, out);
@@ -422,17 +443,35 @@ impl Machine {
                 exact: false,
                 stale_ms: None,
             });
-            self.horizon_at = Some(now);
+            // Only a neard in sync bounds what it signs next by the chain's pace: a syncing one
+            // may catch up in a burst and sign far above what it showed (seed 43238 of the
+            // simulation: a neard syncing after its restart with the key joined, caught up and
+            // produced a block nine targets above its last poll before the syncing step-down
+            // killed it, and the successor's fence, counting from that poll, signed the same
+            // height). Its horizon grows stale from the last poll in sync.
+            if !poll.syncing {
+                self.horizon_at = Some(now);
+            }
         }
     }
 
     /// The newest `(Term, Seq)` of the lock this node has seen, unless the simulation switched
-    /// the check off.
+    /// the check off; while the node rejoins (see `rejoining`), newer than any record.
     pub(super) fn remembered(&self) -> Option<(u64, u64)> {
         if self.cfg.mutations.on(|m| m.trust_rewound_records) {
             return None;
         }
+        if self.rejoining.is_some() && !self.cfg.mutations.on(|m| m.rejoin_trusts_records) {
+            return Some((u64::MAX, u64::MAX));
+        }
         self.memory.map(|m| m.order())
+    }
+
+    /// This node may have missed writes to the key (its session is gone): it forgets what it saw
+    /// and counts every record as foreign until it follows the key again (see `rejoining`).
+    pub(super) fn rejoin(&mut self) {
+        self.rejoining = Some(None);
+        self.observer.reset();
     }
 
     /// Takes in what the key shows: a newer record is remembered (and persisted); an older one
@@ -446,6 +485,10 @@ impl Machine {
             return;
         };
         self.remember(record.order(), key.index, out);
+        self.horizon_seen = self
+            .horizon_seen
+            .max(record.horizon)
+            .max(record.inherited.unwrap_or_default());
         if let Some(m) = self.memory {
             if record.order() < m.order()
                 && key.index < m.index

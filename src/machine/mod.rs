@@ -144,6 +144,17 @@ pub struct Machine {
     memory: Option<LockMemory>,
     /// The last Consul index at which a rewind was reported (once per index).
     rewind_reported: Option<u64>,
+    /// Whether this node may have missed writes to the key: since it started, or since it lost
+    /// its session (not renewed for a TTL, or gone). A term that began and was erased by a
+    /// snapshot restore while it was away is in no memory of its own, and its holder validates
+    /// until its next heartbeat fails: until the node follows the key again, every record
+    /// counts as foreign (the full wait from when the node first read it). `Some(None)`: no
+    /// read since; `Some(Some(index))`: the first read was at `index`, and the next write
+    /// after it ends the state (as does our own acquisition).
+    rejoining: Option<Option<u64>>,
+    /// The highest horizon any record in the key showed this node (its own or inherited): a
+    /// lower bound of what some leader signed, the floor of a fence over a foreign value.
+    horizon_seen: Horizon,
     /// Until when our wall clock is not trusted for the fence's "caught up" rule: a block
     /// arrived stamped later than our wall clock (plus [`fence::WALL_SKEW`]).
     wall_behind_until: Option<Instant>,
@@ -225,6 +236,8 @@ impl Machine {
             peers: Vec::new(),
             holder: None,
             memory: cfg.remembered,
+            rejoining: Some(None),
+            horizon_seen: Horizon::default(),
             rewind_reported: None,
             wall_behind_until: None,
             handled_switchover: None,
@@ -310,6 +323,11 @@ impl Machine {
             heartbeat_staleness: self.cfg.timing.ttl + STATUS_FAIL_AFTER + STATUS_TIMEOUT,
             ttl: self.cfg.timing.ttl,
             trust_any_tip: self.cfg.mutations.on(|m| m.caught_up_any_tip),
+            floor: if self.cfg.mutations.on(|m| m.rejoin_trusts_records) {
+                Horizon::default()
+            } else {
+                self.horizon_seen
+            },
         }
     }
 
@@ -423,8 +441,15 @@ impl Machine {
         }
         match &self.session {
             Session::None { retry_at } => d.push(*retry_at),
-            Session::Live { renew_at, .. } => d.push(*renew_at),
-            Session::Creating => {}
+            Session::Live {
+                renew_at,
+                valid_from,
+                ..
+            } => {
+                d.push(*renew_at);
+                d.push(*valid_from + self.cfg.timing.ttl);
+            }
+            Session::Creating { .. } => {}
         }
         if let Some(l) = self.lease_deadline() {
             d.push(l);

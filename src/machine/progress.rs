@@ -45,11 +45,20 @@ pub(super) enum Session {
     None {
         retry_at: Instant,
     },
-    Creating,
+    /// Asked for at `sent`.
+    Creating {
+        sent: Instant,
+    },
     Live {
         id: String,
         renew_at: Instant,
-        renewing: bool,
+        /// When the renew in flight was sent (`None`: none in flight).
+        renewing: Option<Instant>,
+        /// Consul keeps the session at least a TTL after this instant: when the creation or
+        /// the last acknowledged renew was sent. Past that, Consul may have invalidated it,
+        /// and a snapshot restore may bring it back to life, holding a lock another node has
+        /// taken meanwhile: the node drops it then and never uses it again.
+        valid_from: Instant,
     },
 }
 

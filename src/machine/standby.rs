@@ -8,22 +8,43 @@ impl Machine {
         let now = self.now;
         let t = self.cfg.timing;
         let synced = self.synced();
+        let leading = matches!(self.phase, Phase::Promoting(_) | Phase::Validating);
         match &mut self.session {
             Session::None { retry_at } => {
                 if synced && !self.exiting && now >= *retry_at {
-                    self.session = Session::Creating;
+                    self.session = Session::Creating { sent: now };
                     out.push(Command::CreateSession);
                 }
             }
-            Session::Creating => {}
+            Session::Creating { .. } => {}
             Session::Live {
                 id,
                 renew_at,
                 renewing,
+                valid_from,
             } => {
                 let id = id.clone();
-                if now >= *renew_at && !*renewing {
-                    *renewing = true;
+                // Not renewed for a TTL: Consul may have invalidated the session (and the lock
+                // with it), and another node may have taken the lock. A restored snapshot can
+                // bring the session back holding the lock as it was: seed 157122 of the
+                // simulation, a leader cut off from its agent across a restore released and
+                // re-acquired its own resurrected lock and activated at once beside the node
+                // that had taken over meanwhile. Drop it: a new session starts afresh.
+                // A leader keeps it until its lease has stepped it down: the lease deadline comes
+                // first or within moments, and it decides when the key stops (13d-crash-loop
+                // waits for that step-down).
+                if now >= *valid_from + t.ttl
+                    && !leading
+                    && !self.cfg.mutations.on(|m| m.keep_stale_session)
+                {
+                    self.session = Session::None { retry_at: now };
+                    out.push(Command::SessionAbandoned(id));
+                    self.lock_lost(Lost::SessionGone, out);
+                    self.rejoin();
+                    return;
+                }
+                if now >= *renew_at && renewing.is_none() {
+                    *renewing = Some(now);
                     *renew_at = now + t.renew_interval;
                     out.push(Command::Renew(id.clone()));
                 }
@@ -66,18 +87,21 @@ impl Machine {
     }
 
     /// What this cluster is doing, for the doppelganger check: this node validates; another
-    /// node of ours holds the lock and heartbeats; or nobody of ours validates.
+    /// node of ours may (it holds the lock and heartbeated within the TTL); or nobody of ours
+    /// validates.
     pub(super) fn cluster_view(&self) -> Cluster {
         // Whenever our neard may hold the key (a hot swap not confirmed yet, a demotion not
         // confirmed yet), what our account produces may be ours.
         if self.key_live {
             return Cluster::Leading;
         }
+        // A holder that stopped heartbeating may still sign until its lease runs out: its own
+        // step-down and its guard's deadline come within the TTL after its last heartbeat.
         let live_other = self.observer.seen().is_some_and(|s| {
             s.key.as_ref().is_some_and(|k| {
                 k.session.is_some()
                     && k.session.as_deref() != self.session()
-                    && self.now < s.value_since + self.cfg.timing.heartbeat_interval * 2
+                    && self.now < s.value_since + self.cfg.timing.ttl
             })
         });
         if live_other {
@@ -104,6 +128,17 @@ impl Machine {
         let Some(own) = self.session().map(str::to_string) else {
             return;
         };
+        // Back from a lost session (see `rejoining`), the key is read afresh: the watch
+        // answers only when the key changes.
+        if self.rejoining == Some(None)
+            && self.observer.seen().is_none()
+            && !self.reading
+            && now >= self.read_retry_at
+        {
+            self.reading = true;
+            out.push(Command::ReadKey);
+            return;
+        }
         // Our own session on the key while we do not lead (a release refused because a
         // heartbeat landed first, an acquisition whose answer was lost): give it back whatever
         // our neard's state, or it holds the lock until someone destroys our session.

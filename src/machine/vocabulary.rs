@@ -289,6 +289,9 @@ pub enum Command {
     },
     /// Destroy a session (ours, or a silent holder's).
     DestroySession(String),
+    /// Our session was not renewed for a TTL: the machine dropped it (for the log; nothing is
+    /// sent, and the session is never used again).
+    SessionAbandoned(String),
     /// Send an order to the guard.
     Guard {
         /// Sequence number the guard acknowledges.

@@ -188,16 +188,36 @@ pub fn describe(status: &ExitStatus) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// A stand-in "neard" script that ignores its arguments.
     pub(crate) fn script(dir: &Path, body: &str) -> PathBuf {
-        use std::os::unix::fs::PermissionsExt;
         let path = dir.join("fake-neard");
-        std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).expect("write script");
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        write_script(&path, body);
         path
+    }
+
+    /// Writes the shell script `body` to `path`, executable. A child process writes it: a file
+    /// this process held open for writing would be inherited by whatever another test thread
+    /// forks at that moment, and exec'ing the script would then fail with "Text file busy"
+    /// (ETXTBSY) for as long as that child holds it.
+    pub(crate) fn write_script(path: &Path, body: &str) {
+        let status = std::process::Command::new("sh")
+            .args([
+                "-c",
+                "printf '#!/bin/sh\\n%s\\n' \"$1\" > \"$2\" && chmod 755 \"$2\"",
+            ])
+            .arg("sh")
+            .arg(body)
+            .arg(path)
+            .status()
+            .expect("run sh to write a script");
+        assert!(
+            status.success(),
+            "writing {} failed: {status}",
+            path.display()
+        );
     }
 
     #[test]

@@ -231,7 +231,7 @@ fn account_id_differing_from_the_key_is_refused() {
 #[test]
 fn exporter_address_in_use() {
     let s = setup();
-    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let taken = std::net::TcpListener::bind(("127.0.0.1", free_port())).expect("bind");
     let mut cmd = s.command();
     cmd.env(
         "KUUTAMO_EXPORTER_ADDRESS",

@@ -8,6 +8,7 @@
 //! its neard at once; a killed kuutamod takes a stopped guard and neard down.
 
 use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use kuutamod::guard::{Guard, Note, GUARD_ENV};
@@ -24,12 +25,26 @@ const DEATH_BOUND: Duration = Duration::from_secs(2);
 
 // ----- the chain, against the guard binary ---------------------------------------------------
 
-/// A stand-in neard: a shell script that ignores its arguments.
+/// A stand-in neard: a shell script that ignores its arguments. A child process writes it: a file this process held open for writing would be inherited by
+/// whatever another test thread forks at that moment, and exec'ing the script would then fail
+/// with "Text file busy" (ETXTBSY).
 fn script(dir: &Path, body: &str) -> PathBuf {
-    use std::os::unix::fs::PermissionsExt;
     let path = dir.join("fake-neard");
-    std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).expect("write script");
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let status = Command::new("sh")
+        .args([
+            "-c",
+            "printf '#!/bin/sh\\n%s\\n' \"$1\" > \"$2\" && chmod 755 \"$2\"",
+        ])
+        .arg("sh")
+        .arg(body)
+        .arg(&path)
+        .status()
+        .expect("run sh to write a script");
+    assert!(
+        status.success(),
+        "writing {} failed: {status}",
+        path.display()
+    );
     path
 }
 

@@ -67,6 +67,10 @@ struct Plan {
     /// The silence bound beyond one hand-over (a target that does not come: the heartbeat
     /// interval in which the lock is reserved for it).
     extra: Duration,
+    /// The leader crashed instead of handing over: the successor's height fence may wait for
+    /// its neard to reach the crashed leader's last block (in a hand-over it catches up while
+    /// the leader stops), so the bound is at least that promotion plus the slack.
+    crashed: bool,
     failures: Vec<String>,
 }
 
@@ -180,7 +184,11 @@ impl World {
         // No gap longer than one hand-over (plus the reserve of a target that did not come).
         let from = plan.silence_from.unwrap_or(t0);
         r.silent_ms = longest_silence(&report.entries, from, end);
-        let bound = timing.stop_grace + timing.boot(mode) + HANDOVER_SLACK + plan.extra;
+        let mut bound = timing.stop_grace + timing.boot(mode) + HANDOVER_SLACK + plan.extra;
+        if plan.crashed {
+            let took = recovered.and_then(|i| cluster.nodes[i].last_activation());
+            bound = bound.max(took.unwrap_or_default() + HANDOVER_SLACK);
+        }
         r.bound_ms = Some(bound.as_millis() as u64);
         r.bounded_ms = r.silent_ms;
         if let Some(s) = r.silent_ms.filter(|s| *s > bound.as_millis() as u64) {
@@ -208,6 +216,7 @@ fn act(
         waits: Vec::new(),
         silence_from: None,
         extra: Duration::ZERO,
+        crashed: false,
         failures: Vec::new(),
     };
     let wait = ["--wait", "--timeout", TIMEOUT];
@@ -242,6 +251,7 @@ fn act(
             let pid = cluster.nodes[leader].neard_pid().context("neard pid")?;
             signal(pid, Signal::SIGKILL);
             plan.waits.push(join(w)?);
+            plan.crashed = true;
         }
         // Two switchovers at once, to different targets: one of them is carried out. (In a
         // maintenance window, so that the first is still in flight when the second arrives: a

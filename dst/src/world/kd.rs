@@ -42,6 +42,8 @@ pub(super) struct Kd {
     pub(super) deferred: Vec<Ev>,
     /// The fence's state last traced.
     fence_shown: Option<String>,
+    /// The doppelganger alarm last shown in the trace.
+    alarm_shown: bool,
 }
 
 impl Kd {
@@ -162,6 +164,7 @@ impl World {
             blocked: false,
             deferred: Vec::new(),
             fence_shown: None,
+            alarm_shown: false,
         });
         self.trace(|| format!("host {h} kuutamod starts (instance {inst})"));
         self.run_conductor(h, |c, io, now| c.start(now, io));
@@ -228,11 +231,18 @@ impl World {
                 Ok(()) => "open".to_string(),
                 Err(closed) => closed.to_string(),
             });
+            let alarm = c.machine().doppelganger().map(str::to_string);
             if let Some(k) = self.hosts[h].kd.as_mut() {
                 if fence.is_some() && fence != k.fence_shown {
                     k.fence_shown = fence.clone();
                     let f = fence.unwrap_or_default();
                     self.trace(|| format!("host {h} fence: {f}"));
+                }
+            }
+            if let Some(k) = self.hosts[h].kd.as_mut() {
+                if alarm.is_some() != k.alarm_shown {
+                    k.alarm_shown = alarm.is_some();
+                    self.trace(|| format!("host {h} doppelganger alarm: {alarm:?}"));
                 }
             }
         }

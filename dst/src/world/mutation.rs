@@ -58,6 +58,12 @@ pub enum Mutation {
     /// acquisition is not followed by a fresh read, and a rewind does not forget the verdict of
     /// an index (this work, found with the restore fault).
     BlindAfterRestore,
+    /// `Mutations::keep_stale_session`: a session not renewed for a TTL is used on (found by
+    /// the simulation, seed 157122: a resurrected session after a restore).
+    KeepStaleSession,
+    /// `Mutations::rejoin_trusts_records`: a node back from a gap trusts the key's records
+    /// (found by the simulation, seed 182868: a restore erased a term the node never saw).
+    RejoinTrustsRecords,
     /// `ConductorMutations::records_overtake`: a status record written by a request of its
     /// own, so that an older one may land last (the supervisor bug fixed in 4d88641).
     RecordsOvertake,
@@ -71,7 +77,7 @@ pub enum Mutation {
 
 impl Mutation {
     /// Every mutation, with its command-line name.
-    pub const ALL: [(&'static str, Mutation); 22] = [
+    pub const ALL: [(&'static str, Mutation); 24] = [
         ("no-standby-wait", Mutation::NoStandbyWait),
         ("leader-ignores-key", Mutation::LeaderIgnoresKey),
         ("keep-lock-after-step-down", Mutation::KeepLockAfterStepDown),
@@ -94,6 +100,8 @@ impl Mutation {
         ("pause-during-switchover", Mutation::PauseDuringSwitchover),
         ("trust-rewound-records", Mutation::TrustRewoundRecords),
         ("blind-after-restore", Mutation::BlindAfterRestore),
+        ("keep-stale-session", Mutation::KeepStaleSession),
+        ("rejoin-trusts-records", Mutation::RejoinTrustsRecords),
         ("records-overtake", Mutation::RecordsOvertake),
         ("forget-reload-counter", Mutation::ForgetReloadCounter),
         (
@@ -159,6 +167,8 @@ impl Mutation {
             Mutation::PauseDuringSwitchover => m.pause_during_switchover = true,
             Mutation::TrustRewoundRecords => m.trust_rewound_records = true,
             Mutation::BlindAfterRestore => m.blind_after_restore = true,
+            Mutation::KeepStaleSession => m.keep_stale_session = true,
+            Mutation::RejoinTrustsRecords => m.rejoin_trusts_records = true,
             Mutation::ForgetReloadCounter => m.forget_reload_counter = true,
             _ => {}
         }

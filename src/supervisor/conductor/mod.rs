@@ -445,6 +445,10 @@ impl Conductor {
                 host.report(Report::HotSwapFallback(reason));
             }
             Command::Exit => {}
+            Command::SessionAbandoned(id) => log::warn!(
+                "Consul session {id} was not renewed for a TTL (Consul may have invalidated it): \
+                 this node drops it, gives up any lock it held with it, and creates a new one"
+            ),
             Command::Doppelganger(change) => {
                 let raised = match change {
                     crate::doppelganger::Change::Raised(evidence) => {
