@@ -133,14 +133,7 @@ pub async fn run(args: &Args, scope: Scope) -> Report {
     let mut report = Report::default();
 
     report.result("settings", settings(args));
-    let consul = StoreAccess::resolve(&args.store, || {
-        ConsulAccess::resolve(
-            args.consul_url.as_deref(),
-            args.consul_token.as_deref(),
-            args.consul_token_file.as_deref(),
-            args.consul_ca_file.as_deref(),
-        )
-    });
+    let consul = StoreAccess::resolve(&args.store, || args.consul.access());
     let (settings_line, store_checks) = match args.store.lock_backend {
         LockBackend::Consul => ("consul settings", &CONSUL_CHECKS[..]),
         LockBackend::Etcd => ("etcd settings", &etcd_store::ETCD_CHECKS[..]),

@@ -16,6 +16,15 @@ use std::time::Duration;
 
 use nix::time::{clock_gettime, ClockId};
 
+/// The wall clock in Unix milliseconds: only for what is shown to people and written into
+/// records for them (never for a deadline; see the module's introduction).
+pub fn wall_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
 /// A point in `CLOCK_BOOTTIME` (nanoseconds since boot, suspend included).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct Instant(u64);

@@ -21,7 +21,6 @@ const BLOCKING_SLACK: Duration = Duration::from_secs(5);
 
 mod wire;
 
-pub use crate::store::error::describe_transport;
 pub use wire::{KvEntry, SessionInfo, TokenInfo, TokenPolicy};
 
 /// The lock store's error type under the name the Consul client has always used.

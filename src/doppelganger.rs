@@ -22,7 +22,24 @@
 use std::time::Duration;
 
 use crate::clock::Instant;
-use crate::neard::rpc::Production;
+
+/// What our validator account produced this epoch (`near_validators_*{account_id}`), and what
+/// this neard process produced since it started (`near_{block,chunk}_produced_total`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Production {
+    /// Blocks our account produced this epoch.
+    pub blocks_produced: u64,
+    /// Blocks our account was assigned this epoch (so far).
+    pub blocks_expected: u64,
+    /// Chunks our account produced this epoch.
+    pub chunks_produced: u64,
+    /// Chunks our account was assigned this epoch (so far).
+    pub chunks_expected: u64,
+    /// Blocks this process produced since it started.
+    pub own_blocks: u64,
+    /// Chunks this process produced since it started.
+    pub own_chunks: u64,
+}
 
 /// Blocks and chunks of ours that may be counted after this node's own counters moved (late
 /// inclusion, a previous leader's last block with its chunks) before the leader rule alarms.

@@ -259,6 +259,12 @@ impl Lease {
         self.acked_sent + self.step_down_after
     }
 
+    /// When the guard kills neard: `guard_after` (`Timing::guard_after`, the deadline plus
+    /// neard's stop grace) after the last acknowledged heartbeat was sent.
+    pub fn kill_at(&self, guard_after: Duration) -> Instant {
+        self.acked_sent + guard_after
+    }
+
     /// Whether a heartbeat is on its way.
     pub fn in_flight(&self) -> bool {
         self.pending.is_some()

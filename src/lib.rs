@@ -34,6 +34,7 @@
 //!   deadline if kuutamod is paused, and takes it down when it dies; [`pidfd`]: the process
 //!   handles both use to signal neard.
 //! - [`metrics`] and [`exporter`]: the Prometheus metrics and the HTTP endpoint serving them.
+//! - [`http`]: a transport error described for people, for every HTTP client above.
 //! - [`duration`]: parsing of durations such as `30s` and `500ms`, and printing them back.
 //! - [`check`]: `kuutamod --check`, every setting, key, neard and the Consul token checked
 //!   without starting anything.
@@ -49,6 +50,7 @@ pub mod etcd;
 pub mod exporter;
 pub mod fence;
 pub mod guard;
+pub mod http;
 pub mod keys;
 pub mod lease;
 pub mod lock_store;

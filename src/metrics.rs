@@ -342,7 +342,7 @@ impl Metrics {
     pub fn set_production(
         &self,
         account: &str,
-        p: &crate::neard::rpc::Production,
+        p: &crate::doppelganger::Production,
         thresholds: (u8, u8),
     ) {
         let values = [

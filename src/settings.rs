@@ -11,10 +11,12 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use clap::{Parser, ValueEnum};
+use clap::Parser;
 
 use crate::keys::KeyFile;
 use crate::neard::config::NeardConfig;
+use crate::neard::home::Home;
+pub use crate::neard::{FailoverMode, ShardTracking};
 use crate::timing::Timing;
 
 mod cli;
@@ -24,7 +26,7 @@ mod etcd;
 pub use cli::{parse_args, parse_args_from};
 pub use consul::{
     check_consul_url, consul_ca_file, consul_http_addr, consul_token, consul_url, ConsulAccess,
-    DEFAULT_CONSUL_URL,
+    ConsulFlags, DEFAULT_CONSUL_URL,
 };
 pub use etcd::{
     etcd_credentials, etcd_endpoints, EtcdAccess, LockBackend, StoreAccess, StoreFlags,
@@ -60,26 +62,6 @@ leaves Consul out (for a unit's ExecStartPre: kuutamod itself rides out an unrea
 Exit status: 0 after SIGTERM or SIGINT (neard fenced and stopped, the lock released); 1 on a bad
 setting (one line naming the variable or file, and the fix), on a failure, or when a check fails.";
 
-/// How a voter is promoted to validator.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum FailoverMode {
-    /// Stop neard and start it again with the validator key (works with any neard).
-    Restart,
-    /// Write the key into the running neard's home and send SIGHUP (neard >= 2.3).
-    HotSwap,
-}
-
-/// How the voter's `config.json` tracks shards, so that it is ready to validate (hot swap).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum ShardTracking {
-    /// Leave the shard-tracking fields of config.json as the operator wrote them.
-    None,
-    /// `tracked_shards_config: {"ShadowValidator": <account>}` (neard >= 2.6).
-    ShadowValidator,
-    /// `tracked_shadow_validator: <account>` with `tracked_shards: []` (neard 2.0 - 2.5).
-    TrackedShadowValidator,
-}
-
 /// Command-line flags and environment variables.
 #[derive(Debug, Clone, Parser)]
 #[command(
@@ -104,21 +86,9 @@ pub struct Args {
     /// typos: kuutamod refuses to start otherwise).
     #[arg(long, env = "KUUTAMO_ACCOUNT_ID")]
     pub account_id: Option<String>,
-    /// Consul HTTP API (http or https) [default: $CONSUL_HTTP_ADDR, else
-    /// http://localhost:8500].
-    #[arg(long, env = "KUUTAMO_CONSUL_URL")]
-    pub consul_url: Option<String>,
-    /// Consul ACL token [default: the token file, else $CONSUL_HTTP_TOKEN_FILE, else
-    /// $CONSUL_HTTP_TOKEN].
-    #[arg(long, env = "KUUTAMO_CONSUL_TOKEN", hide_env_values = true)]
-    pub consul_token: Option<String>,
-    /// File holding the Consul ACL token.
-    #[arg(long, env = "KUUTAMO_CONSUL_TOKEN_FILE")]
-    pub consul_token_file: Option<PathBuf>,
-    /// PEM file of the CA that signed Consul's HTTPS certificate, for an https URL with a
-    /// private CA [default: $CONSUL_CACERT].
-    #[arg(long, env = "KUUTAMO_CONSUL_CA_FILE")]
-    pub consul_ca_file: Option<PathBuf>,
+    /// Consul's URL, ACL token and CA file.
+    #[command(flatten)]
+    pub consul: ConsulFlags,
     /// The lock store and etcd's settings.
     #[command(flatten)]
     pub store: StoreFlags,
@@ -414,20 +384,29 @@ pub fn resolve_neard_bin(bin: &Path) -> Result<PathBuf, String> {
 }
 
 impl Settings {
+    /// What kuutamod writes into neard's home, from these settings.
+    pub fn home(&self) -> Home {
+        Home {
+            dir: self.neard_home.clone(),
+            fallback: self.neard_config.clone(),
+            failover_mode: self.failover_mode,
+            validator_key: self.validator_key.clone(),
+            validator_node_key: self.validator_node_key.clone(),
+            voter_node_key: self.voter_node_key.clone(),
+            validator_addr: self.validator_network_addr,
+            voter_addr: self.voter_network_addr,
+            shard_tracking: self.voter_shard_tracking,
+            account: self.account_id.clone(),
+        }
+    }
+
     /// Checks `args`: parses addresses, reads and checks every key file and neard's
     /// config.json. The error is one line naming the variable or file and the fix.
     pub fn from_args(args: Args) -> Result<Self, String> {
         if args.node_id.is_empty() {
             return Err("KUUTAMO_NODE_ID is empty; give each host a distinct node id".into());
         }
-        let lock_store = StoreAccess::resolve(&args.store, || {
-            ConsulAccess::resolve(
-                args.consul_url.as_deref(),
-                args.consul_token.as_deref(),
-                args.consul_token_file.as_deref(),
-                args.consul_ca_file.as_deref(),
-            )
-        })?;
+        let lock_store = StoreAccess::resolve(&args.store, || args.consul.access())?;
         let (exporter_address, validator_network_addr, voter_network_addr) = addresses(&args)?;
         let timing = Timing::new(args.session_ttl, args.neard_stop_grace)?;
 

@@ -70,6 +70,10 @@ pub struct Timing {
     /// The guard kills neard this long after the last acknowledged heartbeat was sent: when
     /// kuutamod itself would have finished stepping down (`step_down_after + stop_grace`).
     pub guard_after: Duration,
+    /// How old the values of the last heartbeat a successor reads can be: it came at most a
+    /// TTL before the lock was free, and its values were as old as a leader lets them get
+    /// (neard unanswered for [`STATUS_FAIL_AFTER`], plus one poll's [`STATUS_TIMEOUT`]).
+    pub heartbeat_staleness: Duration,
     /// How long a hot-swap promotion may take to be confirmed.
     pub hot_swap_confirm: Duration,
     /// How long the guard may take to acknowledge an order.
@@ -121,6 +125,7 @@ impl Timing {
             margin,
             step_down_after,
             guard_after: step_down_after + stop_grace,
+            heartbeat_staleness: ttl + STATUS_FAIL_AFTER + STATUS_TIMEOUT,
             hot_swap_confirm: HOT_SWAP_CONFIRM_MAX.min(step_down_after / 2),
             guard_ack: GUARD_ACK_MAX.min(ttl / 5),
             handover_holdoff: ttl,

@@ -382,40 +382,31 @@ fn the_next_holder_after_a_give_back_still_waits_for_the_first_leader() {
 /// The highest horizon we saw is a floor: our head must reach it, and our target pass it.
 #[test]
 fn a_foreign_value_s_stand_in_horizon_has_the_highest_horizon_seen_as_its_floor() {
+    let lagging = own(31, Some(32), 0, 999);
+    let fence = |params: &FenceParams| {
+        Fence::new(
+            Activation::NotBefore {
+                at: t(1000),
+                horizon: Horizon::default(),
+                inherited: None,
+            },
+            t(1000),
+            Some(lagging),
+            Duration::from_secs(1),
+            params,
+        )
+    };
     let params = FenceParams {
         floor: exact(70, 71),
         ..P
     };
-    let lagging = own(31, Some(32), 0, 999);
-    let f = Fence::new(
-        Activation::NotBefore {
-            at: t(1000),
-            horizon: Horizon::default(),
-            inherited: None,
-        },
-        t(1000),
-        Some(lagging),
-        Duration::from_secs(1),
-        &params,
-    );
     assert_eq!(
-        f.check(t(5000), own(40, Some(41), 0, 5000), &params),
+        fence(&params).check(t(5000), own(40, Some(41), 0, 5000), &params),
         Err(Closed::Head { own: 40, need: 70 })
     );
     // Without the floor, the lagging view itself would have been the bar.
-    let blind = Fence::new(
-        Activation::NotBefore {
-            at: t(1000),
-            horizon: Horizon::default(),
-            inherited: None,
-        },
-        t(1000),
-        Some(lagging),
-        Duration::from_secs(1),
-        &P,
-    );
     assert_ne!(
-        blind.check(t(5000), own(40, Some(41), 0, 5000), &P),
+        fence(&P).check(t(5000), own(40, Some(41), 0, 5000), &P),
         Err(Closed::Head { own: 40, need: 70 })
     );
 }

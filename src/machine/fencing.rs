@@ -1,7 +1,17 @@
 //! Fencing and letting go: stepping down, stopping neard, the lease, promotion and demotion
 //! steps, and the release of the lock.
 
-use super::*;
+use std::time::Duration;
+
+use crate::lease::{Horizon, Lease, Lost};
+use crate::neard::Role;
+use crate::timing::STATUS_TIMEOUT;
+
+use super::progress::{
+    After, DemoteStep, Demotion, Letgo, Phase, Proc, PromoteStep, Promotion, Release,
+};
+use super::vocabulary::{Command, KeyShown, StepDown};
+use super::Machine;
 
 impl Machine {
     /// neard died on its own (or could not be started): it is fenced.

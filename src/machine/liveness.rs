@@ -17,7 +17,11 @@
 //! carrying what its fence still waits for of that leader (its horizon and stale window), so
 //! the ready node needs no TTL wait, only the height fence.
 
-use super::*;
+use std::time::Duration;
+
+use super::progress::{Letgo, Phase, Proc};
+use super::vocabulary::{Command, StepDown, Stuck};
+use super::{Machine, Soonest, LAG_HEIGHTS, PEER_FRESH};
 
 impl Machine {
     /// How long this node has held the lock without signing: promoting with its key not live

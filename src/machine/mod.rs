@@ -18,19 +18,12 @@ use std::time::Duration;
 
 use crate::backoff::Backoff;
 use crate::clock::Instant;
-use crate::doppelganger::{Change, Cluster, Doppelganger};
-use crate::fence::{self, Closed, Fence, FenceParams, OwnView};
-use crate::lease::{
-    AcquirePlan, Horizon, KeyState, Lease, LockMemory, Lost, Observer, Record, RecordState,
-    StandbyMove,
-};
-use crate::neard::rpc::Production;
+use crate::doppelganger::Doppelganger;
+use crate::fence::{Closed, FenceParams};
+use crate::lease::{AcquirePlan, Horizon, Lease, LockMemory, Observer, Record};
 use crate::neard::Role;
-use crate::records::{Control, NodeRecord, SwitchoverStatus};
-use crate::timing::{
-    FAST_POLL, RECORD_INTERVAL, STATUS_FAIL_AFTER, STATUS_INTERVAL, STATUS_TIMEOUT,
-    SWITCHOVER_WINDOW, VALIDATOR_BOOT_LIMIT,
-};
+use crate::records::{Control, SwitchoverStatus};
+use crate::timing::{RECORD_INTERVAL, STATUS_FAIL_AFTER, STATUS_TIMEOUT, VALIDATOR_BOOT_LIMIT};
 
 mod config;
 mod facts;
@@ -42,7 +35,7 @@ mod standby;
 mod vocabulary;
 
 pub use config::{Config, Mutations};
-use progress::*;
+use progress::{DemoteStep, Guard, HolderProgress, Peer, Phase, Proc, PromoteStep, Session};
 pub use vocabulary::*;
 
 /// How often a switchover waiting for a maintenance window asks neard for them again (they
@@ -320,7 +313,7 @@ impl Machine {
     fn fence_params(&self) -> FenceParams {
         FenceParams {
             delays: self.cfg.block_delays,
-            heartbeat_staleness: self.cfg.timing.ttl + STATUS_FAIL_AFTER + STATUS_TIMEOUT,
+            heartbeat_staleness: self.cfg.timing.heartbeat_staleness,
             ttl: self.cfg.timing.ttl,
             trust_any_tip: self.cfg.mutations.on(|m| m.caught_up_any_tip),
             floor: if self.cfg.mutations.on(|m| m.rejoin_trusts_records) {

@@ -1,7 +1,14 @@
 //! The processes around the decisions: the guard's orders, neard's start and health, how
 //! neard is polled, and the exit.
 
-use super::*;
+use std::time::Duration;
+
+use crate::neard::Role;
+use crate::timing::{FAST_POLL, STATUS_FAIL_AFTER, STATUS_INTERVAL, VALIDATOR_BOOT_LIMIT};
+
+use super::progress::{DemoteStep, Phase, Proc, PromoteStep};
+use super::vocabulary::{Command, GuardOrder, Polling, StepDown};
+use super::Machine;
 
 impl Machine {
     /// The order the guard should hold: armed with the lease's kill time while the key is or
@@ -22,7 +29,7 @@ impl Machine {
         match (holding, self.neard_pid(), &self.lease) {
             (true, Some(pid), Some(l)) => GuardOrder::Arm {
                 pid,
-                deadline: l.deadline() + t.stop_grace,
+                deadline: l.kill_at(t.guard_after),
             },
             // A live key without a lease cannot happen; if it does, kill at once.
             (true, Some(pid), None) if self.key_live => GuardOrder::Arm {

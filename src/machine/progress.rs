@@ -1,7 +1,13 @@
 //! What the machine knows between events: the neard process, the session, and the phase of a
 //! promotion, demotion or release with its step.
 
-use super::*;
+use crate::clock::Instant;
+use crate::fence::Fence;
+use crate::lease::Horizon;
+use crate::neard::Role;
+use crate::records::NodeRecord;
+
+use super::vocabulary::{GuardOrder, Poll};
 
 /// The neard process as the machine knows it. (One per machine, never moved around: the size
 /// of its running variant costs nothing worth a box.)

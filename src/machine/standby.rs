@@ -1,7 +1,17 @@
 //! The session, heartbeats, a standby's moves (acquire, destroy a silent holder), priorities,
 //! the doppelganger check, planned switchovers, and the node's status record.
 
-use super::*;
+use std::time::Duration;
+
+use crate::doppelganger::Cluster;
+use crate::fence::Fence;
+use crate::lease::{Horizon, Lost, Record, RecordState, StandbyMove};
+use crate::records::SwitchoverStatus;
+use crate::timing::{RECORD_INTERVAL, STATUS_INTERVAL, STATUS_TIMEOUT, SWITCHOVER_WINDOW};
+
+use super::progress::{After, Phase, Session};
+use super::vocabulary::{Command, NodeFacts, StepDown};
+use super::{Machine, WINDOWS_REFRESH};
 
 impl Machine {
     pub(super) fn reconcile_session(&mut self, out: &mut Vec<Command>) {

@@ -6,8 +6,8 @@
 
 use super::*;
 use crate::backoff::BackoffConfig;
+use crate::doppelganger::Production;
 use crate::lease::{KeyState, RecordState};
-use crate::neard::rpc::Production;
 use crate::records::{Control, NodeRecord};
 use crate::timing::Timing;
 
@@ -165,6 +165,28 @@ impl Driver {
         if let Some(seq) = last {
             self.feed(Event::GuardAck(seq));
         }
+    }
+
+    /// 100 ms cut off from the lock store (every heartbeat and release fails; renews too
+    /// unless `renews_ok`), neard answering and applying a demotion: what the machine said.
+    fn cut_off_step(&mut self) -> Vec<Command> {
+        let mut out = self.advance(Duration::from_millis(100));
+        self.ack_guard();
+        out.extend(self.status());
+        let mut i = 0;
+        while let Some(c) = out.get(i).cloned() {
+            match c {
+                Command::Heartbeat { .. } => out.extend(self.feed(Event::HeartbeatFailed)),
+                Command::Release { .. } => out.extend(self.feed(Event::ReleaseFailed)),
+                Command::Sighup => {
+                    self.key = KeyShown::None;
+                    self.reloads += 1;
+                }
+                _ => {}
+            }
+            i += 1;
+        }
+        out
     }
 
     fn observe(&mut self, key: Option<KeyState>, index: u64) -> Vec<Command> {
@@ -2647,25 +2669,7 @@ fn back_from_a_lost_session_waits_a_ttl(found: Option<Vec<u8>>) {
     let own = found.unwrap_or(own);
     d.renews_ok = false;
     for _ in 0..(2 * TTL.as_millis() / 100) {
-        let out = d.advance(Duration::from_millis(100));
-        d.ack_guard();
-        d.status();
-        for c in out {
-            match c {
-                Command::Heartbeat { .. } => {
-                    d.feed(Event::HeartbeatFailed);
-                }
-                Command::Release { .. } => {
-                    d.feed(Event::ReleaseFailed);
-                }
-                // neard applies the demotion.
-                Command::Sighup => {
-                    d.key = KeyShown::None;
-                    d.reloads += 1;
-                }
-                _ => {}
-            }
-        }
+        d.cut_off_step();
     }
     assert!(d.log.contains(&Command::SessionAbandoned("s1".into())));
     assert!(!d.m.key_live());
@@ -2918,16 +2922,7 @@ fn a_session_not_renewed_for_a_ttl_is_dropped_and_never_used_again() {
     let mut abandoned = None;
     let mut after = Vec::new();
     for _ in 0..(3 * TTL.as_millis() / 100) {
-        let mut out = d.advance(Duration::from_millis(100));
-        d.ack_guard();
-        out.extend(d.status());
-        for c in out.clone() {
-            match c {
-                Command::Heartbeat { .. } => out.extend(d.feed(Event::HeartbeatFailed)),
-                Command::Release { .. } => out.extend(d.feed(Event::ReleaseFailed)),
-                _ => {}
-            }
-        }
+        let out = d.cut_off_step();
         if abandoned.is_some() {
             after.extend(out.iter().cloned());
         } else if out.contains(&Command::SessionAbandoned("s1".into())) {

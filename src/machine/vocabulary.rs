@@ -1,7 +1,13 @@
 //! The machine's vocabulary: its inputs ([`Event`]), outputs ([`Command`]), and the states and
 //! reasons it reports.
 
-use super::*;
+use std::time::Duration;
+
+use crate::clock::Instant;
+use crate::doppelganger::{Change, Production};
+use crate::lease::{KeyState, LockMemory, Lost};
+use crate::neard::Role;
+use crate::records::{Control, NodeRecord, SwitchoverStatus};
 
 /// The states kuutamod reports (`kuutamod_state{type}` and `/health`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -10,40 +10,24 @@ use std::path::{Path, PathBuf};
 use crate::keys::KeyFile;
 use crate::neard::config::NeardConfig;
 use crate::neard::Role;
-use crate::settings::{FailoverMode, Settings, ShardTracking};
+use crate::neard::{FailoverMode, ShardTracking};
 
 /// What kuutamod writes into neard's home.
 #[derive(Debug, Clone)]
 pub struct Home {
-    dir: PathBuf,
-    fallback: NeardConfig,
-    failover_mode: FailoverMode,
-    validator_key: KeyFile,
-    validator_node_key: Option<KeyFile>,
-    voter_node_key: KeyFile,
-    validator_addr: SocketAddr,
-    voter_addr: SocketAddr,
-    shard_tracking: ShardTracking,
-    account: String,
+    pub(crate) dir: PathBuf,
+    pub(crate) fallback: NeardConfig,
+    pub(crate) failover_mode: FailoverMode,
+    pub(crate) validator_key: KeyFile,
+    pub(crate) validator_node_key: Option<KeyFile>,
+    pub(crate) voter_node_key: KeyFile,
+    pub(crate) validator_addr: SocketAddr,
+    pub(crate) voter_addr: SocketAddr,
+    pub(crate) shard_tracking: ShardTracking,
+    pub(crate) account: String,
 }
 
 impl Home {
-    /// The home of `settings`.
-    pub fn new(settings: &Settings) -> Home {
-        Home {
-            dir: settings.neard_home.clone(),
-            fallback: settings.neard_config.clone(),
-            failover_mode: settings.failover_mode,
-            validator_key: settings.validator_key.clone(),
-            validator_node_key: settings.validator_node_key.clone(),
-            voter_node_key: settings.voter_node_key.clone(),
-            validator_addr: settings.validator_network_addr,
-            voter_addr: settings.voter_network_addr,
-            shard_tracking: settings.voter_shard_tracking,
-            account: settings.account_id.clone(),
-        }
-    }
-
     /// The directory.
     pub fn dir(&self) -> &Path {
         &self.dir

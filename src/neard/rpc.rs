@@ -3,13 +3,14 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use crate::doppelganger::Production;
 use crate::neard::status::{parse, Status};
 
 /// Why a request to neard failed. Each names the URL and the cause.
 #[derive(Debug, thiserror::Error)]
 pub enum RpcError {
     /// No connection, no answer in time, or the body was cut off.
-    #[error("neard {url}: {}", crate::consul::describe_transport(source))]
+    #[error("neard {url}: {}", crate::http::describe_transport(source))]
     Transport {
         /// The URL.
         url: String,
@@ -44,24 +45,6 @@ pub struct NeardMetrics {
     pub config_reloads: Option<u64>,
     /// Our account's production this epoch and this process's own, when neard exports them.
     pub production: Option<Production>,
-}
-
-/// What our validator account produced this epoch (`near_validators_*{account_id}`), and what
-/// this neard process produced since it started (`near_{block,chunk}_produced_total`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Production {
-    /// Blocks our account produced this epoch.
-    pub blocks_produced: u64,
-    /// Blocks our account was assigned this epoch (so far).
-    pub blocks_expected: u64,
-    /// Chunks our account produced this epoch.
-    pub chunks_produced: u64,
-    /// Chunks our account was assigned this epoch (so far).
-    pub chunks_expected: u64,
-    /// Blocks this process produced since it started.
-    pub own_blocks: u64,
-    /// Chunks this process produced since it started.
-    pub own_chunks: u64,
 }
 
 /// A client for one neard's RPC address.

@@ -124,6 +124,44 @@ pub struct ConsulAccess {
     pub ca_file: Option<PathBuf>,
 }
 
+/// Where Consul is and how to talk to it: the flags kuutamod and kuutamoctl share (global, so
+/// that kuutamoctl takes them before or after its command).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ConsulFlags {
+    /// Consul HTTP API (http or https) [default: $CONSUL_HTTP_ADDR, else
+    /// http://localhost:8500].
+    #[arg(long, global = true, env = "KUUTAMO_CONSUL_URL")]
+    pub consul_url: Option<String>,
+    /// Consul ACL token [default: the token file, else $CONSUL_HTTP_TOKEN_FILE, else
+    /// $CONSUL_HTTP_TOKEN].
+    #[arg(
+        long,
+        global = true,
+        env = "KUUTAMO_CONSUL_TOKEN",
+        hide_env_values = true
+    )]
+    pub consul_token: Option<String>,
+    /// File holding the Consul ACL token.
+    #[arg(long, global = true, env = "KUUTAMO_CONSUL_TOKEN_FILE")]
+    pub consul_token_file: Option<PathBuf>,
+    /// PEM file of the CA that signed Consul's HTTPS certificate, for an https URL with a
+    /// private CA [default: $CONSUL_CACERT].
+    #[arg(long, global = true, env = "KUUTAMO_CONSUL_CA_FILE")]
+    pub consul_ca_file: Option<PathBuf>,
+}
+
+impl ConsulFlags {
+    /// The flags resolved and checked ([`ConsulAccess::resolve`]).
+    pub fn access(&self) -> Result<ConsulAccess, String> {
+        ConsulAccess::resolve(
+            self.consul_url.as_deref(),
+            self.consul_token.as_deref(),
+            self.consul_token_file.as_deref(),
+            self.consul_ca_file.as_deref(),
+        )
+    }
+}
+
 impl ConsulAccess {
     /// Resolves and checks the URL, token and CA file (reading both files), or one line naming
     /// the setting at fault.

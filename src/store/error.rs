@@ -24,7 +24,7 @@ pub enum StoreError {
     #[error(
         "{} at {url} is unreachable: {}",
         store_of(url),
-        describe_transport(source)
+        crate::http::describe_transport(source)
     )]
     Unreachable {
         /// The endpoint.
@@ -82,35 +82,5 @@ fn denied_hint(url: &str) -> &'static str {
         "check KUUTAMO_ETCD_USER, the password in KUUTAMO_ETCD_PASSWORD_FILE and the user's role (docs/operations.md, etcd)"
     } else {
         "check the ACL token and its policy"
-    }
-}
-
-/// Names the cause of a transport error: refused, timed out, TLS, DNS, reset, with the chain
-/// of underlying errors (reqwest's own message alone says only "error sending request").
-pub fn describe_transport(e: &reqwest::Error) -> String {
-    let kind = if e.is_timeout() {
-        "timed out"
-    } else if e.is_connect() {
-        "cannot connect"
-    } else if e.is_body() || e.is_decode() {
-        "the answer was cut off"
-    } else if e.is_request() {
-        "the request failed"
-    } else {
-        "transport error"
-    };
-    let mut causes = Vec::new();
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !causes.contains(&text) {
-            causes.push(text);
-        }
-        source = s.source();
-    }
-    if causes.is_empty() {
-        kind.to_string()
-    } else {
-        format!("{kind} ({})", causes.join(": "))
     }
 }

@@ -26,7 +26,6 @@ use crate::exporter::Published;
 use crate::guard::Exe;
 use crate::machine::Config;
 use crate::metrics::Metrics;
-use crate::neard::home::Home;
 use crate::neard::rpc::NeardRpc;
 use crate::settings::{FailoverMode, Settings};
 use crate::timing::STATUS_TIMEOUT;
@@ -52,16 +51,8 @@ fn now() -> Now {
     Now {
         boot: clock::now(),
         mono,
-        wall_ms: wall_ms(),
+        wall_ms: clock::wall_ms(),
     }
-}
-
-/// Unix milliseconds now.
-pub fn wall_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
 }
 
 /// Runs kuutamod until `shutdown` resolves and the machine has fenced, released and stopped.
@@ -136,7 +127,7 @@ pub async fn run(
     let (tx, mut rx) = mpsc::unbounded_channel();
     let (notes_tx, mut notes) = mpsc::unbounded_channel();
     let mut host = TokioHost {
-        home: Home::new(&settings),
+        home: settings.home(),
         settings,
         store,
         rpc,

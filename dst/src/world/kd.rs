@@ -10,10 +10,11 @@
 
 use kuutamod::backoff::BackoffConfig;
 use kuutamod::clock::Instant;
+use kuutamod::doppelganger::Production;
 use kuutamod::lease::LockMemory;
 use kuutamod::lock_store::StoreOp;
 use kuutamod::machine::{Config, GuardOrder, State};
-use kuutamod::neard::rpc::{NeardMetrics, Production};
+use kuutamod::neard::rpc::NeardMetrics;
 use kuutamod::neard::Role;
 use kuutamod::supervisor::conductor::{
     self, Conductor, Host, Input, Meter, NeardSignal, Now, Report, SpawnError, StatusAnswer,

@@ -67,13 +67,11 @@ pub(super) fn wall_off_on(sched: &Schedule, h: usize) -> bool {
 /// produced after the old leader stopped), a new leader that inherits a stale horizon waits
 /// until its own target outruns everything the old leader could have signed: one target per
 /// `min_block_production_delay` over the horizon's staleness, plus one, reached by skips that
-/// come one per `max_block_wait_delay` in a long stall. The staleness is at most the TTL after
-/// a heartbeat whose values were as old as a leader lets them get (neard unanswered for
-/// `STATUS_FAIL_AFTER`, plus a poll's timeout).
+/// come one per `max_block_wait_delay` in a long stall. The staleness is at most
+/// `Timing::heartbeat_staleness`.
 fn stall_outrun_ms(timers: &Timers) -> u64 {
-    use kuutamod::timing::{STATUS_FAIL_AFTER, STATUS_TIMEOUT};
     let ms = |d: Duration| d.as_millis() as u64;
-    let stale = ms(timing().ttl + STATUS_FAIL_AFTER + STATUS_TIMEOUT);
+    let stale = ms(timing().heartbeat_staleness);
     let targets = stale.div_ceil(ms(timers.min_block_production_delay).max(1)) + 2;
     targets * ms(timers.max_block_wait_delay)
 }

@@ -21,10 +21,10 @@
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use kuutamod::keys::KeyFile;
+use kuutamod::clock::wall_ms;
 use kuutamod::lease::{Record, RecordState};
 use kuutamod::records::{prefix, Control, NodeRecord};
-use kuutamod::settings::{leader_key, ConsulAccess, StoreAccess, StoreFlags};
+use kuutamod::settings::{account_of, leader_key, read_key, ConsulFlags, StoreAccess, StoreFlags};
 use kuutamod::store::{KvEntry, Store as Consul};
 
 mod control;
@@ -70,9 +70,6 @@ Exit status (for scripts and monitoring):
     after_help = AFTER_HELP
 )]
 struct Cli {
-    /// Consul HTTP API [default: $CONSUL_HTTP_ADDR, else http://localhost:8500].
-    #[arg(long, global = true, env = "KUUTAMO_CONSUL_URL")]
-    consul_url: Option<String>,
     /// Validator account (else the account of the validator key file).
     #[arg(long, global = true, env = "KUUTAMO_ACCOUNT_ID")]
     account_id: Option<String>,
@@ -80,21 +77,9 @@ struct Cli {
     /// $CREDENTIALS_DIRECTORY/validator_key.json].
     #[arg(long, global = true, env = "KUUTAMO_VALIDATOR_KEY")]
     validator_key: Option<std::path::PathBuf>,
-    /// Consul ACL token [default: the token file, else $CONSUL_HTTP_TOKEN_FILE, else
-    /// $CONSUL_HTTP_TOKEN].
-    #[arg(
-        long,
-        global = true,
-        env = "KUUTAMO_CONSUL_TOKEN",
-        hide_env_values = true
-    )]
-    consul_token: Option<String>,
-    /// File holding the Consul ACL token.
-    #[arg(long, global = true, env = "KUUTAMO_CONSUL_TOKEN_FILE")]
-    consul_token_file: Option<std::path::PathBuf>,
-    /// PEM file of the CA that signed Consul's HTTPS certificate [default: $CONSUL_CACERT].
-    #[arg(long, global = true, env = "KUUTAMO_CONSUL_CA_FILE")]
-    consul_ca_file: Option<std::path::PathBuf>,
+    /// Consul's URL, ACL token and CA file, as kuutamod reads them.
+    #[command(flatten)]
+    consul: ConsulFlags,
     /// The lock store (KUUTAMO_LOCK_BACKEND) and etcd's settings.
     #[command(flatten)]
     store: StoreFlags,
@@ -174,39 +159,22 @@ fn account(cli: &Cli) -> Result<String, String> {
     if let Some(a) = cli.account_id.as_ref().filter(|a| !a.is_empty()) {
         return Ok(a.clone());
     }
-    let path =
-        match (
-            &cli.validator_key,
-            std::env::var_os("CREDENTIALS_DIRECTORY"),
-        ) {
-            (Some(p), _) => p.clone(),
-            (None, Some(dir)) => std::path::Path::new(&dir).join("validator_key.json"),
-            (None, None) => return Err(
-                "no account: set KUUTAMO_ACCOUNT_ID (or --account-id), or KUUTAMO_VALIDATOR_KEY \
-                 to the validator key file"
-                    .into(),
-            ),
-        };
-    let key = KeyFile::read("validator", &path).map_err(|e| e.to_string())?;
-    Ok(key.account_id)
-}
-
-fn wall_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+    let key = read_key(
+        "validator",
+        cli.validator_key.as_deref(),
+        "KUUTAMO_VALIDATOR_KEY",
+        "validator_key.json",
+    )
+    .map_err(|e| {
+        format!(
+            "no account (set KUUTAMO_ACCOUNT_ID or --account-id, or fix the validator key): {e}"
+        )
+    })?;
+    account_of(&key, None)
 }
 
 async fn run(cli: Cli) -> Result<i32, String> {
-    let access = StoreAccess::resolve(&cli.store, || {
-        ConsulAccess::resolve(
-            cli.consul_url.as_deref(),
-            cli.consul_token.as_deref(),
-            cli.consul_token_file.as_deref(),
-            cli.consul_ca_file.as_deref(),
-        )
-    })?;
+    let access = StoreAccess::resolve(&cli.store, || cli.consul.access())?;
     let consul = access.client().map_err(|e| format!("{e:#}"))?;
     let account = account(&cli)?;
     let location = access.location();

@@ -10,11 +10,12 @@
 use std::time::Duration;
 
 use crate::clock::Instant;
+use crate::doppelganger::Production;
 use crate::guard::Note;
 use crate::lease::LockMemory;
 use crate::lock_store::{Failure, StoreOp, StoreReply};
 use crate::machine::{GuardOrder, State, StepDown};
-use crate::neard::rpc::{NeardMetrics, Production};
+use crate::neard::rpc::NeardMetrics;
 use crate::neard::Role;
 
 /// The time of an input, as the host's clocks read it.
