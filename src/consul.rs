@@ -21,10 +21,11 @@ const BLOCKING_SLACK: Duration = Duration::from_secs(5);
 
 mod wire;
 
-pub use wire::{KvEntry, SessionInfo, TokenInfo, TokenPolicy};
+pub use crate::lock_store::{KvEntry, SessionInfo};
+pub use wire::{TokenInfo, TokenPolicy};
 
 /// The lock store's error type under the name the Consul client has always used.
-pub type ConsulError = crate::store::StoreError;
+pub type ConsulError = crate::lock_store::StoreError;
 
 /// The value a probe transaction carries (it is never written; see [`Consul::probe_lock`]).
 const PROBE_VALUE: &[u8] = b"kuutamod --check probe: never written";
@@ -589,6 +590,8 @@ impl Consul {
         Ok(())
     }
 }
+
+crate::lock_store::forward_lock_store!(Consul);
 
 #[cfg(test)]
 mod tests;

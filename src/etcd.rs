@@ -41,7 +41,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 
 use crate::consul::{KvEntry, SessionInfo};
-use crate::store::StoreError;
+use crate::lock_store::StoreError;
 
 pub mod calls;
 pub mod wire;
@@ -695,6 +695,8 @@ fn parse<T: DeserializeOwned>(url: &str, body: &[u8]) -> Result<T, StoreError> {
         ),
     })
 }
+
+crate::lock_store::forward_lock_store!(Etcd);
 
 #[cfg(test)]
 mod tests;

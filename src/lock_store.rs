@@ -18,9 +18,71 @@
 use std::future::Future;
 use std::time::Duration;
 
-use crate::consul::Consul;
-use crate::etcd::Etcd;
-use crate::store::{KvEntry, SessionInfo, Store, StoreError};
+use base64::Engine;
+use serde::Deserialize;
+
+use crate::lease::KeyState;
+
+pub mod error;
+
+pub use error::StoreError;
+
+/// A key as the lock store returns it, in the shape of Consul's KV entry (the etcd client
+/// builds the same from etcd's answer).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct KvEntry {
+    /// The key.
+    #[serde(rename = "Key")]
+    pub key: String,
+    /// Base64 of the value.
+    #[serde(rename = "Value", default)]
+    pub value: Option<String>,
+    /// The session holding the lock, if any.
+    #[serde(rename = "Session", default)]
+    pub session: Option<String>,
+    /// How often the lock was acquired.
+    #[serde(rename = "LockIndex", default)]
+    pub lock_index: u64,
+    /// The index of the last write.
+    #[serde(rename = "ModifyIndex", default)]
+    pub modify_index: u64,
+}
+
+impl KvEntry {
+    /// The decoded value (empty when absent or not base64).
+    pub fn bytes(&self) -> Vec<u8> {
+        self.value
+            .as_deref()
+            .and_then(|v| base64::engine::general_purpose::STANDARD.decode(v).ok())
+            .unwrap_or_default()
+    }
+
+    /// The entry as the lock logic sees it.
+    pub fn state(&self) -> KeyState {
+        KeyState {
+            index: self.modify_index,
+            session: self.session.clone().filter(|s| !s.is_empty()),
+            value: self.bytes(),
+        }
+    }
+}
+
+/// A session (Consul) or lease (etcd), in the shape of Consul's session information.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct SessionInfo {
+    /// Session id.
+    #[serde(rename = "ID")]
+    pub id: String,
+    /// Session name (kuutamod: the node id).
+    #[serde(rename = "Name", default)]
+    pub name: String,
+    /// TTL as Consul writes it (`30s`).
+    #[serde(rename = "TTL", default)]
+    pub ttl: String,
+    /// The Consul node (agent) the session belongs to.
+    #[serde(rename = "Node", default)]
+    pub node: String,
+}
 
 /// The calls kuutamod makes to its lock store, with their result types. Errors are typed:
 /// [`StoreError::SessionGone`] and [`StoreError::Rejected`] are answers (the session is gone;
@@ -312,30 +374,30 @@ impl From<StoreError> for Failure {
 /// each call clones nothing and forwards.
 macro_rules! forward_lock_store {
     ($client:ty) => {
-        impl LockStore for $client {
+        impl $crate::lock_store::LockStore for $client {
             fn create_session(
                 &mut self,
                 name: &str,
-                ttl: Duration,
-            ) -> impl Future<Output = Result<String, StoreError>> + Send {
+                ttl: std::time::Duration,
+            ) -> impl std::future::Future<Output = Result<String, $crate::lock_store::StoreError>> + Send {
                 <$client>::create_session(self, name, ttl)
             }
 
-            fn renew(&mut self, id: &str) -> impl Future<Output = Result<(), StoreError>> + Send {
+            fn renew(&mut self, id: &str) -> impl std::future::Future<Output = Result<(), $crate::lock_store::StoreError>> + Send {
                 <$client>::renew(self, id)
             }
 
             fn destroy_session(
                 &mut self,
                 id: &str,
-            ) -> impl Future<Output = Result<(), StoreError>> + Send {
+            ) -> impl std::future::Future<Output = Result<(), $crate::lock_store::StoreError>> + Send {
                 <$client>::destroy_session(self, id)
             }
 
             fn session_info(
                 &mut self,
                 id: &str,
-            ) -> impl Future<Output = Result<Option<SessionInfo>, StoreError>> + Send {
+            ) -> impl std::future::Future<Output = Result<Option<$crate::lock_store::SessionInfo>, $crate::lock_store::StoreError>> + Send {
                 <$client>::session_info(self, id)
             }
 
@@ -345,7 +407,7 @@ macro_rules! forward_lock_store {
                 expected: Option<u64>,
                 session: &str,
                 value: &[u8],
-            ) -> impl Future<Output = Result<u64, StoreError>> + Send {
+            ) -> impl std::future::Future<Output = Result<u64, $crate::lock_store::StoreError>> + Send {
                 <$client>::check_and_lock(self, key, expected, session, value)
             }
 
@@ -355,24 +417,24 @@ macro_rules! forward_lock_store {
                 expected: u64,
                 session: &str,
                 value: &[u8],
-            ) -> impl Future<Output = Result<bool, StoreError>> + Send {
+            ) -> impl std::future::Future<Output = Result<bool, $crate::lock_store::StoreError>> + Send {
                 <$client>::release(self, key, expected, session, value)
             }
 
             fn get_key(
                 &mut self,
                 key: &str,
-                blocking: Option<(u64, Duration)>,
+                blocking: Option<(u64, std::time::Duration)>,
                 consistent: bool,
-            ) -> impl Future<Output = Result<(Option<KvEntry>, u64), StoreError>> + Send {
+            ) -> impl std::future::Future<Output = Result<(Option<$crate::lock_store::KvEntry>, u64), $crate::lock_store::StoreError>> + Send {
                 <$client>::get_key(self, key, blocking, consistent)
             }
 
             fn get_prefix(
                 &mut self,
                 prefix: &str,
-                blocking: Option<(u64, Duration)>,
-            ) -> impl Future<Output = Result<(Vec<KvEntry>, u64), StoreError>> + Send {
+                blocking: Option<(u64, std::time::Duration)>,
+            ) -> impl std::future::Future<Output = Result<(Vec<$crate::lock_store::KvEntry>, u64), $crate::lock_store::StoreError>> + Send {
                 <$client>::get_prefix(self, prefix, blocking)
             }
 
@@ -380,7 +442,7 @@ macro_rules! forward_lock_store {
                 &mut self,
                 key: &str,
                 value: &[u8],
-            ) -> impl Future<Output = Result<(), StoreError>> + Send {
+            ) -> impl std::future::Future<Output = Result<(), $crate::lock_store::StoreError>> + Send {
                 <$client>::put(self, key, value)
             }
 
@@ -389,13 +451,11 @@ macro_rules! forward_lock_store {
                 key: &str,
                 value: &[u8],
                 index: u64,
-            ) -> impl Future<Output = Result<bool, StoreError>> + Send {
+            ) -> impl std::future::Future<Output = Result<bool, $crate::lock_store::StoreError>> + Send {
                 <$client>::put_cas(self, key, value, index)
             }
         }
     };
 }
 
-forward_lock_store!(Consul);
-forward_lock_store!(Etcd);
-forward_lock_store!(Store);
+pub(crate) use forward_lock_store;

@@ -9,10 +9,7 @@
 
 use std::time::Duration;
 
-pub mod error;
-
-pub use crate::consul::{KvEntry, SessionInfo};
-pub use error::StoreError;
+pub use crate::lock_store::{KvEntry, SessionInfo, StoreError};
 
 use crate::consul::Consul;
 use crate::etcd::Etcd;
@@ -117,3 +114,5 @@ impl Store {
         both!(self, c => c.put(key, value))
     }
 }
+
+crate::lock_store::forward_lock_store!(Store);

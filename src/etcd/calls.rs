@@ -15,7 +15,7 @@ use super::wire::{
 };
 use super::{holder_key, lease_id, lease_name};
 use crate::consul::{KvEntry, SessionInfo};
-use crate::store::StoreError;
+use crate::lock_store::StoreError;
 
 /// The path of a transaction (every lock call but the prefix read and a plain put).
 pub const TXN: &str = "/v3/kv/txn";

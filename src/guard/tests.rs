@@ -10,22 +10,8 @@ use std::time::Duration;
 
 use super::*;
 use crate::clock::Instant;
+use crate::neard::process::tests::{eventually, PROMPT};
 use crate::neard::process::{Neard, SpawnSpec};
-
-/// Generous bound for anything the guard does at once (the test machine is shared).
-const PROMPT: Duration = Duration::from_secs(5);
-
-/// Polls `probe` until it gives a value, or panics after [`PROMPT`] naming `what`.
-pub(crate) fn eventually<T>(what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
-    let start = std::time::Instant::now();
-    loop {
-        if let Some(v) = probe() {
-            return v;
-        }
-        assert!(start.elapsed() < PROMPT, "{what}: not within {PROMPT:?}");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
 
 /// The state letter of `pid` in `/proc` (`Z`: a zombie), `None` once it is gone (reaped).
 fn proc_state(pid: u32) -> Option<char> {

@@ -4,14 +4,13 @@ use std::time::Duration;
 
 use crate::fence::{self, Fence, OwnView};
 use crate::lease::{Horizon, Lease, LockMemory, Lost, Record};
-use crate::neard::Role;
 use crate::records::NodeRecord;
 use crate::timing::{STATUS_INTERVAL, STATUS_TIMEOUT};
 
 use super::progress::{
     After, HolderProgress, Letgo, Peer, Phase, Proc, PromoteStep, Promotion, Session, Up,
 };
-use super::vocabulary::{Command, Event, GuardOrder, Poll, StepDown};
+use super::vocabulary::{Command, Event, GuardOrder, Poll, Role, StepDown};
 use super::{Machine, GUARD_RETRY, LAG_HEIGHTS, PEER_FRESH, WALL_DISTRUST};
 
 impl Machine {

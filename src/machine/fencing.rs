@@ -4,13 +4,12 @@
 use std::time::Duration;
 
 use crate::lease::{Horizon, Lease, Lost};
-use crate::neard::Role;
 use crate::timing::STATUS_TIMEOUT;
 
 use super::progress::{
     After, DemoteStep, Demotion, Letgo, Phase, Proc, PromoteStep, Promotion, Release,
 };
-use super::vocabulary::{Command, KeyShown, StepDown};
+use super::vocabulary::{Command, KeyShown, Role, StepDown};
 use super::Machine;
 
 impl Machine {

@@ -21,7 +21,6 @@ use crate::clock::Instant;
 use crate::doppelganger::Doppelganger;
 use crate::fence::{Closed, FenceParams};
 use crate::lease::{AcquirePlan, Horizon, Lease, LockMemory, Observer, Record};
-use crate::neard::Role;
 use crate::records::{Control, SwitchoverStatus};
 use crate::timing::{RECORD_INTERVAL, STATUS_FAIL_AFTER, STATUS_TIMEOUT, VALIDATOR_BOOT_LIMIT};
 

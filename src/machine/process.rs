@@ -3,11 +3,10 @@
 
 use std::time::Duration;
 
-use crate::neard::Role;
 use crate::timing::{FAST_POLL, STATUS_FAIL_AFTER, STATUS_INTERVAL, VALIDATOR_BOOT_LIMIT};
 
 use super::progress::{DemoteStep, Phase, Proc, PromoteStep};
-use super::vocabulary::{Command, GuardOrder, Polling, StepDown};
+use super::vocabulary::{Command, GuardOrder, Polling, Role, StepDown};
 use super::Machine;
 
 impl Machine {

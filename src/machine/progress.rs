@@ -4,10 +4,9 @@
 use crate::clock::Instant;
 use crate::fence::Fence;
 use crate::lease::Horizon;
-use crate::neard::Role;
 use crate::records::NodeRecord;
 
-use super::vocabulary::{GuardOrder, Poll};
+use super::vocabulary::{GuardOrder, Poll, Role};
 
 /// The neard process as the machine knows it. (One per machine, never moved around: the size
 /// of its running variant costs nothing worth a box.)

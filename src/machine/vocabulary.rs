@@ -6,8 +6,16 @@ use std::time::Duration;
 use crate::clock::Instant;
 use crate::doppelganger::{Change, Production};
 use crate::lease::{KeyState, LockMemory, Lost};
-use crate::neard::Role;
 use crate::records::{Control, NodeRecord, SwitchoverStatus};
+
+/// The role neard is started in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Without the validator key, with this host's own (voter) node key and the voter address.
+    Voter,
+    /// With the validator key, the validator node key and the validator address.
+    Validator,
+}
 
 /// The states kuutamod reports (`kuutamod_state{type}` and `/health`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

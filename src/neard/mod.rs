@@ -9,6 +9,8 @@ pub mod status;
 
 use clap::ValueEnum;
 
+pub use crate::machine::Role;
+
 /// How a voter is promoted to validator.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum FailoverMode {
@@ -27,13 +29,4 @@ pub enum ShardTracking {
     ShadowValidator,
     /// `tracked_shadow_validator: <account>` with `tracked_shards: []` (neard 2.0 - 2.5).
     TrackedShadowValidator,
-}
-
-/// The role neard is started in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role {
-    /// Without the validator key, with this host's own (voter) node key and the voter address.
-    Voter,
-    /// With the validator key, the validator node key and the validator address.
-    Validator,
 }

@@ -189,7 +189,24 @@ pub fn describe(status: &ExitStatus) -> String {
 
 #[cfg(test)]
 pub(crate) mod tests {
+    use std::time::Duration;
+
     use super::*;
+
+    /// Generous bound for anything the guard does at once (the test machine is shared).
+    pub(crate) const PROMPT: Duration = Duration::from_secs(5);
+
+    /// Polls `probe` until it gives a value, or panics after [`PROMPT`] naming `what`.
+    pub(crate) fn eventually<T>(what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
+        let start = std::time::Instant::now();
+        loop {
+            if let Some(v) = probe() {
+                return v;
+            }
+            assert!(start.elapsed() < PROMPT, "{what}: not within {PROMPT:?}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
 
     /// A stand-in "neard" script that ignores its arguments.
     pub(crate) fn script(dir: &Path, body: &str) -> PathBuf {
@@ -270,7 +287,7 @@ pub(crate) mod tests {
         let pid = child.id();
         let pgid = nix::unistd::getpgid(Some(Pid::from_raw(pid as i32))).expect("pgid");
         assert_eq!(pgid.as_raw().unsigned_abs(), pid);
-        let env = crate::guard::tests::eventually("the child's environment", || {
+        let env = eventually("the child's environment", || {
             std::fs::read_to_string(&out)
                 .ok()
                 .filter(|s| s.contains("KUUTAMOD_TEST_SET"))
