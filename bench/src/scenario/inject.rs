@@ -278,7 +278,7 @@ pub(super) fn inject(scenario: Scenario, f: Fault<'_>) -> anyhow::Result<Observe
         Scenario::SlowConsul => {
             // Each direction delayed by 60 % of the renew interval: every request takes
             // longer than the renew interval.
-            let delay = timing.renew_interval() * 3 / 5;
+            let delay = timing.heartbeat_interval() * 3 / 5;
             for n in &cluster.nodes {
                 n.proxy.set_delay(delay);
             }

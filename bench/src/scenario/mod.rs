@@ -490,21 +490,28 @@ pub struct Timing {
 }
 
 impl Timing {
-    /// The leader's heartbeat (and renew) interval: TTL / 3 (kuutamod's timing.rs).
-    pub fn renew_interval(&self) -> Duration {
-        self.ttl / 3
+    /// kuutamod's own timing for this TTL and stop grace (`kuutamod::timing`): the bench takes
+    /// every interval and deadline of the daemon from there, never re-derives one.
+    pub fn daemon(&self) -> kuutamod::timing::Timing {
+        kuutamod::timing::Timing::new(self.ttl, self.stop_grace)
+            .unwrap_or_else(|e| panic!("the bench's own TTL and stop grace: {e}"))
     }
 
-    /// kuutamod's step-down deadline after the last acknowledged heartbeat was sent:
-    /// `ttl - stop_grace - ttl/10` (timing.rs).
+    /// The leader's heartbeat interval (a standby's TTL/3 check of the key, too).
+    pub fn heartbeat_interval(&self) -> Duration {
+        self.daemon().heartbeat_interval
+    }
+
+    /// kuutamod's step-down deadline after the last acknowledged heartbeat was sent.
     pub fn step_down_after(&self) -> Duration {
-        self.ttl.saturating_sub(self.stop_grace + self.ttl / 10)
+        self.daemon().step_down_after
     }
 
     /// The longest Consul outage the leader survives whatever its heartbeat phase: its last
     /// acknowledged heartbeat may have been sent up to one interval before the outage began.
     pub fn survivable_outage(&self) -> Duration {
-        self.step_down_after().saturating_sub(self.renew_interval())
+        self.step_down_after()
+            .saturating_sub(self.heartbeat_interval())
     }
 
     /// A fault held past the lease: 2 x TTL + 1 s.
@@ -513,15 +520,15 @@ impl Timing {
     }
 
     /// The guard kills neard this long after the last acknowledged heartbeat was sent: the
-    /// step-down deadline plus the stop grace (timing.rs).
+    /// step-down deadline plus the stop grace.
     pub fn guard_after(&self) -> Duration {
-        self.step_down_after() + self.stop_grace
+        self.daemon().guard_after
     }
 
     /// The earliest moment, after a freeze of kuutamod, at which its guard's deadline can come:
     /// the last acknowledged heartbeat was sent at most one heartbeat interval before.
     pub fn earliest_guard_deadline(&self) -> Duration {
-        self.guard_after().saturating_sub(self.renew_interval())
+        self.guard_after().saturating_sub(self.heartbeat_interval())
     }
 
     /// How long after freezing kuutamod 13e-g kill its guard: always before the guard could

@@ -290,7 +290,7 @@ fn act(
             );
             plan.waits.push(join(w)?);
             plan.handovers = 0;
-            plan.extra = timing.ttl / 3;
+            plan.extra = timing.heartbeat_interval();
         }
         // SIGUSR1 to the leader and a switchover at once: one hand-over.
         Scenario::SwitchoverAndSigusr1 => {
@@ -351,7 +351,7 @@ fn act(
             started?;
             plan.waits.push(join(w)?);
             plan.handovers = 0;
-            plan.extra = timing.ttl / 3;
+            plan.extra = timing.heartbeat_interval();
         }
         other => anyhow::bail!("{} is not an operator scenario", other.name()),
     }
