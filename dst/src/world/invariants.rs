@@ -44,6 +44,9 @@ impl World {
             return;
         }
         for h in holders {
+            if self.servers.holder == Some(h) {
+                self.validated_at[h] = Some(self.t);
+            }
             let fresh = self.servers.holder == Some(h)
                 || self.hosts[h]
                     .last_lock

@@ -252,6 +252,8 @@ pub struct World {
     ready_bound: Vec<u64>,
     /// The planned hand-overs in the lock's history.
     handovers: Vec<observed::Handover>,
+    /// Per host, the last moment it held the lock with our key live in its neard.
+    validated_at: Vec<Option<u64>>,
     /// A kuutamod reported another process with its node id.
     id_conflict_reported: bool,
     /// Since when both hosts with one node id have run.
@@ -379,6 +381,7 @@ impl World {
                 .map(|h| liveness::ready_bound_ms(&sched, &timers, h))
                 .collect(),
             handovers: Vec::new(),
+            validated_at: vec![None; sc.hosts],
             id_conflict_reported: false,
             both_since: None,
             operator_queue: Vec::new(),
