@@ -129,6 +129,10 @@ pub struct AgentSpec {
     pub netns: Option<String>,
     /// Data directory and log live here.
     pub dir: PathBuf,
+    /// More of Consul's configuration, one `-hcl` each (ACLs, for instance).
+    pub hcl: Vec<String>,
+    /// The token the harness's own requests to the agent carry (with ACLs on).
+    pub token: Option<String>,
 }
 
 /// A running (or stopped) agent; killed on drop.
@@ -231,6 +235,9 @@ impl Agent {
             .args(["-dns-port=-1", "-grpc-port=-1", "-log-level=info"])
             .args(["-hcl", SESSION_TTL_MIN])
             .arg(format!("-data-dir={}", data.display()));
+        for h in &s.hcl {
+            cmd.args(["-hcl", h]);
+        }
         match &s.role {
             Role::Dev => {
                 cmd.arg("-dev");
@@ -334,6 +341,7 @@ impl Agent {
         let etcd = self.spec.is_etcd();
         let node = format!("{}/v1/catalog/node/{}", self.url, self.spec.name);
         let name = self.spec.name.clone();
+        let token = self.spec.token.clone();
         let child = self.child.as_mut().context("agent not started")?;
         let exited = std::cell::Cell::new(false);
         let agent_url = self.url.clone();
@@ -349,15 +357,16 @@ impl Agent {
                 if etcd {
                     return crate::etcd::healthy(&agent_url);
                 }
-                http_get(&me("/v1/status/leader")).and_then(|l| {
+                let token = token.as_deref();
+                http_get_with(&me("/v1/status/leader"), token).and_then(|l| {
                     if l.trim().trim_matches('"').is_empty() {
                         Err("no leader".into())
                     } else {
                         Ok(())
                     }
                 })?;
-                http_put(&me("/v1/kv/kuutamod-bench/ready"), "1")?;
-                if client && http_get(&node)?.trim() == "null" {
+                http_put_with(&me("/v1/kv/kuutamod-bench/ready"), "1", token)?;
+                if client && http_get_with(&node, token)?.trim() == "null" {
                     return Err("node not in the catalog yet".to_string());
                 }
                 Ok(())
@@ -426,6 +435,8 @@ impl Servers {
                 ports: ports[i],
                 netns: None,
                 dir: dir.to_path_buf(),
+                hcl: Vec::new(),
+                token: None,
             })?);
         }
         let mut servers = Servers { agents };
@@ -473,6 +484,8 @@ impl Servers {
                 ports: ports[i],
                 netns: netns.clone(),
                 dir: dir.to_path_buf(),
+                hcl: Vec::new(),
+                token: None,
             })?);
         }
         let mut servers = Servers { agents };
@@ -569,17 +582,30 @@ fn answer(url: &str, resp: reqwest::blocking::Response) -> Result<String, String
 
 /// A blocking GET; any non-2xx status is an error.
 pub fn http_get(url: &str) -> Result<String, String> {
-    answer(url, client()?.get(url).send().map_err(|e| e.to_string())?)
+    http_get_with(url, None)
+}
+
+/// A blocking GET carrying Consul's ACL `token`, if any.
+pub fn http_get_with(url: &str, token: Option<&str>) -> Result<String, String> {
+    let mut req = client()?.get(url);
+    if let Some(t) = token {
+        req = req.header("X-Consul-Token", t);
+    }
+    answer(url, req.send().map_err(|e| e.to_string())?)
 }
 
 /// A blocking PUT; any non-2xx status is an error.
 pub fn http_put(url: &str, body: &str) -> Result<String, String> {
-    let resp = client()?
-        .put(url)
-        .body(body.to_string())
-        .send()
-        .map_err(|e| e.to_string())?;
-    answer(url, resp)
+    http_put_with(url, body, None)
+}
+
+/// A blocking PUT carrying Consul's ACL `token`, if any.
+pub fn http_put_with(url: &str, body: &str, token: Option<&str>) -> Result<String, String> {
+    let mut req = client()?.put(url).body(body.to_string());
+    if let Some(t) = token {
+        req = req.header("X-Consul-Token", t);
+    }
+    answer(url, req.send().map_err(|e| e.to_string())?)
 }
 
 /// A blocking POST; any non-2xx status is an error.

@@ -26,3 +26,8 @@ pub fn until<T, E: Debug>(
         std::thread::sleep(POLL);
     }
 }
+
+/// [`until`] for tests: a timeout panics, failing the test, with the same message.
+pub fn must<T, E: Debug>(limit: Duration, what: &str, probe: impl FnMut() -> Result<T, E>) -> T {
+    until(limit, what, probe).unwrap_or_else(|e| panic!("{e:#}"))
+}

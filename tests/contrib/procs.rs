@@ -1,18 +1,26 @@
-//! The processes the test starts, each stopped on drop even when the test panics: a Consul
-//! dev agent with ACLs on (and tokens for the shipped policies), kuutamod; the test's kept
-//! directory; neard-sim's `init`; bounded waits and HTTP reads.
+//! The processes the test starts, each stopped on drop even when the test panics (the
+//! harness's own kit, `kuutamod_bench`: its process guard, its bounded wait, its Consul
+//! launcher): a Consul dev agent with ACLs on (and tokens for the shipped policies), kuutamod;
+//! the test's kept directory; neard-sim's `init`.
 
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
-use kuutamod_bench::procs::{free_port, neard_sim_bin};
+use kuutamod_bench::consul::{Agent, AgentSpec, Ports, Role};
+use kuutamod_bench::procs::{neard_sim_bin, OwnedChild};
 
-use super::{read, repo, ACCOUNT, CONSUL_NODE, CONSUL_NODE_PREFIX, MASTER_TOKEN, POLL, STEP_LIMIT};
+use super::{read, repo, ACCOUNT, CONSUL_NODE, CONSUL_NODE_PREFIX, MASTER_TOKEN, STEP_LIMIT};
 
-/// A child process killed (SIGKILL) and reaped on drop, even when the test panics.
+pub(super) use kuutamod_bench::consul::http_get as get;
+pub(super) use kuutamod_bench::procs::signal;
+pub(super) use kuutamod_bench::wait::must as until;
+
+/// A child process (the harness's [`OwnedChild`]: killed and reaped on drop, even when the
+/// test panics) with its log, shown when it exits unexpectedly.
 pub(super) struct Proc {
-    pub(super) child: Child,
+    child: OwnedChild,
     what: String,
     log: PathBuf,
 }
@@ -28,19 +36,19 @@ impl Proc {
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {what}: {e}"));
         Proc {
-            child,
+            child: OwnedChild::new(child),
             what: what.into(),
             log: log.into(),
         }
     }
 
     pub(super) fn pid(&self) -> i32 {
-        i32::try_from(self.child.id()).expect("pid fits")
+        self.child.pid().expect("the process runs")
     }
 
     /// Panics with the log's tail when the process has exited.
     pub(super) fn assert_running(&mut self) {
-        if let Ok(Some(status)) = self.child.try_wait() {
+        if let Some(status) = self.child.try_status() {
             let log = std::fs::read_to_string(&self.log).unwrap_or_default();
             let tail: Vec<&str> = log.lines().rev().take(30).collect();
             panic!(
@@ -52,32 +60,6 @@ impl Proc {
     }
 }
 
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-pub(super) fn signal(pid: i32, sig: nix::sys::signal::Signal) {
-    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig);
-}
-
-/// Polls `f` until it returns `Some`, or panics after `limit` with `what` and the last
-/// observation.
-pub(super) fn until<T>(limit: Duration, what: &str, mut f: impl FnMut() -> Result<T, String>) -> T {
-    let start = Instant::now();
-    let mut last = String::from("nothing observed yet");
-    while start.elapsed() < limit {
-        match f() {
-            Ok(v) => return v,
-            Err(e) => last = e,
-        }
-        std::thread::sleep(POLL);
-    }
-    panic!("timed out after {limit:?} waiting for {what}; last: {last}");
-}
-
 fn http() -> reqwest::blocking::Client {
     reqwest::blocking::Client::builder()
         .timeout(Duration::from_secs(5))
@@ -85,70 +67,40 @@ fn http() -> reqwest::blocking::Client {
         .expect("http client")
 }
 
-pub(super) fn get(url: &str) -> Result<String, String> {
-    let resp = http().get(url).send().map_err(|e| format!("{url}: {e}"))?;
-    let status = resp.status();
-    let body = resp.text().map_err(|e| format!("{url}: {e}"))?;
-    if status.is_success() {
-        Ok(body)
-    } else {
-        Err(format!("{url}: {status} {body}"))
-    }
-}
-
-/// A Consul dev agent with ACLs on (default deny), on ports chosen for this test.
+/// A Consul dev agent with ACLs on (default deny), on ports chosen for this test (the
+/// harness's launcher).
 pub(super) struct Consul {
     pub(super) url: String,
-    pub(super) proc: Proc,
+    pub(super) agent: Agent,
 }
 
 impl Consul {
     pub(super) fn start(dir: &Path) -> Consul {
-        let consul = kuutamod_bench::consul::consul_bin().expect("consul binary");
         let acl = format!(
             "acl {{ enabled = true, default_policy = \"deny\", down_policy = \"extend-cache\", \
              tokens {{ master = \"{MASTER_TOKEN}\", agent = \"{MASTER_TOKEN}\" }} }}"
         );
-        // Retry on a port clash: the ports are free when picked, not reserved.
-        for attempt in 0..3 {
-            let http_port = free_port();
-            let mut cmd = Command::new(&consul);
-            cmd.arg("agent")
-                .arg("-dev")
-                .arg(format!("-node={CONSUL_NODE}"))
-                .args(["-bind=127.0.0.1", "-client=127.0.0.1"])
-                .arg(format!("-http-port={http_port}"))
-                .arg(format!("-serf-lan-port={}", free_port()))
-                .arg(format!("-serf-wan-port={}", free_port()))
-                .arg(format!("-server-port={}", free_port()))
-                .args(["-dns-port=-1", "-grpc-port=-1", "-log-level=warn"])
-                .args(["-hcl", "session_ttl_min = \"1s\""])
-                .args(["-hcl", &acl]);
-            let log = dir.join(format!("consul-{attempt}.log"));
-            let mut proc = Proc::spawn(cmd, "consul", &log);
-            let url = format!("http://127.0.0.1:{http_port}");
-            let start = Instant::now();
-            while start.elapsed() < STEP_LIMIT {
-                if let Ok(Some(_)) = proc.child.try_wait() {
-                    break;
-                }
-                // Ready when the ACL system answers to the master token.
-                let ok = http()
-                    .get(format!("{url}/v1/acl/token/self"))
-                    .header("X-Consul-Token", MASTER_TOKEN)
-                    .send()
-                    .is_ok_and(|r| r.status().is_success());
-                if ok {
-                    return Consul { url, proc };
-                }
-                std::thread::sleep(POLL);
-            }
-            proc.assert_running();
+        let lo = IpAddr::from([127, 0, 0, 1]);
+        let mut agent = Agent::start(AgentSpec {
+            name: CONSUL_NODE.into(),
+            role: Role::Dev,
+            bind: lo,
+            http_addrs: vec![lo],
+            ports: Ports::pick(lo),
+            netns: None,
+            dir: dir.to_path_buf(),
+            hcl: vec![acl],
+            token: Some(MASTER_TOKEN.into()),
+        })
+        .unwrap_or_else(|e| panic!("cannot start Consul: {e:#}"));
+        // Ready when it serves KV writes under the master token (the ACL system is up).
+        agent
+            .ready_or_repick(STEP_LIMIT)
+            .unwrap_or_else(|e| panic!("Consul did not start: {e:#}"));
+        Consul {
+            url: agent.url.clone(),
+            agent,
         }
-        panic!(
-            "Consul did not start in 3 attempts (logs in {})",
-            dir.display()
-        );
     }
 
     /// Creates a policy from a contrib file with its placeholders filled in, and a token

@@ -355,6 +355,8 @@ fn start_agents(servers: &Servers, hosts: &[Host], dir: &Path) -> anyhow::Result
             ports: Ports::pick(host.ip),
             netns: host.netns.clone(),
             dir: dir.to_path_buf(),
+            hcl: Vec::new(),
+            token: None,
         })?);
     }
     for a in &mut agents {
