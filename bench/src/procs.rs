@@ -325,3 +325,25 @@ pub fn cleanup_on_signal() -> anyhow::Result<()> {
     });
     Ok(())
 }
+
+/// Writes the shell script `body` to `path`, executable (a stand-in neard for the tests). A
+/// child process writes it: a file this process held open for writing would be inherited by
+/// whatever another thread forks at that moment, and exec'ing the script would then fail with
+/// "Text file busy" (ETXTBSY) for as long as that child holds it.
+pub fn write_script(path: &std::path::Path, body: &str) {
+    let status = std::process::Command::new("sh")
+        .args([
+            "-c",
+            "printf '#!/bin/sh\\n%s\\n' \"$1\" > \"$2\" && chmod 755 \"$2\"",
+        ])
+        .arg("sh")
+        .arg(body)
+        .arg(path)
+        .status()
+        .expect("run sh to write a script");
+    assert!(
+        status.success(),
+        "writing {} failed: {status}",
+        path.display()
+    );
+}

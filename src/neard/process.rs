@@ -215,27 +215,8 @@ pub(crate) mod tests {
         path
     }
 
-    /// Writes the shell script `body` to `path`, executable. A child process writes it: a file
-    /// this process held open for writing would be inherited by whatever another test thread
-    /// forks at that moment, and exec'ing the script would then fail with "Text file busy"
-    /// (ETXTBSY) for as long as that child holds it.
-    pub(crate) fn write_script(path: &Path, body: &str) {
-        let status = std::process::Command::new("sh")
-            .args([
-                "-c",
-                "printf '#!/bin/sh\\n%s\\n' \"$1\" > \"$2\" && chmod 755 \"$2\"",
-            ])
-            .arg("sh")
-            .arg(body)
-            .arg(path)
-            .status()
-            .expect("run sh to write a script");
-        assert!(
-            status.success(),
-            "writing {} failed: {status}",
-            path.display()
-        );
-    }
+    /// The workspace's one script writer (the harness's), for this crate's tests.
+    pub(crate) use kuutamod_bench::procs::write_script;
 
     #[test]
     fn the_spec_round_trips_and_names_what_it_cannot_encode() {

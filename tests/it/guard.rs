@@ -8,7 +8,6 @@
 //! its neard at once; a killed kuutamod takes a stopped guard and neard down.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use kuutamod::guard::{Guard, Note, GUARD_ENV};
@@ -25,26 +24,10 @@ const DEATH_BOUND: Duration = Duration::from_secs(2);
 
 // ----- the chain, against the guard binary ---------------------------------------------------
 
-/// A stand-in neard: a shell script that ignores its arguments. A child process writes it: a file this process held open for writing would be inherited by
-/// whatever another test thread forks at that moment, and exec'ing the script would then fail
-/// with "Text file busy" (ETXTBSY).
+/// A stand-in neard: a shell script that ignores its arguments.
 fn script(dir: &Path, body: &str) -> PathBuf {
     let path = dir.join("fake-neard");
-    let status = Command::new("sh")
-        .args([
-            "-c",
-            "printf '#!/bin/sh\\n%s\\n' \"$1\" > \"$2\" && chmod 755 \"$2\"",
-        ])
-        .arg("sh")
-        .arg(body)
-        .arg(&path)
-        .status()
-        .expect("run sh to write a script");
-    assert!(
-        status.success(),
-        "writing {} failed: {status}",
-        path.display()
-    );
+    kuutamod_bench::procs::write_script(&path, body);
     path
 }
 
